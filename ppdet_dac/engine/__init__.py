@@ -1,0 +1,1 @@
+"""Training/evaluation glue on ppdet's Trainer."""

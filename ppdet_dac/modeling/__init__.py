@@ -1,0 +1,1 @@
+"""Detection model pieces of DAC-DETR; importing this module registers them with ppdet."""

@@ -1,0 +1,1 @@
+"""Multi-scale deformable attention: custom op with a pure-Paddle reference."""
