@@ -1,1 +1,2 @@
 """Training/evaluation glue on ppdet's Trainer."""
+from .config import check_section_keys, load_checked_config  # noqa: F401

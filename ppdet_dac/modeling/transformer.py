@@ -1,0 +1,158 @@
+"""DACTransformer: input projections, deformable encoder, two-stage query selection, CDN queries
+and the two-stream DAC decoder, with the per-layer heads (6 decoder clones + 1 for the encoder)."""
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+from ppdet.core.workspace import register
+
+from .decoder import DACDecoder
+from .denoising import build_cdn_queries
+from .encoder import DeformableEncoder
+from .head import build_heads
+from .position_encoding import sine_position_embedding
+from .query_selection import QuerySelection
+from .shape_utils import as_float, dynamic_size
+from . import init
+
+
+def _valid_ratio(mask):
+    """mask: [B, H, W] bool (True = padding) -> [B, 2] (unpadded width / W, unpadded height / H)."""
+    not_mask = paddle.logical_not(mask).astype("float32")
+    h, w = dynamic_size(mask, (1, 2))
+    valid_h = not_mask[:, :, 0].sum(axis=1) / as_float(h)
+    valid_w = not_mask[:, 0, :].sum(axis=1) / as_float(w)
+    return paddle.stack([valid_w, valid_h], axis=-1)
+
+
+@register
+class DACTransformer(nn.Layer):
+    """Deformable-DETR++ with contrastive denoising and DAC's C-decoder.
+
+    Inputs: backbone features (C3, C4, C5) and the image padding mask. Outputs (a dict):
+      'logits' [L, B, Q', K], 'boxes' [L, B, Q', 4] O-decoder per layer (L = 1 in eval);
+      'logits_c', 'boxes_c' the C-decoder (training with use_dac only);
+      'enc_logits' [B, S, K], 'enc_boxes' [B, S, 4] one proposal per encoder token;
+      'topk_indices' [B, Q] the selected proposals; 'dn_meta' the denoising layout (training).
+    Q' = pad_size + num_queries in training with denoising (DN queries first), else num_queries.
+    """
+    __shared__ = ["num_classes", "hidden_dim", "use_dac"]
+
+    def __init__(self, num_classes=91, hidden_dim=256, num_queries=900, in_channels=(512, 1024, 2048),
+                 num_levels=4, num_heads=8, num_encoder_layers=6, num_decoder_layers=6,
+                 dim_feedforward=2048, dropout=0.0, num_encoder_points=4, num_decoder_points=4,
+                 offset_lr_mult=0.1, num_denoising=100, label_noise_ratio=0.5, box_noise_scale=0.4,
+                 use_dac=True):
+        super().__init__()
+        if num_levels < len(in_channels):
+            raise ValueError(f"num_levels {num_levels} < number of backbone levels {len(in_channels)}")
+        self.num_classes, self.hidden_dim, self.num_queries = num_classes, hidden_dim, num_queries
+        self.num_levels, self.use_dac = num_levels, use_dac
+        self.num_denoising = num_denoising
+        self.label_noise_ratio, self.box_noise_scale = label_noise_ratio, box_noise_scale
+
+        self.input_proj = nn.LayerList()
+        for i in range(num_levels):
+            extra = i >= len(in_channels)
+            conv = nn.Conv2D(in_channels[-1] if i == len(in_channels) else
+                             (hidden_dim if extra else in_channels[i]), hidden_dim,
+                             kernel_size=3 if extra else 1, stride=2 if extra else 1,
+                             padding=1 if extra else 0)
+            init.xavier_(conv.weight)
+            init.constant_(conv.bias, 0.0)
+            self.input_proj.append(nn.Sequential(conv, nn.GroupNorm(32, hidden_dim)))
+        self.level_embed = self.create_parameter([num_levels, hidden_dim])
+        init.normal_(self.level_embed)
+
+        layer_kwargs = dict(d_model=hidden_dim, num_heads=num_heads, dim_feedforward=dim_feedforward,
+                            dropout=dropout, num_levels=num_levels, offset_lr_mult=offset_lr_mult)
+        self.encoder = DeformableEncoder(num_encoder_layers, num_points=num_encoder_points,
+                                         **layer_kwargs)
+        self.decoder = DACDecoder(num_decoder_layers, num_points=num_decoder_points, **layer_kwargs)
+        self.query_selection = QuerySelection(hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)   # content of matching queries
+        self.label_enc = nn.Embedding(num_classes + 1, hidden_dim)  # content of DN queries
+        init.normal_(self.query_embed.weight)
+        init.normal_(self.label_enc.weight)
+        self.class_heads, self.box_heads = build_heads(hidden_dim, num_classes,
+                                                       num_decoder_layers + 1)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        return {"in_channels": [s.channels for s in input_shape]}
+
+    def _flatten_levels(self, feats, mask):
+        """Project the backbone levels (+ extra strided levels) and flatten them into tokens."""
+        srcs = [proj(f) for proj, f in zip(self.input_proj, feats)]
+        for i in range(len(feats), self.num_levels):
+            srcs.append(self.input_proj[i](feats[-1] if i == len(feats) else srcs[-1]))
+        tokens, masks, pos, shapes, ratios = [], [], [], [], []
+        for lvl, src in enumerate(srcs):
+            h, w = dynamic_size(src, (2, 3))
+            level_mask = F.interpolate(mask.unsqueeze(1).astype("float32"), size=[h, w],
+                                       mode="nearest").squeeze(1) > 0.5
+            level_pos = sine_position_embedding(level_mask, num_feats=self.hidden_dim // 2)
+            tokens.append(src.flatten(2).transpose([0, 2, 1]))
+            masks.append(level_mask.flatten(1))
+            pos.append(level_pos.flatten(2).transpose([0, 2, 1]) + self.level_embed[lvl])
+            shapes.append((h, w))
+            ratios.append(_valid_ratio(level_mask))
+        if paddle.in_dynamic_mode():
+            spatial_shapes = paddle.to_tensor(shapes, dtype="int64")
+        else:
+            spatial_shapes = paddle.stack([paddle.stack([h, w]) for h, w in shapes]).astype("int64")
+        areas = spatial_shapes.prod(1)
+        level_start_index = paddle.concat([paddle.zeros([1], dtype="int64"), areas.cumsum(0)[:-1]])
+        return (paddle.concat(tokens, 1), paddle.concat(masks, 1), paddle.concat(pos, 1),
+                spatial_shapes, shapes, level_start_index, paddle.stack(ratios, 1))
+
+    def forward(self, feats, mask, gt_labels=None, gt_boxes=None, dn_noise=None, topk_indices=None,
+                run_c_stream=None):
+        """
+        feats: list of [B, C_l, H_l, W_l] backbone maps; mask: [B, H, W] bool, True = padding.
+        gt_labels / gt_boxes: per-image int64 [n] model class ids and [n, 4] normalised cxcywh
+          (training; they seed the denoising queries). dn_noise: optional replayable draws.
+        topk_indices: optional [B, Q] int64 to replace the proposal top-k (exact comparisons).
+        run_c_stream: override (default: training and use_dac).
+        """
+        (src, token_mask, pos, spatial_shapes, shapes, level_start_index,
+         valid_ratios) = self._flatten_levels(feats, mask)
+        memory = self.encoder(src, pos, spatial_shapes, shapes, level_start_index, valid_ratios,
+                              token_mask)
+
+        # Two-stage: score one proposal per token, keep the top num_queries by channel 0.
+        features, proposals = self.query_selection.proposal_features(memory, token_mask, shapes)
+        enc_logits = self.class_heads[-1](features)
+        enc_coords_unact = self.box_heads[-1](features) + proposals
+        if topk_indices is None:
+            if paddle.in_dynamic_mode() and enc_logits.shape[1] < self.num_queries:
+                raise ValueError(f"the image gives {enc_logits.shape[1]} encoder tokens, fewer than "
+                                 f"num_queries={self.num_queries}; use a larger input or fewer queries")
+            topk_indices = paddle.topk(enc_logits[..., 0], self.num_queries, axis=1)[1]
+        ref_unact = paddle.take_along_axis(
+            enc_coords_unact, topk_indices.unsqueeze(-1).tile([1, 1, 4]), axis=1).detach()
+        bs = memory.shape[0]
+        tgt = self.query_embed.weight.unsqueeze(0).tile([bs, 1, 1])
+
+        # Contrastive denoising queries go first, with a mask that hides them from the rest.
+        attn_mask, dn_meta = None, None
+        if self.training and self.num_denoising > 0 and gt_labels is not None:
+            dn_content, dn_ref_unact, blocked, dn_meta = build_cdn_queries(
+                gt_labels, gt_boxes, self.label_enc, num_queries=self.num_queries,
+                num_classes=self.num_classes, dn_number=self.num_denoising,
+                label_noise_ratio=self.label_noise_ratio, box_noise_scale=self.box_noise_scale,
+                noise=dn_noise)
+            if dn_meta["pad_size"] > 0:
+                tgt = paddle.concat([dn_content, tgt], axis=1)
+                ref_unact = paddle.concat([dn_ref_unact, ref_unact], axis=1)
+                attn_mask = paddle.logical_not(blocked)
+
+        if run_c_stream is None:
+            run_c_stream = self.training and self.use_dac
+        outputs = self.decoder(
+            tgt, F.sigmoid(ref_unact), self.query_selection.query_pos(ref_unact), memory,
+            spatial_shapes, level_start_index, valid_ratios, token_mask, self.class_heads,
+            self.box_heads, attn_mask=attn_mask, run_c_stream=run_c_stream,
+            all_layers=self.training or run_c_stream)
+        outputs.update(enc_logits=enc_logits, enc_boxes=F.sigmoid(enc_coords_unact),
+                       topk_indices=topk_indices, dn_meta=dn_meta)
+        return outputs

@@ -1,0 +1,33 @@
+"""Evaluate a ppdet_dac model (COCO mAP via pycocotools).
+
+    python tools/eval.py -c configs/demo/dac_demo.yml -o weights=output/dac_demo/model_final
+"""
+import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
+
+import paddle
+from ppdet.engine import Trainer, init_parallel_env
+from ppdet.utils.cli import ArgsParser, merge_args
+
+from ppdet_dac.engine import load_checked_config
+
+
+def parse_args(argv=None):
+    parser = ArgsParser()
+    parser.add_argument("--classwise", action="store_true", help="print per-class AP")
+    parser.add_argument("--output_eval", default=None, help="directory for bbox.json")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_checked_config(args.config, args.opt)
+    merge_args(cfg, args)
+    paddle.set_device("gpu" if cfg.get("use_gpu", False) else "cpu")
+    init_parallel_env()
+    trainer = Trainer(cfg, mode="eval")
+    trainer.load_weights(cfg.weights)
+    trainer.evaluate()
+
+
+if __name__ == "__main__":
+    main()
