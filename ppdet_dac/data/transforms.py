@@ -1,0 +1,70 @@
+"""Reader op replacing ppdet 2.6.0's ``Decode``, whose error handling hides the file at fault.
+
+ppdet's ``Decode`` wraps ``cv2.imdecode`` in a bare ``except:``; an undecodable file then leaves
+the raw ``bytes`` in ``sample['image']`` and the run dies later with ``'bytes' object has no
+attribute 'shape'``, naming no file. ``DACDecode`` produces the same sample keys but raises
+``ImageDecodeError`` naming the file, which ``DACCOCODataSet`` turns into a logged skip during
+training.
+
+The op is registered with ppdet's ``register_op`` and attached to ``ppdet.data.transform``,
+which is where the reader looks op names up.
+"""
+import cv2
+import numpy as np
+import ppdet.data.transform as ppdet_transform
+from ppdet.data.transform.operators import BaseOperator, ImageError, register_op
+from ppdet.utils.logger import setup_logger
+
+logger = setup_logger(__name__)
+
+
+class ImageDecodeError(ImageError):
+    """An image file that cannot be read or decoded; the message names the file."""
+
+    def __init__(self, message, im_file=None):
+        super().__init__(message)
+        self.im_file = im_file
+
+
+@register_op
+class DACDecode(BaseOperator):
+    """Read and decode ``sample['im_file']`` (or the encoded bytes in ``sample['image']``) to
+    RGB uint8 [H, W, 3]; set 'h', 'w', 'im_shape' and 'scale_factor' [1, 1] like ppdet's Decode.
+
+    Raises ImageDecodeError naming the file when it cannot be read or is not a valid image.
+    """
+
+    def apply(self, sample, context=None):
+        im_file = sample.get("im_file", "<in-memory image>")
+        if "image" not in sample:
+            try:
+                with open(sample["im_file"], "rb") as f:
+                    sample["image"] = f.read()
+            except OSError as err:
+                raise ImageDecodeError(f"cannot read image file {im_file}: {err}", im_file)
+        sample.pop("im_file", None)
+        encoded = sample["image"]
+        if isinstance(encoded, np.ndarray) and encoded.ndim == 3:
+            im = encoded  # already decoded upstream
+        else:
+            im = cv2.imdecode(np.frombuffer(encoded, dtype="uint8"), cv2.IMREAD_COLOR)
+            if im is None:
+                raise ImageDecodeError(
+                    f"cannot decode image file {im_file} ({len(encoded)} bytes): "
+                    "not a readable JPEG/PNG/BMP image", im_file)
+            if sample.get("keep_ori_im"):
+                sample["ori_image"] = im
+            im = cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+        sample["image"] = im
+        for key, actual in (("h", im.shape[0]), ("w", im.shape[1])):
+            if key in sample and sample[key] != actual:
+                logger.warning(f"{im_file}: annotation says {key}={sample[key]} but the image has "
+                               f"{actual}; using the image's value")
+            sample[key] = actual
+        sample["im_shape"] = np.array(im.shape[:2], dtype=np.float32)
+        sample["scale_factor"] = np.array([1.0, 1.0], dtype=np.float32)
+        return sample
+
+
+# the reader resolves op names with getattr(ppdet.data.transform, name)
+setattr(ppdet_transform, DACDecode.__name__, DACDecode)
