@@ -28,8 +28,9 @@ def _cxcywh_from_px(x1, y1, x2, y2, size):
 # ---------------------------------------------------------------- numpy reference (official)
 def _iou32(box, others):
     """float32 IoU of one xyxy box with [K, 4] boxes, as torchvision computes it (no +1)."""
-    iw = np.maximum(np.float32(0), np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]))
-    ih = np.maximum(np.float32(0), np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]))
+    zero = np.float32(0)
+    iw = np.maximum(zero, np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]))
+    ih = np.maximum(zero, np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]))
     inter = iw * ih
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
