@@ -131,3 +131,21 @@ def test_registered_with_ppdet():
     assert "DACHungarianMatcher" in global_config
     matcher = create("DACHungarianMatcher")
     assert isinstance(matcher, DACHungarianMatcher) and matcher.cost_bbox == 5.0
+
+
+def test_extreme_logits_give_finite_cost_and_optimal_matching():
+    rng = np.random.default_rng(10)
+    logits, boxes, labels, gt_boxes = _random_case(rng, 5, [3])
+    logits = np.where(logits > 0, 50.0, -50.0)
+    (q_idx, g_idx), = _run(DACHungarianMatcher(), logits, boxes, labels, gt_boxes)
+    cost = DACHungarianMatcher().cost_matrix(
+        paddle.to_tensor(logits[0].astype("float32")), paddle.to_tensor(boxes[0].astype("float32")),
+        paddle.to_tensor(labels[0]), paddle.to_tensor(gt_boxes[0].astype("float32")))
+    assert np.isfinite(cost).all()
+    # p rounds to exactly 0 or 1 in float32: the class cost is +-(-log 1e-8) weighted by alpha
+    p = logits[0][:, labels[0]] > 0
+    expected_class = np.where(p, -0.75 * -np.log(1e-8), 0.25 * -np.log(1e-8))
+    geometric = _np_cost(np.zeros_like(logits[0]), boxes[0], labels[0], gt_boxes[0], w_class=0.0)
+    np.testing.assert_allclose(cost, geometric + 2.0 * expected_class, rtol=1e-5)
+    assert len(q_idx) == 3
+    np.testing.assert_allclose(cost[q_idx, g_idx].sum(), _brute_force_min(cost), rtol=1e-6)
