@@ -38,7 +38,7 @@ def build_tiny_detector(use_dac=True, num_classes=5, num_decoder_layers=2, num_q
                    num_classes=num_classes, class_id_mode="contiguous")
 
 
-def make_batch(gt_per_image, size=64, seed=0):
+def make_batch(gt_per_image, size=64, seed=0, num_classes=5):
     """A ppdet-style batch dict: random images, pad_mask, per-image gt_bbox/gt_class lists."""
     rng = np.random.default_rng(seed)
     b = len(gt_per_image)
@@ -53,7 +53,7 @@ def make_batch(gt_per_image, size=64, seed=0):
         centre = rng.uniform(0.3, 0.7, (n, 2))
         wh = rng.uniform(0.2, 0.4, (n, 2))
         batch["gt_bbox"].append(paddle.to_tensor(np.concatenate([centre, wh], 1).astype("float32")))
-        batch["gt_class"].append(paddle.to_tensor(rng.integers(0, 5, (n, 1)).astype("int32")))
+        batch["gt_class"].append(paddle.to_tensor(rng.integers(0, num_classes, (n, 1)).astype("int32")))
     return batch
 
 

@@ -7,6 +7,7 @@
 
     python tools/demo.py [-c configs/demo/dac_demo.yml] [-o key=value ...]
 """
+import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
 
 import os
@@ -33,7 +34,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     cfg = load_checked_config(args.config, args.opt)
-    make_demo_data(cfg.TrainDataset.dataset_dir)
+    make_demo_data(cfg["TrainDataset"]["dataset_dir"])
     paddle.set_device("cpu")
     set_random_seed(args.seed)
 

@@ -2,6 +2,7 @@
 
     python tools/eval.py -c configs/demo/dac_demo.yml -o weights=output/dac_demo/model_final
 """
+import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
 
 import paddle

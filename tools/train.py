@@ -2,6 +2,7 @@
 
     python tools/train.py -c configs/demo/dac_demo.yml [--eval] [-r CKPT] [-o key=value ...]
 """
+import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
 
 import paddle
