@@ -5,6 +5,7 @@ directory as ``_ms_deform_attn_op*.so``. Registering it with Paddle
 (``load_op_meta_info_and_register_op``) makes the op runnable in dygraph, under ``to_static`` and in
 a Paddle Inference predictor of the same process.
 """
+import ctypes
 import glob
 import os
 
@@ -67,14 +68,33 @@ def load_error():
     return _state["error"]
 
 
+def _build_facts():
+    """(built_with_cuda, cpu_variant) read from the registered library, or (False, None)."""
+    if "facts" not in _state:
+        path = load()
+        if path is None:
+            _state["facts"] = (False, None)
+        else:
+            lib = ctypes.CDLL(path)
+            lib.ppdet_dac_msda_cpu_variant.restype = ctypes.c_char_p
+            _state["facts"] = (bool(lib.ppdet_dac_msda_built_with_cuda()),
+                               lib.ppdet_dac_msda_cpu_variant().decode())
+    return _state["facts"]
+
+
 def built_with_cuda():
     """Whether the registered library has CUDA kernels (built by CUDAExtension)."""
-    path = _state["path"]
-    return bool(path) and os.path.isfile(os.path.join(os.path.dirname(path), "_ms_deform_attn_cuda.flag"))
+    return _build_facts()[0]
+
+
+def cpu_variant():
+    """The CPU kernel variant the library runs on this machine ("avx2+fma" / "generic"), or None."""
+    return _build_facts()[1]
 
 
 def run_op(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     """Call the registered op (dygraph or static graph); see ``ms_deform_attn`` for shapes."""
     from paddle import _C_ops
-    return _C_ops._run_custom_op(OP_NAME, value, spatial_shapes, level_start_index,
+    outs = _C_ops._run_custom_op(OP_NAME, value, spatial_shapes, level_start_index,
                                  sampling_locations, attention_weights)
+    return outs[0] if isinstance(outs, (list, tuple)) else outs

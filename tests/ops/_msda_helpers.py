@@ -4,11 +4,12 @@ import paddle
 
 
 def make_inputs(shapes, batch=2, num_queries=5, heads=2, channels=3, points=2, seed=0,
-                dtype="float64", spread=0.2):
+                dtype="float64", spread=0.2, borders=True):
     """Random MSDA inputs as NumPy arrays.
 
     shapes: list of (H, W). Locations are drawn in [-spread, 1 + spread] so that some fall outside the
-    map; a few are placed exactly on pixel borders and map edges. Returns a dict of arrays:
+    map; with ``borders`` a few are placed exactly on pixel centres and map edges (kinks of the
+    bilinear interpolation: gradients there are one-sided, so gradient checks turn it off). Returns a dict of arrays:
     value [N, S, M, D], spatial_shapes [L, 2], level_start_index [L], loc [N, Lq, M, L, P, 2],
     attn [N, Lq, M, L, P].
     """
@@ -21,7 +22,7 @@ def make_inputs(shapes, batch=2, num_queries=5, heads=2, channels=3, points=2, s
     loc = rng.uniform(-spread, 1.0 + spread, (batch, num_queries, heads, levels, points, 2))
     flat = loc.reshape(-1, levels, 2)
     # Exact borders: x = 0, x = 1 (outer edges) and pixel centres / edges, for a few samples.
-    for lvl, (h, w) in enumerate(shapes_arr):
+    for lvl, (h, w) in enumerate(shapes_arr if borders else []):
         k = min(len(flat), 6)
         flat[:k, lvl, 0] = np.array([0.0, 1.0, 0.5 / w, 1.0 - 0.5 / w, 1.0 / w, 0.0])[:k]
         flat[:k, lvl, 1] = np.array([0.0, 1.0, 0.5 / h, 1.0 - 0.5 / h, 0.0, 1.0 / h])[:k]
