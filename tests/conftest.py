@@ -60,3 +60,17 @@ def make_batch(gt_per_image, size=64, seed=0, num_classes=5):
 @pytest.fixture
 def tiny_detector():
     return build_tiny_detector
+
+
+@pytest.fixture
+def dataset_log(caplog):
+    """Capture records of ppdet_dac's data loggers (ppdet loggers do not propagate to root)."""
+    import logging
+    names = ["ppdet_dac.data.dataset", "ppdet_dac.data.transforms", "ppdet_dac.data.demo_data"]
+    loggers = [logging.getLogger(n) for n in names]
+    for lg in loggers:
+        lg.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO)
+    yield caplog
+    for lg in loggers:
+        lg.removeHandler(caplog.handler)

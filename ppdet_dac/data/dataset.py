@@ -254,9 +254,8 @@ class DACCOCODataSet(COCODataSet):
                 if self.on_decode_error == "raise":
                     raise
                 self._undecodable.add(candidate)
-                logger.warning(f"skipping undecodable image {err.im_file} ({err}); training "
-                               f"continues with the next image ({len(self._undecodable)} "
-                               f"undecodable so far)")
+                logger.warning(f"skipping undecodable image: {err}; training continues with "
+                               f"the next image ({len(self._undecodable)} undecodable so far)")
         raise ImageDecodeError(f"{self._anno_file()}: none of the {n} images can be decoded")
 
 
