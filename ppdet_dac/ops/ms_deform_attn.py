@@ -64,6 +64,9 @@ def _on_gpu(tensor):
     return tensor.place.is_gpu_place()
 
 
+# Plain-Python dispatch helpers: dy2static must call them as they are (its rewritten copies lose
+# this module's globals), so ``ms_deform_attn`` can be traced by ``paddle.jit.to_static`` directly.
+@paddle.jit.not_to_static
 def selected_backend(value):
     """("op" | "reference", reason) for a call with this ``value`` tensor ([N, S, M, D])."""
     if _forced_reference is True:
@@ -79,6 +82,7 @@ def selected_backend(value):
     return "op", f"custom op library {lib}"
 
 
+@paddle.jit.not_to_static
 def _log_once(backend, reason):
     if (backend, reason) not in _logged:
         _logged.add((backend, reason))
