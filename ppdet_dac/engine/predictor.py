@@ -1,0 +1,379 @@
+"""Paddle Inference predictor for an exported ppdet_dac model (shared by deploy/ and tools/).
+
+``Predictor(model_dir)`` reads ``infer_cfg.yml`` and the model (``model.json`` or
+``model.pdmodel`` + ``model.pdiparams``) written by ``ppdet_dac.engine.export``, registers the
+ms_deform_attn op library when the model was exported with ``attention: op``, and turns images
+(file paths, encoded bytes or BGR arrays) into detections: one float32 [N, 6] array per image,
+rows (label, score, x1, y1, x2, y2) in original-image pixels.
+
+Preprocessing follows the ``Preprocess`` list of infer_cfg.yml (ppdet's reader ops: Resize with
+keep_ratio, NormalizeImage, Permute, PadStride); a batch is padded to its largest image and the
+``pad_mask`` input marks the real pixels.
+"""
+import glob
+import json
+import os
+import threading
+
+import cv2
+import numpy as np
+import paddle
+import yaml
+from ppdet.utils.logger import setup_logger
+
+from ppdet_dac import ops
+from ppdet_dac.engine.visualize import draw_detections
+
+logger = setup_logger(__name__)
+
+INFER_CFG = "infer_cfg.yml"
+MODEL_FILES = ("model.json", "model.pdmodel")  # Paddle 3 (PIR) first, then the legacy program
+PARAMS_FILE = "model.pdiparams"
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+DEVICES = ("CPU", "GPU")
+RUN_MODES = ("paddle", "trt_fp32", "trt_fp16")
+
+
+# ---------------------------------------------------------------- infer_cfg.yml
+class InferConfig:
+    """The parts of infer_cfg.yml the predictor uses; errors name the file and the key."""
+
+    def __init__(self, model_dir):
+        self.path = os.path.join(model_dir, INFER_CFG)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"{self.path} not found: export the model with "
+                                    "tools/export_model.py first")
+        with open(self.path) as f:
+            raw = yaml.safe_load(f) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{self.path}: expected a mapping, got {type(raw).__name__}")
+        self.raw = raw
+        self.preprocess = self._require("Preprocess", list)
+        self.label_list = [str(n) for n in raw.get("label_list", [])]
+        self.draw_threshold = float(raw.get("draw_threshold", 0.5))
+        self.attention = raw.get("attention", "reference")
+        if self.attention not in ("op", "reference"):
+            raise ValueError(f"{self.path}: attention must be 'op' or 'reference', "
+                             f"got {self.attention!r}")
+        self.min_subgraph_size = int(raw.get("min_subgraph_size", 3))
+        self.arch = raw.get("arch")
+
+    def _require(self, key, kind):
+        if key not in self.raw:
+            raise ValueError(f"{self.path}: missing key '{key}'")
+        if not isinstance(self.raw[key], kind):
+            raise ValueError(f"{self.path}: '{key}' must be a {kind.__name__}, "
+                             f"got {self.raw[key]!r}")
+        return self.raw[key]
+
+
+# ---------------------------------------------------------------- preprocessing
+def decode_image(image):
+    """A file path, encoded bytes or a BGR uint8 [H, W, 3] array -> RGB uint8 [H, W, 3].
+
+    Raises FileNotFoundError / ValueError naming the file (or saying the bytes are not an image).
+    """
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected a BGR image array [H, W, 3], got shape {image.shape}")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data, what = np.frombuffer(image, dtype=np.uint8), f"the given {len(image)} bytes"
+    else:
+        if not os.path.isfile(image):
+            raise FileNotFoundError(f"image file not found: {image}")
+        data, what = np.fromfile(image, dtype=np.uint8), f"image file {image}"
+    im = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if im is None:
+        raise ValueError(f"cannot decode {what}: not a readable JPEG/PNG/BMP image")
+    return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+
+
+class _Resize:
+    """ppdet Resize: keep_ratio scales the short side to min(target) unless the long side would
+    exceed max(target); otherwise stretch to target_size [h, w]."""
+
+    def __init__(self, target_size, keep_ratio=True, interp=cv2.INTER_LINEAR):
+        self.target_size = [int(v) for v in (target_size if isinstance(target_size, (list, tuple))
+                                             else [target_size, target_size])]
+        self.keep_ratio, self.interp = bool(keep_ratio), int(interp)
+
+    def __call__(self, im, info):
+        h, w = im.shape[:2]
+        if self.keep_ratio:
+            sy = sx = min(min(self.target_size) / min(h, w), max(self.target_size) / max(h, w))
+            out_h, out_w = sy * h, sx * w  # ppdet keeps the unrounded size as im_shape
+        else:
+            out_h, out_w = self.target_size
+            sy, sx = out_h / h, out_w / w
+        im = cv2.resize(im, None, None, fx=sx, fy=sy, interpolation=self.interp)
+        info["im_shape"] = np.array([out_h, out_w], dtype=np.float32)
+        info["scale_factor"] = info["scale_factor"] * np.array([sy, sx], dtype=np.float32)
+        return im
+
+
+class _NormalizeImage:
+    def __init__(self, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), is_scale=True,
+                 norm_type="mean_std"):
+        # float64 statistics applied in place to float32 pixels, as ppdet's reader does
+        self.mean = np.asarray(mean, dtype=np.float64)[None, None, :]
+        self.std = np.asarray(std, dtype=np.float64)[None, None, :]
+        self.is_scale, self.norm_type = bool(is_scale), norm_type
+
+    def __call__(self, im, info):
+        im = im.astype(np.float32)
+        if self.is_scale:
+            im *= 1.0 / 255.0
+        if self.norm_type == "mean_std":
+            im -= self.mean
+            im /= self.std
+        return im
+
+
+class _Permute:
+    def __call__(self, im, info):
+        return np.ascontiguousarray(im.transpose(2, 0, 1))
+
+
+class _PadStride:
+    """Marks the stride the batch padder rounds H and W up to (padding happens per batch)."""
+
+    def __init__(self, stride=0):
+        self.stride = int(stride)
+
+    def __call__(self, im, info):
+        info["stride"] = max(self.stride, info.get("stride", 0))
+        return im
+
+
+_PREPROCESS_OPS = {"Resize": _Resize, "NormalizeImage": _NormalizeImage, "Permute": _Permute,
+                   "PadStride": _PadStride}
+
+
+class Preprocessor:
+    """Builds the op list from infer_cfg.yml's Preprocess and batches images."""
+
+    def __init__(self, steps, source=INFER_CFG):
+        self.ops = []
+        for i, step in enumerate(steps):
+            step = dict(step)
+            name = step.pop("type", None)
+            if name not in _PREPROCESS_OPS:
+                raise ValueError(f"{source}: Preprocess[{i}] has type {name!r}; supported: "
+                                 f"{sorted(_PREPROCESS_OPS)}")
+            try:
+                self.ops.append(_PREPROCESS_OPS[name](**step))
+            except TypeError as err:
+                raise ValueError(f"{source}: Preprocess[{i}] ({name}) has bad arguments "
+                                 f"{step}: {err}") from err
+        if not any(isinstance(op, _Permute) for op in self.ops):
+            raise ValueError(f"{source}: Preprocess has no Permute (the model takes CHW images)")
+
+    def one(self, image):
+        """One image -> (float32 [3, h, w], {'im_shape', 'scale_factor', 'stride'})."""
+        im = decode_image(image)
+        info = {"im_shape": np.array(im.shape[:2], dtype=np.float32),
+                "scale_factor": np.ones(2, dtype=np.float32), "stride": 0}
+        for op in self.ops:
+            im = op(im, info)
+        return im.astype(np.float32, copy=False), info
+
+    def batch(self, images):
+        """Images -> the feed dict: image [B, 3, H, W] zero-padded to the largest (rounded up to
+        the PadStride stride), pad_mask [B, H, W] (1 = image), im_shape, scale_factor [B, 2]."""
+        items = [self.one(im) for im in images]
+        stride = max(info["stride"] for _, info in items)
+        h = max(im.shape[1] for im, _ in items)
+        w = max(im.shape[2] for im, _ in items)
+        if stride > 0:
+            h, w = -(-h // stride) * stride, -(-w // stride) * stride
+        image = np.zeros((len(items), 3, h, w), dtype=np.float32)
+        pad_mask = np.zeros((len(items), h, w), dtype=np.float32)
+        for i, (im, _) in enumerate(items):
+            image[i, :, :im.shape[1], :im.shape[2]] = im
+            pad_mask[i, :im.shape[1], :im.shape[2]] = 1.0
+        return {"image": image, "pad_mask": pad_mask,
+                "im_shape": np.stack([info["im_shape"] for _, info in items]),
+                "scale_factor": np.stack([info["scale_factor"] for _, info in items])}
+
+
+# ---------------------------------------------------------------- the predictor
+def find_model_file(model_dir):
+    """model.json (Paddle 3) or model.pdmodel (Paddle 2.x) in model_dir, with model.pdiparams."""
+    params = os.path.join(model_dir, PARAMS_FILE)
+    for name in MODEL_FILES:
+        path = os.path.join(model_dir, name)
+        if os.path.isfile(path):
+            if not os.path.isfile(params):
+                raise FileNotFoundError(f"{params} not found next to {path}")
+            return path, params
+    raise FileNotFoundError(f"no {' or '.join(MODEL_FILES)} in {model_dir}")
+
+
+def make_inference_config(model_dir, device="CPU", cpu_threads=1, enable_mkldnn=False,
+                          gpu_id=0, run_mode="paddle", min_subgraph_size=3, trt_max_shape=1333):
+    """paddle.inference.Config for the model in model_dir.
+
+    CPU: ``cpu_threads`` math threads; oneDNN only when ``enable_mkldnn`` (on Paddle 3.3 oneDNN's
+    placement pass cannot run this graph's dynamic-size interpolation, so that pass is dropped and
+    oneDNN keeps its fusion passes). GPU (CUDA builds only): ``run_mode`` paddle or TensorRT
+    fp32/fp16 with dynamic input shapes. Memory optimisation stays off: under PIR it breaks
+    create_predictor on Paddle 3.3.
+    """
+    from paddle import inference
+
+    model_file, params_file = find_model_file(model_dir)
+    device = device.upper()
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if run_mode not in RUN_MODES:
+        raise ValueError(f"run_mode must be one of {RUN_MODES}, got {run_mode!r}")
+    config = inference.Config(model_file, params_file)
+    if device == "GPU":
+        if not paddle.is_compiled_with_cuda():
+            raise ValueError("device GPU needs a CUDA build of Paddle; this one is CPU-only "
+                             f"(paddle {paddle.__version__}); use --device CPU")
+        config.enable_use_gpu(200, int(gpu_id))
+        if run_mode != "paddle":
+            precision = (inference.PrecisionType.Half if run_mode == "trt_fp16"
+                         else inference.PrecisionType.Float32)
+            config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1,
+                                          min_subgraph_size=int(min_subgraph_size),
+                                          precision_mode=precision, use_static=False,
+                                          use_calib_mode=False)
+            m = int(trt_max_shape)
+            config.set_trt_dynamic_shape_info(
+                {"image": [1, 3, 32, 32], "pad_mask": [1, 32, 32]},
+                {"image": [1, 3, m, m], "pad_mask": [1, m, m]},
+                {"image": [1, 3, 640, 640], "pad_mask": [1, 640, 640]})
+    else:
+        if run_mode != "paddle":
+            raise ValueError(f"run_mode {run_mode} (TensorRT) needs --device GPU")
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(int(cpu_threads))
+        if enable_mkldnn:
+            config.enable_mkldnn()
+            config.delete_pass("onednn_placement_pass")
+        else:
+            config.disable_mkldnn()
+    config.switch_ir_optim(True)
+    config.disable_glog_info()
+    return config
+
+
+class Predictor:
+    """An exported ppdet_dac model behind paddle.inference.
+
+    ``predict(images)`` -> list of float32 [N_i, 6] arrays; ``run(feeds)`` -> (bbox, bbox_num).
+    One Predictor serves one thread at a time; ``clone()`` gives another that shares the weights.
+    """
+
+    def __init__(self, model_dir, device="CPU", cpu_threads=1, enable_mkldnn=False, gpu_id=0,
+                 run_mode="paddle", _predictor=None, _infer_cfg=None):
+        self.model_dir = model_dir
+        self.infer_cfg = _infer_cfg or InferConfig(model_dir)
+        self.preprocessor = Preprocessor(self.infer_cfg.preprocess, self.infer_cfg.path)
+        self.label_list = self.infer_cfg.label_list
+        self._lock = threading.Lock()
+        if _predictor is None:
+            if self.infer_cfg.attention == "op":
+                ops.register_op_library()  # raises naming why when the op library is missing
+            from paddle import inference
+            config = make_inference_config(model_dir, device, cpu_threads, enable_mkldnn, gpu_id,
+                                           run_mode, self.infer_cfg.min_subgraph_size)
+            _predictor = inference.create_predictor(config)
+        self._predictor = _predictor
+        self.input_names = list(self._predictor.get_input_names())
+        self.output_names = list(self._predictor.get_output_names())
+
+    def clone(self):
+        """Another Predictor on the same weights (for a pool of threads)."""
+        return Predictor(self.model_dir, _predictor=self._predictor.clone(),
+                         _infer_cfg=self.infer_cfg)
+
+    def run(self, feeds):
+        """feeds: {input name: array} -> (bbox float32 [N, 6], bbox_num int32 [B])."""
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise ValueError(f"inputs {missing} missing; the model takes {self.input_names}")
+        with self._lock:
+            for name in self.input_names:
+                self._predictor.get_input_handle(name).copy_from_cpu(
+                    np.ascontiguousarray(feeds[name]))
+            self._predictor.run()
+            bbox, bbox_num = [self._predictor.get_output_handle(n).copy_to_cpu()
+                              for n in self.output_names[:2]]
+        return bbox, bbox_num
+
+    def predict(self, images):
+        """images: list of paths / encoded bytes / BGR arrays -> list of [N_i, 6] detections."""
+        if not images:
+            return []
+        bbox, bbox_num = self.run(self.preprocessor.batch(images))
+        return split_detections(bbox, bbox_num)
+
+
+def split_detections(bbox, bbox_num):
+    """[ΣN, 6] rows + per-image counts -> list of per-image [N_i, 6] float32 arrays."""
+    bbox = np.asarray(bbox, dtype=np.float32).reshape(-1, 6)
+    ends = np.cumsum(np.asarray(bbox_num).reshape(-1).astype(np.int64))
+    return [bbox[s:e] for s, e in zip(np.concatenate([[0], ends[:-1]]), ends)]
+
+
+# ---------------------------------------------------------------- results
+def detection_records(detections, label_list=None, threshold=0.0):
+    """[N, 6] rows -> JSON-ready dicts {class_id, label, score, bbox [x1, y1, x2, y2]} with
+    score >= threshold, highest score first."""
+    rows = np.asarray(detections, dtype=np.float64).reshape(-1, 6)
+    rows = rows[np.argsort(-rows[:, 1], kind="stable")]
+    records = []
+    for label, score, x1, y1, x2, y2 in rows:
+        if score < threshold:
+            continue
+        cid = int(label)
+        name = label_list[cid] if label_list and 0 <= cid < len(label_list) else str(cid)
+        records.append({"class_id": cid, "label": name, "score": round(float(score), 6),
+                        "bbox": [round(float(v), 3) for v in (x1, y1, x2, y2)]})
+    return records
+
+
+def list_images(image_file=None, image_dir=None):
+    """The image paths from a file and/or a directory (sorted); FileNotFoundError when none."""
+    paths = []
+    if image_file:
+        if not os.path.isfile(image_file):
+            raise FileNotFoundError(f"image file not found: {image_file}")
+        paths.append(image_file)
+    if image_dir:
+        if not os.path.isdir(image_dir):
+            raise FileNotFoundError(f"image directory not found: {image_dir}")
+        found = [p for p in glob.glob(os.path.join(image_dir, "*"))
+                 if p.lower().endswith(IMAGE_EXTS)]
+        if not found:
+            raise FileNotFoundError(f"no {'/'.join(IMAGE_EXTS)} images in {image_dir}")
+        paths.extend(sorted(found))
+    if not paths:
+        raise ValueError("give an image file or an image directory")
+    return paths
+
+
+def save_results(image_paths, detections, output_dir, label_list=None, threshold=0.5):
+    """Write <output_dir>/<image name>.png with the detections >= threshold drawn, and
+    <output_dir>/detections.json {image path: all detection records}. Returns the JSON path."""
+    os.makedirs(output_dir, exist_ok=True)
+    results = {}
+    for path, dets in zip(image_paths, detections):
+        image = cv2.imread(path)
+        if image is None:
+            raise ValueError(f"cannot read image file {path}")
+        canvas, _ = draw_detections(image, dets, label_list, threshold)
+        out = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+        if not cv2.imwrite(out, canvas):
+            raise OSError(f"cannot write {out}")
+        results[path] = detection_records(dets, label_list)
+        logger.info(f"{path}: {sum(r['score'] >= threshold for r in results[path])} detections "
+                    f">= {threshold} drawn to {out}")
+    json_path = os.path.join(output_dir, "detections.json")
+    with open(json_path, "w") as f:
+        json.dump(results, f, indent=1)
+    return json_path

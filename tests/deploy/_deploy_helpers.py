@@ -1,0 +1,75 @@
+"""Deployment test helpers: the demo config with seeded random weights exported in both attention
+modes (built once per session by the ``exported`` fixture), fresh-process runs, dygraph reference."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import paddle
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+DEMO_CONFIG = os.path.join(REPO, "configs", "demo", "dac_demo.yml")
+PYTHON = sys.executable
+
+
+def run_python(args, timeout=300, env=None):
+    """Run ``python args...`` in a fresh process from the repo root; returns stdout (asserts rc 0)."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join([REPO, full_env.get("PYTHONPATH", "")])
+    proc = subprocess.run([PYTHON] + list(args), cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+    assert proc.returncode == 0, f"{args} failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+class Exported:
+    """Paths of the session's export: weights, the two model dirs, the demo data and images."""
+
+    def __init__(self, root):
+        from ppdet_dac.data.demo_data import make_demo_data
+        from ppdet_dac.engine import load_checked_config
+        from ppdet_dac.engine.export import build_model, export_model
+
+        self.root = root
+        self.data_dir = os.path.join(root, "demo")
+        make_demo_data(self.data_dir, num_train=2, num_val=4, num_empty_train=0)
+        self.cfg = load_checked_config(DEMO_CONFIG,
+                                       {"TestDataset": {"dataset_dir": self.data_dir}})
+        paddle.seed(7)
+        model = build_model(self.cfg, None)
+        self.weights = os.path.join(root, "random_weights.pdparams")
+        paddle.save(model.state_dict(), self.weights)
+        self.model_dirs = {mode: export_model(self.cfg, self.weights,
+                                              os.path.join(root, f"model_{mode}"), mode)
+                           for mode in ("op", "reference")}
+        # two images whose resized sizes differ in both H and W (landscape and portrait)
+        val = sorted(os.path.join(self.data_dir, "val", f)
+                     for f in os.listdir(os.path.join(self.data_dir, "val")))
+        self.images = []
+        for i, (h, w) in enumerate([(240, 320), (300, 200)]):
+            path = os.path.join(root, f"image_{h}x{w}.jpg")
+            cv2.imwrite(path, cv2.resize(cv2.imread(val[i]), (w, h)))
+            self.images.append(path)
+
+    def dygraph_model(self):
+        from ppdet_dac.engine.export import build_model
+        return build_model(self.cfg, self.weights)
+
+
+def dygraph_detections(model, feeds, attention):
+    """The dygraph model's (bbox, bbox_num) on the predictor's feed dict."""
+    from ppdet_dac import ops
+    previous = ops.force_reference(attention == "reference")
+    try:
+        with paddle.no_grad():
+            out = model({k: paddle.to_tensor(v) for k, v in feeds.items()})
+    finally:
+        ops.force_reference(previous)
+    return out["bbox"].numpy(), out["bbox_num"].numpy()
+
+
+def top_detection_boxes(detections, k=3):
+    """The k highest-scoring rows of a [N, 6] array."""
+    return detections[np.argsort(-detections[:, 1], kind="stable")[:k]]

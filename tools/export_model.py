@@ -1,0 +1,43 @@
+"""Export a ppdet_dac model to Paddle Inference (model.json + model.pdiparams + infer_cfg.yml).
+
+    python tools/export_model.py -c configs/demo/dac_demo.yml -o weights=output/dac_demo/model_final \
+        --output_dir output_inference [--attention op|reference]
+
+As with ppdet, the model goes to <output_dir>/<config file name>/. ``--attention op`` bakes the
+compiled ms_deform_attn op into the graph (fast; the predictor registers the op library);
+``reference`` uses the pure-Paddle path (needed for paddle2onnx).
+"""
+import _threads  # noqa: F401  (before paddle: CPU thread count)
+import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
+
+import os
+
+import paddle
+from ppdet.utils.cli import ArgsParser, merge_args
+
+from ppdet_dac.engine import load_checked_config
+from ppdet_dac.engine.export import ATTENTION_MODES, export_model
+
+
+def parse_args(argv=None):
+    parser = ArgsParser()
+    parser.add_argument("--output_dir", default="output_inference",
+                        help="the model goes to <output_dir>/<config name>/")
+    parser.add_argument("--attention", choices=ATTENTION_MODES, default="op",
+                        help="op: compiled ms_deform_attn (fast); reference: pure Paddle (ONNX)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_checked_config(args.config, args.opt)
+    merge_args(cfg, args)
+    paddle.set_device("cpu")
+    name = os.path.splitext(os.path.basename(args.config))[0]
+    out = export_model(cfg, cfg.get("weights"), os.path.join(args.output_dir, name),
+                       attention=args.attention)
+    print(f"exported to {out}")
+
+
+if __name__ == "__main__":
+    main()
