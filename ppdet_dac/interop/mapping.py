@@ -1,0 +1,379 @@
+"""Name tables from PyTorch checkpoints onto ppdet_dac / ppdet parameter names, in one place.
+
+A table is a sequence of rules ``(source regex, target, kind)``: the regex must match the whole
+source key, ``target`` is a ``re`` replacement template (or a function of the match), and
+``kind`` says how the tensor changes:
+
+* ``COPY``   same layout (convolutions, norms, embeddings, biases, level_embed);
+* ``LINEAR`` a ``nn.Linear`` weight: PyTorch stores [out, in], Paddle [in, out] -> transpose;
+* ``QKV_WEIGHT`` / ``QKV_BIAS`` PyTorch ``nn.MultiheadAttention`` packs q, k, v into one
+  ``in_proj_weight`` [3C, C] / ``in_proj_bias`` [3C]; Paddle has separate q/k/v projections:
+  split into thirds (weights also transposed); ``{qkv}`` in the target becomes q, k, v.
+
+``convert_state_dict`` applies a table and checks the result against the target model's names
+and shapes, raising one ``ValueError`` that lists every missing, unexpected and mis-shaped key.
+"""
+import os
+import re
+
+import numpy as np
+import paddle
+from ppdet.utils.logger import setup_logger
+
+logger = setup_logger(__name__)
+
+COPY, LINEAR, QKV_WEIGHT, QKV_BIAS = "copy", "linear", "qkv_weight", "qkv_bias"
+
+# ---------------------------------------------------------------------------------------------
+# torchvision ResNet (also the official DAC-DETR backbone, under 'backbone.0.body.')
+# -> ppdet ResNet variant 'b' (stride in the 3x3 conv, as torchvision)
+# ---------------------------------------------------------------------------------------------
+_BN_PARAMS = {"weight": "weight", "bias": "bias", "running_mean": "_mean",
+              "running_var": "_variance"}
+_BN = "(?P<param>weight|bias|running_mean|running_var)"
+_BRANCH = {"1": "branch2a", "2": "branch2b", "3": "branch2c"}
+# torchvision's ImageNet classifier and BN step counters have no ppdet counterpart.
+TORCHVISION_RESNET_IGNORED = (r"fc\.(weight|bias)", r"(.+\.)?num_batches_tracked")
+
+
+def ppdet_block_name(stage, index, count):
+    """ppdet's NameAdapter: res{stage}{a,b,c..}; a stage-4 with > 10 blocks uses a, b1, b2, ..."""
+    if stage == 4 and count > 10:
+        return f"res4{'a' if index == 0 else 'b' + str(index)}"
+    return f"res{stage}{chr(ord('a') + index)}"
+
+
+def torchvision_block_counts(keys, prefix=""):
+    """{ppdet stage number: number of blocks} read from torchvision 'layer{L}.{i}.' key names."""
+    counts = {}
+    pattern = re.compile(re.escape(prefix) + r"layer(\d)\.(\d+)\.")
+    for key in keys:
+        m = pattern.match(key)
+        if m:
+            stage = int(m.group(1)) + 1
+            counts[stage] = max(counts.get(stage, 0), int(m.group(2)) + 1)
+    return counts
+
+
+def torchvision_resnet_rules(block_counts, src_prefix="", dst_prefix=""):
+    """Rules for a torchvision ResNet under ``src_prefix`` onto ppdet names under ``dst_prefix``."""
+    src, dst = re.escape(src_prefix), dst_prefix
+
+    def block(m, part):
+        stage = int(m.group("layer")) + 1
+        name = ppdet_block_name(stage, int(m.group("i")), block_counts.get(stage, 0))
+        return f"{dst}res{stage}.{name}.{part}"
+
+    def bn(m):
+        return _BN_PARAMS[m.group("param")]
+
+    blk = src + r"layer(?P<layer>\d)\.(?P<i>\d+)\."
+    return (
+        (src + r"conv1\.weight", lambda m: f"{dst}conv1.conv1.conv.weight", COPY),
+        (src + r"bn1\." + _BN, lambda m: f"{dst}conv1.conv1.norm.{bn(m)}", COPY),
+        (blk + r"conv(?P<j>[123])\.weight",
+         lambda m: block(m, f"{_BRANCH[m.group('j')]}.conv.weight"), COPY),
+        (blk + r"bn(?P<j>[123])\." + _BN,
+         lambda m: block(m, f"{_BRANCH[m.group('j')]}.norm.{bn(m)}"), COPY),
+        (blk + r"downsample\.0\.weight", lambda m: block(m, "short.conv.weight"), COPY),
+        (blk + r"downsample\.1\." + _BN, lambda m: block(m, f"short.norm.{bn(m)}"), COPY),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Official DAC-DETR (huzhengdongcs/DAC-DETR, H-DETR code base) -> ppdet_dac DACDETR
+# ---------------------------------------------------------------------------------------------
+_T = r"transformer\."
+_ENC, _DEC = _T + r"encoder\.layers\.(\d+)\.", _T + r"decoder\.layers\.(\d+)\."
+_MSDA = r"(sampling_offsets|attention_weights|value_proj|output_proj)"
+_WB = r"\.(?P<wb>weight|bias)"
+
+
+def _linear(src, dst):
+    """A Linear layer: its weight transposed, its bias copied (``dst`` without .weight/.bias)."""
+    return ((src + r"\.weight", dst + ".weight", LINEAR), (src + r"\.bias", dst + ".bias", COPY))
+
+
+def _same(src, dst):
+    """A layer whose weight and bias keep their layout (norms, convolutions)."""
+    return ((src + _WB, dst + r".\g<wb>", COPY),)
+
+
+OFFICIAL_DAC_RULES = (
+    (_T + r"level_embed", r"transformer.level_embed", COPY),
+    *_same(r"input_proj\.(\d+)\.([01])", r"transformer.input_proj.\1.\2"),
+    # encoder layer: norm1 after deformable self-attention, linear1/2 + norm2 the FFN
+    *_linear(_ENC + r"self_attn\." + _MSDA, r"transformer.encoder.layers.\1.self_attn.\2"),
+    *_same(_ENC + r"norm1", r"transformer.encoder.layers.\1.norm"),
+    *_linear(_ENC + r"linear([12])", r"transformer.encoder.layers.\1.ffn.linear\2"),
+    *_same(_ENC + r"norm2", r"transformer.encoder.layers.\1.ffn.norm"),
+    # decoder layer: self_attn + norm2, cross_attn + norm1, linear1/2 + norm3
+    (_DEC + r"self_attn\.in_proj_weight",
+     r"transformer.decoder.layers.\1.self_attn.{qkv}_proj.weight", QKV_WEIGHT),
+    (_DEC + r"self_attn\.in_proj_bias",
+     r"transformer.decoder.layers.\1.self_attn.{qkv}_proj.bias", QKV_BIAS),
+    *_linear(_DEC + r"self_attn\.out_proj", r"transformer.decoder.layers.\1.self_attn.out_proj"),
+    *_same(_DEC + r"norm2", r"transformer.decoder.layers.\1.norm_sa"),
+    *_linear(_DEC + r"cross_attn\." + _MSDA, r"transformer.decoder.layers.\1.cross_attn.\2"),
+    *_same(_DEC + r"norm1", r"transformer.decoder.layers.\1.norm_ca"),
+    *_linear(_DEC + r"linear([12])", r"transformer.decoder.layers.\1.ffn.linear\2"),
+    *_same(_DEC + r"norm3", r"transformer.decoder.layers.\1.ffn.norm"),
+    # per-layer heads: clones 0-5 for the decoder layers, clone 6 for the encoder proposals
+    *_linear(r"class_embed\.(\d+)", r"transformer.class_heads.\1"),
+    *_linear(r"bbox_embed\.(\d+)\.layers\.(\d+)", r"transformer.box_heads.\1.layers.\2"),
+    # two-stage proposal features and the query_pos projection (same sine layout as ours)
+    *_linear(_T + r"(enc_output|pos_trans)", r"transformer.query_selection.\1"),
+    *_same(_T + r"(enc_output_norm|pos_trans_norm)", r"transformer.query_selection.\1"),
+    # content queries (mixed selection) and the denoising label embedding (92 = 91 classes + 1)
+    (r"(query_embed|label_enc)\.weight", r"transformer.\1.weight", COPY),
+)
+# transformer.decoder.{class,bbox}_embed are the same modules as the top-level heads: these keys
+# share storage with their twins and are checked for equality instead of converted twice.
+OFFICIAL_DAC_ALIASES = ((_T + r"decoder\.((class|bbox)_embed\..+)", r"\1"),)
+OFFICIAL_DAC_BACKBONE_PREFIX = "backbone.0.body."
+OFFICIAL_DAC_IGNORED = (r"(.+\.)?num_batches_tracked",)
+
+
+def official_dac_rules(state_keys):
+    """The full table for an official checkpoint: transformer rules + its torchvision backbone."""
+    counts = torchvision_block_counts(state_keys, OFFICIAL_DAC_BACKBONE_PREFIX)
+    return OFFICIAL_DAC_RULES + torchvision_resnet_rules(counts, OFFICIAL_DAC_BACKBONE_PREFIX,
+                                                         "backbone.")
+
+
+def torchvision_resnet_table(state_keys):
+    """Rules for a bare torchvision ResNet state dict -> ppdet ResNet names (no prefix)."""
+    return torchvision_resnet_rules(torchvision_block_counts(state_keys))
+
+
+OFFICIAL_DAC_HINTS = (
+    (r"-> transformer\.class_heads\.\d+\.\w+: model needs",
+     "the official class heads have 91 outputs (raw COCO category ids 0-90): convert with a "
+     "config that keeps DACDETR.class_id_mode: coco_raw (num_classes 91), e.g. "
+     "configs/dac_cdn_ice_r50.yml"),
+    (r"-> transformer\.input_proj\.\d\.0\.weight: model needs",
+     "input_proj follows the backbone's channels: an R50 checkpoint (512/1024/2048) needs an R50 "
+     "config, a Swin-L one (384/768/1536) a Swin-L config"),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Swin Transformer (microsoft/Swin-Transformer ImageNet checkpoints, e.g.
+# swin_large_patch4_window12_384_22k.pth) -> ppdet SwinTransformer (same module names)
+# ---------------------------------------------------------------------------------------------
+_BLK = r"layers\.(\d+)\.blocks\.(\d+)\."
+SWIN_RULES = (
+    *_same(r"patch_embed\.(proj|norm)", r"patch_embed.\1"),
+    *_same(_BLK + r"(norm1|norm2)", r"layers.\1.blocks.\2.\3"),
+    (_BLK + r"attn\.(relative_position_bias_table|relative_position_index)",
+     r"layers.\1.blocks.\2.attn.\3", COPY),
+    *_linear(_BLK + r"(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)", r"layers.\1.blocks.\2.\3"),
+    (r"layers\.(\d+)\.downsample\.reduction\.weight", r"layers.\1.downsample.reduction.weight",
+     LINEAR),
+    *_same(r"layers\.(\d+)\.downsample\.norm", r"layers.\1.downsample.norm"),
+)
+# The classifier (head, its final norm) and the precomputed shifted-window masks are not used by
+# a detection backbone; ppdet's per-output norms norm{i} are new layers, absent from ImageNet
+# checkpoints (the official DAC-DETR code also starts them from scratch).
+SWIN_IGNORED = (r"head\.(weight|bias)", r"norm\.(weight|bias)", _BLK + r"attn_mask")
+SWIN_NEW_LAYERS = (r"norm\d+\.(weight|bias)",)
+
+
+def _describe(obj):
+    if isinstance(obj, dict):
+        return "a dict with keys " + ", ".join(repr(k) for k in list(obj)[:10])
+    return f"a {type(obj).__name__}"
+
+
+def find_state_dict(obj, source_name, keys=("model", "state_dict")):
+    """The state dict inside a loaded checkpoint: ``obj[k]`` for the first k in ``keys``, or
+    ``obj`` itself when it already maps names to arrays."""
+    if isinstance(obj, dict):
+        for key in keys:
+            if isinstance(obj.get(key), dict):
+                return obj[key]
+        if obj and all(isinstance(v, np.ndarray) for v in obj.values()):
+            return obj
+    raise ValueError(f"{source_name}: expected a state dict of tensors or a checkpoint dict with "
+                     f"one under {' or '.join(repr(k) for k in keys)}; found {_describe(obj)}")
+
+
+def convert_official(checkpoint, target_specs, source_name="checkpoint"):
+    """An official DAC-DETR checkpoint ({'model': state_dict, ...}) -> our DACDETR state dict."""
+    state = find_state_dict(checkpoint, source_name, keys=("model",))
+    return convert_state_dict(state, target_specs, official_dac_rules(state),
+                              aliases=OFFICIAL_DAC_ALIASES, ignored=OFFICIAL_DAC_IGNORED,
+                              source_name=source_name, hints=OFFICIAL_DAC_HINTS)
+
+
+def convert_swin(checkpoint, target_specs, source_name="checkpoint"):
+    """A Swin Transformer ImageNet checkpoint ({'model': state_dict}) -> ppdet SwinTransformer
+    names without a prefix; the per-output norms are left to their initialisation."""
+    state = find_state_dict(checkpoint, source_name)
+    return convert_state_dict(state, target_specs, SWIN_RULES, ignored=SWIN_IGNORED,
+                              new_layers=SWIN_NEW_LAYERS, source_name=source_name)
+
+
+def convert_torchvision_resnet(checkpoint, target_specs, source_name="checkpoint"):
+    """A torchvision ResNet state dict -> ppdet ResNet (variant b) names, without a prefix, as
+    ppdet's ``pretrain_weights`` expects (load_pretrain_weight matches names by suffix)."""
+    state = find_state_dict(checkpoint, source_name)
+    return convert_state_dict(state, target_specs, torchvision_resnet_table(state),
+                              ignored=TORCHVISION_RESNET_IGNORED, source_name=source_name)
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine
+# ---------------------------------------------------------------------------------------------
+def _apply(kind, value, target):
+    if kind == COPY:
+        return [(target, value)]
+    if kind == LINEAR:
+        if value.ndim != 2:
+            raise _ShapeError(f"a Linear weight must be 2-D, got {list(value.shape)}")
+        return [(target, np.ascontiguousarray(value.T))]
+    if kind in (QKV_WEIGHT, QKV_BIAS):
+        if value.shape[0] % 3 != 0 or (kind == QKV_WEIGHT and value.ndim != 2):
+            raise _ShapeError(f"a packed q/k/v projection needs [3C, ...], got {list(value.shape)}")
+        parts = np.split(value, 3, axis=0)
+        if kind == QKV_WEIGHT:
+            parts = [np.ascontiguousarray(p.T) for p in parts]
+        return [(target.replace("{qkv}", name), p) for name, p in zip("qkv", parts)]
+    raise ValueError(f"unknown conversion kind {kind!r}")
+
+
+class _ShapeError(Exception):
+    pass
+
+
+def _target_name(rule, match):
+    _, target, _ = rule
+    return target(match) if callable(target) else match.expand(target)
+
+
+def _fmt(shape):
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def convert_state_dict(source, target_specs, rules, aliases=(), ignored=(), new_layers=(),
+                       source_name="checkpoint", hints=()):
+    """Rename and re-lay-out ``source`` for a model.
+
+    source: {name: numpy array} in the checkpoint's layout.
+    target_specs: {model parameter name: (shape tuple, dtype str)} of the model to load into.
+    rules / aliases / ignored: a table (see the module docstring); ``aliases`` are
+      ``(regex, twin template)``: keys that must equal their twin and are otherwise skipped;
+      ``ignored`` regexes are dropped silently (counted in the log); ``new_layers`` regexes
+      name model parameters the checkpoint is not expected to have (left out of the result).
+    hints: ``(regex over the problem lines, advice)``; advice is appended when a line matches.
+    Returns {model name: numpy array of the model's dtype}, in ``target_specs`` order (without
+    the ``new_layers``).
+    Raises ValueError naming ``source_name`` and listing all missing, unexpected and mis-shaped
+    keys when the checkpoint does not fill the model exactly.
+    """
+    compiled = [(re.compile(pattern), (pattern, target, kind)) for pattern, target, kind in rules]
+    alias_rules = [(re.compile(pattern), twin) for pattern, twin in aliases]
+    ignored = [re.compile(pattern) for pattern in ignored]
+    converted, origin = {}, {}
+    unexpected, misshaped, alias_problems, num_ignored, num_aliases = [], [], [], 0, 0
+    misshaped_targets = set()   # reported once, as mis-shaped rather than also as missing
+    for key, value in source.items():
+        if any(p.fullmatch(key) for p in ignored):
+            num_ignored += 1
+            continue
+        if not isinstance(value, np.ndarray):
+            unexpected.append(f"{key} (a {type(value).__name__}, not a tensor)")
+            continue
+        alias = next((m.expand(twin) for p, twin in alias_rules for m in [p.fullmatch(key)] if m),
+                     None)
+        if alias is not None:
+            twin = source.get(alias)
+            if not isinstance(twin, np.ndarray):
+                alias_problems.append(f"{key} is a second name of {alias}, which is missing")
+            elif twin.shape != value.shape or not np.array_equal(twin, value):
+                alias_problems.append(f"{key} should be the same tensor as {alias} but differs")
+            num_aliases += 1
+            continue
+        rule, match = next(((r, m) for p, r in compiled for m in [p.fullmatch(key)] if m),
+                           (None, None))
+        if rule is None:
+            unexpected.append(f"{key} {_fmt(value.shape)}")
+            continue
+        target_name = _target_name(rule, match)
+        try:
+            outputs = _apply(rule[2], value, target_name)
+        except _ShapeError as exc:
+            misshaped.append(f"{key} {_fmt(value.shape)}: {exc}")
+            misshaped_targets.update(target_name.replace("{qkv}", part) for part in "qkv")
+            continue
+        for target, array in outputs:
+            if target not in target_specs:
+                unexpected.append(f"{key} {_fmt(value.shape)} (maps to {target}, which the model "
+                                  "does not have)")
+            elif target in converted:
+                unexpected.append(f"{key} (maps to {target}, already filled by {origin[target]})")
+            elif tuple(array.shape) != tuple(target_specs[target][0]):
+                shown = (f"{_fmt(array.shape)} after {rule[2]}" if rule[2] != COPY
+                         else _fmt(array.shape))
+                misshaped.append(f"{key} {_fmt(value.shape)} -> {target}: model needs "
+                                 f"{_fmt(target_specs[target][0])}, checkpoint gives {shown}")
+                misshaped_targets.add(target)
+            else:
+                converted[target], origin[target] = array, key
+    new_layers = [re.compile(pattern) for pattern in new_layers]
+    fresh = [name for name in target_specs
+             if name not in converted and any(p.fullmatch(name) for p in new_layers)]
+    missing = [f"{name} {_fmt(spec[0])}" for name, spec in target_specs.items()
+               if name not in converted and name not in misshaped_targets and name not in fresh]
+    problems = [("missing from the checkpoint", missing),
+                ("unexpected in the checkpoint", unexpected),
+                ("mis-shaped", misshaped), ("inconsistent tied weights", alias_problems)]
+    if any(lines for _, lines in problems):
+        text = [f"{source_name} does not match the model ({len(converted)} of {len(target_specs)} "
+                "parameters converted):"]
+        for title, lines in problems:
+            if lines:
+                text.append(f"  {len(lines)} {title}:")
+                text.extend(f"    {line}" for line in lines)
+        all_lines = "\n".join(text)
+        text.extend(f"  hint: {advice}" for pattern, advice in hints
+                    if re.search(pattern, all_lines))
+        raise ValueError("\n".join(text))
+    logger.info(f"{source_name}: converted {len(converted)} parameters "
+                f"({num_aliases} tied duplicates checked, {num_ignored} ignored entries"
+                + (f", {len(fresh)} new model parameters left to their initialisation: "
+                   f"{', '.join(fresh)}" if fresh else "") + ")")
+    return {name: converted[name].astype(spec[1], copy=False)
+            for name, spec in target_specs.items() if name in converted}
+
+
+def state_specs(layer):
+    """{name: (shape, numpy dtype name)} of a paddle Layer's state_dict (parameters + buffers)."""
+    specs = {}
+    for name, tensor in layer.state_dict().items():
+        dtype = str(tensor.dtype).replace("paddle.", "")
+        specs[name] = (tuple(int(s) for s in tensor.shape), dtype)
+    return specs
+
+
+def save_pdparams(state, dst):
+    """paddle.save ``state`` to ``dst`` atomically (temporary file in the same folder + rename)."""
+    dst = os.path.abspath(os.fspath(dst))
+    folder = os.path.dirname(dst)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(dst)}.{os.getpid()}.tmp.pdparams")
+    try:
+        paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    logger.info(f"wrote {len(state)} tensors to {dst}")
+    return dst
+
+
+def load_and_save(layer, state, dst):
+    """Load the converted ``state`` into ``layer`` (a last check that it fits), then save it."""
+    layer.set_state_dict(state)
+    return save_pdparams(state, dst)

@@ -1,0 +1,347 @@
+"""Read PyTorch ``torch.save`` checkpoints with the standard library and numpy only (no torch).
+
+Two on-disk formats exist:
+
+* zip (torch >= 1.6): ``<prefix>/data.pkl`` is a protocol-2 pickle whose storages are persistent
+  ids ``('storage', storage_type, key, location, numel)``; the bytes of storage ``key`` are the
+  record ``<prefix>/data/<key>`` (byte order from ``<prefix>/byteorder``, little if absent).
+* legacy (torch < 1.6, e.g. torchvision's ``resnet50-19c8e357.pth``): consecutive pickles
+  (magic number, protocol version 1001, system info, the object with persistent ids
+  ``('storage', storage_type, key, location, numel, view)``, the list of storage keys), then per
+  key an int64 element count and the raw bytes.
+
+Tensors are rebuilt from (storage, offset, size, stride) into contiguous numpy arrays. The
+unpickler accepts only the globals a checkpoint needs (tensor rebuilders, storage types,
+OrderedDict, argparse.Namespace, a few builtins and numpy scalars) and refuses any other with a
+``CheckpointError`` naming it, so loading a file never runs code from it.
+"""
+import argparse
+import collections
+import io
+import os
+import pickle
+import struct
+import tarfile
+import zipfile
+
+import numpy as np
+
+__all__ = ["CheckpointError", "read_pth"]
+
+LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL_VERSION = 1001
+
+# Storage class name -> numpy dtype of its elements ("bfloat16" is kept as raw uint16 words).
+STORAGE_DTYPES = {
+    "FloatStorage": np.dtype("float32"), "DoubleStorage": np.dtype("float64"),
+    "HalfStorage": np.dtype("float16"), "BFloat16Storage": np.dtype("uint16"),
+    "LongStorage": np.dtype("int64"), "IntStorage": np.dtype("int32"),
+    "ShortStorage": np.dtype("int16"), "CharStorage": np.dtype("int8"),
+    "ByteStorage": np.dtype("uint8"), "BoolStorage": np.dtype("bool"),
+}
+
+
+class CheckpointError(ValueError):
+    """The file is not a readable PyTorch checkpoint; the message names the file and the cause."""
+
+
+class StorageType:
+    """Stand-in for ``torch.<Name>Storage`` classes referenced by the pickle."""
+
+    def __init__(self, name):
+        self.name = name
+        self.dtype = STORAGE_DTYPES[name]
+
+    def __repr__(self):
+        return f"StorageType({self.name})"
+
+
+class _Storage:
+    """A flat typed buffer; ``data`` (1-D numpy) is filled once the bytes have been read."""
+
+    def __init__(self, storage_type, key, numel):
+        self.storage_type, self.key, self.numel = storage_type, key, int(numel)
+        self.data = None
+
+
+class _StorageView:
+    """Legacy-format view into a root storage: elements [offset, offset + numel)."""
+
+    def __init__(self, root, offset, numel):
+        self.root, self.offset, self.numel = root, int(offset), int(numel)
+
+
+class _PendingTensor:
+    """A tensor whose storage bytes may not be read yet (legacy files put them after the pickle)."""
+
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset = storage, int(offset)
+        self.size, self.stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return _PendingTensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                       backward_hooks=None, metadata=None):
+    return _PendingTensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
+    return data
+
+
+def _numpy_scalar(dtype, data=None):
+    if dtype.hasobject:
+        return data
+    return np.frombuffer(data, dtype=dtype, count=1)[0]
+
+
+_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("argparse", "Namespace"): argparse.Namespace,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch", "Size"): tuple,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "complex"): complex,
+    ("builtins", "slice"): slice,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+}
+_MODULE_ALIASES = {"__builtin__": "builtins"}   # Python 2 pickles
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, path, persistent_load):
+        super().__init__(file, encoding="utf-8")
+        self._path, self._load_persistent = path, persistent_load
+
+    def persistent_load(self, pid):
+        return self._load_persistent(pid)
+
+    def find_class(self, module, name):
+        module = _MODULE_ALIASES.get(module, module)
+        if (module, name) in _ALLOWED_GLOBALS:
+            return _ALLOWED_GLOBALS[(module, name)]
+        if module in ("torch", "torch.cuda") and name in STORAGE_DTYPES:
+            return StorageType(name)
+        raise CheckpointError(
+            f"{self._path}: the checkpoint references the Python global '{module}.{name}', which "
+            "is not a tensor, storage or plain container; refusing to load it (only weights, "
+            "optimizer state, OrderedDict and argparse.Namespace are supported)")
+
+
+def _decode(value):
+    return value.decode("ascii") if isinstance(value, bytes) else value
+
+
+def _storage_type(pid_type, path):
+    if not isinstance(pid_type, StorageType):
+        raise CheckpointError(f"{path}: unsupported storage type {pid_type!r} "
+                              f"(supported: {', '.join(sorted(STORAGE_DTYPES))})")
+    return pid_type
+
+
+def _read_zip(path):
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+        if not pickles:
+            if any(n.endswith("constants.pkl") for n in names):
+                raise CheckpointError(f"{path}: a TorchScript archive (torch.jit.save), not a "
+                                      "torch.save checkpoint")
+            raise CheckpointError(f"{path}: a zip file without '<prefix>/data.pkl'; not a "
+                                  "torch.save checkpoint")
+        prefix = pickles[0][:-len("data.pkl")]
+        byteorder = "little"
+        if prefix + "byteorder" in names:
+            byteorder = archive.read(prefix + "byteorder").decode("ascii").strip()
+            if byteorder not in ("little", "big"):
+                raise CheckpointError(f"{path}: unknown byte order '{byteorder}'")
+        storages = {}
+
+        def persistent_load(pid):
+            if not (isinstance(pid, tuple) and len(pid) == 5 and _decode(pid[0]) == "storage"):
+                raise CheckpointError(f"{path}: unexpected persistent id {pid!r} in data.pkl")
+            storage_type, key, numel = _storage_type(pid[1], path), _decode(pid[2]), pid[4]
+            if key not in storages:
+                storage = _Storage(storage_type, key, numel)
+                record = f"{prefix}data/{key}"
+                try:
+                    raw = archive.read(record)
+                except KeyError:
+                    raise CheckpointError(f"{path}: storage record '{record}' is missing") from None
+                storage.data = _buffer_to_array(raw, storage, byteorder, path)
+                storages[key] = storage
+            return storages[key]
+
+        with archive.open(pickles[0]) as handle:
+            return _unpickle(io.BytesIO(handle.read()), path, persistent_load)
+
+
+def _buffer_to_array(raw, storage, byteorder, path):
+    dtype = storage.storage_type.dtype
+    nbytes = storage.numel * dtype.itemsize
+    if len(raw) < nbytes:
+        raise CheckpointError(f"{path}: storage '{storage.key}' holds {len(raw)} bytes, its "
+                              f"{storage.numel} {storage.storage_type.name} elements need {nbytes}")
+    array = np.frombuffer(raw, dtype=dtype.newbyteorder("<" if byteorder == "little" else ">"),
+                          count=storage.numel)
+    return array.astype(dtype)   # native byte order, and a writable copy
+
+
+def _unpickle(handle, path, persistent_load):
+    try:
+        return _RestrictedUnpickler(handle, path, persistent_load).load()
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, KeyError,
+            TypeError, ValueError, UnicodeDecodeError, struct.error) as exc:
+        raise CheckpointError(f"{path}: corrupt or unsupported checkpoint pickle "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _read_legacy(path, handle):
+    def no_persistent(pid):
+        raise CheckpointError(f"{path}: unexpected persistent id in the legacy header")
+
+    magic = _unpickle(handle, path, no_persistent)
+    if magic != LEGACY_MAGIC_NUMBER:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (bad magic number)")
+    version = _unpickle(handle, path, no_persistent)
+    if version != LEGACY_PROTOCOL_VERSION:
+        raise CheckpointError(f"{path}: unsupported legacy protocol version {version!r}")
+    sys_info = _unpickle(handle, path, no_persistent)
+    byteorder = "little" if not isinstance(sys_info, dict) or sys_info.get("little_endian", True) \
+        else "big"
+    storages, views = {}, {}
+
+    def persistent_load(pid):
+        if not isinstance(pid, tuple) or not pid:
+            raise CheckpointError(f"{path}: unexpected persistent id {pid!r}")
+        kind = _decode(pid[0])
+        if kind == "module":        # a pickled nn.Module class: keep the reference only
+            return pid[1]
+        if kind != "storage" or len(pid) != 6:
+            raise CheckpointError(f"{path}: unexpected persistent id {pid!r}")
+        storage_type, key = _storage_type(pid[1], path), _decode(pid[2])
+        numel, view = pid[4], pid[5]
+        if key not in storages:
+            storages[key] = _Storage(storage_type, key, numel)
+        root = storages[key]
+        if view is None:
+            return root
+        view_key, offset, view_numel = view
+        if view_key not in views:
+            views[view_key] = _StorageView(root, offset, view_numel)
+        return views[view_key]
+
+    result = _unpickle(handle, path, persistent_load)
+    keys = _unpickle(handle, path, no_persistent)
+    for key in keys:
+        key = _decode(key)
+        if key not in storages:
+            raise CheckpointError(f"{path}: storage '{key}' is listed but never referenced")
+        storage = storages[key]
+        header = handle.read(8)
+        if len(header) != 8:
+            raise CheckpointError(f"{path}: file ends before the bytes of storage '{key}'")
+        numel = struct.unpack("<q" if byteorder == "little" else ">q", header)[0]
+        if numel != storage.numel:
+            raise CheckpointError(f"{path}: storage '{key}' has {numel} elements on disk, "
+                                  f"{storage.numel} declared")
+        raw = handle.read(numel * storage.storage_type.dtype.itemsize)
+        storage.data = _buffer_to_array(raw, storage, byteorder, path)
+    return result
+
+
+def _materialise(tensor, path):
+    storage, offset = tensor.storage, tensor.offset
+    if isinstance(storage, _StorageView):
+        limit = storage.offset + storage.numel
+        offset, storage = offset + storage.offset, storage.root
+    else:
+        limit = storage.numel
+    if storage.data is None:
+        raise CheckpointError(f"{path}: the bytes of storage '{storage.key}' are missing")
+    size, stride = tensor.size, tensor.stride
+    if len(size) != len(stride) or any(s < 0 for s in stride) or any(n < 0 for n in size):
+        raise CheckpointError(f"{path}: invalid tensor layout size={size} stride={stride}")
+    if all(n > 0 for n in size):
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if offset < 0 or last >= limit:
+            raise CheckpointError(
+                f"{path}: tensor size={size} stride={stride} offset={tensor.offset} reads past "
+                f"the end of storage '{storage.key}' ({limit} elements)")
+        itemsize = storage.data.itemsize
+        array = np.lib.stride_tricks.as_strided(
+            storage.data[offset:], shape=size, strides=[s * itemsize for s in stride]).copy()
+    else:
+        array = np.zeros(size, dtype=storage.data.dtype)
+    if storage.storage_type.name == "BFloat16Storage":   # bfloat16 = upper half of a float32
+        array = (array.astype(np.uint32) << 16).view(np.float32)
+    return array
+
+
+def _resolve(obj, path, seen):
+    """Replace every pending tensor in the object tree by its numpy array."""
+    if isinstance(obj, _PendingTensor):
+        return _materialise(obj, path)
+    if id(obj) in seen:
+        return obj
+    if isinstance(obj, dict):
+        seen.add(id(obj))
+        for key in list(obj):
+            obj[key] = _resolve(obj[key], path, seen)
+        return obj
+    if isinstance(obj, list):
+        seen.add(id(obj))
+        obj[:] = [_resolve(item, path, seen) for item in obj]
+        return obj
+    if isinstance(obj, tuple):
+        return type(obj)(_resolve(item, path, seen) for item in obj) if type(obj) is tuple \
+            else obj
+    if isinstance(obj, argparse.Namespace):
+        seen.add(id(obj))
+        for key, value in vars(obj).items():
+            setattr(obj, key, _resolve(value, path, seen))
+        return obj
+    if isinstance(obj, (_Storage, _StorageView)):
+        raise CheckpointError(f"{path}: bare storages outside tensors are not supported")
+    return obj
+
+
+def read_pth(path):
+    """Load a ``torch.save`` file into Python objects with numpy arrays for tensors.
+
+    Returns whatever was saved (typically a dict such as ``{'model': OrderedDict, 'args':
+    Namespace, ...}``). Raises ``FileNotFoundError`` for a missing file and ``CheckpointError``
+    (a ``ValueError``) naming the file for anything that is not a readable checkpoint.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if zipfile.is_zipfile(path):
+        try:
+            result = _read_zip(path)
+        except zipfile.BadZipFile as exc:
+            raise CheckpointError(f"{path}: damaged zip archive ({exc})") from None
+    else:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+            handle.seek(0)
+            if head[:2] == b"\x80\x02":
+                result = _read_legacy(path, handle)
+            elif tarfile.is_tarfile(path):
+                raise CheckpointError(f"{path}: a tar checkpoint from torch < 0.4; load and "
+                                      "re-save it with a newer torch first")
+            else:
+                raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save "
+                                      "zip archive nor a legacy torch.save pickle)")
+    return _resolve(result, path, set())

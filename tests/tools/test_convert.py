@@ -1,0 +1,424 @@
+"""Converters: the torch-free .pth reader, the official DAC-DETR -> ppdet_dac mapping, and the
+torchvision ResNet / Swin backbone mappings, on synthetic checkpoints written in torch's formats."""
+import argparse
+import collections
+import hashlib
+import os
+import sys
+import tarfile
+import zipfile
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import REPO
+import _pth_writer as writer
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import convert_backbone  # noqa: E402
+import convert_official  # noqa: E402
+
+from ppdet_dac.interop import CheckpointError, read_pth  # noqa: E402
+from ppdet_dac.interop import mapping  # noqa: E402
+
+KEY_LIST = "/work/shared/official_state_dict_keys.txt"
+if not os.path.exists(KEY_LIST):
+    KEY_LIST = os.path.join(REPO, "shared", "official_state_dict_keys.txt")
+R50_CONFIG = os.path.join(REPO, "configs", "dac_cdn_ice_r50.yml")
+BODY = "backbone.0.body."
+
+
+# ------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def official_rows():
+    if not os.path.exists(KEY_LIST):
+        pytest.skip(f"official key list not found: {KEY_LIST}")
+    return writer.read_key_list(KEY_LIST)
+
+
+@pytest.fixture(scope="module")
+def official_state(official_rows):
+    return writer.synthetic_state_dict(official_rows, seed=1)
+
+
+@pytest.fixture(scope="module")
+def official_file(official_state, tmp_path_factory):
+    path = tmp_path_factory.mktemp("official") / "checkpoint0011.pth"
+    writer.save_zip({"model": official_state, "optimizer": {"state": {}, "param_groups": []},
+                     "lr_scheduler": {"step_size": 11}, "epoch": 11,
+                     "args": argparse.Namespace(lr=2e-4, num_queries_one2one=900)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def r50_model():
+    return convert_official.build_model(R50_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def r50_specs(r50_model):
+    return mapping.state_specs(r50_model)
+
+
+def _torchvision_r50_state(official_state):
+    """A torchvision resnet50 state dict: the official backbone + BN counters + the classifier."""
+    state = collections.OrderedDict()
+    for key, value in official_state.items():
+        if key.startswith(BODY):
+            name = key[len(BODY):]
+            state[name] = value
+            if name.endswith("running_var"):
+                state[name.replace("running_var", "num_batches_tracked")] = np.array(7, np.int64)
+    state["fc.weight"] = np.ones((1000, 2048), np.float32)
+    state["fc.bias"] = np.ones((1000,), np.float32)
+    return state
+
+
+def _source_candidates(state):
+    """Every array a converted tensor may legitimately equal: as is, transposed, q/k/v thirds."""
+    candidates = collections.defaultdict(list)
+    for key, value in state.items():
+        options = [value]
+        if value.ndim == 2:
+            options.append(value.T)
+        if "in_proj" in key:
+            options += [p.T if value.ndim == 2 else p for p in np.split(value, 3, axis=0)]
+        for option in options:
+            candidates[_fingerprint(option)].append(key)
+    return candidates
+
+
+def _fingerprint(array):
+    return tuple(array.shape), hashlib.sha1(np.ascontiguousarray(array).tobytes()).digest()
+
+
+# -------------------------------------------------------------------------------------- reader
+def _layout_payload():
+    base = np.arange(60, dtype=np.float64) * 0.5
+    ints = np.arange(-20, 20, dtype=np.int64) * 3
+    bf16 = writer.BFloat16(np.array([[1.5, -2.25, 3.1], [1e-3, 65504.0, -0.0]], np.float32))
+    model = collections.OrderedDict([
+        ("f32", np.arange(24, dtype=np.float32).reshape(2, 3, 4) - 7.25),
+        ("f16", np.array([[0.5, -1.0], [2.0, 1e-4]], np.float16)),
+        ("i32", np.array([1, -2, 2 ** 30], np.int32)),
+        ("i16", np.array([-3, 300], np.int16)),
+        ("i8", np.array([-128, 127], np.int8)),
+        ("u8", np.array([0, 255, 7], np.uint8)),
+        ("bool", np.array([True, False, True])),
+        ("scalar", np.array(42, np.int64)),
+        ("empty", np.zeros((0, 3), np.float32)),
+        # a transposed view with an offset, and a second view into the same storage
+        ("strided", writer.Strided(base, 2, (3, 4), (1, 5))),
+        ("strided_tail", writer.Strided(base, 40, (2, 2, 3), (9, 1, 3))),
+        ("broadcast", writer.Strided(ints, 5, (3, 2), (0, 7))),
+        ("bf16", bf16),
+    ])
+    expected = {k: v for k, v in model.items() if isinstance(v, np.ndarray)}
+    for name, view in [("strided", model["strided"]), ("strided_tail", model["strided_tail"]),
+                       ("broadcast", model["broadcast"])]:
+        index = np.full(view.shape, view.offset)
+        for axis, step in enumerate(view.stride):   # flat index = offset + sum(i_axis * stride)
+            shape = [1] * len(view.shape)
+            shape[axis] = view.shape[axis]
+            index = index + np.arange(view.shape[axis]).reshape(shape) * step
+        expected[name] = view.storage[index]
+    expected["bf16"] = bf16.expected
+    obj = {"model": model, "epoch": 3, "args": argparse.Namespace(lr=1e-4, backbone="resnet50"),
+           "history": [1.5, "text", (2, None)], "tied": [model["f32"], model["f32"]]}
+    return obj, expected
+
+
+@pytest.mark.parametrize("fmt", ["zip", "zip_prefix", "legacy"])
+def test_reader_round_trip_dtypes_and_layouts(tmp_path, fmt):
+    obj, expected = _layout_payload()
+    path = tmp_path / "x.pth"
+    if fmt == "legacy":
+        writer.save_legacy(obj, path)
+    else:
+        writer.save_zip(obj, path, prefix="archive" if fmt == "zip" else "checkpoint0011")
+    loaded = read_pth(path)
+    assert isinstance(loaded["model"], collections.OrderedDict)
+    assert list(loaded["model"]) == list(obj["model"])
+    for name, value in expected.items():
+        got = loaded["model"][name]
+        assert got.shape == value.shape and got.dtype == value.dtype, name
+        np.testing.assert_array_equal(got, value, err_msg=name)
+        assert got.flags.c_contiguous and got.flags.writeable, name
+    assert loaded["model"]["bf16"].dtype == np.float32
+    assert loaded["epoch"] == 3 and loaded["history"] == [1.5, "text", (2, None)]
+    assert vars(loaded["args"]) == {"lr": 1e-4, "backbone": "resnet50"}
+    np.testing.assert_array_equal(loaded["tied"][1], expected["f32"])
+
+
+def _zip_with_pickle(path, payload):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+
+
+def test_reader_refuses_foreign_globals_without_running_them(tmp_path):
+    marker = tmp_path / "ran"
+    # GLOBAL os.system, then call it: what a malicious checkpoint would do.
+    payload = (b"\x80\x02cos\nsystem\nq\x00X" + len(f"touch {marker}").to_bytes(4, "little")
+               + f"touch {marker}".encode() + b"\x85R.")
+    _zip_with_pickle(tmp_path / "evil.pth", payload)
+    with pytest.raises(CheckpointError) as info:
+        read_pth(tmp_path / "evil.pth")
+    assert "os.system" in str(info.value) and "evil.pth" in str(info.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("case", ["random_bytes", "text", "tar", "zip_without_pickle",
+                                  "truncated_storage", "out_of_bounds", "corrupt_pickle"])
+def test_reader_rejects_non_checkpoints_with_the_file_name(tmp_path, case):
+    path = tmp_path / f"{case}.pth"
+    if case == "random_bytes":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif case == "text":
+        path.write_text("model weights go here\n")
+    elif case == "tar":
+        inner = tmp_path / "storages"
+        inner.write_bytes(b"\0" * 16)
+        with tarfile.open(path, "w") as tar:
+            tar.add(inner, arcname="storages")
+    elif case == "zip_without_pickle":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("weights/readme.txt", "no pickle")
+    elif case == "truncated_storage":
+        writer.save_zip({"w": np.ones((4, 4), np.float32)}, path)
+        data = {}
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                data[name] = archive.read(name)
+        data["archive/data/0"] = data["archive/data/0"][:20]
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, raw in data.items():
+                archive.writestr(name, raw)
+    elif case == "out_of_bounds":
+        writer.save_zip({"w": writer.Strided(np.arange(10, dtype=np.float32), 4, (3, 3), (3, 1))},
+                        path)
+    elif case == "corrupt_pickle":
+        _zip_with_pickle(path, b"\x80\x02}q\x00(X\x01\x00\x00")
+    with pytest.raises(CheckpointError) as info:
+        read_pth(path)
+    message = str(info.value)
+    assert str(path) in message
+    expected_words = {"random_bytes": "not a PyTorch checkpoint",
+                      "text": "not a PyTorch checkpoint",
+                      "tar": "tar", "zip_without_pickle": "data.pkl",
+                      "truncated_storage": "storage '0'", "out_of_bounds": "reads past the end",
+                      "corrupt_pickle": "corrupt"}
+    assert expected_words[case] in message
+
+
+def test_reader_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.pth"):
+        read_pth(tmp_path / "nothere.pth")
+
+
+# ----------------------------------------------------------------------- official checkpoints
+def test_official_checkpoint_converts_and_loads_exactly(official_file, official_state, r50_model,
+                                                        r50_specs):
+    converted = mapping.convert_official(read_pth(official_file), r50_specs, str(official_file))
+    missing, unexpected = r50_model.set_state_dict(converted)
+    assert missing == [] and unexpected == []
+    loaded = {k: v.numpy() for k, v in r50_model.state_dict().items()}
+    assert set(loaded) == set(r50_specs)
+
+    src = official_state
+    d3, e2 = "transformer.decoder.layers.3.", "transformer.encoder.layers.2."
+    expectations = {
+        "transformer.level_embed": src["transformer.level_embed"],
+        "transformer.input_proj.3.0.weight": src["input_proj.3.0.weight"],
+        "transformer.input_proj.1.1.bias": src["input_proj.1.1.bias"],
+        e2 + "self_attn.sampling_offsets.weight": src[e2 + "self_attn.sampling_offsets.weight"].T,
+        e2 + "self_attn.attention_weights.bias": src[e2 + "self_attn.attention_weights.bias"],
+        e2 + "norm.weight": src[e2 + "norm1.weight"],
+        e2 + "ffn.linear1.weight": src[e2 + "linear1.weight"].T,
+        e2 + "ffn.norm.bias": src[e2 + "norm2.bias"],
+        d3 + "self_attn.q_proj.weight": src[d3 + "self_attn.in_proj_weight"][:256].T,
+        d3 + "self_attn.k_proj.weight": src[d3 + "self_attn.in_proj_weight"][256:512].T,
+        d3 + "self_attn.v_proj.weight": src[d3 + "self_attn.in_proj_weight"][512:].T,
+        d3 + "self_attn.k_proj.bias": src[d3 + "self_attn.in_proj_bias"][256:512],
+        d3 + "self_attn.v_proj.bias": src[d3 + "self_attn.in_proj_bias"][512:],
+        d3 + "self_attn.out_proj.weight": src[d3 + "self_attn.out_proj.weight"].T,
+        d3 + "norm_sa.weight": src[d3 + "norm2.weight"],
+        d3 + "norm_ca.bias": src[d3 + "norm1.bias"],
+        d3 + "ffn.norm.weight": src[d3 + "norm3.weight"],
+        d3 + "ffn.linear2.weight": src[d3 + "linear2.weight"].T,
+        d3 + "cross_attn.value_proj.weight": src[d3 + "cross_attn.value_proj.weight"].T,
+        "transformer.class_heads.6.weight": src["class_embed.6.weight"].T,
+        "transformer.class_heads.0.bias": src["transformer.decoder.class_embed.0.bias"],
+        "transformer.box_heads.4.layers.2.weight": src["bbox_embed.4.layers.2.weight"].T,
+        "transformer.query_selection.enc_output.weight": src["transformer.enc_output.weight"].T,
+        "transformer.query_selection.pos_trans.weight": src["transformer.pos_trans.weight"].T,
+        "transformer.query_selection.pos_trans_norm.bias": src["transformer.pos_trans_norm.bias"],
+        "transformer.query_embed.weight": src["query_embed.weight"],
+        "transformer.label_enc.weight": src["label_enc.weight"],
+        "backbone.conv1.conv1.conv.weight": src[BODY + "conv1.weight"],
+        "backbone.conv1.conv1.norm._variance": src[BODY + "bn1.running_var"],
+        "backbone.res2.res2c.branch2b.conv.weight": src[BODY + "layer1.2.conv2.weight"],
+        "backbone.res3.res3a.short.conv.weight": src[BODY + "layer2.0.downsample.0.weight"],
+        "backbone.res3.res3a.short.norm._mean": src[BODY + "layer2.0.downsample.1.running_mean"],
+        "backbone.res4.res4f.branch2c.norm.weight": src[BODY + "layer3.5.bn3.weight"],
+        "backbone.res5.res5c.branch2a.norm.bias": src[BODY + "layer4.2.bn1.bias"],
+    }
+    for name, value in expectations.items():
+        np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+
+    # Every model tensor is one source tensor (as is / transposed / a q-k-v third), and every
+    # source tensor except the tied twins is used.
+    candidates = _source_candidates(src)
+    used = set()
+    for name, value in loaded.items():
+        keys = candidates.get(_fingerprint(value))
+        assert keys, f"{name} equals no tensor of the checkpoint"
+        used.update(keys)
+    twins = {k for k in src if k.startswith(("transformer.decoder.class_embed.",
+                                             "transformer.decoder.bbox_embed."))}
+    assert set(src) - twins <= used
+
+
+def test_convert_official_tool_writes_loadable_weights(official_file, official_state, tmp_path):
+    dst = tmp_path / "out" / "dac_r50.pdparams"
+    assert convert_official.main(["--src", str(official_file), "--dst", str(dst)]) == str(dst)
+    saved = paddle.load(str(dst))
+    assert os.listdir(dst.parent) == ["dac_r50.pdparams"]   # no temporary file left behind
+    assert len(saved) == 600
+    np.testing.assert_array_equal(saved["transformer.class_heads.2.weight"].numpy(),
+                                  official_state["class_embed.2.weight"].T)
+    np.testing.assert_array_equal(
+        saved["transformer.decoder.layers.0.self_attn.q_proj.bias"].numpy(),
+        official_state["transformer.decoder.layers.0.self_attn.in_proj_bias"][:256])
+
+
+def test_wrong_official_checkpoint_lists_every_problem(official_state, r50_specs):
+    bad = collections.OrderedDict(official_state)
+    del bad["label_enc.weight"], bad[BODY + "layer3.4.bn2.running_mean"]
+    bad["transformer.tgt_embed.weight"] = np.zeros((900, 256), np.float32)
+    bad["class_embed.3.weight"] = np.zeros((80, 256), np.float32)
+    bad["transformer.decoder.class_embed.3.weight"] = bad["class_embed.3.weight"]
+    bad["transformer.decoder.layers.1.self_attn.in_proj_bias"] = np.zeros(512, np.float32)
+    bad["transformer.decoder.bbox_embed.2.layers.0.bias"] = np.zeros(256, np.float32)
+    with pytest.raises(ValueError) as info:
+        mapping.convert_official({"model": bad}, r50_specs, "bad_checkpoint.pth")
+    message = str(info.value)
+    assert message.startswith("bad_checkpoint.pth")
+    for text in ["transformer.label_enc.weight [92, 256]",
+                 "backbone.res4.res4e.branch2b.norm._mean [256]",
+                 "transformer.tgt_embed.weight [900, 256]",
+                 "class_embed.3.weight [80, 256] -> transformer.class_heads.3.weight: model needs "
+                 "[256, 91]",
+                 "transformer.decoder.layers.1.self_attn.in_proj_bias [512]",
+                 "transformer.decoder.bbox_embed.2.layers.0.bias should be the same tensor as "
+                 "bbox_embed.2.layers.0.bias",
+                 "class_id_mode: coco_raw"]:
+        assert text in message, text
+    assert "2 missing" in message and "1 unexpected" in message and "2 mis-shaped" in message
+    assert "1 inconsistent tied weights" in message
+    assert "self_attn.q_proj.bias" not in message   # reported once, as the mis-shaped source
+
+
+@pytest.mark.parametrize("content", ["random_bytes", "not_a_checkpoint_dict"])
+def test_convert_official_tool_rejects_wrong_files(tmp_path, content):
+    src = tmp_path / "wrong.pth"
+    if content == "random_bytes":
+        src.write_bytes(np.random.default_rng(5).integers(0, 256, 2048, dtype=np.uint8).tobytes())
+        expected = "not a PyTorch checkpoint"
+    else:
+        writer.save_zip({"epoch": 3, "args": argparse.Namespace(lr=1.0)}, src)
+        expected = "'epoch', 'args'"
+    with pytest.raises(ValueError) as info:
+        convert_official.main(["--src", str(src), "--dst", str(tmp_path / "x.pdparams")])
+    assert str(src) in str(info.value) and expected in str(info.value)
+    assert not (tmp_path / "x.pdparams").exists()
+
+
+# ---------------------------------------------------------------------------------- backbones
+@pytest.mark.filterwarnings("ignore:Skip loading")   # ppdet warns per non-backbone parameter
+def test_torchvision_resnet50_converts_into_ppdet_resnet(official_state, tmp_path, r50_model):
+    from ppdet.modeling.backbones.resnet import ResNet
+    from ppdet.utils.checkpoint import load_pretrain_weight
+
+    state = _torchvision_r50_state(official_state)
+    src, dst = tmp_path / "resnet50-19c8e357.pth", tmp_path / "resnet50_ppdet.pdparams"
+    writer.save_legacy(state, src)   # torchvision's 2017 file predates the zip format
+    convert_backbone.main(["--src", str(src), "--dst", str(dst)])
+    saved = {k: v.numpy() for k, v in paddle.load(str(dst)).items()}
+
+    resnet = ResNet(depth=50, variant="b", norm_type="bn", freeze_norm=True, freeze_at=0,
+                    return_idx=[1, 2, 3])
+    missing, unexpected = resnet.set_state_dict(saved)
+    assert missing == [] and unexpected == [] and set(saved) == set(resnet.state_dict())
+    candidates = _source_candidates(state)
+    used = set()
+    for name, value in resnet.state_dict().items():
+        keys = candidates.get(_fingerprint(value.numpy()))
+        assert keys, f"{name} equals no tensor of the checkpoint"
+        used.update(keys)
+    assert {k for k in state if not k.startswith("fc.") and "num_batches" not in k} <= used
+    np.testing.assert_array_equal(resnet.state_dict()["res5.res5b.branch2b.norm._variance"].numpy(),
+                                  state["layer4.1.bn2.running_var"])
+
+    # `pretrain_weights` of a DAC-DETR config: ppdet matches the names under backbone.*
+    load_pretrain_weight(r50_model, str(dst))
+    model_state = r50_model.state_dict()
+    for name, value in saved.items():
+        np.testing.assert_array_equal(model_state["backbone." + name].numpy(), value, err_msg=name)
+
+
+def _tiny_swin():
+    from ppdet.modeling.backbones.swin_transformer import SwinTransformer
+    return SwinTransformer(embed_dim=24, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
+                           window_size=7, out_indices=(1, 2, 3), drop_path_rate=0.0)
+
+
+def test_swin_checkpoint_converts_into_ppdet_swin(tmp_path):
+    paddle.seed(0)
+    reference = _tiny_swin()
+    rng = np.random.default_rng(3)
+    # The microsoft/Swin-Transformer layout: torch Linear weights [out, in], plus the ImageNet
+    # head, its final norm and the shifted-window masks.
+    state = collections.OrderedDict()
+    linear = ("attn.qkv.weight", "attn.proj.weight", "fc1.weight", "fc2.weight", "reduction.weight")
+    for name, tensor in reference.state_dict().items():
+        if name.startswith("norm") and name[4].isdigit():
+            continue   # ppdet's per-output norms do not exist in ImageNet checkpoints
+        shape = list(tensor.shape)
+        if name.endswith(linear):
+            shape = shape[::-1]
+        if name.endswith("relative_position_index"):
+            state[name] = tensor.numpy()
+        else:
+            state[name] = rng.standard_normal(shape).astype(np.float32)
+    state["norm.weight"], state["norm.bias"] = np.ones(192, np.float32), np.zeros(192, np.float32)
+    state["head.weight"] = np.ones((10, 192), np.float32)
+    state["head.bias"] = np.zeros(10, np.float32)
+    state["layers.0.blocks.1.attn_mask"] = np.zeros((4, 49, 49), np.float32)
+    src, dst = tmp_path / "swin_tiny_test.pth", tmp_path / "swin_ppdet.pdparams"
+    writer.save_zip({"model": state}, src)
+
+    convert_backbone.main(["--src", str(src), "--dst", str(dst)])
+    saved = {k: v.numpy() for k, v in paddle.load(str(dst)).items()}
+    before = {k: v.numpy() for k, v in reference.state_dict().items()}
+    missing, unexpected = reference.set_state_dict(saved)
+    assert unexpected == []
+    assert sorted(missing) == sorted(k for k in before
+                                     if k.startswith(("norm1.", "norm2.", "norm3.")))
+    after = {k: v.numpy() for k, v in reference.state_dict().items()}
+    for name in ("layers.2.blocks.1.attn.qkv.weight", "layers.0.downsample.reduction.weight",
+                 "layers.3.blocks.0.mlp.fc2.weight"):
+        np.testing.assert_array_equal(after[name], state[name].T, err_msg=name)
+    for name in ("layers.1.blocks.0.attn.relative_position_bias_table", "patch_embed.proj.weight",
+                 "layers.2.blocks.1.norm2.bias", "layers.1.blocks.1.attn.relative_position_index"):
+        np.testing.assert_array_equal(after[name], state[name], err_msg=name)
+    np.testing.assert_array_equal(after["norm3.weight"], before["norm3.weight"])
+    assert not any(k.startswith(("head.", "norm.")) or "attn_mask" in k for k in saved)
+
+
+def test_backbone_tool_rejects_unknown_state_dicts(tmp_path):
+    src = tmp_path / "other.pth"
+    writer.save_zip({"encoder.weight": np.ones((2, 2), np.float32)}, src)
+    with pytest.raises(ValueError) as info:
+        convert_backbone.main(["--src", str(src), "--dst", str(tmp_path / "x.pdparams")])
+    assert str(src) in str(info.value) and "encoder.weight" in str(info.value)
