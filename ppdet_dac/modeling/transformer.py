@@ -105,6 +105,20 @@ class DACTransformer(nn.Layer):
         return (paddle.concat(tokens, 1), paddle.concat(masks, 1), paddle.concat(pos, 1),
                 spatial_shapes, shapes, level_start_index, paddle.stack(ratios, 1))
 
+    def _check_topk_indices(self, topk_indices, batch_and_tokens):
+        """Forced top-k indices must be int [B, num_queries] with values in [0, S)."""
+        bs, num_tokens = batch_and_tokens
+        if not isinstance(topk_indices, paddle.Tensor):
+            topk_indices = paddle.to_tensor(topk_indices)
+        if list(topk_indices.shape) != [bs, self.num_queries]:
+            raise ValueError(f"topk_indices must have shape [{bs}, {self.num_queries}] "
+                             f"([B, num_queries]), got {list(topk_indices.shape)}")
+        values = topk_indices.numpy()
+        if values.size and (values.min() < 0 or values.max() >= num_tokens):
+            raise ValueError(f"topk_indices must lie in [0, {num_tokens}) (encoder tokens), got "
+                             f"[{values.min()}, {values.max()}]")
+        return topk_indices.astype("int64")
+
     def forward(self, feats, mask, gt_labels=None, gt_boxes=None, dn_noise=None, topk_indices=None,
                 run_c_stream=None):
         """
@@ -128,6 +142,8 @@ class DACTransformer(nn.Layer):
                 raise ValueError(f"the image gives {enc_logits.shape[1]} encoder tokens, fewer than "
                                  f"num_queries={self.num_queries}; use a larger input or fewer queries")
             topk_indices = paddle.topk(enc_logits[..., 0], self.num_queries, axis=1)[1]
+        elif paddle.in_dynamic_mode():
+            topk_indices = self._check_topk_indices(topk_indices, enc_logits.shape[:2])
         ref_unact = paddle.take_along_axis(
             enc_coords_unact, topk_indices.unsqueeze(-1).tile([1, 1, 4]), axis=1).detach()
         bs = memory.shape[0]

@@ -1,0 +1,346 @@
+"""Raw outputs and losses of a model on a fixed input, as numpy arrays (``tools/dump_outputs.py``).
+
+For exact comparisons with another implementation of DAC-DETR (or with the model before a
+weight conversion): the input is an already-preprocessed tensor, the two-stage top-k can be
+forced, the whole model can run in float64, and a training forward can replay the denoising
+noise of another run.
+
+Eval dump (``dump_eval_outputs``), names of the returned arrays:
+  pred_logits [B, Q, C], pred_boxes [B, Q, 4]       O-decoder, last layer, normalised cxcywh
+  dec_logits [L, B, Q, C], dec_boxes [L, B, Q, 4]   O-decoder, every layer
+  dec_logits_cdecoder, dec_boxes_cdecoder           C-decoder, every layer (DAC models only)
+  enc_logits [B, S, C], enc_boxes [B, S, 4]         encoder proposals, one per token
+  enc_topk_indices [B, Q]                           the proposals the decoder starts from
+  post_scores [N], post_labels [N], post_boxes [N, 4]  detections of the first image, xyxy
+                                                    pixels, labels in the model's class space
+  post_label_space                                  'coco_category_id' or 'contiguous_class_id'
+
+Training dump (``dump_train_losses``): ``loss/<name>`` (unweighted term, the official
+``loss_dict`` value), ``loss_weight/<name>`` and ``loss_total`` (the model's weighted sum).
+"""
+import json
+import os
+
+import numpy as np
+import paddle
+from ppdet.core.workspace import create
+from ppdet.utils.logger import setup_logger
+
+from ppdet_dac.modeling.denoising import DNNoise
+
+logger = setup_logger(__name__)
+
+__all__ = ["DN_NOISE_KEYS", "LABEL_SPACES", "build_model", "load_model_weights", "load_input",
+           "load_targets", "load_dn_noise", "make_dn_noise", "num_dn_rows", "loss_term_weight",
+           "dump_eval_outputs", "dump_train_losses", "save_npz"]
+
+DN_NOISE_KEYS = ("dn_label_noise_p", "dn_new_label", "dn_rand_sign", "dn_rand_part_raw")
+# the label space of post_labels, per DACDETR.class_id_mode
+LABEL_SPACES = {"coco_raw": "coco_category_id", "contiguous": "contiguous_class_id"}
+DTYPES = ("float32", "float64")
+
+
+# -- model -------------------------------------------------------------------------------------
+def build_model(cfg, weights=None):
+    """Create ``cfg.architecture`` and, when ``weights`` is given, load it (strictly)."""
+    model = create(cfg.architecture)
+    if weights:
+        load_model_weights(model, weights)
+    return model
+
+
+def _weights_file(path):
+    path = str(path)
+    candidates = [path] if path.endswith(".pdparams") else [path + ".pdparams", path]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"weights file not found: {candidates[0]}")
+
+
+def load_model_weights(model, path):
+    """Load a ``.pdparams`` file (``path`` with or without the suffix) into ``model``.
+
+    Every parameter and buffer of the model must be present with the same shape; a missing or
+    extra key or a wrong shape raises ValueError naming the file and the keys.
+    Returns the file actually read.
+    """
+    path = _weights_file(path)
+    state = paddle.load(path)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise ValueError(f"{path}: weights do not match the model: {len(missing)} missing key(s) "
+                         f"{missing[:5]}, {len(extra)} unexpected key(s) {extra[:5]}")
+    wrong = [(k, list(state[k].shape), list(v.shape)) for k, v in own.items()
+             if list(state[k].shape) != list(v.shape)]
+    if wrong:
+        k, got, want = wrong[0]
+        raise ValueError(f"{path}: {len(wrong)} parameter(s) have the wrong shape, e.g. '{k}' is "
+                         f"{got} in the file but {want} in the model")
+    model.set_state_dict({k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v
+                          for k, v in state.items()})
+    logger.info(f"loaded weights from {path}")
+    return path
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def _load_npy(path, what):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    return np.load(path, allow_pickle=False)
+
+
+def load_input(image_path, mask_path=None, topk_path=None, num_queries=None):
+    """Read and check the input tensor [B, 3, H, W], the mask [B, H, W] (True = padding; all
+    False when ``mask_path`` is None) and the optional forced top-k indices [B, num_queries]."""
+    image = _load_npy(image_path, "input")
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"{image_path}: input must have shape [B, 3, H, W], got {list(image.shape)}")
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"{image_path}: input must be a float array, got dtype {image.dtype}")
+    b, _, h, w = image.shape
+    if mask_path is None:
+        mask = np.zeros([b, h, w], dtype=bool)
+    else:
+        mask = _load_npy(mask_path, "mask")
+        if list(mask.shape) != [b, h, w]:
+            raise ValueError(f"{mask_path}: mask must have shape {[b, h, w]} to match the input, "
+                             f"got {list(mask.shape)}")
+        if mask.dtype != bool:
+            if not np.isin(mask, (0, 1)).all():
+                raise ValueError(f"{mask_path}: mask must be bool (True = padding) or 0/1, got "
+                                 f"values {np.unique(mask)[:5].tolist()}")
+            mask = mask.astype(bool)
+        if mask.all(axis=(1, 2)).any():
+            raise ValueError(f"{mask_path}: image {int(np.argmax(mask.all(axis=(1, 2))))} is all "
+                             "padding")
+    topk = None
+    if topk_path is not None:
+        topk = _load_npy(topk_path, "top-k indices")
+        if not np.issubdtype(topk.dtype, np.integer):
+            raise ValueError(f"{topk_path}: top-k indices must be integers, got dtype {topk.dtype}")
+        want = [b, num_queries] if num_queries is not None else [b, topk.shape[-1]]
+        if list(topk.shape) != want:
+            raise ValueError(f"{topk_path}: top-k indices must have shape {want} "
+                             f"([B, num_queries]), got {list(topk.shape)}")
+        topk = topk.astype("int64")
+    return image, mask, topk
+
+
+def load_targets(path, batch_size, num_classes):
+    """T.json: a list, per image, of {"boxes": [[cx, cy, w, h], ...] normalised, "labels": [...]}
+    with labels in the model's class space. Returns (labels list of int64 [n], boxes list of
+    float32 [n, 4]) as numpy arrays."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"targets file not found: {path}")
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(data, list) or len(data) != batch_size:
+        got = len(data) if isinstance(data, list) else type(data).__name__
+        raise ValueError(f"{path}: expected a list of {batch_size} images (one per input image), "
+                         f"got {got}")
+    labels, boxes = [], []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or set(item) != {"boxes", "labels"}:
+            keys = sorted(item) if isinstance(item, dict) else type(item).__name__
+            raise ValueError(f"{path}: image {i} must be a dict with keys 'boxes' and 'labels', "
+                             f"got {keys}")
+        box = np.asarray(item["boxes"], dtype="float32")
+        box = box.reshape([0, 4]) if box.size == 0 else box
+        lab = np.asarray(item["labels"], dtype="int64").reshape([-1])
+        if box.ndim != 2 or box.shape[1] != 4 or box.shape[0] != lab.shape[0]:
+            raise ValueError(f"{path}: image {i}: 'boxes' must be [n, 4] with n = len(labels) = "
+                             f"{lab.shape[0]}, got shape {list(box.shape)}")
+        if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
+            raise ValueError(f"{path}: image {i}: labels must lie in [0, {num_classes}), got "
+                             f"[{lab.min()}, {lab.max()}]")
+        if box.size and (box.min() < 0 or box.max() > 1 or (box[:, 2:] <= 0).any()):
+            raise ValueError(f"{path}: image {i}: boxes must be normalised cxcywh in [0, 1] with "
+                             "positive width and height")
+        labels.append(lab)
+        boxes.append(box)
+    return labels, boxes
+
+
+def num_dn_rows(gt_counts, num_denoising):
+    """P = 2·G·T rows of the denoising draws for a batch with ``gt_counts`` GT per image
+    (G = max(num_denoising // max_gt, 1), T = total GT); 0 without GT or denoising."""
+    max_gt, total = max(gt_counts, default=0), sum(gt_counts)
+    if max_gt == 0 or num_denoising <= 0:
+        return 0
+    return 2 * max(num_denoising // max_gt, 1) * total
+
+
+def make_dn_noise(gt_counts, num_denoising, num_classes, label_noise_ratio=0.5, seed=0):
+    """Random denoising draws for a batch, in the layout ``load_dn_noise`` reads (N.npz)."""
+    rng = np.random.default_rng(seed)
+    rows = num_dn_rows(gt_counts, num_denoising)
+    p = rng.random(rows).astype("float32")
+    chosen = int((p < label_noise_ratio * 0.5).sum())
+    return {"dn_label_noise_p": p,
+            "dn_new_label": rng.integers(0, num_classes, chosen).astype("int64"),
+            "dn_rand_sign": rng.integers(0, 2, (rows, 4)).astype("float32"),
+            "dn_rand_part_raw": rng.random((rows, 4)).astype("float32")}
+
+
+def load_dn_noise(path, gt_counts, num_denoising, num_classes, label_noise_ratio=0.5):
+    """Read N.npz (the four CDN draws, spec §1.9) and check it against the batch; returns a
+    ``DNNoise`` that replays it. Errors name the file, the key and the expected shape."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"denoising noise file not found: {path}")
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    missing = [k for k in DN_NOISE_KEYS if k not in arrays]
+    extra = sorted(set(arrays) - set(DN_NOISE_KEYS))
+    if missing or extra:
+        raise ValueError(f"{path}: expected keys {list(DN_NOISE_KEYS)}; missing {missing}, "
+                         f"unexpected {extra}")
+    rows = num_dn_rows(gt_counts, num_denoising)
+    p = arrays["dn_label_noise_p"]
+    chosen = int((p < label_noise_ratio * 0.5).sum()) if p.shape == (rows, ) else None
+    expected = {"dn_label_noise_p": (rows, ), "dn_rand_sign": (rows, 4),
+                "dn_rand_part_raw": (rows, 4), "dn_new_label": (chosen, )}
+    for key in DN_NOISE_KEYS:
+        if chosen is None and key == "dn_new_label":
+            continue
+        if arrays[key].shape != expected[key]:
+            raise ValueError(
+                f"{path}: '{key}' has shape {list(arrays[key].shape)}, expected "
+                f"{list(expected[key])} (P = 2·G·T = {rows} rows for GT counts {list(gt_counts)}, "
+                f"num_denoising {num_denoising}" +
+                (f"; {chosen} rows with p < {label_noise_ratio * 0.5}" if chosen is not None
+                 else "") + ")")
+    for key in ("dn_label_noise_p", "dn_rand_part_raw"):
+        a = arrays[key]
+        if a.size and (a.min() < 0 or a.max() >= 1):
+            raise ValueError(f"{path}: '{key}' must lie in [0, 1), got [{a.min()}, {a.max()}]")
+    sign = arrays["dn_rand_sign"]
+    if sign.size and not np.isin(sign, (0, 1)).all():
+        raise ValueError(f"{path}: 'dn_rand_sign' must hold only 0 and 1 (before the mapping to "
+                         f"+-1), got values {np.unique(sign)[:5].tolist()}")
+    new = arrays["dn_new_label"]
+    if new.size and (new.min() < 0 or new.max() >= num_classes):
+        raise ValueError(f"{path}: 'dn_new_label' must lie in [0, {num_classes}), got "
+                         f"[{new.min()}, {new.max()}]")
+    return DNNoise.replay(arrays["dn_label_noise_p"], arrays["dn_new_label"],
+                          arrays["dn_rand_sign"], arrays["dn_rand_part_raw"])
+
+
+# -- forward passes ------------------------------------------------------------------------------
+def _image_sizes(mask):
+    """[B, H, W] bool (True = padding) -> [B, 2] float32 unpadded (h, w)."""
+    rows = (~mask).any(axis=2).sum(axis=1)
+    cols = (~mask).any(axis=1).sum(axis=1)
+    return np.stack([rows, cols], axis=1).astype("float32")
+
+
+def _cast_model(model, dtype):
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "float64":
+        model.to(dtype="float64")  # parameters and floating buffers (frozen BN statistics too)
+    return model
+
+
+def dump_eval_outputs(model, image, mask=None, topk_indices=None, dtype="float32",
+                      orig_size=None):
+    """Eval-mode forward on a preprocessed batch; returns the arrays listed in the module doc.
+
+    image: [B, 3, H, W] numpy; mask: [B, H, W] bool, True = padding (None: no padding);
+    topk_indices: [B, Q] int64 replacing the two-stage top-k (None: the model's own);
+    dtype: 'float32' or 'float64' (casts the whole model, in place);
+    orig_size: (h, w) the post-processed boxes are scaled to (None: the unpadded input size).
+    """
+    _cast_model(model, dtype)
+    model.eval()
+    if mask is None:
+        mask = np.zeros([image.shape[0], image.shape[2], image.shape[3]], dtype=bool)
+    im_shape = _image_sizes(mask)
+    scale_factor = np.ones_like(im_shape)
+    if orig_size is not None:
+        scale_factor = im_shape / np.asarray(orig_size, dtype="float32").reshape([1, 2])
+    use_dac = bool(model.transformer.use_dac)
+    with paddle.no_grad():
+        feats = model.backbone({"image": paddle.to_tensor(image.astype(dtype))})
+        out = model.transformer(
+            feats, paddle.to_tensor(mask),
+            topk_indices=None if topk_indices is None else paddle.to_tensor(topk_indices),
+            run_c_stream=use_dac)
+        bbox, bbox_num = model.post_process(out["logits"][-1], out["boxes"][-1],
+                                            paddle.to_tensor(im_shape),
+                                            paddle.to_tensor(scale_factor))
+    result = {
+        "pred_logits": out["logits"][-1].numpy(),
+        "pred_boxes": out["boxes"][-1].numpy(),
+        "dec_logits": out["logits"].numpy(),
+        "dec_boxes": out["boxes"].numpy(),
+        "enc_logits": out["enc_logits"].numpy(),
+        "enc_boxes": out["enc_boxes"].numpy(),
+        "enc_topk_indices": out["topk_indices"].numpy().astype("int64"),
+    }
+    if use_dac:
+        result["dec_logits_cdecoder"] = out["logits_c"].numpy()
+        result["dec_boxes_cdecoder"] = out["boxes_c"].numpy()
+    first = bbox.numpy()[:int(bbox_num.numpy()[0])]
+    result.update(post_scores=first[:, 1], post_labels=first[:, 0].round().astype("int64"),
+                  post_boxes=first[:, 2:6],
+                  post_label_space=np.array(LABEL_SPACES[model.class_id_mode]))
+    return result
+
+
+def loss_term_weight(name, weights):
+    """Weight of criterion term ``name`` ('loss_<ce|bbox|giou><suffix>') in ``weights``
+    (``DACCriterion.weights``: ce, bbox, giou, ce_enc, bbox_enc, giou_enc)."""
+    kind = name[len("loss_"):].split("_")[0]
+    key = kind + "_enc" if name.endswith("_enc") else kind
+    if not name.startswith("loss_") or key not in weights:
+        raise ValueError(f"no loss weight for term '{name}' (weights: {sorted(weights)})")
+    return float(weights[key])
+
+
+def dump_train_losses(model, image, mask, gt_labels, gt_boxes, dn_noise=None, seed=0):
+    """Training forward on a preprocessed batch with fixed targets and replayed DN noise.
+
+    gt_labels / gt_boxes: per image numpy int64 [n] (model class ids) and float32 [n, 4]
+    (normalised cxcywh). dn_noise: a ``DNNoise`` (e.g. from ``load_dn_noise``), None = drawn
+    from Paddle's generator after ``paddle.seed(seed)``. The one-to-many assigner's random
+    subsampling uses a generator seeded with ``seed``.
+    Returns {'loss/<name>': unweighted term, 'loss_weight/<name>': its weight,
+    'loss_total': the model's weighted sum}.
+    """
+    paddle.seed(seed)
+    criterion = model.criterion
+    criterion.rng = np.random.default_rng(seed)
+    model.train()
+    if mask is None:
+        mask = np.zeros([image.shape[0], image.shape[2], image.shape[3]], dtype=bool)
+    labels = [paddle.to_tensor(l.astype("int64")) for l in gt_labels]
+    boxes = [paddle.to_tensor(b.astype("float32").reshape([-1, 4])) for b in gt_boxes]
+    feats = model.backbone({"image": paddle.to_tensor(image.astype("float32"))})
+    out = model.transformer(feats, paddle.to_tensor(mask), labels, boxes, dn_noise=dn_noise)
+    losses = criterion(out, labels, boxes)
+    model.eval()
+    result = {"loss_total": np.asarray(losses["loss"].numpy(), dtype="float64").reshape([])}
+    for name, value in losses.items():
+        if name == "loss":
+            continue
+        weight = loss_term_weight(name, criterion.weights)
+        result[f"loss_weight/{name}"] = np.asarray(weight, dtype="float64")
+        weighted = np.asarray(value.numpy(), dtype="float64").reshape([])
+        result[f"loss/{name}"] = weighted / weight if weight else weighted
+    return result
+
+
+def save_npz(path, arrays):
+    """Write ``arrays`` to ``path`` (.npz, uncompressed), creating the folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    np.savez(path, **arrays)
+    logger.info(f"wrote {len(arrays)} arrays to {path}")
