@@ -201,6 +201,8 @@ def find_state_dict(obj, source_name, keys=("model", "state_dict")):
 def convert_official(checkpoint, target_specs, source_name="checkpoint"):
     """An official DAC-DETR checkpoint ({'model': state_dict, ...}) -> our DACDETR state dict."""
     state = find_state_dict(checkpoint, source_name, keys=("model",))
+    if state and all(key.startswith("module.") for key in state):   # saved from the DDP wrapper
+        state = {key[len("module."):]: value for key, value in state.items()}
     return convert_state_dict(state, target_specs, official_dac_rules(state),
                               aliases=OFFICIAL_DAC_ALIASES, ignored=OFFICIAL_DAC_IGNORED,
                               source_name=source_name, hints=OFFICIAL_DAC_HINTS)

@@ -12,10 +12,11 @@ Two on-disk formats exist:
 
 Tensors are rebuilt from (storage, offset, size, stride) into contiguous numpy arrays. The
 unpickler accepts only the globals a checkpoint needs (tensor rebuilders, storage types,
-OrderedDict, argparse.Namespace, a few builtins and numpy scalars) and refuses any other with a
+OrderedDict, argparse.Namespace, a few builtins, numpy scalars and arrays) and refuses any other with a
 ``CheckpointError`` naming it, so loading a file never runs code from it.
 """
 import argparse
+import codecs
 import collections
 import io
 import os
@@ -25,6 +26,11 @@ import tarfile
 import zipfile
 
 import numpy as np
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:   # numpy < 2
+    from numpy.core.multiarray import _reconstruct
 
 __all__ = ["CheckpointError", "read_pth"]
 
@@ -111,9 +117,13 @@ _ALLOWED_GLOBALS = {
     ("builtins", "complex"): complex,
     ("builtins", "slice"): slice,
     ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy", "ndarray"): np.ndarray,
 }
+for _numpy_core in ("numpy.core.multiarray", "numpy._core.multiarray"):   # numpy 1.x / 2.x names
+    _ALLOWED_GLOBALS[(_numpy_core, "scalar")] = _numpy_scalar
+    _ALLOWED_GLOBALS[(_numpy_core, "_reconstruct")] = _reconstruct
+# Protocol-2 pickles written by Python 3 spell bytes as _codecs.encode(text, 'latin1').
+_ALLOWED_GLOBALS[("_codecs", "encode")] = codecs.encode
 _MODULE_ALIASES = {"__builtin__": "builtins"}   # Python 2 pickles
 
 

@@ -54,6 +54,16 @@ class BFloat16:
         return (self.words.astype(np.uint32) << 16).view(np.float32)
 
 
+class PlainNumpy:
+    """A numpy array pickled as numpy pickles it (not as a tensor), e.g. inside ``args``."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __reduce__(self):
+        return self.array.__reduce__()
+
+
 class _StorageRef:
     def __init__(self, key, name, flat):
         self.key, self.name, self.flat = key, name, flat

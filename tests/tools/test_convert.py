@@ -125,7 +125,9 @@ def _layout_payload():
         expected[name] = view.storage[index]
     expected["bf16"] = bf16.expected
     obj = {"model": model, "epoch": 3, "args": argparse.Namespace(lr=1e-4, backbone="resnet50"),
-           "history": [1.5, "text", (2, None)], "tied": [model["f32"], model["f32"]]}
+           "history": [1.5, "text", (2, None), {3, 4}, np.float64(0.25), np.int64(-9)],
+           "numpy": writer.PlainNumpy(np.array([[1, 2], [3, 4]], np.int32)),
+           "tied": [model["f32"], model["f32"]]}
     return obj, expected
 
 
@@ -146,7 +148,10 @@ def test_reader_round_trip_dtypes_and_layouts(tmp_path, fmt):
         np.testing.assert_array_equal(got, value, err_msg=name)
         assert got.flags.c_contiguous and got.flags.writeable, name
     assert loaded["model"]["bf16"].dtype == np.float32
-    assert loaded["epoch"] == 3 and loaded["history"] == [1.5, "text", (2, None)]
+    assert loaded["epoch"] == 3
+    assert loaded["history"] == [1.5, "text", (2, None), {3, 4}, 0.25, -9]
+    assert type(loaded["history"][4]) is np.float64 and type(loaded["history"][5]) is np.int64
+    np.testing.assert_array_equal(loaded["numpy"], np.array([[1, 2], [3, 4]], np.int32))
     assert vars(loaded["args"]) == {"lr": 1e-4, "backbone": "resnet50"}
     np.testing.assert_array_equal(loaded["tied"][1], expected["f32"])
 
@@ -279,17 +284,77 @@ def test_official_checkpoint_converts_and_loads_exactly(official_file, official_
     assert set(src) - twins <= used
 
 
-def test_convert_official_tool_writes_loadable_weights(official_file, official_state, tmp_path):
+def test_convert_official_tool_writes_weights_ppdet_loads(official_file, official_state, tmp_path,
+                                                          r50_model):
+    from ppdet.utils.checkpoint import load_weight
+
     dst = tmp_path / "out" / "dac_r50.pdparams"
     assert convert_official.main(["--src", str(official_file), "--dst", str(dst)]) == str(dst)
-    saved = paddle.load(str(dst))
     assert os.listdir(dst.parent) == ["dac_r50.pdparams"]   # no temporary file left behind
-    assert len(saved) == 600
-    np.testing.assert_array_equal(saved["transformer.class_heads.2.weight"].numpy(),
+    assert len(paddle.load(str(dst))) == 600
+    # `-o weights=<dst>` of tools/eval.py goes through ppdet's load_weight
+    for param in r50_model.parameters():
+        param.set_value(np.zeros(param.shape, dtype="float32"))
+    load_weight(r50_model, str(dst))
+    state = r50_model.state_dict()
+    np.testing.assert_array_equal(state["transformer.class_heads.2.weight"].numpy(),
                                   official_state["class_embed.2.weight"].T)
     np.testing.assert_array_equal(
-        saved["transformer.decoder.layers.0.self_attn.q_proj.bias"].numpy(),
+        state["transformer.decoder.layers.0.self_attn.q_proj.bias"].numpy(),
         official_state["transformer.decoder.layers.0.self_attn.in_proj_bias"][:256])
+    np.testing.assert_array_equal(state["backbone.res5.res5a.short.norm._variance"].numpy(),
+                                  official_state[BODY + "layer4.0.downsample.1.running_var"])
+
+
+def test_checkpoint_saved_from_the_ddp_wrapper_converts(official_state, r50_specs):
+    wrapped = {"model": {"module." + k: v for k, v in official_state.items()}}
+    converted = mapping.convert_official(wrapped, r50_specs, "ddp.pth")
+    np.testing.assert_array_equal(converted["transformer.query_embed.weight"],
+                                  official_state["query_embed.weight"])
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_converted_layers_compute_what_the_torch_layers_compute():
+    """torch's packed nn.MultiheadAttention and nn.Linear, written out in numpy, against the
+    Paddle layers loaded with the converted weights: checks the split order, head layout and
+    transposes, not just names."""
+    d, heads, length, classes = 16, 4, 5, 7
+    rng = np.random.default_rng(11)
+    sa, cls = "transformer.decoder.layers.0.self_attn.", "class_embed.0."
+    source = {sa + "in_proj_weight": rng.standard_normal((3 * d, d)).astype(np.float32),
+              sa + "in_proj_bias": rng.standard_normal(3 * d).astype(np.float32),
+              sa + "out_proj.weight": rng.standard_normal((d, d)).astype(np.float32),
+              sa + "out_proj.bias": rng.standard_normal(d).astype(np.float32),
+              cls + "weight": rng.standard_normal((classes, d)).astype(np.float32),
+              cls + "bias": rng.standard_normal(classes).astype(np.float32)}
+    mha, linear = paddle.nn.MultiHeadAttention(d, heads), paddle.nn.Linear(d, classes)
+    specs = {sa + k: v for k, v in mapping.state_specs(mha).items()}
+    specs.update({"transformer.class_heads.0." + k: v
+                  for k, v in mapping.state_specs(linear).items()})
+    converted = mapping.convert_state_dict(source, specs, mapping.OFFICIAL_DAC_RULES)
+    mha.set_state_dict({k[len(sa):]: v for k, v in converted.items() if k.startswith(sa)})
+    linear.set_state_dict({k.split(".")[-1]: v for k, v in converted.items()
+                           if k.startswith("transformer.class_heads.")})
+    mha.eval()
+
+    query, key, value = (rng.standard_normal((1, length, d)).astype(np.float32) for _ in range(3))
+    got = mha(paddle.to_tensor(query), paddle.to_tensor(key), paddle.to_tensor(value)).numpy()[0]
+    w, b = source[sa + "in_proj_weight"], source[sa + "in_proj_bias"]
+    q, k, v = (x[0] @ w[i * d:(i + 1) * d].T + b[i * d:(i + 1) * d]
+               for i, x in enumerate((query, key, value)))
+    split = lambda x: x.reshape(length, heads, d // heads).transpose(1, 0, 2)  # noqa: E731
+    attended = _softmax(split(q) @ split(k).transpose(0, 2, 1) / np.sqrt(d // heads)) @ split(v)
+    expected = (attended.transpose(1, 0, 2).reshape(length, d) @ source[sa + "out_proj.weight"].T
+                + source[sa + "out_proj.bias"])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+    got = linear(paddle.to_tensor(query[0])).numpy()
+    expected = query[0] @ source[cls + "weight"].T + source[cls + "bias"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_wrong_official_checkpoint_lists_every_problem(official_state, r50_specs):
