@@ -200,3 +200,26 @@ def test_bad_inputs_are_named(files):
     with pytest.raises(FileNotFoundError, match="nowhere.pdparams"):
         dump_outputs.main(["-c", CONFIG, "-o", f"weights={files / 'nowhere'}", "--input",
                            str(files / "x.npy"), "--out", str(files / "x.npz")])
+
+
+def test_coco_raw_labels_are_the_model_ids():
+    """class_id_mode coco_raw: post_labels are the model's own class ids (raw COCO ids), not
+    dataset indices, and the npz says so."""
+    from conftest import build_tiny_detector
+    from ppdet_dac.engine.dump import dump_eval_outputs
+    from ppdet_dac.modeling.detector import DACDETR
+
+    tiny = build_tiny_detector(num_classes=91)
+    model = DACDETR(tiny.backbone, tiny.transformer, tiny.criterion, tiny.post_process,
+                    num_classes=91, class_id_mode="coco_raw")
+    for layer in model.transformer.class_heads:  # spread the scores over many classes
+        layer.bias.set_value(np.random.default_rng(1).standard_normal(91).astype("float32"))
+    image = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype("float32")
+    out = dump_eval_outputs(model, image)
+    assert str(out["post_label_space"]) == "coco_category_id"
+    prob = 1 / (1 + np.exp(-out["pred_logits"][0].astype(np.float64)))
+    order = np.argsort(-prob.reshape(-1), kind="stable")
+    assert out["post_labels"][0] == order[0] % 91
+    # ids that are no COCO category (which the dataset mapping would drop) are kept
+    from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
+    assert set(out["post_labels"].tolist()) - set(COCO_RAW_CATEGORY_IDS)
