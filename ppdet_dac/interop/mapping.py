@@ -135,10 +135,20 @@ OFFICIAL_DAC_IGNORED = (r"(.+\.)?num_batches_tracked",)
 
 
 def official_dac_rules(state_keys):
-    """The full table for an official checkpoint: transformer rules + its torchvision backbone."""
-    counts = torchvision_block_counts(state_keys, OFFICIAL_DAC_BACKBONE_PREFIX)
-    return OFFICIAL_DAC_RULES + torchvision_resnet_rules(counts, OFFICIAL_DAC_BACKBONE_PREFIX,
-                                                         "backbone.")
+    """The full table for an official checkpoint: transformer rules + its backbone's (a
+    torchvision ResNet, or for the Swin-L models the detection Swin with per-output norms)."""
+    body = OFFICIAL_DAC_BACKBONE_PREFIX
+    if any(key.startswith(body + "patch_embed.") for key in state_keys):
+        return OFFICIAL_DAC_RULES + _prefixed(SWIN_RULES + SWIN_OUTPUT_NORM_RULES, body,
+                                              "backbone.")
+    counts = torchvision_block_counts(state_keys, body)
+    return OFFICIAL_DAC_RULES + torchvision_resnet_rules(counts, body, "backbone.")
+
+
+def _prefixed(rules, src_prefix, dst_prefix):
+    """The same (string-template) rules for keys under ``src_prefix`` / ``dst_prefix``."""
+    return tuple((re.escape(src_prefix) + pattern, dst_prefix + target, kind)
+                 for pattern, target, kind in rules)
 
 
 def torchvision_resnet_table(state_keys):
@@ -177,6 +187,8 @@ SWIN_RULES = (
 # checkpoints (the official DAC-DETR code also starts them from scratch).
 SWIN_IGNORED = (r"head\.(weight|bias)", r"norm\.(weight|bias)", _BLK + r"attn_mask")
 SWIN_NEW_LAYERS = (r"norm\d+\.(weight|bias)",)
+# A detection checkpoint (the official Swin-L DAC-DETR) has trained per-output norms.
+SWIN_OUTPUT_NORM_RULES = _same(r"(norm\d+)", r"\1")
 
 
 def _describe(obj):

@@ -124,6 +124,7 @@ def _layout_payload():
             index = index + np.arange(view.shape[axis]).reshape(shape) * step
         expected[name] = view.storage[index]
     expected["bf16"] = bf16.expected
+    model._metadata = collections.OrderedDict([("", {"version": 1})])   # as nn.Module saves it
     obj = {"model": model, "epoch": 3, "args": argparse.Namespace(lr=1e-4, backbone="resnet50"),
            "history": [1.5, "text", (2, None), {3, 4}, np.float64(0.25), np.int64(-9)],
            "numpy": writer.PlainNumpy(np.array([[1, 2], [3, 4]], np.int32)),
@@ -142,6 +143,7 @@ def test_reader_round_trip_dtypes_and_layouts(tmp_path, fmt):
     loaded = read_pth(path)
     assert isinstance(loaded["model"], collections.OrderedDict)
     assert list(loaded["model"]) == list(obj["model"])
+    assert loaded["model"]._metadata == {"": {"version": 1}}
     for name, value in expected.items():
         got = loaded["model"][name]
         assert got.shape == value.shape and got.dtype == value.dtype, name
@@ -286,16 +288,16 @@ def test_official_checkpoint_converts_and_loads_exactly(official_file, official_
 
 def test_convert_official_tool_writes_weights_ppdet_loads(official_file, official_state, tmp_path,
                                                           r50_model):
-    from ppdet.utils.checkpoint import load_weight
+    from ppdet.utils.checkpoint import load_pretrain_weight
 
     dst = tmp_path / "out" / "dac_r50.pdparams"
     assert convert_official.main(["--src", str(official_file), "--dst", str(dst)]) == str(dst)
     assert os.listdir(dst.parent) == ["dac_r50.pdparams"]   # no temporary file left behind
     assert len(paddle.load(str(dst))) == 600
-    # `-o weights=<dst>` of tools/eval.py goes through ppdet's load_weight
-    for param in r50_model.parameters():
-        param.set_value(np.zeros(param.shape, dtype="float32"))
-    load_weight(r50_model, str(dst))
+    # tools/eval.py's `-o weights=<dst>` goes through ppdet's Trainer.load_weights
+    for tensor in r50_model.state_dict().values():   # parameters and BN statistics
+        tensor.set_value(np.zeros(tensor.shape, dtype="float32"))
+    load_pretrain_weight(r50_model, str(dst))
     state = r50_model.state_dict()
     np.testing.assert_array_equal(state["transformer.class_heads.2.weight"].numpy(),
                                   official_state["class_embed.2.weight"].T)
@@ -438,16 +440,13 @@ def _tiny_swin():
                            window_size=7, out_indices=(1, 2, 3), drop_path_rate=0.0)
 
 
-def test_swin_checkpoint_converts_into_ppdet_swin(tmp_path):
-    paddle.seed(0)
-    reference = _tiny_swin()
-    rng = np.random.default_rng(3)
-    # The microsoft/Swin-Transformer layout: torch Linear weights [out, in], plus the ImageNet
-    # head, its final norm and the shifted-window masks.
+def _torch_layout_swin_state(swin, rng, with_output_norms):
+    """Random weights named as in the PyTorch Swin code, with torch's Linear layout [out, in]."""
     state = collections.OrderedDict()
-    linear = ("attn.qkv.weight", "attn.proj.weight", "fc1.weight", "fc2.weight", "reduction.weight")
-    for name, tensor in reference.state_dict().items():
-        if name.startswith("norm") and name[4].isdigit():
+    linear = ("attn.qkv.weight", "attn.proj.weight", "fc1.weight", "fc2.weight",
+              "reduction.weight")
+    for name, tensor in swin.state_dict().items():
+        if name.startswith("norm") and name[4].isdigit() and not with_output_norms:
             continue   # ppdet's per-output norms do not exist in ImageNet checkpoints
         shape = list(tensor.shape)
         if name.endswith(linear):
@@ -456,6 +455,16 @@ def test_swin_checkpoint_converts_into_ppdet_swin(tmp_path):
             state[name] = tensor.numpy()
         else:
             state[name] = rng.standard_normal(shape).astype(np.float32)
+    return state
+
+
+def test_swin_checkpoint_converts_into_ppdet_swin(tmp_path):
+    paddle.seed(0)
+    reference = _tiny_swin()
+    rng = np.random.default_rng(3)
+    # The microsoft/Swin-Transformer ImageNet layout, with the classifier head, its final norm
+    # and the shifted-window masks.
+    state = _torch_layout_swin_state(reference, rng, with_output_norms=False)
     state["norm.weight"], state["norm.bias"] = np.ones(192, np.float32), np.zeros(192, np.float32)
     state["head.weight"] = np.ones((10, 192), np.float32)
     state["head.bias"] = np.zeros(10, np.float32)
@@ -479,6 +488,18 @@ def test_swin_checkpoint_converts_into_ppdet_swin(tmp_path):
         np.testing.assert_array_equal(after[name], state[name], err_msg=name)
     np.testing.assert_array_equal(after["norm3.weight"], before["norm3.weight"])
     assert not any(k.startswith(("head.", "norm.")) or "attn_mask" in k for k in saved)
+
+
+def test_official_swin_backbone_keys_map_onto_ppdet_swin():
+    swin = _tiny_swin()
+    torch_state = _torch_layout_swin_state(swin, np.random.default_rng(4), with_output_norms=True)
+    source = {BODY + k: v for k, v in torch_state.items()}
+    specs = {"backbone." + k: v for k, v in mapping.state_specs(swin).items()}
+    converted = mapping.convert_state_dict(source, specs, mapping.official_dac_rules(source))
+    assert set(converted) == set(specs)
+    np.testing.assert_array_equal(converted["backbone.layers.1.blocks.0.attn.qkv.weight"],
+                                  torch_state["layers.1.blocks.0.attn.qkv.weight"].T)
+    np.testing.assert_array_equal(converted["backbone.norm2.bias"], torch_state["norm2.bias"])
 
 
 def test_backbone_tool_rejects_unknown_state_dicts(tmp_path):
