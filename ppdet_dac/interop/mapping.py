@@ -260,13 +260,89 @@ class _ShapeError(Exception):
     pass
 
 
-def _target_name(rule, match):
-    _, target, _ = rule
-    return target(match) if callable(target) else match.expand(target)
-
-
 def _fmt(shape):
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def _first_match(patterns, key):
+    """(payload, match) of the first (compiled regex, payload) that matches all of ``key``."""
+    return next(((payload, m) for p, payload in patterns for m in [p.fullmatch(key)] if m),
+                (None, None))
+
+
+class _Conversion:
+    """One pass over a source state dict; collects every problem before reporting any."""
+
+    def __init__(self, source, target_specs, rules, aliases, source_name):
+        self.source, self.specs, self.source_name = source, target_specs, source_name
+        self.rules = [(re.compile(pattern), (target, kind)) for pattern, target, kind in rules]
+        self.aliases = [(re.compile(pattern), twin) for pattern, twin in aliases]
+        self.converted, self.origin = {}, {}
+        self.unexpected, self.misshaped, self.tied = [], [], []
+        self.misshaped_targets = set()   # reported once, as mis-shaped rather than also missing
+        self.num_tied = 0
+
+    def add(self, key, value):
+        if not isinstance(value, np.ndarray):
+            self.unexpected.append(f"{key} (a {type(value).__name__}, not a tensor)")
+            return
+        twin, m = _first_match(self.aliases, key)
+        if m:
+            self._check_tied(key, value, m.expand(twin))
+            return
+        rule, m = _first_match(self.rules, key)
+        if not m:
+            self.unexpected.append(f"{key} {_fmt(value.shape)}")
+            return
+        target, kind = rule
+        target = target(m) if callable(target) else m.expand(target)
+        try:
+            outputs = _apply(kind, value, target)
+        except _ShapeError as exc:
+            self.misshaped.append(f"{key} {_fmt(value.shape)}: {exc}")
+            self.misshaped_targets.update(target.replace("{qkv}", part) for part in "qkv")
+            return
+        for name, array in outputs:
+            self._place(key, value, kind, name, array)
+
+    def _check_tied(self, key, value, twin_key):
+        self.num_tied += 1
+        twin = self.source.get(twin_key)
+        if not isinstance(twin, np.ndarray):
+            self.tied.append(f"{key} is a second name of {twin_key}, which is missing")
+        elif twin.shape != value.shape or not np.array_equal(twin, value):
+            self.tied.append(f"{key} should be the same tensor as {twin_key} but differs")
+
+    def _place(self, key, value, kind, name, array):
+        source = f"{key} {_fmt(value.shape)}"
+        if name not in self.specs:
+            self.unexpected.append(f"{source} (maps to {name}, which the model does not have)")
+        elif name in self.converted:
+            self.unexpected.append(f"{source} (maps to {name}, already filled by "
+                                   f"{self.origin[name]})")
+        elif tuple(array.shape) != tuple(self.specs[name][0]):
+            shown = _fmt(array.shape) + (f" after {kind}" if kind != COPY else "")
+            self.misshaped.append(f"{source} -> {name}: model needs "
+                                  f"{_fmt(self.specs[name][0])}, checkpoint gives {shown}")
+            self.misshaped_targets.add(name)
+        else:
+            self.converted[name], self.origin[name] = array, key
+
+    def raise_problems(self, missing, hints):
+        problems = [("missing from the checkpoint", missing),
+                    ("unexpected in the checkpoint", self.unexpected),
+                    ("mis-shaped", self.misshaped), ("inconsistent tied weights", self.tied)]
+        if not any(lines for _, lines in problems):
+            return
+        text = [f"{self.source_name} does not match the model ({len(self.converted)} of "
+                f"{len(self.specs)} parameters converted):"]
+        for title, lines in problems:
+            if lines:
+                text.append(f"  {len(lines)} {title}:")
+                text.extend(f"    {line}" for line in lines)
+        listing = "\n".join(text)
+        text.extend(f"  hint: {advice}" for pattern, advice in hints if re.search(pattern, listing))
+        raise ValueError("\n".join(text))
 
 
 def convert_state_dict(source, target_specs, rules, aliases=(), ignored=(), new_layers=(),
@@ -285,80 +361,26 @@ def convert_state_dict(source, target_specs, rules, aliases=(), ignored=(), new_
     Raises ValueError naming ``source_name`` and listing all missing, unexpected and mis-shaped
     keys when the checkpoint does not fill the model exactly.
     """
-    compiled = [(re.compile(pattern), (pattern, target, kind)) for pattern, target, kind in rules]
-    alias_rules = [(re.compile(pattern), twin) for pattern, twin in aliases]
     ignored = [re.compile(pattern) for pattern in ignored]
-    converted, origin = {}, {}
-    unexpected, misshaped, alias_problems, num_ignored, num_aliases = [], [], [], 0, 0
-    misshaped_targets = set()   # reported once, as mis-shaped rather than also as missing
+    new_layers = [re.compile(pattern) for pattern in new_layers]
+    run = _Conversion(source, target_specs, rules, aliases, source_name)
+    num_ignored = 0
     for key, value in source.items():
         if any(p.fullmatch(key) for p in ignored):
             num_ignored += 1
-            continue
-        if not isinstance(value, np.ndarray):
-            unexpected.append(f"{key} (a {type(value).__name__}, not a tensor)")
-            continue
-        alias = next((m.expand(twin) for p, twin in alias_rules for m in [p.fullmatch(key)] if m),
-                     None)
-        if alias is not None:
-            twin = source.get(alias)
-            if not isinstance(twin, np.ndarray):
-                alias_problems.append(f"{key} is a second name of {alias}, which is missing")
-            elif twin.shape != value.shape or not np.array_equal(twin, value):
-                alias_problems.append(f"{key} should be the same tensor as {alias} but differs")
-            num_aliases += 1
-            continue
-        rule, match = next(((r, m) for p, r in compiled for m in [p.fullmatch(key)] if m),
-                           (None, None))
-        if rule is None:
-            unexpected.append(f"{key} {_fmt(value.shape)}")
-            continue
-        target_name = _target_name(rule, match)
-        try:
-            outputs = _apply(rule[2], value, target_name)
-        except _ShapeError as exc:
-            misshaped.append(f"{key} {_fmt(value.shape)}: {exc}")
-            misshaped_targets.update(target_name.replace("{qkv}", part) for part in "qkv")
-            continue
-        for target, array in outputs:
-            if target not in target_specs:
-                unexpected.append(f"{key} {_fmt(value.shape)} (maps to {target}, which the model "
-                                  "does not have)")
-            elif target in converted:
-                unexpected.append(f"{key} (maps to {target}, already filled by {origin[target]})")
-            elif tuple(array.shape) != tuple(target_specs[target][0]):
-                shown = (f"{_fmt(array.shape)} after {rule[2]}" if rule[2] != COPY
-                         else _fmt(array.shape))
-                misshaped.append(f"{key} {_fmt(value.shape)} -> {target}: model needs "
-                                 f"{_fmt(target_specs[target][0])}, checkpoint gives {shown}")
-                misshaped_targets.add(target)
-            else:
-                converted[target], origin[target] = array, key
-    new_layers = [re.compile(pattern) for pattern in new_layers]
-    fresh = [name for name in target_specs
-             if name not in converted and any(p.fullmatch(name) for p in new_layers)]
-    missing = [f"{name} {_fmt(spec[0])}" for name, spec in target_specs.items()
-               if name not in converted and name not in misshaped_targets and name not in fresh]
-    problems = [("missing from the checkpoint", missing),
-                ("unexpected in the checkpoint", unexpected),
-                ("mis-shaped", misshaped), ("inconsistent tied weights", alias_problems)]
-    if any(lines for _, lines in problems):
-        text = [f"{source_name} does not match the model ({len(converted)} of {len(target_specs)} "
-                "parameters converted):"]
-        for title, lines in problems:
-            if lines:
-                text.append(f"  {len(lines)} {title}:")
-                text.extend(f"    {line}" for line in lines)
-        all_lines = "\n".join(text)
-        text.extend(f"  hint: {advice}" for pattern, advice in hints
-                    if re.search(pattern, all_lines))
-        raise ValueError("\n".join(text))
-    logger.info(f"{source_name}: converted {len(converted)} parameters "
-                f"({num_aliases} tied duplicates checked, {num_ignored} ignored entries"
+        else:
+            run.add(key, value)
+    left = [name for name in target_specs
+            if name not in run.converted and name not in run.misshaped_targets]
+    fresh = [name for name in left if any(p.fullmatch(name) for p in new_layers)]
+    run.raise_problems([f"{name} {_fmt(target_specs[name][0])}" for name in left
+                        if name not in fresh], hints)
+    logger.info(f"{source_name}: converted {len(run.converted)} parameters "
+                f"({run.num_tied} tied duplicates checked, {num_ignored} ignored entries"
                 + (f", {len(fresh)} new model parameters left to their initialisation: "
                    f"{', '.join(fresh)}" if fresh else "") + ")")
-    return {name: converted[name].astype(spec[1], copy=False)
-            for name, spec in target_specs.items() if name in converted}
+    return {name: run.converted[name].astype(spec[1], copy=False)
+            for name, spec in target_specs.items() if name in run.converted}
 
 
 def state_specs(layer):

@@ -12,8 +12,9 @@ Two on-disk formats exist:
 
 Tensors are rebuilt from (storage, offset, size, stride) into contiguous numpy arrays. The
 unpickler accepts only the globals a checkpoint needs (tensor rebuilders, storage types,
-OrderedDict, argparse.Namespace, a few builtins, numpy scalars and arrays) and refuses any other with a
-``CheckpointError`` naming it, so loading a file never runs code from it.
+OrderedDict, argparse.Namespace, a few builtins, numpy scalars and arrays) and refuses any
+other with a ``CheckpointError`` naming it, so loading a file never runs code from it. bfloat16
+tensors come back as float32 (numpy has no bfloat16).
 """
 import argparse
 import codecs
