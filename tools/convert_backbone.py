@@ -1,8 +1,9 @@
 r"""Convert ImageNet backbone weights (PyTorch .pth) into ppdet backbone weights. No torch needed.
 
-    python tools/convert_backbone.py --src resnet50-19c8e357.pth --dst weights/resnet50.pdparams
+    python tools/convert_backbone.py --src resnet50-19c8e357.pth \
+        --dst output/weights/resnet50.pdparams
     python tools/convert_backbone.py --src swin_large_patch4_window12_384_22k.pth \
-        --dst weights/swin_large_384_22k_ppdet.pdparams
+        --dst output/weights/swin_large_384_22k.pdparams
 
 torchvision ResNets (18/34/50/101/152) become ppdet ResNet variant b names (the stride sits in the
 3x3 conv, as in torchvision); Swin checkpoints (microsoft/Swin-Transformer, {'model': ...}) become
@@ -70,7 +71,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", required=True, help="ImageNet checkpoint (.pth, torch.save)")
     parser.add_argument("--dst", required=True, help="output weights (.pdparams)")
-    parser.add_argument("--arch", choices=["auto", "resnet", "swin"], default="auto")
+    parser.add_argument("--arch", choices=["auto", "resnet", "swin"], default="auto",
+                        help="source architecture (auto: from the key names)")
     args = parser.parse_args(argv)
 
     paddle.set_device("cpu")

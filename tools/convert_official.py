@@ -1,7 +1,7 @@
 r"""Convert an official DAC-DETR checkpoint (PyTorch .pth) into ppdet_dac weights. No torch needed.
 
-    python tools/convert_official.py --src checkpoint0023.pth --dst weights/dac_r50.pdparams \
-        [--config configs/dac_cdn_ice_r50.yml] [-o key=value ...]
+    python tools/convert_official.py --src checkpoint0023.pth \
+        --dst output/weights/dac_r50.pdparams [-c configs/dac_cdn_ice_r50.yml] [-o key=value ...]
 
 The model is built from the config to learn the target names and shapes; every official tensor is
 renamed (Linear weights transposed, the decoder's packed q/k/v attention projection split), and
@@ -32,6 +32,7 @@ def build_model(config, opts=None):
 
 def main(argv=None):
     parser = ArgsParser()
+    parser.description = __doc__
     parser.add_argument("--src", required=True, help="official checkpoint (.pth, torch.save)")
     parser.add_argument("--dst", required=True, help="output weights (.pdparams)")
     parser.set_defaults(config=os.path.join(REPO, "configs", "dac_cdn_ice_r50.yml"))

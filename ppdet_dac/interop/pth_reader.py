@@ -99,6 +99,15 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
     return data
 
 
+def _rebuild_from_type(func, new_type, args, state=None):
+    """Tensor subclasses and tensors with Python attributes: rebuild the plain tensor."""
+    return func(*args)
+
+
+class _TensorClass:
+    """Stand-in for torch.Tensor / nn.Parameter when only named as a type."""
+
+
 def _numpy_scalar(dtype, data=None):
     if dtype.hasobject:
         return data
@@ -112,6 +121,11 @@ _ALLOWED_GLOBALS = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type"): _rebuild_from_type,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
+    ("torch", "Tensor"): _TensorClass,
+    ("torch._tensor", "Tensor"): _TensorClass,
+    ("torch.nn.parameter", "Parameter"): _TensorClass,
     ("torch", "Size"): tuple,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,

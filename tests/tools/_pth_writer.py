@@ -54,6 +54,14 @@ class BFloat16:
         return (self.words.astype(np.uint32) << 16).view(np.float32)
 
 
+class FromType:
+    """A tensor saved through ``torch._tensor._rebuild_from_type_v2`` (what torch writes for
+    tensor subclasses or tensors carrying Python attributes)."""
+
+    def __init__(self, array, type_module="torch.nn.parameter", type_name="Parameter"):
+        self.array, self.type = array, Global(type_module, type_name)
+
+
 class PlainNumpy:
     """A numpy array pickled as numpy pickles it (not as a tensor), e.g. inside ``args``."""
 
@@ -126,7 +134,18 @@ class _Pickler(pickle._Pickler):
         self.save(_Tensor(storage, 0, tuple(value.words.shape),
                           _contiguous_strides(value.words.shape)))
 
+    def save_from_type(self, value):
+        flat = np.ascontiguousarray(value.array).reshape(-1)
+        self._flat_for.setdefault(id(value), (value, flat))
+        storage = self._storage(flat, _STORAGE_NAMES[flat.dtype])
+        args = (storage, 0, tuple(value.array.shape), _contiguous_strides(value.array.shape),
+                False, collections.OrderedDict())
+        self.save_reduce(Global("torch._tensor", "_rebuild_from_type_v2"),
+                         (Global("torch._utils", "_rebuild_tensor_v2"), value.type, args, {}),
+                         obj=value)
+
     dispatch[Global] = save_global_ref
+    dispatch[FromType] = save_from_type
     dispatch[np.ndarray] = save_array
     dispatch[Strided] = save_strided
     dispatch[BFloat16] = save_bfloat16

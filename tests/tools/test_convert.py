@@ -113,6 +113,7 @@ def _layout_payload():
         ("strided_tail", writer.Strided(base, 40, (2, 2, 3), (9, 1, 3))),
         ("broadcast", writer.Strided(ints, 5, (3, 2), (0, 7))),
         ("bf16", bf16),
+        ("subclass", writer.FromType(np.array([[0.5, 1.5]], np.float32))),
     ])
     expected = {k: v for k, v in model.items() if isinstance(v, np.ndarray)}
     for name, view in [("strided", model["strided"]), ("strided_tail", model["strided_tail"]),
@@ -124,6 +125,7 @@ def _layout_payload():
             index = index + np.arange(view.shape[axis]).reshape(shape) * step
         expected[name] = view.storage[index]
     expected["bf16"] = bf16.expected
+    expected["subclass"] = model["subclass"].array
     model._metadata = collections.OrderedDict([("", {"version": 1})])   # as nn.Module saves it
     obj = {"model": model, "epoch": 3, "args": argparse.Namespace(lr=1e-4, backbone="resnet50"),
            "history": [1.5, "text", (2, None), {3, 4}, np.float64(0.25), np.int64(-9)],
