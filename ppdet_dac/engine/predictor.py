@@ -332,8 +332,8 @@ def detection_records(detections, label_list=None, threshold=0.0):
             continue
         cid = int(label)
         name = label_list[cid] if label_list and 0 <= cid < len(label_list) else str(cid)
-        records.append({"class_id": cid, "label": name, "score": round(float(score), 6),
-                        "bbox": [round(float(v), 3) for v in (x1, y1, x2, y2)]})
+        records.append({"class_id": cid, "label": name, "score": float(score),
+                        "bbox": [float(x1), float(y1), float(x2), float(y2)]})
     return records
 
 
