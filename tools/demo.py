@@ -19,7 +19,7 @@ from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.demo_data import make_demo_data
-from ppdet_dac.engine import load_checked_config
+from ppdet_dac.engine import DACTrainer, load_checked_config
 from ppdet_dac.engine.evaluation import evaluate_metrics
 from ppdet_dac.engine.visualize import save_detections
 
@@ -38,7 +38,8 @@ def main(argv=None):
     paddle.set_device("cpu")
     set_random_seed(args.seed)
 
-    trainer = Trainer(cfg, mode="train")
+    trainer = DACTrainer(cfg, mode="train")
+    trainer.set_seed(args.seed)
     trainer.train(validate=True)
 
     evaluator = Trainer(cfg, mode="eval")

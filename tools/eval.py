@@ -5,16 +5,19 @@
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
 
+import argparse
+
 import paddle
-from ppdet.engine import Trainer, init_parallel_env
+from ppdet.engine import init_parallel_env
 from ppdet.utils.cli import ArgsParser, merge_args
 
-from ppdet_dac.engine import load_checked_config
+from ppdet_dac.engine import DACTrainer, load_checked_config
 
 
 def parse_args(argv=None):
     parser = ArgsParser()
-    parser.add_argument("--classwise", action="store_true", help="print per-class AP")
+    parser.add_argument("--classwise", action=argparse.BooleanOptionalAction, default=True,
+                        help="print the per-class AP table (default on)")
     parser.add_argument("--output_eval", default=None, help="directory for bbox.json")
     return parser.parse_args(argv)
 
@@ -25,7 +28,7 @@ def main(argv=None):
     merge_args(cfg, args)
     paddle.set_device("gpu" if cfg.get("use_gpu", False) else "cpu")
     init_parallel_env()
-    trainer = Trainer(cfg, mode="eval")
+    trainer = DACTrainer(cfg, mode="eval")
     trainer.load_weights(cfg.weights)
     trainer.evaluate()
 

@@ -1,28 +1,33 @@
-"""Train a ppdet_dac model with ppdet's Trainer (single process or paddle.distributed.launch).
+"""Train a ppdet_dac model: one process, or several with paddle.distributed.launch.
 
     python tools/train.py -c configs/demo/dac_demo.yml [--eval] [-r CKPT] [-o key=value ...]
+    python -m paddle.distributed.launch tools/train.py -c configs/dac_cdn_r50.yml   # all GPUs
+    python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c ...    # CPU, gloo
 """
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
 
 import paddle
-from ppdet.engine import Trainer, init_parallel_env, set_random_seed
+import paddle.distributed as dist
+from ppdet.engine import init_parallel_env, set_random_seed
 from ppdet.utils.cli import ArgsParser, merge_args
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.engine import load_checked_config
+from ppdet_dac.engine import DACTrainer, load_checked_config
 
 logger = setup_logger("train")
 
 
 def parse_args(argv=None):
     parser = ArgsParser()
-    parser.add_argument("--eval", action="store_true", help="evaluate after every snapshot epoch")
+    parser.add_argument("--eval", action="store_true", help="evaluate (COCO AP) at snapshot epochs")
     parser.add_argument("-r", "--resume", default=None, help="checkpoint to resume from")
-    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU)")
+    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU only)")
     parser.add_argument("--use_vdl", action="store_true", help="log scalars to VisualDL")
     parser.add_argument("--vdl_log_dir", default="vdl_log_dir/scalar", help="VisualDL log dir")
-    parser.add_argument("--seed", type=int, default=None, help="random seed")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="random seed, 42 as in the official recipe (rank r uses seed + r); "
+                             "the same seed gives the same run, also across a resume")
     return parser.parse_args(argv)
 
 
@@ -31,10 +36,11 @@ def main(argv=None):
     cfg = load_checked_config(args.config, args.opt)
     merge_args(cfg, args)
     paddle.set_device("gpu" if cfg.get("use_gpu", False) else "cpu")
-    if args.seed is not None:
-        set_random_seed(args.seed)
     init_parallel_env()
-    trainer = Trainer(cfg, mode="train")
+    rank = dist.get_rank()
+    set_random_seed(args.seed + rank)
+    trainer = DACTrainer(cfg, mode="train")
+    trainer.set_seed(args.seed + rank)
     if args.resume:
         trainer.resume_weights(args.resume)
     elif cfg.get("pretrain_weights"):

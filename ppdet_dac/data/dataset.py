@@ -27,6 +27,7 @@ instances_train2017.json, including the ~1k without annotations, so the COCO con
 """
 import json
 import os
+import random
 
 import numpy as np
 import ppdet.data.source as ppdet_source
@@ -239,11 +240,28 @@ class DACCOCODataSet(COCODataSet):
                     f"({num_no_boxes} without boxes: {empty_note})")
 
     # -- reading ---------------------------------------------------------------------------
+    def set_sample_seed(self, seed):
+        """Make the random augmentation of a sample a function of (seed, epoch, index) alone.
+
+        ppdet's transforms draw from Python's and NumPy's global generators, so which random
+        numbers a sample gets would otherwise depend on loader threads/workers and on what was
+        read before: a resumed run could not reproduce the augmentation of an uninterrupted one.
+        ``None`` (the default) leaves the global generators alone, as ppdet does."""
+        self._sample_seed = None if seed is None else int(seed)
+
+    def _seed_sample(self, idx):
+        seed = getattr(self, "_sample_seed", None)
+        if seed is not None:
+            state = np.random.SeedSequence([seed, self._epoch, idx]).generate_state(2)
+            random.seed(int(state[0]))
+            np.random.seed(int(state[1]))
+
     def __getitem__(self, idx):
         """ppdet's sample for ``idx``; with on_decode_error='skip' an undecodable image is
         replaced by the next decodable one (each bad file is logged once per process)."""
         n = len(self.roidbs)
         idx %= n
+        self._seed_sample(idx)
         for offset in range(n):
             candidate = (idx + offset) % n
             if candidate in self._undecodable:

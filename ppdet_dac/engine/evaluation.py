@@ -2,8 +2,8 @@
 import paddle
 
 
-def evaluate_metrics(trainer):
-    """Evaluate ``trainer.model`` on ``trainer.loader`` with ``trainer._metrics``.
+def evaluate_metrics(trainer, loader=None):
+    """Evaluate ``trainer.model`` on ``loader`` (default ``trainer.loader``) with ``trainer._metrics``.
 
     Returns {metric class name: its get_results()} (for COCO: {'bbox': [12 COCO stats]}), after
     logging the usual tables.
@@ -11,7 +11,7 @@ def evaluate_metrics(trainer):
     model = trainer.model
     model.eval()
     with paddle.no_grad():
-        for data in trainer.loader:
+        for data in (trainer.loader if loader is None else loader):
             outs = model(data)
             for metric in trainer._metrics:
                 metric.update(data, outs)

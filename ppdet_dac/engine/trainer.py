@@ -1,0 +1,236 @@
+"""DACTrainer: ppdet's Trainer with the training loop DAC-DETR users need.
+
+ppdet's ``Trainer`` builds everything (datasets, readers, model, LR schedule, optimizer, EMA,
+metrics, log/VisualDL callbacks); this subclass keeps that and replaces the loop, which adds:
+
+* checkpoints written atomically with the full training state (``checkpoint.py``) every
+  ``snapshot_epoch`` epochs plus ``model_final``; ``resume`` continues exactly where one left off;
+* a NaN/inf guard: a non-finite loss stops training with a ``FloatingPointError`` that names the
+  epoch, iteration and loss terms, before the step is applied, so the last checkpoint is the last
+  good state (all ranks stop together);
+* a log line per ``log_iter`` iterations with epoch, iteration, lr, the last-layer loss terms,
+  speed and ETA (ppdet's LogPrinter), VisualDL scalars with ``use_vdl``;
+* AMP on GPU (``--amp``; the attention op itself runs in float32), ignored with a warning on CPU;
+* COCO evaluation after snapshot epochs with ``--eval`` (per-class AP table), ``best_model`` kept.
+"""
+import copy
+import math
+import os
+import re
+import time
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+from ppdet.engine import Trainer
+from ppdet.engine.callbacks import ComposeCallback, LogPrinter, VisualDLWriter
+from ppdet.utils import stats
+from ppdet.utils.logger import setup_logger
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .evaluation import evaluate_metrics
+
+logger = setup_logger(__name__)
+
+__all__ = ["DACTrainer"]
+
+_AUX_SUFFIX = re.compile(r"_\d+(_one2one)?$")
+
+
+def _logged_terms(outputs):
+    """The total and the last-layer terms (aux-layer terms ``*_0[_one2one]`` .. ``*_4[_one2one]``
+    are left out of the log line; all of them are in the loss)."""
+    return {k: v for k, v in outputs.items() if not _AUX_SUFFIX.search(k)}
+
+
+def _non_finite_terms(outputs):
+    """Names of the loss terms whose value is NaN or inf (one host sync for all of them)."""
+    names = list(outputs)
+    values = paddle.stack([paddle.cast(outputs[n], "float32").reshape([]) for n in names])
+    bad = paddle.logical_not(paddle.isfinite(values)).numpy()
+    return [n for n, b in zip(names, bad) if b]
+
+
+class DACTrainer(Trainer):
+    """Trainer(cfg, mode) as in ppdet; ``train``, ``resume_weights`` and eval are ours."""
+
+    def __init__(self, cfg, mode="train"):
+        super().__init__(cfg, mode)
+        self.global_iter = 0
+        self.best_ap = -math.inf
+        self.save_dir = os.path.join(self.cfg.get("save_dir", "output"),
+                                     self.cfg.get("filename", "model"))
+        if self.use_amp and not self._on_accelerator():
+            logger.warning("--amp needs a GPU; training on CPU in float32")
+            self.use_amp = False
+
+    def _on_accelerator(self):
+        return bool(self.cfg.get("use_gpu", False)) and paddle.is_compiled_with_cuda()
+
+    def _init_callbacks(self):
+        # Checkpoints are ours (atomic, full state); ppdet's printer and VisualDL writer stay.
+        self._callbacks = []
+        if self.mode in ("train", "eval"):
+            self._callbacks.append(LogPrinter(self))
+        if self.cfg.get("use_vdl", False) and self.mode in ("train", "test"):
+            self._callbacks.append(VisualDLWriter(self))
+        self._compose_callback = ComposeCallback(self._callbacks) if self._callbacks else None
+
+    def set_seed(self, seed):
+        """Seed what a training run draws: per-sample augmentation (a function of seed, epoch
+        and sample index, see DACCOCODataSet.set_sample_seed) and the one-to-many sampler."""
+        if hasattr(self.dataset, "set_sample_seed"):
+            self.dataset.set_sample_seed(seed)
+        else:
+            logger.warning(f"{type(self.dataset).__name__} cannot seed its samples: the data "
+                           "augmentation of a resumed run will differ from an uninterrupted one")
+        if self.criterion is not None and hasattr(self.criterion, "rng"):
+            self.criterion.rng = np.random.default_rng(seed)
+
+    def _epoch_batches(self, epoch_id):
+        """A fresh iterator over the training batches of ``epoch_id``.
+
+        ppdet's reader keeps an iterator that starts reading (and drawing random numbers) ahead,
+        before the epoch is known; it is shut down here, and each epoch gets its own iterator
+        created after the sampler and dataset know the epoch, so that the shuffle order and the
+        augmentation depend on the epoch alone, also after a resume."""
+        reader = self.loader
+        ahead = getattr(reader, "loader", None)
+        if ahead is not None and hasattr(ahead, "_try_shutdown_all"):
+            ahead._try_shutdown_all()
+            reader.loader = None
+        reader.dataset.set_epoch(epoch_id)
+        sampler = getattr(reader, "_batch_sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch_id)
+        return iter(reader.dataloader)
+
+    @property
+    def criterion(self):
+        return getattr(self.model, "criterion", None)
+
+    def resume_weights(self, weights):
+        """Restore a checkpoint written by this trainer (weights, optimizer, LR, RNG, EMA)."""
+        state = load_checkpoint(weights, self.model, self.optimizer, self.criterion,
+                                self.ema if self.use_ema else None)
+        self.start_epoch = int(state["epochs_done"])
+        self.global_iter = int(state["global_iter"])
+        self.best_ap = float(state["extra"].get("best_ap", -math.inf))
+
+    def _save(self, name, epochs_done):
+        if self._nranks > 1 and self._local_rank != 0:
+            return
+        save_checkpoint(os.path.join(self.save_dir, name), self.model, self.optimizer,
+                        epochs_done, self.global_iter, self.criterion,
+                        self.ema if self.use_ema else None, extra={"best_ap": self.best_ap})
+
+    def _check_finite(self, outputs, epoch_id, step_id):
+        bad = _non_finite_terms(outputs)
+        flag = paddle.to_tensor([1 if bad else 0], dtype="int32")
+        if self._nranks > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if int(flag.item()):
+            where = (f"epoch {epoch_id}, iteration {step_id} of the epoch "
+                     f"(global iteration {self.global_iter})")
+            what = f"non-finite loss terms {bad}" if bad else "a non-finite loss on another rank"
+            raise FloatingPointError(
+                f"training stopped at {where}: {what}. The step was not applied; the last "
+                f"checkpoint in {self.save_dir} holds the last good state. Lower the learning "
+                "rate or check the data of this iteration.")
+
+    def _eval_loader(self):
+        if not hasattr(self, "_val_loader"):
+            from ppdet.core.workspace import create
+            dataset = self.cfg["EvalDataset"] = create("EvalDataset")()
+            sampler = paddle.io.BatchSampler(dataset, batch_size=self.cfg.EvalReader["batch_size"])
+            self._val_loader = create("EvalReader")(dataset, self.cfg.worker_num,
+                                                    batch_sampler=sampler)
+        return self._val_loader
+
+    def _validate(self):
+        """COCO evaluation of the current weights on the eval split; returns box AP."""
+        loader = self._eval_loader()
+        if not self._metrics:
+            self.cfg["classwise"] = True
+            self.cfg.setdefault("output_eval", self.save_dir)
+            self._init_metrics(validate=True)
+        results = evaluate_metrics(self, loader)
+        self.model.train()
+        bbox = results.get("COCOMetric", {}).get("bbox")
+        return float(bbox[0]) if bbox is not None else None
+
+    def train(self, validate=False):
+        """Train from ``start_epoch`` to ``cfg.epoch``; see the module docstring."""
+        if self.mode != "train":
+            raise ValueError(f"DACTrainer.train needs mode 'train', this one is {self.mode!r}")
+        model = self.model
+        if self._nranks > 1:
+            model = paddle.DataParallel(
+                model, find_unused_parameters=self.cfg.get("find_unused_parameters", False))
+        scaler = paddle.amp.GradScaler(init_loss_scaling=self.cfg.get("init_loss_scaling", 1024)) \
+            if self.use_amp else None
+        steps_per_epoch = len(self.loader)
+        self.status.update({
+            "epoch_id": self.start_epoch, "step_id": 0, "steps_per_epoch": steps_per_epoch,
+            "batch_time": stats.SmoothedValue(self.cfg.log_iter, fmt="{avg:.4f}"),
+            "data_time": stats.SmoothedValue(self.cfg.log_iter, fmt="{avg:.4f}"),
+            "training_staus": stats.TrainingStats(self.cfg.log_iter),
+        })
+        end_epoch = int(self.cfg.epoch)
+        self._compose_callback.on_train_begin(self.status)
+        for epoch_id in range(self.start_epoch, end_epoch):
+            self.status.update(mode="train", epoch_id=epoch_id)
+            self._compose_callback.on_epoch_begin(self.status)
+            model.train()
+            tic = time.time()
+            for step_id, data in enumerate(self._epoch_batches(epoch_id)):
+                self.status["data_time"].update(time.time() - tic)
+                self.status["step_id"] = step_id
+                self._compose_callback.on_step_begin(self.status)
+                data["epoch_id"] = epoch_id
+                with paddle.amp.auto_cast(enable=self.use_amp, level=self.amp_level,
+                                          custom_white_list=self.custom_white_list,
+                                          custom_black_list=self.custom_black_list):
+                    outputs = model(data)
+                self._check_finite(outputs, epoch_id, step_id)
+                loss = outputs["loss"]
+                if scaler is not None:
+                    scaled = scaler.scale(loss)
+                    scaled.backward()
+                    scaler.minimize(self.optimizer, scaled)
+                else:
+                    loss.backward()
+                    self.optimizer.step()
+                self.status["learning_rate"] = self.optimizer.get_lr()
+                self.lr.step()
+                self.optimizer.clear_grad()
+                self.global_iter += 1
+                if self.use_ema:
+                    self.ema.update()
+                if self._nranks < 2 or self._local_rank == 0:
+                    self.status["training_staus"].update(_logged_terms(outputs))
+                self.status["batch_time"].update(time.time() - tic)
+                self._compose_callback.on_step_end(self.status)
+                tic = time.time()
+            self._end_epoch(epoch_id, end_epoch, validate)
+        self._compose_callback.on_train_end(self.status)
+
+    def _end_epoch(self, epoch_id, end_epoch, validate):
+        last = epoch_id == end_epoch - 1
+        self._compose_callback.on_epoch_end(self.status)
+        if not (last or (epoch_id + 1) % int(self.cfg.get("snapshot_epoch", 1)) == 0):
+            return
+        is_main = self._nranks < 2 or self._local_rank == 0
+        if validate and is_main:
+            raw = None
+            if self.use_ema:
+                raw = copy.deepcopy(self.model.state_dict())
+                self.model.set_dict(self.ema.apply())
+            ap = self._validate()
+            if raw is not None:
+                self.model.set_dict(raw)
+            if ap is not None and ap >= self.best_ap:
+                self.best_ap = ap
+                self._save("best_model", epoch_id + 1)
+                logger.info(f"best box AP so far: {ap:.4f} (epoch {epoch_id})")
+        self._save("model_final" if last else str(epoch_id), epoch_id + 1)

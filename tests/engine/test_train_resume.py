@@ -1,0 +1,138 @@
+"""Training with DACTrainer: exact resume after a kill, crash-safe checkpoints, the NaN guard."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from _engine_helpers import PYTHON, REPO, child_env, load_params, make_tiny_setup, run_train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_setup(str(tmp_path_factory.mktemp("tiny")), epoch=2)
+
+
+def test_resume_after_kill_gives_identical_parameters(tiny, tmp_path):
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    run_train(tiny, "--seed", "3", "-o", f"save_dir={straight}")
+
+    # Same run, killed (SIGKILL) once the epoch-0 checkpoint is complete, then resumed.
+    cmd = [PYTHON, os.path.join(REPO, "tools", "train.py"), "-c", tiny, "--seed", "3",
+           "-o", f"save_dir={resumed}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    marker = os.path.join(resumed, "tiny", "0.pdstate")
+    deadline = time.time() + 300
+    while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert os.path.exists(marker)
+    run_train(tiny, "--seed", "3", "-o", f"save_dir={resumed}",
+              "-r", os.path.join(resumed, "tiny", "0"))
+
+    a = load_params(os.path.join(straight, "tiny", "model_final.pdparams"))
+    b = load_params(os.path.join(resumed, "tiny", "model_final.pdparams"))
+    assert sorted(a) == sorted(b)
+    first = load_params(os.path.join(straight, "tiny", "0.pdparams"))
+    assert any(not np.array_equal(first[k], a[k]) for k in a)   # the second epoch trained
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    state_a = paddle.load(os.path.join(straight, "tiny", "model_final.pdstate"))
+    state_b = paddle.load(os.path.join(resumed, "tiny", "model_final.pdstate"))
+    assert state_a["global_iter"] == state_b["global_iter"] == 8   # 2 epochs x 4 iterations
+
+
+KILL_WRITER = textwrap.dedent("""
+    import sys, time
+    import paddle
+    import ppdet_dac.engine.checkpoint as ck
+    model = paddle.nn.Linear(3, 2)
+    opt = paddle.optimizer.AdamW(parameters=model.parameters())
+    ck.save_checkpoint(sys.argv[1] + '/1', model, opt, 1, 10)
+    real_save = paddle.save
+    def slow_save(obj, path, **kw):
+        real_save(obj, path, **kw)
+        with open(path, 'r+b') as f:      # half-written: truncated, then stuck
+            f.truncate(7)
+        print('WRITING', flush=True)
+        time.sleep(600)
+    paddle.save = slow_save
+    with paddle.no_grad():
+        model.weight.set_value(model.weight + 1)
+    ck.save_checkpoint(sys.argv[1] + '/1', model, opt, 2, 20)
+""")
+
+
+def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
+    from ppdet_dac.engine.checkpoint import load_checkpoint
+    proc = subprocess.Popen([PYTHON, "-c", KILL_WRITER, str(tmp_path)], cwd=REPO, env=child_env(),
+                            stdout=subprocess.PIPE, text=True)
+    lines = iter(proc.stdout.readline, "")
+    assert "WRITING" in (line.strip() for line in lines)   # ppdet prints warnings first
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # The interrupted write overwrote nothing: the checkpoint is still the first one.
+    model = paddle.nn.Linear(3, 2)
+    opt = paddle.optimizer.AdamW(parameters=model.parameters())
+    state = load_checkpoint(str(tmp_path / "1"), model, opt)
+    assert (state["epochs_done"], state["global_iter"]) == (1, 10)
+    saved = paddle.load(str(tmp_path / "1.pdparams"))
+    np.testing.assert_array_equal(model.weight.numpy(), saved["weight"].numpy())
+    leftovers = sorted(os.listdir(tmp_path))
+    assert sorted(n for n in leftovers if not n.startswith(".")) == \
+        ["1.pdopt", "1.pdparams", "1.pdstate"]
+
+
+def test_incomplete_or_mixed_checkpoint_is_refused(tmp_path):
+    from ppdet_dac.engine.checkpoint import load_checkpoint, save_checkpoint
+    model = paddle.nn.Linear(3, 2)
+    opt = paddle.optimizer.AdamW(parameters=model.parameters())
+    save_checkpoint(str(tmp_path / "a"), model, opt, 1, 4)
+    save_checkpoint(str(tmp_path / "b"), model, opt, 2, 8)
+    os.replace(tmp_path / "b.pdopt", tmp_path / "a.pdopt")          # a mixed pair
+    with pytest.raises(ValueError, match="different writes"):
+        load_checkpoint(str(tmp_path / "a"), model, opt)
+    with pytest.raises(FileNotFoundError, match=r"b\.pdopt"):       # an incomplete one
+        load_checkpoint(str(tmp_path / "b.pdparams"), model, opt)
+
+
+NAN_PROBE = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1] + '/tools')
+    import train
+    from ppdet_dac.modeling.criterion import DACCriterion
+    real_forward, calls = DACCriterion.forward, [0]
+    def forward(self, *args, **kwargs):
+        losses = real_forward(self, *args, **kwargs)
+        calls[0] += 1
+        if calls[0] == 3:                     # epoch 1, iteration 0 (2 iterations per epoch)
+            losses['loss_giou_0_one2one'] = losses['loss_giou_0_one2one'] * float('nan')
+            losses['loss'] = losses['loss'] * float('nan')
+        return losses
+    DACCriterion.forward = forward
+    train.main(sys.argv[2:])
+""")
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
+    config = make_tiny_setup(str(tmp_path), epoch=3, num_train=4)
+    proc = subprocess.run([PYTHON, "-c", NAN_PROBE, REPO, "-c", config, "--seed", "0"], cwd=REPO,
+                          env=child_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("FloatingPointError")
+    assert "epoch 1, iteration 0" in last and "global iteration 2" in last
+    assert "'loss_giou_0_one2one'" in last and "'loss'" in last and "loss_ce'" not in last
+    out = os.path.join(str(tmp_path), "out", "tiny")
+    assert sorted(os.listdir(out)) == ["0.pdopt", "0.pdparams", "0.pdstate"]
+    state = paddle.load(os.path.join(out, "0.pdstate"))
+    assert state["epochs_done"] == 1 and state["global_iter"] == 2
