@@ -1,0 +1,156 @@
+"""Convert a reference-attention export to ONNX and check it against Paddle Inference.
+
+    make onnx        # installs requirements-onnx.txt (paddle2onnx, onnx, onnxruntime)
+    python tools/export_model.py -c configs/demo/dac_demo.yml -o weights=... \
+        --output_dir output_inference --attention reference
+    python deploy/onnx/convert.py --model_dir output_inference/dac_demo \
+        [--save_file output_inference/dac_demo/model.onnx] [--check_image demo.jpg ...]
+
+Steps:
+
+1. ``paddle2onnx --model_dir DIR --model_filename model.json --params_filename model.pdiparams
+   --save_file model.onnx --opset_version 17 --optimize_tool None``. ``--optimize_tool None``
+   always: the default optimiser pip-installs packages while it converts.
+2. One fix to the converted graph: paddle2onnx 2.1.0 turns multiclass_nms3's "no limit per
+   class" (nms_top_k = -1) into NonMaxSuppression's max_output_boxes_per_class = -1, which ONNX
+   defines as "select nothing"; the constant is set to 2**31 - 1 (no limit) instead.
+3. With ``--check_image``: onnxruntime's detections must equal the Paddle Inference predictor's
+   within ``--atol`` (1e-4) on every row.
+
+Only ``attention: reference`` exports convert (ONNX has no ms_deform_attn op); the ONNX model
+takes batch size 1 (a paddle2onnx limit of multiclass_nms3).
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+from ppdet.utils.logger import setup_logger  # noqa: E402
+
+from ppdet_dac.engine.predictor import InferConfig, Predictor, find_model_file  # noqa: E402
+
+logger = setup_logger("dac_detr_onnx")
+
+OPSET = 17
+NMS_NO_LIMIT = 2 ** 31 - 1  # max_output_boxes_per_class meaning "all boxes of a class"
+
+
+def paddle2onnx_command(model_dir, save_file, opset=OPSET):
+    model_file, params_file = find_model_file(model_dir)
+    return [sys.executable, "-m", "paddle2onnx.command", "--model_dir", model_dir,
+            "--model_filename", os.path.basename(model_file),
+            "--params_filename", os.path.basename(params_file), "--save_file", save_file,
+            "--opset_version", str(opset), "--optimize_tool", "None"]
+
+
+def fix_nms_limit(onnx_file, max_boxes):
+    """Set every NonMaxSuppression's max_output_boxes_per_class <= 0 to ``max_boxes``; returns
+    how many were changed."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(onnx_file)
+    graph = model.graph
+    constants = {out: node for node in graph.node if node.op_type == "Constant"
+                 for out in node.output}
+    initializers = {init.name: init for init in graph.initializer}
+    changed = 0
+    for node in graph.node:
+        if node.op_type != "NonMaxSuppression" or len(node.input) < 3 or not node.input[2]:
+            continue
+        name = node.input[2]
+        if name in initializers:
+            tensor = initializers[name]
+        elif name in constants:
+            tensor = next(a.t for a in constants[name].attribute if a.name == "value")
+        else:
+            raise ValueError(f"{onnx_file}: {node.name}'s max_output_boxes_per_class ({name}) is "
+                             "computed, not a constant; cannot fix it")
+        if int(numpy_helper.to_array(tensor).reshape(-1)[0]) <= 0:
+            tensor.CopyFrom(numpy_helper.from_array(np.array([max_boxes], dtype=np.int64),
+                                                    tensor.name))
+            changed += 1
+    onnx.save(model, onnx_file)
+    return changed
+
+
+def convert(model_dir, save_file=None, opset=OPSET):
+    """paddle2onnx + the NMS fix; returns the ONNX file path."""
+    cfg = InferConfig(model_dir)
+    if cfg.attention != "reference":
+        raise ValueError(f"{cfg.path}: attention is {cfg.attention!r}; ONNX needs a model "
+                         "exported with --attention reference")
+    save_file = save_file or os.path.join(model_dir, "model.onnx")
+    proc = subprocess.run(paddle2onnx_command(model_dir, save_file, opset), capture_output=True,
+                          text=True)
+    if proc.returncode != 0 or not os.path.isfile(save_file):
+        raise RuntimeError(f"paddle2onnx failed on {model_dir} (rc {proc.returncode}):\n"
+                           f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    changed = fix_nms_limit(save_file, NMS_NO_LIMIT)
+    logger.info(f"wrote {save_file} (opset {opset}; {changed} NMS limit(s) lifted)")
+    return save_file
+
+
+class OnnxDetector:
+    """onnxruntime session on the converted model, fed like the Paddle predictor."""
+
+    def __init__(self, onnx_file, threads=1):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(onnx_file, options,
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feeds):
+        """feeds: the predictor's feed dict (batch 1) -> (bbox [N, 6], bbox_num [1])."""
+        bbox, bbox_num = self.session.run(None, {n: feeds[n] for n in self.input_names})[:2]
+        return bbox, bbox_num
+
+
+def check(model_dir, onnx_file, images, atol=1e-4):
+    """Max |ONNX - Paddle Inference| over the images; raises AssertionError above ``atol``."""
+    predictor = Predictor(model_dir)
+    detector = OnnxDetector(onnx_file)
+    worst = 0.0
+    for image in images:
+        feeds = predictor.preprocessor.batch([image])
+        ref_bbox, ref_num = predictor.run(feeds)
+        bbox, num = detector.run(feeds)
+        if list(np.asarray(num).reshape(-1)) != list(np.asarray(ref_num).reshape(-1)) \
+                or bbox.shape != ref_bbox.shape:
+            raise AssertionError(f"{image}: ONNX gives {np.asarray(num).tolist()} detections, "
+                                 f"Paddle Inference {np.asarray(ref_num).tolist()}")
+        diff = float(np.abs(bbox - ref_bbox).max()) if bbox.size else 0.0
+        logger.info(f"{image}: {bbox.shape[0]} detections, max |ONNX - Paddle| = {diff:.3g}")
+        if diff > atol:
+            raise AssertionError(f"{image}: max |ONNX - Paddle Inference| = {diff} > {atol}")
+        worst = max(worst, diff)
+    return worst
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model_dir", required=True, help="export made with --attention reference")
+    parser.add_argument("--save_file", default=None, help="default: <model_dir>/model.onnx")
+    parser.add_argument("--opset_version", type=int, default=OPSET)
+    parser.add_argument("--check_image", nargs="*", default=[],
+                        help="images to compare onnxruntime with Paddle Inference on")
+    parser.add_argument("--atol", type=float, default=1e-4)
+    args = parser.parse_args(argv)
+    onnx_file = convert(args.model_dir, args.save_file, args.opset_version)
+    print(f"ONNX model: {onnx_file}")
+    if args.check_image:
+        worst = check(args.model_dir, onnx_file, args.check_image, args.atol)
+        print(f"onnxruntime matches Paddle Inference on {len(args.check_image)} image(s): "
+              f"max |diff| = {worst:.3g} <= {args.atol}")
+
+
+if __name__ == "__main__":
+    main()
