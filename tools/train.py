@@ -46,6 +46,7 @@ def main(argv=None):
     elif cfg.get("pretrain_weights"):
         trainer.load_weights(cfg.pretrain_weights)
     trainer.train(args.eval)
+    return trainer
 
 
 if __name__ == "__main__":

@@ -166,7 +166,7 @@ class DACTrainer(Trainer):
         model = self.model
         if self._nranks > 1:
             model = paddle.DataParallel(
-                model, find_unused_parameters=self.cfg.get("find_unused_parameters", False))
+                model, find_unused_parameters=self.cfg.get("find_unused_parameters", True))
         scaler = paddle.amp.GradScaler(init_loss_scaling=self.cfg.get("init_loss_scaling", 1024)) \
             if self.use_amp else None
         steps_per_epoch = len(self.loader)

@@ -81,4 +81,4 @@ def run_train(config, *args, timeout=600, check=True):
 
 def load_params(path):
     """{name: ndarray} of a .pdparams file."""
-    return {k: v.numpy() for k, v in paddle.load(path).items()}
+    return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
