@@ -1,6 +1,6 @@
 """Export round trip: a layer calling ppdet_dac.ops.ms_deform_attn, exported with
 ``to_static(full_graph=True)`` + ``jit.save``, runs in a fresh process's Paddle Inference predictor
-(after ``register_op_library()``) and matches dygraph, for two image sizes. A reference-forced
+(after ``register_op_library()``) and matches dygraph, for two sets of level sizes. A reference-forced
 export has no custom op and runs without registering it."""
 import os
 import re
@@ -14,7 +14,7 @@ import pytest
 from ppdet_dac import ops
 from ppdet_dac.ops import _library
 
-from _msda_helpers import naive_msda
+from _msda_helpers import make_inputs, naive_msda
 
 paddle.set_device("cpu")
 
@@ -24,49 +24,44 @@ OP_IN_GRAPH = re.compile(r'"\d+\.ms_deform_attn"')  # a PIR op record in model.j
 
 
 class _ProjectedAttention(paddle.nn.Layer):
-    """Two feature maps [N, M·D, H_l, W_l] -> value -> ms_deform_attn -> Linear: [N, Lq, M·D].
+    """value [N, S, M·D] -> Linear -> ms_deform_attn -> Linear: [N, Lq, M·D].
 
-    Level sizes come from the input shapes at run time, so the exported graph takes any size."""
+    The level table (spatial_shapes int64 [L, 2], level_start_index int64 [L]) is a graph input,
+    so the exported graph takes any level sizes."""
 
     def __init__(self):
         super().__init__()
         self.value_proj = paddle.nn.Linear(HEADS * CHANNELS, HEADS * CHANNELS)
         self.output_proj = paddle.nn.Linear(HEADS * CHANNELS, HEADS * CHANNELS)
 
-    def forward(self, feat0, feat1, loc, attn):
-        shapes, values = [], []
-        for feat in (feat0, feat1):
-            size = paddle.shape(feat)
-            shapes.append(paddle.stack([size[2], size[3]]))
-            values.append(feat.flatten(2).transpose([0, 2, 1]))
-        spatial_shapes = paddle.stack(shapes).astype("int64")
-        level_start_index = paddle.concat([paddle.zeros([1], dtype="int64"),
-                                           spatial_shapes.prod(1).cumsum(0)[:-1]])
-        value = self.value_proj(paddle.concat(values, 1)).reshape([0, 0, HEADS, CHANNELS])
+    def forward(self, value, spatial_shapes, level_start_index, loc, attn):
+        value = self.value_proj(value).reshape([0, 0, HEADS, CHANNELS])
         out = ops.ms_deform_attn(value, spatial_shapes, level_start_index, loc, attn)
         return self.output_proj(out)
 
 
+INPUT_NAMES = ("value", "spatial_shapes", "level_start_index", "loc", "attn")
+
+
 def _spec():
-    feat = [None, HEADS * CHANNELS, None, None]
-    return [paddle.static.InputSpec(feat, "float32", "feat0"),
-            paddle.static.InputSpec(feat, "float32", "feat1"),
+    return [paddle.static.InputSpec([None, None, HEADS * CHANNELS], "float32", "value"),
+            paddle.static.InputSpec([LEVELS, 2], "int64", "spatial_shapes"),
+            paddle.static.InputSpec([LEVELS], "int64", "level_start_index"),
             paddle.static.InputSpec([None, None, HEADS, LEVELS, POINTS, 2], "float32", "loc"),
             paddle.static.InputSpec([None, None, HEADS, LEVELS, POINTS], "float32", "attn")]
 
 
 def _runs():
-    """Inputs for two image sizes / batch sizes: {run: {input name: array}}."""
+    """Inputs for two level-size / batch / query settings: {run: {input name: array}}."""
     runs = {}
     cases = [(((6, 8), (3, 4)), 2, 7), (((5, 3), (2, 2)), 1, 3)]  # (level sizes, batch, queries)
     for run, (sizes, batch, queries) in enumerate(cases):
-        rng = np.random.default_rng(run)
-        arrays = {f"feat{l}": rng.standard_normal((batch, HEADS * CHANNELS, h, w)).astype("float32")
-                  for l, (h, w) in enumerate(sizes)}
-        arrays["loc"] = rng.uniform(-0.1, 1.1, (batch, queries, HEADS, LEVELS, POINTS, 2)).astype(
-            "float32")
-        arrays["attn"] = rng.uniform(0, 1, (batch, queries, HEADS, LEVELS, POINTS)).astype("float32")
-        runs[run] = arrays
+        arrays = make_inputs(sizes, batch=batch, num_queries=queries, heads=HEADS,
+                             channels=CHANNELS, points=POINTS, seed=run, dtype="float32")
+        runs[run] = {"value": arrays["value"].reshape(batch, -1, HEADS * CHANNELS),
+                     "spatial_shapes": arrays["spatial_shapes"],
+                     "level_start_index": arrays["level_start_index"],
+                     "loc": arrays["loc"], "attn": arrays["attn"]}
     return runs
 
 
@@ -82,14 +77,10 @@ def _export(layer, prefix, reference):
 
 def _expected(layer, arrays):
     """The layer's output computed with the NumPy transcription in place of the attention."""
-    feats = [arrays["feat0"], arrays["feat1"]]
-    batch = feats[0].shape[0]
-    value = np.concatenate([f.reshape(batch, HEADS * CHANNELS, -1).transpose(0, 2, 1)
-                            for f in feats], 1)
-    value = value @ layer.value_proj.weight.numpy() + layer.value_proj.bias.numpy()
-    hw = np.array([f.shape[2:] for f in feats], "int64")
-    out = naive_msda(value.reshape(batch, -1, HEADS, CHANNELS), hw, np.array([0, hw[0].prod()]),
-                     arrays["loc"], arrays["attn"])
+    value = arrays["value"] @ layer.value_proj.weight.numpy() + layer.value_proj.bias.numpy()
+    batch = value.shape[0]
+    out = naive_msda(value.reshape(batch, -1, HEADS, CHANNELS), arrays["spatial_shapes"],
+                     arrays["level_start_index"], arrays["loc"], arrays["attn"])
     return out @ layer.output_proj.weight.numpy() + layer.output_proj.bias.numpy()
 
 
@@ -99,7 +90,7 @@ def test_export_round_trip_in_fresh_process(tmp_path):
     layer = _ProjectedAttention()
     layer.eval()
     runs = _runs()
-    eager = {run: layer(*[paddle.to_tensor(a[k]) for k in ("feat0", "feat1", "loc", "attn")]).numpy()
+    eager = {run: layer(*[paddle.to_tensor(a[k]) for k in INPUT_NAMES]).numpy()
              for run, a in runs.items()}
     for run, arrays in runs.items():
         np.testing.assert_allclose(eager[run], _expected(layer, arrays), rtol=0, atol=1e-5)
