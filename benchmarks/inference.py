@@ -45,15 +45,6 @@ def timed(fn, repeats, warmup):
     return times[len(times) // 2]
 
 
-def _load_server_module():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "dac_serving_server", os.path.join(REPO, "deploy", "serving", "server.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def server_throughput(model_dir, image_path, concurrency, requests, pool_size, threads):
     """Requests/s of the HTTP server (in this process, loopback) at a client concurrency."""
     import base64
@@ -62,7 +53,9 @@ def server_throughput(model_dir, image_path, concurrency, requests, pool_size, t
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
 
-    server_mod = _load_server_module()
+    sys.path.insert(0, os.path.join(REPO, "deploy", "serving"))
+    import server as server_mod
+
     server = server_mod.make_server(model_dir, port=0, pool_size=pool_size, cpu_threads=threads)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -61,14 +61,14 @@ def test_batch_padding_and_mask(exported):
 
 
 def test_predictor_in_fresh_process_matches_dygraph(exported, tmp_path):
-    """Both attention modes, two input sizes: a new process (which has to register the op itself)
-    reproduces the dygraph detections."""
+    """Both attention modes, two input sizes and a padded batch of both: a new process (which has
+    to register the op itself) reproduces the dygraph detections."""
     from ppdet_dac.engine.predictor import Preprocessor, InferConfig
 
     pre = Preprocessor(InferConfig(exported.model_dirs["op"]).preprocess)
-    feeds = [pre.batch([path]) for path in exported.images]
+    feeds = [pre.batch([path]) for path in exported.images] + [pre.batch(exported.images)]
     sizes = {f["image"].shape[2:] for f in feeds}
-    assert len(sizes) == 2, sizes
+    assert len(sizes) == 3, sizes
     np.savez(tmp_path / "feeds.npz", **{f"{i}/{k}": v for i, f in enumerate(feeds)
                                         for k, v in f.items()})
     modes = ["op", "reference"]
@@ -80,10 +80,24 @@ def test_predictor_in_fresh_process_matches_dygraph(exported, tmp_path):
     for m, mode in enumerate(modes):
         for i, feed in enumerate(feeds):
             ref_bbox, ref_num = dygraph_detections(model, feed, mode)
-            assert ref_num.sum() > 0
+            assert len(ref_num) == len(feed["image"]) and ref_num.min() > 0
             np.testing.assert_array_equal(out[f"{m}/{i}/bbox_num"], ref_num)
             np.testing.assert_allclose(out[f"{m}/{i}/bbox"], ref_bbox, rtol=0, atol=ATOL,
                                        err_msg=f"{mode} model, input {feed['image'].shape}")
+
+
+def test_onednn_switch_gives_the_same_detections(exported):
+    """--enable_mkldnn (oneDNN, with its placement pass dropped) runs the graph and agrees."""
+    from ppdet_dac.engine.predictor import Predictor
+
+    plain = Predictor(exported.model_dirs["op"])
+    onednn = Predictor(exported.model_dirs["op"], enable_mkldnn=True, cpu_threads=2)
+    for path in exported.images:
+        feeds = plain.preprocessor.batch([path])
+        ref_bbox, ref_num = plain.run(feeds)
+        bbox, num = onednn.run(feeds)
+        np.testing.assert_array_equal(num, ref_num)
+        np.testing.assert_allclose(bbox, ref_bbox, rtol=0, atol=ATOL)
 
 
 def test_predictor_rejects_bad_model_dir(tmp_path, exported):
