@@ -10,7 +10,8 @@ the object's class), averaged per object. Writes a CSV and a PNG plot.
         --iou 0.6 0.7 0.8 --label DAC --extra-csv output/queries/dino.csv --out output/queries/dac
 
 --out PREFIX writes PREFIX.csv and PREFIX.png; --extra-csv adds the rows of earlier runs (for
-instance the baseline's) to the plot, not to the CSV.
+instance the baseline's) to the plot, not to the CSV. With --plot-only nothing is run: the rows
+of the --extra-csv files are plotted to PREFIX.png.
 """
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
@@ -46,9 +47,13 @@ def parse_args(argv=None):
                                                        "(default: the config's file name)")
     parser.add_argument("--extra-csv", nargs="*", default=[],
                         help="CSV files of earlier runs to draw in the same plot")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only plot the --extra-csv files (no model is run)")
     parser.add_argument("--out", default="output/query_affinity/queries",
                         help="output prefix: writes PREFIX.csv and PREFIX.png")
     args = parser.parse_args(argv)
+    if args.plot_only and not args.extra_csv:
+        parser.error("--plot-only needs --extra-csv CSV [CSV ...]")
     for t in args.iou:
         if not 0 <= t < 1:
             parser.error(f"--iou thresholds must lie in [0, 1), got {t}")
@@ -57,6 +62,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    extra_rows = [row for path in args.extra_csv for row in read_csv(path)]
+    if args.plot_only:
+        plot_curves(extra_rows, args.out + ".png")
+        return extra_rows
     cfg = load_checked_config(args.config, args.opt)
     paddle.set_device("cpu")
     label = args.label or os.path.splitext(os.path.basename(args.config))[0]
@@ -66,7 +75,6 @@ def main(argv=None):
         checkpoints = [("", cfg.weights)]
     else:
         raise ValueError(f"{args.config}: no weights; pass -o weights=PATH or --epochs-dir DIR")
-    extra_rows = [row for path in args.extra_csv for row in read_csv(path)]
 
     model = build_model(cfg)
     rows = []

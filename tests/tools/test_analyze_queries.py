@@ -228,3 +228,7 @@ def test_cli_epochs_dir_and_single_checkpoint(demo):
     assert {(r["stream"], r["iou"]): r["mean_queries_per_object"] for r in single} == same
     assert len(read_csv(str(demo / "single.csv"))) == 4
     _assert_png(demo / "single.png")
+    both = analyze_queries.main(["-c", CONFIG, "--plot-only", "--extra-csv", str(demo / "curve.csv"),
+                                 str(demo / "single.csv"), "--out", str(demo / "both")])
+    assert len(both) == len(written) + 4
+    _assert_png(demo / "both.png")
