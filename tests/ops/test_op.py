@@ -2,6 +2,9 @@
 differences and the grid_sample reference; determinism; dispatch; the op inside the tiny detector;
 malformed inputs; CUDA (skipped without a CUDA build)."""
 import importlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import paddle
@@ -14,6 +17,7 @@ from ppdet_dac.ops import ms_deform_attn, ms_deform_attn_reference
 from _msda_helpers import make_inputs, naive_msda, to_paddle
 
 paddle.set_device("cpu")
+HERE = os.path.dirname(os.path.abspath(__file__))
 # the dispatch module (the package attribute of the same name is the function)
 dispatch = importlib.import_module("ppdet_dac.ops.ms_deform_attn")
 
@@ -158,14 +162,45 @@ def test_grad_matches_reference_autograd(case, dtype):
 def test_backward_is_bitwise_deterministic():
     """Many queries hit the same value rows, so grad_value sums depend on order; two runs (same
     thread count) must agree bit for bit."""
-    arrays = make_inputs([(6, 8), (3, 4)], batch=2, num_queries=300, heads=4, channels=32,
-                         points=4, seed=3, dtype="float32", spread=0.0)
-    grad_out = np.random.default_rng(4).standard_normal((2, 300, 128)).astype("float32")
+    arrays, grad_out = _determinism_case()
     runs = [_op_grads(ms_deform_attn, arrays, grad_out)[1] for _ in range(2)]
     for key in GRAD_KEYS:
         assert runs[0][key].tobytes() == runs[1][key].tobytes(), key
     ref = _op_grads(ms_deform_attn_reference, arrays, grad_out)[1]["value"]
     np.testing.assert_allclose(runs[0]["value"], ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+_ONE_THREAD_GRADS = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_op import GRAD_KEYS, _determinism_case, _op_grads
+from ppdet_dac.ops import ms_deform_attn
+arrays, grad_out = _determinism_case()
+np.savez(sys.argv[2], **_op_grads(ms_deform_attn, arrays, grad_out)[1])
+"""
+
+
+def _determinism_case():
+    arrays = make_inputs([(6, 8), (3, 4)], batch=2, num_queries=300, heads=4, channels=32,
+                         points=4, seed=3, dtype="float32", spread=0.0)
+    return arrays, np.random.default_rng(4).standard_normal((2, 300, 128)).astype("float32")
+
+
+def test_backward_same_bits_with_one_thread(tmp_path):
+    """The backward's summation order does not depend on the thread count: a process with
+    OMP_NUM_THREADS=1 gives the same bits as this one (all cores unless OMP_NUM_THREADS is set)."""
+    arrays, grad_out = _determinism_case()
+    here = _op_grads(ms_deform_attn, arrays, grad_out)[1]
+    out = str(tmp_path / "grads.npz")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop(ops.ENV_VAR, None)
+    proc = subprocess.run([sys.executable, "-c", _ONE_THREAD_GRADS, HERE, out], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(out) as one_thread:
+        for key in GRAD_KEYS:
+            assert one_thread[key].tobytes() == here[key].tobytes(), key
 
 
 # --- dispatch --------------------------------------------------------------------------------
