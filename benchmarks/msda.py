@@ -144,7 +144,7 @@ def measure(attention, case, repeat):
 
 
 def copy_bandwidth(threads, mbytes_per_thread=256, repeat=5):
-    """Best bytes/s (read + write) of ``threads`` concurrent numpy copies of large float32 arrays."""
+    """Best bytes/s (read + write) of ``threads`` concurrent numpy copies of large arrays."""
     n = mbytes_per_thread * 2 ** 20 // 4
     srcs = [np.ones(n, np.float32) for _ in range(threads)]
     dsts = [np.empty_like(s) for s in srcs]
@@ -207,7 +207,8 @@ def main():
         if note:
             print(note.strip())
         for label, op_t, ref_t in (("forward", op_fwd, ref_fwd), ("fwd+bwd", op_fb, ref_fb)):
-            print(f"  {label:8s} wall: op {op_t[0] * 1e3:8.1f} ms, reference {ref_t[0] * 1e3:9.1f} ms,"
+            print(f"  {label:8s} wall: op {op_t[0] * 1e3:8.1f} ms, "
+                  f"reference {ref_t[0] * 1e3:9.1f} ms,"
                   f" speed-up {ref_t[0] / op_t[0]:5.1f}x | CPU time: op {op_t[1] * 1e3:8.1f} ms, "
                   f"reference {ref_t[1] * 1e3:9.1f} ms, speed-up {ref_t[1] / op_t[1]:5.1f}x")
         gathered, compulsory = forward_bytes(case)

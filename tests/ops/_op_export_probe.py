@@ -1,6 +1,6 @@
 """Run exported models with Paddle Inference in a fresh process (used by test_op_export.py).
 
-    python _op_export_probe.py OUT.npz [--register] PREFIX INPUTS.npz [[--register] PREFIX INPUTS.npz ...]
+    python _op_export_probe.py OUT.npz [--register] PREFIX INPUTS.npz [[--register] PREFIX ...]
 
 Each PREFIX (``PREFIX.json`` + ``PREFIX.pdiparams``) runs on the arrays of INPUTS.npz, stored as
 ``<run>/<input name>`` for runs 0, 1, ...; outputs go to OUT.npz as ``<PREFIX basename>/<run>``.

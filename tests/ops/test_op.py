@@ -355,7 +355,8 @@ def _bad_cases():
     v, s, st, loc, attn = to_paddle(arrays)
     i64 = lambda a: paddle.to_tensor(np.array(a, "int64"))  # noqa: E731
     return {  # name: (replaced arguments, message pattern)
-        "value rank": ({"value": v.flatten(2)}, r"value must have rank 4 \[N, S, M, D\], got shape \[2, 18, 6\]"),
+        "value rank": ({"value": v.flatten(2)},
+                       r"value must have rank 4 \[N, S, M, D\], got shape \[2, 18, 6\]"),
         "loc rank": ({"loc": loc[..., 0]}, "sampling_locations must have rank 6"),
         "attn rank": ({"attn": attn[..., 0]}, "attention_weights must have rank 5"),
         "shapes rank": ({"shapes": s.flatten()}, "spatial_shapes must have rank 2"),
@@ -367,9 +368,12 @@ def _bad_cases():
         "heads": ({"loc": loc[:, :, :1], "attn": attn[:, :, :1]}, "heads of sampling_locations"),
         "levels": ({"loc": loc[:, :, :, :1], "attn": attn[:, :, :, :1]},
                    r"levels of sampling_locations .* do not match spatial_shapes"),
-        "points": ({"attn": attn[..., :1]}, "attention_weights .* does not match sampling_locations"),
-        "loc xy": ({"loc": paddle.concat([loc, loc[..., :1]], -1)}, "sampling_locations must end in 2"),
-        "shapes cols": ({"shapes": i64([[3, 4, 1], [2, 3, 1]])}, r"spatial_shapes must be \[L, 2\]"),
+        "points": ({"attn": attn[..., :1]},
+                   "attention_weights .* does not match sampling_locations"),
+        "loc xy": ({"loc": paddle.concat([loc, loc[..., :1]], -1)},
+                   "sampling_locations must end in 2"),
+        "shapes cols": ({"shapes": i64([[3, 4, 1], [2, 3, 1]])},
+                        r"spatial_shapes must be \[L, 2\]"),
         "sum hw": ({"shapes": i64([[3, 4], [2, 2]])},
                    "sum of H\\*W over spatial_shapes is 16 but value has 18 positions"),
         "starts value": ({"starts": i64([0, 11])},

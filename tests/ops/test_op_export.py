@@ -1,7 +1,7 @@
 """Export round trip: a layer calling ppdet_dac.ops.ms_deform_attn, exported with
 ``to_static(full_graph=True)`` + ``jit.save``, runs in a fresh process's Paddle Inference predictor
-(after ``register_op_library()``) and matches dygraph, for two sets of level sizes. A reference-forced
-export has no custom op and runs without registering it."""
+(after ``register_op_library()``) and matches dygraph, for two sets of level sizes. A
+reference-forced export has no custom op and runs without registering it."""
 import os
 import re
 import subprocess
