@@ -151,6 +151,9 @@ def build_model(cfg, weights):
     """create(cfg.architecture) in eval mode with ``weights`` (a .pdparams path or its prefix)."""
     model = create(cfg.architecture)
     if weights:
+        prefix = weights[:-len(".pdparams")] if weights.endswith(".pdparams") else weights
+        if not os.path.isfile(prefix + ".pdparams"):
+            raise FileNotFoundError(f"weights {weights!r}: no file {prefix}.pdparams")
         load_pretrain_weight(model, weights)
     else:
         logger.warning("no weights given: exporting randomly initialised parameters")
