@@ -33,19 +33,23 @@ def parse_args(argv=None):
 
 
 def timed(fn, repeats, warmup):
-    """Median seconds per call of fn() after warmup calls."""
+    """(median wall seconds, median process CPU seconds) per call of fn() after warmup calls.
+
+    CPU time (all threads of this process) is less disturbed by other processes on a shared
+    machine than wall time."""
     for _ in range(warmup):
         fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    return sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
 
 
-def server_throughput(model_dir, image_path, concurrency, requests, pool_size, threads):
+def server_throughput(model_dir, image_path, concurrency, requests, pool_size, threads,
+                      enable_mkldnn):
     """Requests/s of the HTTP server (in this process, loopback) at a client concurrency."""
     import base64
     import json
@@ -56,7 +60,8 @@ def server_throughput(model_dir, image_path, concurrency, requests, pool_size, t
     sys.path.insert(0, os.path.join(REPO, "deploy", "serving"))
     import server as server_mod
 
-    server = server_mod.make_server(model_dir, port=0, pool_size=pool_size, cpu_threads=threads)
+    server = server_mod.make_server(model_dir, port=0, pool_size=pool_size, cpu_threads=threads,
+                                    enable_mkldnn=enable_mkldnn)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/dac_detr/prediction"
@@ -123,7 +128,7 @@ def main(argv=None):
             t = timed(lambda: model(dict(tensors))["bbox"].numpy(), args.repeats, args.warmup)
         ops.force_reference(previous)
         rows.append((f"dygraph eval, {mode} attention", t))
-    dygraph = rows[0][1]
+    dygraph_wall, dygraph_cpu = rows[0][1]
 
     for mode in ("op", "reference"):
         for mkldnn in (False, True):
@@ -144,18 +149,24 @@ def main(argv=None):
         rows.append(("onnxruntime (reference export)",
                      timed(lambda: detector.run(feeds), args.repeats, args.warmup)))
 
-    throughput = {c: server_throughput(dirs["op"], image, c, args.requests, args.pool_size,
-                                       args.threads) for c in (1, 4)}
+    throughput = {(mkldnn, c): server_throughput(dirs["op"], image, c, args.requests,
+                                                 args.pool_size, args.threads, mkldnn)
+                  for mkldnn in (False, True) for c in (1, 4)}
 
     print(f"\nimage {os.path.relpath(image, REPO)} -> input {size}, {args.threads} thread(s), "
           f"median of {args.repeats} runs (after {args.warmup} warm-up)\n")
-    print("| path | latency (ms) | ratio to dygraph (op) |")
-    print("|---|---|---|")
-    for name, t in rows:
-        print(f"| {name} | {t * 1000:.0f} | {t / dygraph:.2f} |")
+    print("| path | wall (ms) | ratio to dygraph (op), wall | CPU time (ms) | ratio, CPU time |")
+    print("|---|---|---|---|---|")
+    for name, (wall, cpu) in rows:
+        print(f"| {name} | {wall * 1000:.0f} | {wall / dygraph_wall:.2f} | {cpu * 1000:.0f} | "
+              f"{cpu / dygraph_cpu:.2f} |")
     print(f"\nHTTP server (op attention, pool {args.pool_size}, {args.threads} thread(s) per "
-          f"predictor): " + ", ".join(f"{v:.2f} req/s at concurrency {c}"
-                                      for c, v in throughput.items()))
+          f"predictor), requests/s:\n")
+    print("| server | concurrency 1 | concurrency 4 |")
+    print("|---|---|---|")
+    for mkldnn in (False, True):
+        print(f"| {'--enable_mkldnn' if mkldnn else 'default (no oneDNN)'} | "
+              f"{throughput[(mkldnn, 1)]:.2f} | {throughput[(mkldnn, 4)]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Export a ppdet_dac model to Paddle Inference (model.json + model.pdiparams + infer_cfg.yml).
 
-    python tools/export_model.py -c configs/demo/dac_demo.yml -o weights=output/dac_demo/model_final \
+    python tools/export_model.py -c configs/demo/dac_demo.yml \
+        -o weights=output/dac_demo/model_final \
         --output_dir output_inference [--attention op|reference]
 
 As with ppdet, the model goes to <output_dir>/<config file name>/. ``--attention op`` bakes the

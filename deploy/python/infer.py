@@ -2,7 +2,8 @@
 
     python deploy/python/infer.py --model_dir output_inference/dac_demo \
         --image_file demo.jpg | --image_dir images/ \
-        [--device CPU|GPU] [--run_mode paddle|trt_fp32|trt_fp16] [--cpu_threads N] [--enable_mkldnn] \
+        [--device CPU|GPU] [--run_mode paddle|trt_fp32|trt_fp16] [--cpu_threads N] \
+        [--enable_mkldnn] \
         [--threshold T] [--batch_size B] [--output_dir output]
 
 Writes <output_dir>/<image name>.png (boxes, labels and scores >= threshold) and

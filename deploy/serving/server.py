@@ -140,7 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path.rstrip("/") == "/health":
-            self._send({"status": "ok", "service": SERVICE, "pool_size": self.server.service.pool_size})
+            self._send({"status": "ok", "service": SERVICE,
+                        "pool_size": self.server.service.pool_size})
         else:
             self._send(response(NO_SERVICE, f"no such path {self.path}; use GET /health or "
                                              f"POST /{SERVICE}/prediction"), status=404)
@@ -207,7 +208,7 @@ def serving_files(model_dir, predictor, port):
         lines += _prototxt_var("feed", name, name, "false", 1, _FEED_DIMS.get(name, [-1]))
     for name, (alias, lod, dtype, dims) in zip(predictor.output_names, _FETCH):
         lines += _prototxt_var("fetch", name, alias, lod, dtype, dims)
-    config = f"""# PaddleServing pipeline config for this model, written by deploy/serving/server.py.
+    config = f"""# PaddleServing pipeline config of this model (by deploy/serving/server.py).
 # Optional: only for a PaddleServing install (see deploy/serving/README.md).
 dag:
   is_thread_op: true

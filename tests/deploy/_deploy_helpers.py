@@ -1,5 +1,6 @@
 """Deployment test helpers: the demo config with seeded random weights exported in both attention
-modes (built once per session by the ``exported`` fixture), fresh-process runs, dygraph reference."""
+modes (built once per session by the ``exported`` fixture), fresh-process runs, the dygraph
+reference."""
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ PYTHON = sys.executable
 
 
 def run_python(args, timeout=300, env=None):
-    """Run ``python args...`` in a fresh process from the repo root; returns stdout (asserts rc 0)."""
+    """Run ``python args...`` in a fresh process from the repo root; its stdout (asserts rc 0)."""
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = os.pathsep.join([REPO, full_env.get("PYTHONPATH", "")])
     proc = subprocess.run([PYTHON] + list(args), cwd=REPO, capture_output=True, text=True,

@@ -8,5 +8,6 @@ from _deploy_helpers import Exported
 def exported(tmp_path_factory):
     from ppdet_dac import ops
     if not ops.op_available():
-        pytest.skip("the ms_deform_attn op library is not built (pip install --no-build-isolation -e .)")
+        pytest.skip("the ms_deform_attn op library is not built "
+                    "(pip install --no-build-isolation -e .)")
     return Exported(str(tmp_path_factory.mktemp("deploy")))
