@@ -162,7 +162,9 @@ class DACCriterion(nn.Layer):
                     self._put(losses, self._dn_losses(all_logits[lid], all_boxes[lid], dn_meta,
                                                       gt_labels, gt_boxes, num_boxes),
                               "_dn", layer_sfx + branch_sfx)
-        self._put(losses, self._encoder_losses(outputs, gt_labels, gt_boxes, num_boxes), "_enc", "")
+        if outputs.get("enc_logits") is not None:   # two-stage models only
+            self._put(losses, self._encoder_losses(outputs, gt_labels, gt_boxes, num_boxes),
+                      "_enc", "")
         losses["loss"] = paddle.add_n(list(losses.values()))
         return losses
 

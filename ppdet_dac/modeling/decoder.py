@@ -79,6 +79,18 @@ class _BoxChain:
         return predicted
 
 
+class _FixedPoints:
+    """Plain Deformable-DETR (no box refinement): every layer attends with the same reference
+    points [B, Q, 2]; a layer's box is its head's delta with (cx, cy) offset by the point."""
+
+    def __init__(self, init_points):
+        self.reference = init_points
+
+    def step(self, delta):
+        centre = delta[..., :2] + inverse_sigmoid(self.reference)
+        return F.sigmoid(paddle.concat([centre, delta[..., 2:]], axis=-1))
+
+
 class DACDecoder(nn.Layer):
     def __init__(self, num_layers=6, **layer_kwargs):
         super().__init__()
@@ -90,7 +102,9 @@ class DACDecoder(nn.Layer):
                 run_c_stream=False, all_layers=True):
         """
         tgt: [B, Q, C] content queries (DN queries first in training); query_pos: [B, Q, C].
-        init_ref: [B, Q, 4] sigmoid-space (cx, cy, w, h) initial reference boxes (no gradient).
+        init_ref: [B, Q, 4] sigmoid-space (cx, cy, w, h) initial reference boxes (no gradient),
+          refined layer by layer; or [B, Q, 2] (x, y) reference points, kept by every layer
+          (one-stage Deformable-DETR without box refinement).
         memory: [B, S, C]; memory_mask: [B, S] bool (True = padding); valid_ratios: [B, L, 2].
         class_heads / box_heads: per-layer heads, shared by both streams.
         attn_mask: [Q, Q] bool, True = may attend (None = full attention).
@@ -101,8 +115,12 @@ class DACDecoder(nn.Layer):
           'logits' [L', B, Q, K], 'boxes' [L', B, Q, 4] for the O-stream (L' = L or 1), and with
           run_c_stream also 'logits_c', 'boxes_c' [L, B, Q, ...] for the C-stream.
         """
-        ratios = paddle.concat([valid_ratios, valid_ratios], axis=-1).unsqueeze(1)  # [B,1,L,4]
-        chain_o, chain_c = _BoxChain(init_ref), _BoxChain(init_ref)
+        if init_ref.shape[-1] == 2:
+            ratios = valid_ratios.unsqueeze(1)                                      # [B,1,L,2]
+            chain_o, chain_c = _FixedPoints(init_ref), _FixedPoints(init_ref)
+        else:
+            ratios = paddle.concat([valid_ratios, valid_ratios], axis=-1).unsqueeze(1)  # [B,1,L,4]
+            chain_o, chain_c = _BoxChain(init_ref), _BoxChain(init_ref)
         out_o, out_c = tgt, None
         logits_o, boxes_o, logits_c, boxes_c = [], [], [], []
         for lid, layer in enumerate(self.layers):

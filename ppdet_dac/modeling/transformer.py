@@ -41,8 +41,12 @@ class DACTransformer(nn.Layer):
                  num_levels=4, num_heads=8, num_encoder_layers=6, num_decoder_layers=6,
                  dim_feedforward=2048, dropout=0.0, num_encoder_points=4, num_decoder_points=4,
                  offset_lr_mult=0.1, num_denoising=100, label_noise_ratio=0.5, box_noise_scale=0.4,
-                 use_dac=True):
+                 use_dac=True, two_stage=True):
         super().__init__()
+        if not two_stage and num_denoising > 0:
+            raise ValueError("DACTransformer: two_stage: false (plain Deformable-DETR) has no "
+                             f"denoising queries; set num_denoising: 0 (got {num_denoising})")
+        self.two_stage = two_stage
         if num_levels < len(in_channels):
             raise ValueError(f"num_levels {num_levels} < number of backbone levels {len(in_channels)}")
         self.num_classes, self.hidden_dim, self.num_queries = num_classes, hidden_dim, num_queries
@@ -68,13 +72,29 @@ class DACTransformer(nn.Layer):
         self.encoder = DeformableEncoder(num_encoder_layers, num_points=num_encoder_points,
                                          **layer_kwargs)
         self.decoder = DACDecoder(num_decoder_layers, num_points=num_decoder_points, **layer_kwargs)
-        self.query_selection = QuerySelection(hidden_dim)
-        self.query_embed = nn.Embedding(num_queries, hidden_dim)   # content of matching queries
-        self.label_enc = nn.Embedding(num_classes + 1, hidden_dim)  # content of DN queries
-        init.normal_(self.query_embed.weight)
-        init.normal_(self.label_enc.weight)
-        self.class_heads, self.box_heads = build_heads(hidden_dim, num_classes,
-                                                       num_decoder_layers + 1)
+        if two_stage:
+            self.query_selection = QuerySelection(hidden_dim)
+            self.query_embed = nn.Embedding(num_queries, hidden_dim)   # content of the queries
+            self.label_enc = nn.Embedding(num_classes + 1, hidden_dim)  # content of DN queries
+            init.normal_(self.query_embed.weight)
+            init.normal_(self.label_enc.weight)
+            self.class_heads, self.box_heads = build_heads(hidden_dim, num_classes,
+                                                           num_decoder_layers + 1)
+        else:
+            # Plain Deformable-DETR: learned (query_pos, content) pairs, reference points from
+            # query_pos, one pair of heads shared by every layer (no box refinement).
+            self.query_embed = nn.Embedding(num_queries, 2 * hidden_dim)
+            init.normal_(self.query_embed.weight)
+            self.reference_points = nn.Linear(hidden_dim, 2)
+            init.xavier_(self.reference_points.weight)
+            init.constant_(self.reference_points.bias, 0.0)
+            heads = build_heads(hidden_dim, num_classes, 1)
+            self.class_head, self.box_head = heads[0][0], heads[1][0]
+            bias = self.box_head.layers[-1].bias
+            init.assign_(bias, [0.0, 0.0, -2.0, -2.0])
+            # plain lists: the shared head is registered once (as class_head / box_head)
+            self.class_heads = [self.class_head] * num_decoder_layers
+            self.box_heads = [self.box_head] * num_decoder_layers
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -133,6 +153,9 @@ class DACTransformer(nn.Layer):
         memory = self.encoder(src, pos, spatial_shapes, shapes, level_start_index, valid_ratios,
                               token_mask)
 
+        if not self.two_stage:
+            return self._one_stage_decoder(memory, spatial_shapes, level_start_index,
+                                           valid_ratios, token_mask, run_c_stream)
         # Two-stage: score one proposal per token, keep the top num_queries by channel 0.
         features, proposals = self.query_selection.proposal_features(memory, token_mask, shapes)
         enc_logits = self.class_heads[-1](features)
@@ -171,4 +194,21 @@ class DACTransformer(nn.Layer):
             all_layers=self.training or run_c_stream)
         outputs.update(enc_logits=enc_logits, enc_boxes=F.sigmoid(enc_coords_unact),
                        topk_indices=topk_indices, dn_meta=dn_meta)
+        return outputs
+
+    def _one_stage_decoder(self, memory, spatial_shapes, level_start_index, valid_ratios,
+                           token_mask, run_c_stream):
+        """Plain Deformable-DETR queries: no proposals, no denoising, fixed reference points."""
+        bs = memory.shape[0]
+        query_pos, tgt = paddle.split(self.query_embed.weight, 2, axis=1)
+        query_pos = query_pos.unsqueeze(0).tile([bs, 1, 1])
+        tgt = tgt.unsqueeze(0).tile([bs, 1, 1])
+        init_points = F.sigmoid(self.reference_points(query_pos))   # [B, Q, 2]
+        if run_c_stream is None:
+            run_c_stream = self.training and self.use_dac
+        outputs = self.decoder(
+            tgt, init_points, query_pos, memory, spatial_shapes, level_start_index, valid_ratios,
+            token_mask, self.class_heads, self.box_heads, run_c_stream=run_c_stream,
+            all_layers=self.training or run_c_stream)
+        outputs.update(enc_logits=None, enc_boxes=None, topk_indices=None, dn_meta=None)
         return outputs

@@ -170,3 +170,53 @@ def test_predict_labels_scores_sorted():
     assert np.all(np.diff(first[:, 1]) <= 0)
     assert set(np.unique(first[:, 0]).astype(int)) <= set(range(5))
     assert np.all((first[:, 1] > 0) & (first[:, 1] < 1))
+
+
+# -- DAC on plain one-stage Deformable-DETR (two_stage: false) ------------------------------------
+def _one_stage(use_dac=True, **kwargs):
+    return build_tiny_detector(use_dac=use_dac, two_stage=False, num_denoising=0, **kwargs)
+
+
+@pytest.mark.parametrize("use_dac", [True, False])
+def test_one_stage_loss_keys(use_dac):
+    losses = _losses(_one_stage(use_dac), make_batch([2, 1]))
+    expected = {k for k in _expected_keys(2, use_dac) if "_dn" not in k and "_enc" not in k}
+    assert set(losses) - {"loss"} == expected
+    assert all(np.isfinite(float(v)) for v in losses.values())
+
+
+def test_one_stage_streams_share_fixed_reference_points_and_one_head():
+    model = _one_stage(num_decoder_layers=3)
+    transformer = model.transformer
+    assert all(h is transformer.class_head for h in transformer.class_heads)
+    assert all(h is transformer.box_head for h in transformer.box_heads)
+    names = [n for n, _ in model.named_parameters()]
+    assert sum(n.startswith("transformer.class_head.") for n in names) == 2   # weight, bias
+    out = _transformer_outputs(model, make_batch([2, 1]))
+    np.testing.assert_array_equal(out["logits"][0].numpy(), out["logits_c"][0].numpy())
+    np.testing.assert_array_equal(out["boxes"][0].numpy(), out["boxes_c"][0].numpy())
+    # no refinement: at init (box head's last layer 0, bias (0, 0, -2, -2)) every layer's box is
+    # (reference point, sigmoid(-2), sigmoid(-2)), in both streams
+    query_pos = transformer.query_embed.weight[:, :32]
+    points = paddle.nn.functional.sigmoid(transformer.reference_points(query_pos)).numpy()
+    side = 1.0 / (1.0 + np.exp(2.0))
+    for key in ("boxes", "boxes_c"):
+        boxes = out[key].numpy()                      # [L, B, Q, 4]
+        np.testing.assert_allclose(boxes[..., :2], np.broadcast_to(points, boxes[..., :2].shape),
+                                   atol=1e-6)
+        np.testing.assert_allclose(boxes[..., 2:], side, atol=1e-6)
+
+
+def test_one_stage_eval_identical_with_and_without_dac():
+    model = _one_stage()
+    batch = {k: v for k, v in make_batch([1]).items() if not k.startswith("gt")}
+    model.eval()
+    with_dac = model(batch)
+    model.transformer.use_dac = False
+    without = model(batch)
+    np.testing.assert_array_equal(with_dac["bbox"].numpy(), without["bbox"].numpy())
+
+
+def test_one_stage_refuses_denoising():
+    with pytest.raises(ValueError, match="num_denoising"):
+        build_tiny_detector(two_stage=False, num_denoising=10)
