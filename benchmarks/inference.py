@@ -10,6 +10,7 @@ weights give low scores, so the NMS keeps its full load). Prints a Markdown tabl
 """
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -106,7 +107,7 @@ def main(argv=None):
     if args.image is None:
         make_demo_data(data_dir)
     image = args.image or os.path.join(data_dir, "val", "000001.jpg")
-    work = tempfile.mkdtemp(prefix="dac_bench_")
+    work = tempfile.mkdtemp(prefix="dac_bench_")  # exports and the ONNX file; removed at the end
     weights = args.weights
     if weights is None:
         paddle.seed(0)
@@ -167,6 +168,7 @@ def main(argv=None):
     for mkldnn in (False, True):
         print(f"| {'--enable_mkldnn' if mkldnn else 'default (no oneDNN)'} | "
               f"{throughput[(mkldnn, 1)]:.2f} | {throughput[(mkldnn, 4)]:.2f} |")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
