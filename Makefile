@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py $(wildcard custom_ops/m
 demo: setup
 	$(PY) tools/demo.py
 
-test: setup
+test: setup onnx
 	$(PY) -m pytest -q tests
 
 test-fast: setup

@@ -58,6 +58,7 @@ class DACTrainer(Trainer):
         super().__init__(cfg, mode)
         self.global_iter = 0
         self.best_ap = -math.inf
+        self.history = []   # per snapshot epoch: {'epoch', 'loss' (mean over the epoch), 'ap'}
         self.save_dir = os.path.join(self.cfg.get("save_dir", "output"),
                                      self.cfg.get("filename", "model"))
         if self.use_amp and not self._on_accelerator():
@@ -153,6 +154,7 @@ class DACTrainer(Trainer):
         if not self._metrics:
             self.cfg["classwise"] = True
             self.cfg.setdefault("output_eval", self.save_dir)
+            os.makedirs(self.cfg["output_eval"], exist_ok=True)
             self._init_metrics(validate=True)
         results = evaluate_metrics(self, loader)
         self.model.train()
@@ -183,6 +185,7 @@ class DACTrainer(Trainer):
             self._compose_callback.on_epoch_begin(self.status)
             model.train()
             tic = time.time()
+            epoch_loss = []
             for step_id, data in enumerate(self._epoch_batches(epoch_id)):
                 self.status["data_time"].update(time.time() - tic)
                 self.status["step_id"] = step_id
@@ -201,6 +204,7 @@ class DACTrainer(Trainer):
                 else:
                     loss.backward()
                     self.optimizer.step()
+                epoch_loss.append(float(loss))
                 self.status["learning_rate"] = self.optimizer.get_lr()
                 self.lr.step()
                 self.optimizer.clear_grad()
@@ -212,21 +216,23 @@ class DACTrainer(Trainer):
                 self.status["batch_time"].update(time.time() - tic)
                 self._compose_callback.on_step_end(self.status)
                 tic = time.time()
-            self._end_epoch(epoch_id, end_epoch, validate)
+            self._end_epoch(epoch_id, end_epoch, validate, float(np.mean(epoch_loss)))
         self._compose_callback.on_train_end(self.status)
 
-    def _end_epoch(self, epoch_id, end_epoch, validate):
+    def _end_epoch(self, epoch_id, end_epoch, validate, mean_loss):
         last = epoch_id == end_epoch - 1
         self._compose_callback.on_epoch_end(self.status)
         if not (last or (epoch_id + 1) % int(self.cfg.get("snapshot_epoch", 1)) == 0):
             return
         is_main = self._nranks < 2 or self._local_rank == 0
+        record = {"epoch": epoch_id, "loss": mean_loss, "ap": None}
+        self.history.append(record)
         if validate and is_main:
             raw = None
             if self.use_ema:
                 raw = copy.deepcopy(self.model.state_dict())
                 self.model.set_dict(self.ema.apply())
-            ap = self._validate()
+            ap = record["ap"] = self._validate()
             if raw is not None:
                 self.model.set_dict(raw)
             if ap is not None and ap >= self.best_ap:
@@ -234,3 +240,6 @@ class DACTrainer(Trainer):
                 self._save("best_model", epoch_id + 1)
                 logger.info(f"best box AP so far: {ap:.4f} (epoch {epoch_id})")
         self._save("model_final" if last else str(epoch_id), epoch_id + 1)
+        if is_main:
+            ap_text = "" if record["ap"] is None else f", box AP {record['ap']:.4f}"
+            logger.info(f"epoch {epoch_id}: mean loss {mean_loss:.4f}{ap_text}")
