@@ -7,11 +7,10 @@ import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede loa
 
 import argparse
 
-import paddle
 from ppdet.engine import init_parallel_env
-from ppdet.utils.cli import ArgsParser, merge_args
+from ppdet.utils.cli import ArgsParser
 
-from ppdet_dac.engine import DACTrainer, load_checked_config
+from ppdet_dac.engine import DACTrainer, config_from_args
 
 
 def parse_args(argv=None):
@@ -24,9 +23,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_checked_config(args.config, args.opt)
-    merge_args(cfg, args)
-    paddle.set_device("gpu" if cfg.get("use_gpu", False) else "cpu")
+    cfg = config_from_args(args)
     init_parallel_env()
     trainer = DACTrainer(cfg, mode="eval")
     trainer.load_weights(cfg.weights)

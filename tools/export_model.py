@@ -13,10 +13,9 @@ import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede loa
 
 import os
 
-import paddle
-from ppdet.utils.cli import ArgsParser, merge_args
+from ppdet.utils.cli import ArgsParser
 
-from ppdet_dac.engine import load_checked_config
+from ppdet_dac.engine import config_from_args
 from ppdet_dac.engine.export import ATTENTION_MODES, export_model
 
 
@@ -31,9 +30,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_checked_config(args.config, args.opt)
-    merge_args(cfg, args)
-    paddle.set_device("cpu")
+    cfg = config_from_args(args, device="cpu")
     name = os.path.splitext(os.path.basename(args.config))[0]
     out = export_model(cfg, cfg.get("weights"), os.path.join(args.output_dir, name),
                        attention=args.attention)

@@ -12,9 +12,9 @@ import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede loa
 import paddle
 from ppdet.data.source.category import get_categories
 from ppdet.engine import Trainer
-from ppdet.utils.cli import ArgsParser, merge_args
+from ppdet.utils.cli import ArgsParser
 
-from ppdet_dac.engine import load_checked_config
+from ppdet_dac.engine import config_from_args
 from ppdet_dac.engine.predictor import list_images, save_results, split_detections
 
 
@@ -30,10 +30,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_checked_config(args.config, args.opt)
-    merge_args(cfg, args)
+    cfg = config_from_args(args)
     paths = list_images(args.infer_img, args.infer_dir)
-    paddle.set_device("gpu" if cfg.get("use_gpu", False) else "cpu")
     trainer = Trainer(cfg, mode="test")
     trainer.load_weights(cfg.weights)
     with paddle.no_grad():

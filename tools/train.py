@@ -7,13 +7,12 @@
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
 
-import paddle
 import paddle.distributed as dist
 from ppdet.engine import init_parallel_env, set_random_seed
-from ppdet.utils.cli import ArgsParser, merge_args
+from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.engine import DACTrainer, load_checked_config
+from ppdet_dac.engine import DACTrainer, config_from_args
 
 logger = setup_logger("train")
 
@@ -33,9 +32,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_checked_config(args.config, args.opt)
-    merge_args(cfg, args)
-    paddle.set_device("gpu" if cfg.get("use_gpu", False) else "cpu")
+    cfg = config_from_args(args)
     init_parallel_env()
     rank = dist.get_rank()
     set_random_seed(args.seed + rank)

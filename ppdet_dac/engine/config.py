@@ -31,3 +31,15 @@ def load_checked_config(path, opts=None):
         merge_config(opts)
         check_section_keys(global_config, f"{path} with -o {opts}")
     return cfg
+
+
+def config_from_args(args, device=None):
+    """The tools' common start: the checked config of ``args.config`` with ``-o`` overrides and
+    every other flag merged in (ppdet's ``merge_args``), and Paddle's device set from
+    ``use_gpu`` (or ``device`` when given)."""
+    import paddle
+    from ppdet.utils.cli import merge_args
+    cfg = load_checked_config(args.config, args.opt)
+    merge_args(cfg, args)
+    paddle.set_device(device or ("gpu" if cfg.get("use_gpu", False) else "cpu"))
+    return cfg
