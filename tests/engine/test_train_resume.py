@@ -136,3 +136,24 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
     assert sorted(os.listdir(out)) == ["0.pdopt", "0.pdparams", "0.pdstate"]
     state = paddle.load(os.path.join(out, "0.pdstate"))
     assert state["epochs_done"] == 1 and state["global_iter"] == 2
+
+
+def test_resume_with_ema_restores_ema_and_raw_weights(tiny, tmp_path):
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    run_train(tiny, "-o", f"save_dir={straight}", "use_ema=true")
+    os.makedirs(os.path.join(resumed, "tiny"))
+    for suffix in (".pdparams", ".pdopt", ".pdstate"):
+        with open(os.path.join(straight, "tiny", "0" + suffix), "rb") as src, \
+                open(os.path.join(resumed, "tiny", "0" + suffix), "wb") as dst:
+            dst.write(src.read())
+    run_train(tiny, "-o", f"save_dir={resumed}", "use_ema=true",
+              "-r", os.path.join(resumed, "tiny", "0"))
+    a = paddle.load(os.path.join(straight, "tiny", "model_final.pdstate"))
+    b = paddle.load(os.path.join(resumed, "tiny", "model_final.pdstate"))
+    ema_a = load_params(os.path.join(straight, "tiny", "model_final.pdparams"))
+    ema_b = load_params(os.path.join(resumed, "tiny", "model_final.pdparams"))
+    for key in ema_a:   # .pdparams holds the EMA weights, .pdstate the raw ones
+        np.testing.assert_array_equal(ema_a[key], ema_b[key], err_msg=key)
+        np.testing.assert_array_equal(a["raw_weights"][key].numpy(),
+                                      b["raw_weights"][key].numpy(), err_msg=key)
+    assert any(not np.array_equal(ema_a[k], a["raw_weights"][k].numpy()) for k in ema_a)
