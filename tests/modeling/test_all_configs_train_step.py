@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO
+from _common import REPO
 
 STEP_SCRIPT = textwrap.dedent("""
     import json, sys

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO
+from _common import REPO
 
 COUNT_SCRIPT = textwrap.dedent("""
     import sys

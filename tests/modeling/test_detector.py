@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import build_tiny_detector, make_batch
+from _common import build_tiny_detector, make_batch
 
 BOX_KEY = re.compile(r"loss_(bbox|giou)")
 

@@ -320,7 +320,7 @@ def _train_step(model, batch, seed):
 
 
 def test_tiny_detector_same_losses_with_op_and_reference(monkeypatch):
-    from conftest import build_tiny_detector, make_batch
+    from _common import build_tiny_detector, make_batch
     op_calls = _Counter(_library.run_op)
     monkeypatch.setattr(_library, "run_op", op_calls)
     model = build_tiny_detector(seed=0)

@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import REPO
+from _common import REPO
 
 from ppdet_dac.engine.analysis import (QueryAffinityCounter, analyze_checkpoint,
                                        checkpoint_epochs, count_queries_per_gt, plot_curves,

@@ -12,7 +12,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import REPO
+from _common import REPO
 import _pth_writer as writer
 
 sys.path.insert(0, os.path.join(REPO, "tools"))

@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import REPO
+from _common import REPO
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import dump_outputs  # noqa: E402
@@ -205,7 +205,7 @@ def test_bad_inputs_are_named(files):
 def test_coco_raw_labels_are_the_model_ids():
     """class_id_mode coco_raw: post_labels are the model's own class ids (raw COCO ids), not
     dataset indices, and the npz says so."""
-    from conftest import build_tiny_detector
+    from _common import build_tiny_detector
     from ppdet_dac.engine.dump import dump_eval_outputs
     from ppdet_dac.modeling.detector import DACDETR
 
