@@ -67,7 +67,7 @@ def test_boxes_are_clamped_and_classes_follow_the_categories_order(tmp_path):
     np.testing.assert_allclose(rec["gt_bbox"], [[0, 5, 30, 25], [70, 60, 100, 80]])
     np.testing.assert_array_equal(rec["gt_class"], [[1], [0]])
     assert rec["gt_bbox"].dtype == np.float32 and rec["gt_class"].dtype == np.int32
-    assert (rec["h"], rec["w"]) == (80.0, 100.0)
+    assert [rec["h"], rec["w"]] == [80.0, 100.0]
 
 
 def test_class_order_matches_ppdet_metric_mapping(tmp_path):

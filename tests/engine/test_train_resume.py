@@ -84,7 +84,7 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
     model = paddle.nn.Linear(3, 2)
     opt = paddle.optimizer.AdamW(parameters=model.parameters())
     state = load_checkpoint(str(tmp_path / "1"), model, opt)
-    assert (state["epochs_done"], state["global_iter"]) == (1, 10)
+    assert [state["epochs_done"], state["global_iter"]] == [1, 10]
     saved = paddle.load(str(tmp_path / "1.pdparams"))
     np.testing.assert_array_equal(model.weight.numpy(), saved["weight"].numpy())
     leftovers = sorted(os.listdir(tmp_path))
