@@ -77,15 +77,15 @@ def test_demo_train_reader_on_handmade_sample(tmp_path, handmade, flip):
     assert result["catid2clsid"] == {3: 0, 7: 1}
     (batch,) = result["batches"]
     image, pad_mask = batch["image"], batch["pad_mask"]
-    # image 1: short side 100 -> s in 224..288, but the long side is capped at 320 -> 160 x 320;
+    # image 1: short side 100 -> s in 160..224, but the long side is capped at 256 -> 128 x 256;
     # image 2 (square, empty) -> s x s; padded to the larger of each
-    np.testing.assert_array_equal(batch["im_shape"][0], [160, 320])
+    np.testing.assert_array_equal(batch["im_shape"][0], [128, 256])
     s = int(batch["im_shape"][1][0])
-    assert s in (224, 240, 256, 272, 288) and batch["im_shape"][1][1] == s
-    np.testing.assert_allclose(batch["scale_factor"][0], [1.6, 1.6], rtol=1e-6)
-    assert image.shape == (2, 3, s, 320) and image.dtype == np.float32
-    assert pad_mask.shape == (2, s, 320)
-    for i, (h, w) in enumerate([(160, 320), (s, s)]):
+    assert s in (160, 176, 192, 208, 224) and batch["im_shape"][1][1] == s
+    np.testing.assert_allclose(batch["scale_factor"][0], [1.28, 1.28], rtol=1e-6)
+    assert image.shape == (2, 3, s, 256) and image.dtype == np.float32
+    assert pad_mask.shape == (2, s, 256)
+    for i, (h, w) in enumerate([(128, 256), (s, s)]):
         assert pad_mask[i, :h, :w].min() == 1 and pad_mask[i].sum() == h * w
         assert np.abs(image[i][:, pad_mask[i] == 0]).max(initial=0) == 0
     # boxes: normalised cx, cy, w, h; flipped horizontally when asked
@@ -96,19 +96,19 @@ def test_demo_train_reader_on_handmade_sample(tmp_path, handmade, flip):
     np.testing.assert_array_equal(batch["gt_class"][0], [[1]])
     assert batch["gt_bbox"][1].shape == (0, 4) and batch["gt_class"][1].shape == (0, 1)
     # the box and the white pixels coincide, on whichever side they ended up
-    np.testing.assert_allclose(_white_extent(image[0], (160, 320)),
-                               _cxcywh_to_pixels(batch["gt_bbox"][0][0], (160, 320)), atol=1.5)
+    np.testing.assert_allclose(_white_extent(image[0], (128, 256)),
+                               _cxcywh_to_pixels(batch["gt_bbox"][0][0], (128, 256)), atol=1.5)
 
 
 def test_demo_eval_reader(tmp_path, handmade):
     config = _config(tmp_path, ["configs/demo/demo_data.yml"], handmade)
     result, _ = _probe(tmp_path, config, "--mode", "eval", "--batches", "2")
     first, second = result["batches"]
-    # Resize [256, 320] keep_ratio: scale = min(256 / short, 320 / long)
-    np.testing.assert_array_equal(first["im_shape"], [[160, 320]])
-    np.testing.assert_allclose(first["scale_factor"], [[1.6, 1.6]], rtol=1e-6)
-    np.testing.assert_array_equal(second["im_shape"], [[256, 256]])
-    assert first["image"].shape == (1, 3, 160, 320) and first["pad_mask"].min() == 1
+    # Resize [192, 256] keep_ratio: scale = min(192 / short, 256 / long)
+    np.testing.assert_array_equal(first["im_shape"], [[128, 256]])
+    np.testing.assert_allclose(first["scale_factor"], [[1.28, 1.28]], rtol=1e-6)
+    np.testing.assert_array_equal(second["im_shape"], [[192, 192]])
+    assert first["image"].shape == (1, 3, 128, 256) and first["pad_mask"].min() == 1
     assert [int(b["im_id"][0][0]) for b in (first, second)] == [1, 2]
 
 
