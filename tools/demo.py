@@ -30,6 +30,9 @@ def main(argv=None):
     parser = ArgsParser()
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--output_dir", default="output/demo", help="where the PNG goes")
+    parser.add_argument("--draw_threshold", type=float, default=0.3,
+                        help="draw detections scoring at least this (IA-BCE scores follow the "
+                             "predicted IoU, so they run lower than focal-loss scores)")
     parser.set_defaults(config="configs/demo/dac_demo.yml")
     args = parser.parse_args(argv)
 
@@ -55,8 +58,10 @@ def main(argv=None):
     names = [catid2name[clsid2catid[i]] for i in sorted(clsid2catid)]
     name = os.path.splitext(os.path.basename(args.config))[0]
     out_path = os.path.join(args.output_dir, f"{name}_val_detections.png")
-    drawn = save_detections(image_path, results[0]["bbox"], out_path, names, threshold=0.5)
-    logger.info(f"drew {drawn} detections (score >= 0.5) of {image_path} to {out_path}")
+    drawn = save_detections(image_path, results[0]["bbox"], out_path, names,
+                            threshold=args.draw_threshold)
+    logger.info(f"drew {drawn} detections (score >= {args.draw_threshold}) of {image_path} "
+                f"to {out_path}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Detect objects with a ppdet_dac model in dygraph (no export); write JSON and drawn images.
 
     python tools/infer.py -c configs/demo/dac_demo.yml -o weights=output/dac_demo/model_final \
-        --infer_img demo.jpg | --infer_dir images/ [--output_dir output] [--draw_threshold 0.5]
+        --infer_img demo.jpg | --infer_dir images/ [--output_dir output] [--draw_threshold 0.3]
 
 Writes <output_dir>/<image name>.png and <output_dir>/detections.json, in the same format as
 deploy/python/infer.py (the exported model), so the two can be compared directly.
@@ -23,7 +23,7 @@ def parse_args(argv=None):
     parser.add_argument("--infer_img", default=None, help="one image")
     parser.add_argument("--infer_dir", default=None, help="a directory of images")
     parser.add_argument("--output_dir", default="output", help="where the PNGs and JSON go")
-    parser.add_argument("--draw_threshold", type=float, default=0.5,
+    parser.add_argument("--draw_threshold", type=float, default=0.3,
                         help="draw detections with score >= this")
     return parser.parse_args(argv)
 

@@ -29,7 +29,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--image_file", required=True)
     parser.add_argument("--url", default="http://127.0.0.1:18093")
-    parser.add_argument("--threshold", type=float, default=0.5, help="print scores >= this")
+    parser.add_argument("--threshold", type=float, default=0.3, help="print scores >= this")
     args = parser.parse_args(argv)
     with open(args.image_file, "rb") as f:
         result = predict(args.url, f.read())

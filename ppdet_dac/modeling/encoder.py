@@ -52,8 +52,8 @@ def encoder_reference_points(spatial_shapes_list, valid_ratios):
     """
     refs = []
     for lvl, (h, w) in enumerate(spatial_shapes_list):
-        ref_y, ref_x = paddle.meshgrid(paddle.arange(h, dtype="float32") + 0.5,
-                                       paddle.arange(w, dtype="float32") + 0.5)
+        ref_y, ref_x = paddle.meshgrid(paddle.arange(h, dtype=valid_ratios.dtype) + 0.5,
+                                       paddle.arange(w, dtype=valid_ratios.dtype) + 0.5)
         ref_y = ref_y.reshape([1, -1]) / (valid_ratios[:, lvl, 1:2] * as_float(h))
         ref_x = ref_x.reshape([1, -1]) / (valid_ratios[:, lvl, 0:1] * as_float(w))
         refs.append(paddle.stack([ref_x, ref_y], axis=-1))

@@ -16,19 +16,21 @@ def _frequencies(num_feats, temperature, dtype):
     return temperature ** (2 * paddle.floor(dim_t / 2) / num_feats)
 
 
-def sine_position_embedding(mask, num_feats=128, temperature=10000.0, scale=2 * math.pi, eps=1e-6):
+def sine_position_embedding(mask, num_feats=128, temperature=10000.0, scale=2 * math.pi, eps=1e-6,
+                            dtype="float32"):
     """Normalised 2-D sine encoding of a padded feature map.
 
     mask: [B, H, W] bool, True = padding.
     Returns [B, 2 * num_feats, H, W] = concat(pos_y, pos_x). Positions count unpadded pixels
     (cumulative sum), are offset by -0.5 and divided by the last count + eps, then scaled by 2π.
+    dtype: of the result (the model's float type: float64 runs compute it in float64).
     """
-    not_mask = paddle.logical_not(mask).astype("float32")
+    not_mask = paddle.logical_not(mask).astype(dtype)
     y_embed = paddle.cumsum(not_mask, axis=1)
     x_embed = paddle.cumsum(not_mask, axis=2)
     y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps) * scale
     x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps) * scale
-    dim_t = _frequencies(num_feats, temperature, "float32")
+    dim_t = _frequencies(num_feats, temperature, dtype)
     pos_x = _interleave_sin_cos(x_embed.unsqueeze(-1) / dim_t)
     pos_y = _interleave_sin_cos(y_embed.unsqueeze(-1) / dim_t)
     return paddle.concat([pos_y, pos_x], axis=-1).transpose([0, 3, 1, 2])

@@ -6,7 +6,7 @@ from .position_encoding import box_position_embedding
 from . import init
 
 
-def encoder_proposals(memory_mask, spatial_shapes_list):
+def encoder_proposals(memory_mask, spatial_shapes_list, dtype="float32"):
     """One fixed proposal per encoder token: its cell centre, size 0.05·2^level, in logit space.
 
     memory_mask: [B, S] bool (True = padding); spatial_shapes_list: L pairs (H_l, W_l).
@@ -19,11 +19,11 @@ def encoder_proposals(memory_mask, spatial_shapes_list):
     for lvl, (h, w) in enumerate(spatial_shapes_list):
         level_mask = memory_mask[:, start:start + h * w].reshape([bs, h, w])
         start = start + h * w
-        not_mask = paddle.logical_not(level_mask).astype("float32")
+        not_mask = paddle.logical_not(level_mask).astype(dtype)
         valid_h = not_mask[:, :, 0].sum(axis=1)
         valid_w = not_mask[:, 0, :].sum(axis=1)
-        grid_y, grid_x = paddle.meshgrid(paddle.arange(h, dtype="float32"),
-                                         paddle.arange(w, dtype="float32"))
+        grid_y, grid_x = paddle.meshgrid(paddle.arange(h, dtype=dtype),
+                                         paddle.arange(w, dtype=dtype))
         grid = paddle.stack([grid_x, grid_y], axis=-1).unsqueeze(0) + 0.5   # [1, H, W, 2]
         scale = paddle.stack([valid_w, valid_h], axis=-1).reshape([bs, 1, 1, 2])
         grid = grid / scale
@@ -59,7 +59,7 @@ class QuerySelection(nn.Layer):
 
     def proposal_features(self, memory, memory_mask, spatial_shapes_list):
         """memory: [B, S, C] -> (features [B, S, C], proposals_unact [B, S, 4])."""
-        proposals, valid = encoder_proposals(memory_mask, spatial_shapes_list)
+        proposals, valid = encoder_proposals(memory_mask, spatial_shapes_list, memory.dtype)
         keep = paddle.logical_and(paddle.logical_not(memory_mask.unsqueeze(-1)), valid)
         features = memory * keep.astype(memory.dtype)
         return self.enc_output_norm(self.enc_output(features)), proposals

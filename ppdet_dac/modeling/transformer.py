@@ -15,9 +15,9 @@ from .shape_utils import as_float, dynamic_size
 from . import init
 
 
-def _valid_ratio(mask):
+def _valid_ratio(mask, dtype="float32"):
     """mask: [B, H, W] bool (True = padding) -> [B, 2] (unpadded width / W, unpadded height / H)."""
-    not_mask = paddle.logical_not(mask).astype("float32")
+    not_mask = paddle.logical_not(mask).astype(dtype)
     h, w = dynamic_size(mask, (1, 2))
     valid_h = not_mask[:, :, 0].sum(axis=1) / as_float(h)
     valid_w = not_mask[:, 0, :].sum(axis=1) / as_float(w)
@@ -110,12 +110,13 @@ class DACTransformer(nn.Layer):
             h, w = dynamic_size(src, (2, 3))
             level_mask = F.interpolate(mask.unsqueeze(1).astype("float32"), size=[h, w],
                                        mode="nearest").squeeze(1) > 0.5
-            level_pos = sine_position_embedding(level_mask, num_feats=self.hidden_dim // 2)
+            level_pos = sine_position_embedding(level_mask, num_feats=self.hidden_dim // 2,
+                                                dtype=src.dtype)
             tokens.append(src.flatten(2).transpose([0, 2, 1]))
             masks.append(level_mask.flatten(1))
             pos.append(level_pos.flatten(2).transpose([0, 2, 1]) + self.level_embed[lvl])
             shapes.append((h, w))
-            ratios.append(_valid_ratio(level_mask))
+            ratios.append(_valid_ratio(level_mask, src.dtype))
         if paddle.in_dynamic_mode():
             spatial_shapes = paddle.to_tensor(shapes, dtype="int64")
         else:
