@@ -85,6 +85,10 @@ def main():
         for enabled in (True, False):
             set_dac(model, enabled)
             times["train"][enabled].append(train_step(model, optimizer, batch)[0])
+    # eval in a loop of its own: right after a training step, freeing its graph slows a forward
+    for _ in range(2 * args.repeat):
+        for enabled in (False, True):
+            set_dac(model, enabled)
             times["eval"][enabled].append(eval_forward(model, batch))
 
     print(f"config {args.config}, input {args.size}x{args.size}, {args.num_gt} GT, "
