@@ -154,10 +154,27 @@ class DACTransformer(nn.Layer):
         memory = self.encoder(src, pos, spatial_shapes, shapes, level_start_index, valid_ratios,
                               token_mask)
 
-        if not self.two_stage:
-            return self._one_stage_decoder(memory, spatial_shapes, level_start_index,
-                                           valid_ratios, token_mask, run_c_stream)
-        # Two-stage: score one proposal per token, keep the top num_queries by channel 0.
+        if run_c_stream is None:
+            run_c_stream = self.training and self.use_dac
+        if self.two_stage:
+            tgt, init_ref, query_pos, attn_mask, extras = self._two_stage_queries(
+                memory, token_mask, shapes, gt_labels, gt_boxes, dn_noise, topk_indices)
+        else:
+            tgt, init_ref, query_pos, attn_mask, extras = self._learned_queries(memory)
+        outputs = self.decoder(
+            tgt, init_ref, query_pos, memory, spatial_shapes, level_start_index, valid_ratios,
+            token_mask, self.class_heads, self.box_heads, attn_mask=attn_mask,
+            run_c_stream=run_c_stream, all_layers=self.training or run_c_stream)
+        outputs.update(extras)
+        return outputs
+
+    def _two_stage_queries(self, memory, token_mask, shapes, gt_labels, gt_boxes, dn_noise,
+                           topk_indices):
+        """Queries from the encoder's top-scoring proposals, with the CDN queries in front.
+
+        Returns (content [B, Q', C], initial boxes [B, Q', 4], query_pos [B, Q', C], self-attention
+        mask or None, {'enc_logits', 'enc_boxes', 'topk_indices', 'dn_meta'})."""
+        # Score one proposal per token, keep the top num_queries by channel 0.
         features, proposals = self.query_selection.proposal_features(memory, token_mask, shapes)
         enc_logits = self.class_heads[-1](features)
         enc_coords_unact = self.box_heads[-1](features) + proposals
@@ -185,31 +202,18 @@ class DACTransformer(nn.Layer):
                 tgt = paddle.concat([dn_content, tgt], axis=1)
                 ref_unact = paddle.concat([dn_ref_unact, ref_unact], axis=1)
                 attn_mask = paddle.logical_not(blocked)
+        extras = {"enc_logits": enc_logits, "enc_boxes": F.sigmoid(enc_coords_unact),
+                  "topk_indices": topk_indices, "dn_meta": dn_meta}
+        return (tgt, F.sigmoid(ref_unact), self.query_selection.query_pos(ref_unact), attn_mask,
+                extras)
 
-        if run_c_stream is None:
-            run_c_stream = self.training and self.use_dac
-        outputs = self.decoder(
-            tgt, F.sigmoid(ref_unact), self.query_selection.query_pos(ref_unact), memory,
-            spatial_shapes, level_start_index, valid_ratios, token_mask, self.class_heads,
-            self.box_heads, attn_mask=attn_mask, run_c_stream=run_c_stream,
-            all_layers=self.training or run_c_stream)
-        outputs.update(enc_logits=enc_logits, enc_boxes=F.sigmoid(enc_coords_unact),
-                       topk_indices=topk_indices, dn_meta=dn_meta)
-        return outputs
-
-    def _one_stage_decoder(self, memory, spatial_shapes, level_start_index, valid_ratios,
-                           token_mask, run_c_stream):
-        """Plain Deformable-DETR queries: no proposals, no denoising, fixed reference points."""
+    def _learned_queries(self, memory):
+        """Plain Deformable-DETR queries: learned (query_pos, content) pairs and fixed reference
+        points [B, Q, 2] from query_pos; no proposals, no denoising."""
         bs = memory.shape[0]
         query_pos, tgt = paddle.split(self.query_embed.weight, 2, axis=1)
         query_pos = query_pos.unsqueeze(0).tile([bs, 1, 1])
         tgt = tgt.unsqueeze(0).tile([bs, 1, 1])
-        init_points = F.sigmoid(self.reference_points(query_pos))   # [B, Q, 2]
-        if run_c_stream is None:
-            run_c_stream = self.training and self.use_dac
-        outputs = self.decoder(
-            tgt, init_points, query_pos, memory, spatial_shapes, level_start_index, valid_ratios,
-            token_mask, self.class_heads, self.box_heads, run_c_stream=run_c_stream,
-            all_layers=self.training or run_c_stream)
-        outputs.update(enc_logits=None, enc_boxes=None, topk_indices=None, dn_meta=None)
-        return outputs
+        init_points = F.sigmoid(self.reference_points(query_pos))
+        extras = {"enc_logits": None, "enc_boxes": None, "topk_indices": None, "dn_meta": None}
+        return tgt, init_points, query_pos, None, extras
