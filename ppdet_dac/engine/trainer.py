@@ -43,12 +43,11 @@ def _logged_terms(outputs):
     return {k: v for k, v in outputs.items() if not _AUX_SUFFIX.search(k)}
 
 
-def _non_finite_terms(outputs):
-    """Names of the loss terms whose value is NaN or inf (one host sync for all of them)."""
+def _host_values(outputs):
+    """{name: float} of the loss terms, copied to the host in one transfer."""
     names = list(outputs)
     values = paddle.stack([paddle.cast(outputs[n], "float32").reshape([]) for n in names])
-    bad = paddle.logical_not(paddle.isfinite(values)).numpy()
-    return [n for n, b in zip(names, bad) if b]
+    return dict(zip(names, values.numpy().tolist()))
 
 
 class DACTrainer(Trainer):
@@ -126,11 +125,15 @@ class DACTrainer(Trainer):
                         self.ema if self.use_ema else None, extra={"best_ap": self.best_ap})
 
     def _check_finite(self, outputs, epoch_id, step_id):
-        bad = _non_finite_terms(outputs)
-        flag = paddle.to_tensor([1 if bad else 0], dtype="int32")
-        if self._nranks > 1:
+        """Raise FloatingPointError when any rank's loss terms are NaN/inf; the total loss."""
+        values = _host_values(outputs)
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        stop = bool(bad)
+        if self._nranks > 1:   # every rank stops, or the others would wait in the next all-reduce
+            flag = paddle.to_tensor([int(stop)], dtype="int32")
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if int(flag.item()):
+            stop = bool(flag.item())
+        if stop:
             where = (f"epoch {epoch_id}, iteration {step_id} of the epoch "
                      f"(global iteration {self.global_iter})")
             what = f"non-finite loss terms {bad}" if bad else "a non-finite loss on another rank"
@@ -138,6 +141,7 @@ class DACTrainer(Trainer):
                 f"training stopped at {where}: {what}. The step was not applied; the last "
                 f"checkpoint in {self.save_dir} holds the last good state. Lower the learning "
                 "rate or check the data of this iteration.")
+        return values["loss"]
 
     def _eval_loader(self):
         if not hasattr(self, "_val_loader"):
@@ -195,7 +199,7 @@ class DACTrainer(Trainer):
                                           custom_white_list=self.custom_white_list,
                                           custom_black_list=self.custom_black_list):
                     outputs = model(data)
-                self._check_finite(outputs, epoch_id, step_id)
+                epoch_loss.append(self._check_finite(outputs, epoch_id, step_id))
                 loss = outputs["loss"]
                 if scaler is not None:
                     scaled = scaler.scale(loss)
@@ -204,7 +208,6 @@ class DACTrainer(Trainer):
                 else:
                     loss.backward()
                     self.optimizer.step()
-                epoch_loss.append(float(loss))
                 self.status["learning_rate"] = self.optimizer.get_lr()
                 self.lr.step()
                 self.optimizer.clear_grad()
