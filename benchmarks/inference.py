@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 
+from _timing import run_timed  # benchmarks/ is on sys.path when a script here runs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
@@ -34,18 +36,8 @@ def parse_args(argv=None):
 
 
 def timed(fn, repeats, warmup):
-    """(median wall seconds, median process CPU seconds) per call of fn() after warmup calls.
-
-    CPU time (all threads of this process) is less disturbed by other processes on a shared
-    machine than wall time."""
-    for _ in range(warmup):
-        fn()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        start, cpu = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - start)
-        cpus.append(time.process_time() - cpu)
+    """(median wall seconds, median process CPU seconds) per call of fn() after warmup calls."""
+    walls, cpus = run_timed(fn, repeats, warmup)
     return sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
 
 

@@ -31,6 +31,8 @@ import sys
 import threading
 import time
 
+from _timing import run_timed  # benchmarks/ is on sys.path when a script here runs
+
 
 def _parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -110,15 +112,8 @@ def to_tensors(case, requires_grad):
 def time_call(fn, repeat):
     """(wall s, process CPU s) of ``fn()``: the best of ``repeat`` runs after one warm-up.
 
-    The best run is the one least disturbed by other processes on a shared machine; CPU time
-    (all threads) is less sensitive to them than wall time."""
-    fn()
-    walls, cpus = [], []
-    for _ in range(repeat):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
+    The best run is the one least disturbed by other processes on a shared machine."""
+    walls, cpus = run_timed(fn, repeat, warmup=1)
     return min(walls), min(cpus)
 
 
