@@ -8,8 +8,9 @@ metrics, log/VisualDL callbacks); this subclass keeps that and replaces the loop
 * a NaN/inf guard: a non-finite loss stops training with a ``FloatingPointError`` that names the
   epoch, iteration and loss terms, before the step is applied, so the last checkpoint is the last
   good state (all ranks stop together);
-* a log line per ``log_iter`` iterations with epoch, iteration, lr, the last-layer loss terms,
-  speed and ETA (ppdet's LogPrinter), VisualDL scalars with ``use_vdl``;
+* a log line per ``log_iter`` iterations with epoch, iteration, lr, the last-layer loss terms
+  (averaged over the ranks, as the official code logs them), speed and ETA (ppdet's
+  LogPrinter), VisualDL scalars with ``use_vdl``;
 * AMP on GPU (``--amp``; the attention op itself runs in float32), ignored with a warning on CPU;
 * COCO evaluation after snapshot epochs with ``--eval`` (per-class AP table), ``best_model`` kept.
 """
@@ -37,10 +38,10 @@ __all__ = ["DACTrainer"]
 _AUX_SUFFIX = re.compile(r"_\d+(_one2one)?$")
 
 
-def _logged_terms(outputs):
-    """The total and the last-layer terms (aux-layer terms ``*_0[_one2one]`` .. ``*_4[_one2one]``
-    are left out of the log line; all of them are in the loss)."""
-    return {k: v for k, v in outputs.items() if not _AUX_SUFFIX.search(k)}
+def _logged_terms(values):
+    """The total and the last-layer terms of {name: float} (aux-layer terms ``*_0[_one2one]`` ..
+    ``*_4[_one2one]`` are left out of the log line; all of them are in the loss)."""
+    return {k: _LoggedValue(v) for k, v in values.items() if not _AUX_SUFFIX.search(k)}
 
 
 def _host_values(outputs):
@@ -48,6 +49,13 @@ def _host_values(outputs):
     names = list(outputs)
     values = paddle.stack([paddle.cast(outputs[n], "float32").reshape([]) for n in names])
     return dict(zip(names, values.numpy().tolist()))
+
+
+class _LoggedValue(float):
+    """A host float that ppdet's TrainingStats can read (it calls ``.numpy()`` on each term)."""
+
+    def numpy(self):
+        return float(self)
 
 
 class DACTrainer(Trainer):
@@ -125,15 +133,21 @@ class DACTrainer(Trainer):
                         self.ema if self.use_ema else None, extra={"best_ap": self.best_ap})
 
     def _check_finite(self, outputs, epoch_id, step_id):
-        """Raise FloatingPointError when any rank's loss terms are NaN/inf; the total loss."""
-        values = _host_values(outputs)
-        bad = [name for name, value in values.items() if not math.isfinite(value)]
-        stop = bool(bad)
-        if self._nranks > 1:   # every rank stops, or the others would wait in the next all-reduce
-            flag = paddle.to_tensor([int(stop)], dtype="int32")
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item())
-        if stop:
+        """The loss terms averaged over the ranks ({name: float}, as the official ``reduce_dict``
+        logs them); raises FloatingPointError when any rank's terms are NaN/inf.
+
+        One all-reduce of the stacked terms serves both: a non-finite term on any rank makes the
+        sum non-finite, so every rank stops together (the others would otherwise wait in the
+        next all-reduce)."""
+        local = _host_values(outputs)
+        values = local
+        if self._nranks > 1:
+            names = list(outputs)
+            stacked = paddle.to_tensor([local[n] for n in names], dtype="float64")
+            dist.all_reduce(stacked)
+            values = dict(zip(names, (stacked / self._nranks).numpy().tolist()))
+        bad = [name for name, value in local.items() if not math.isfinite(value)]
+        if bad or not all(math.isfinite(v) for v in values.values()):
             where = (f"epoch {epoch_id}, iteration {step_id} of the epoch "
                      f"(global iteration {self.global_iter})")
             what = f"non-finite loss terms {bad}" if bad else "a non-finite loss on another rank"
@@ -141,7 +155,7 @@ class DACTrainer(Trainer):
                 f"training stopped at {where}: {what}. The step was not applied; the last "
                 f"checkpoint in {self.save_dir} holds the last good state. Lower the learning "
                 "rate or check the data of this iteration.")
-        return values["loss"]
+        return values
 
     def _eval_loader(self):
         if not hasattr(self, "_val_loader"):
@@ -199,7 +213,8 @@ class DACTrainer(Trainer):
                                           custom_white_list=self.custom_white_list,
                                           custom_black_list=self.custom_black_list):
                     outputs = model(data)
-                epoch_loss.append(self._check_finite(outputs, epoch_id, step_id))
+                logged = self._check_finite(outputs, epoch_id, step_id)
+                epoch_loss.append(logged["loss"])
                 loss = outputs["loss"]
                 if scaler is not None:
                     scaled = scaler.scale(loss)
@@ -215,7 +230,7 @@ class DACTrainer(Trainer):
                 if self.use_ema:
                     self.ema.update()
                 if self._nranks < 2 or self._local_rank == 0:
-                    self.status["training_staus"].update(_logged_terms(outputs))
+                    self.status["training_staus"].update(_logged_terms(logged))
                 self.status["batch_time"].update(time.time() - tic)
                 self._compose_callback.on_step_end(self.status)
                 tic = time.time()

@@ -144,18 +144,6 @@ def _as_box_matrix(boxes, b, n):
     return boxes.astype('float32')
 
 
-def _max_over_ranks(value):
-    """``value`` (an int) maximised over the ranks of a distributed run; ``value`` alone otherwise.
-
-    Called once per training step on every rank, whether or not the rank has GT boxes."""
-    import paddle.distributed as dist
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return value
-    total = paddle.to_tensor([value], dtype='int64')
-    dist.all_reduce(total, op=dist.ReduceOp.MAX)
-    return int(total.item())
-
-
 def _empty_meta(batch_size):
     empty = [np.zeros([0], dtype='int64') for _ in range(batch_size)]
     return {
@@ -255,9 +243,11 @@ def build_cdn_queries(gt_labels,
         labels_list.append(lab)
         known_num.append(n)
 
-    # Every rank must build the same number of groups (the DN normaliser is #GT x G, averaged
-    # over ranks), so the group size follows the largest image of the whole distributed batch.
-    max_gt = _max_over_ranks(max(known_num) if known_num else 0)
+    # G follows this process's own images, as in the official code (its prepare_for_cdn sees
+    # only the local targets): ranks of a distributed run may build different numbers of DN
+    # queries. Nothing collective depends on that number; the DN loss normaliser is the
+    # rank-averaged #GT times this rank's own G (criterion.py).
+    max_gt = max(known_num) if known_num else 0
     if max_gt == 0 or sum(known_num) == 0:
         return None, None, paddle.zeros([num_queries, num_queries], dtype='bool'), \
             _empty_meta(batch_size)

@@ -1,7 +1,9 @@
 """Two CPU processes (gloo) train the tiny model with paddle.distributed.launch.
 
-Rank 0 reads images with boxes only; rank 1's last batch has no box at all: neither rank may hang, the DN group size and the #GT normaliser must agree across ranks,
-and DataParallel must keep the parameters identical.
+Rank 0 reads images with boxes only; rank 1's last batch has no box at all. Each rank builds its
+denoising groups from its own images (as the official code), so the ranks run different numbers
+of queries; neither may hang, the #GT normaliser and the logged losses are averaged over the
+ranks, and DataParallel must keep the parameters identical.
 """
 import json
 import os
@@ -35,7 +37,7 @@ def _mixed_dataset(root):
                    image_dir=split, anno_name=f"instances_{split}.json")
 
 
-def test_two_ranks_with_an_empty_batch(tmp_path):
+def test_two_ranks_with_own_denoising_groups_and_an_empty_batch(tmp_path):
     config = make_tiny_setup(str(tmp_path), epoch=1)
     data = str(tmp_path / "mixed")
     _mixed_dataset(data)
@@ -52,13 +54,25 @@ def test_two_ranks_with_an_empty_batch(tmp_path):
                    for f in sorted(os.listdir(tmp_path / "log")))
     assert proc.returncode == 0, logs
     records = [json.load(open(out / f"rank{r}.json")) for r in (0, 1)]
-    # three steps each; rank 1's local largest GT count is 0 in its last step
-    local = [[m[0] for m in rec["max_gt"]] for rec in records]
-    agreed = [[m[1] for m in rec["max_gt"]] for rec in records]
+    # three steps each; the largest GT count of each rank's own image (0: no GT at all)
+    local = [[d["max_gt"] for d in rec["dn"]] for rec in records]
     assert local == [[1, 3, 2], [2, 1, 0]]
-    assert agreed[0] == agreed[1] == [2, 3, 2]
+    # G = max(num_denoising // max_gt, 1) from the local count (num_denoising 10 in the tiny
+    # config); 2 * max_gt * G DN slots, none without GT
+    groups = [[d["num_dn_group"] for d in rec["dn"]] for rec in records]
+    assert groups == [[10, 3, 5], [5, 10, 1]]
+    assert [[d["pad_size"] for d in rec["dn"]] for rec in records] == [[20, 18, 20], [20, 20, 0]]
     # #GT normaliser: (own + other's GT) / 2 on both ranks: (1+2)/2, (3+1)/2, (2+0)/2
     assert records[0]["num_boxes"] == records[1]["num_boxes"] == [1.5, 2.0, 1.0]
+    # the logged loss is the mean of the two ranks' own losses, the same on both ranks
+    for step in range(3):
+        own = [rec["loss"][step]["local"] for rec in records]
+        assert own[0] != pytest.approx(own[1])
+        for rec in records:
+            assert rec["loss"][step]["logged"] == pytest.approx(sum(own) / 2, rel=1e-6)
+    assert records[0]["epoch_loss"] == pytest.approx(records[1]["epoch_loss"], rel=1e-12)
+    assert records[0]["epoch_loss"] == pytest.approx(
+        [sum(r["loss"][s]["local"] for r in records for s in range(3)) / 6], rel=1e-6)
     a, b = load_params(out / "rank0.pdparams"), load_params(out / "rank1.pdparams")
     assert sorted(a) == sorted(b)
     for key in a:
