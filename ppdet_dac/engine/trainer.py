@@ -11,6 +11,7 @@ metrics, log/VisualDL callbacks); this subclass keeps that and replaces the loop
 * a log line per ``log_iter`` iterations with epoch, iteration, lr, the last-layer loss terms
   (averaged over the ranks, as the official code logs them), speed and ETA (ppdet's
   LogPrinter), VisualDL scalars with ``use_vdl``;
+* the official gradient clip: one norm over all gradients (``optimizer.py``);
 * AMP on GPU (``--amp``; the attention op itself runs in float32), ignored with a warning on CPU;
 * COCO evaluation after snapshot epochs with ``--eval`` (per-class AP table), ``best_model`` kept.
 """
@@ -30,6 +31,7 @@ from ppdet.utils.logger import setup_logger
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluation import evaluate_metrics
+from .optimizer import use_official_clip
 
 logger = setup_logger(__name__)
 
@@ -68,6 +70,9 @@ class DACTrainer(Trainer):
         self.history = []   # per snapshot epoch: {'epoch', 'loss' (mean over the epoch), 'ap'}
         self.save_dir = os.path.join(self.cfg.get("save_dir", "output"),
                                      self.cfg.get("filename", "model"))
+        if self.optimizer is not None:   # train mode: one group, one clip over all gradients
+            use_official_clip(self.optimizer,
+                              f"{self.cfg.get('filename', 'config')}: OptimizerBuilder")
         if self.use_amp and not self._on_accelerator():
             logger.warning("--amp needs a GPU; training on CPU in float32")
             self.use_amp = False

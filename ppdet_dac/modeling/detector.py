@@ -22,14 +22,22 @@ class DACDETR(BaseArch):
     class_id_mode: 'contiguous' -> model class k is dataset class k (num_classes = #classes);
     'coco_raw' -> the model predicts raw COCO category ids (num_classes = 91), as the official
     checkpoints do; labels are mapped on the way in and back on the way out.
+    backbone_lr_mult: multiplies the learning-rate multiplier of every backbone parameter (the
+    official 0.1x backbone lr for a backbone without its own multipliers, e.g. Swin; it
+    compounds with ResNet.lr_mult_list, so the R-50 configs leave it at 1).
     """
     __category__ = "architecture"
     __inject__ = ["post_process"]
     __shared__ = ["num_classes", "exclude_post_process"]
 
     def __init__(self, backbone, transformer, criterion, post_process="DACNMSPostProcess",
-                 num_classes=91, class_id_mode="coco_raw", exclude_post_process=False):
+                 num_classes=91, class_id_mode="coco_raw", exclude_post_process=False,
+                 backbone_lr_mult=1.0):
         super().__init__()
+        if not backbone_lr_mult > 0:
+            raise ValueError(f"DACDETR.backbone_lr_mult must be > 0, got {backbone_lr_mult!r}")
+        for param in backbone.parameters():
+            param.optimize_attr["learning_rate"] *= float(backbone_lr_mult)
         if class_id_mode not in CLASS_ID_MODES:
             raise ValueError(f"class_id_mode must be one of {CLASS_ID_MODES}, got {class_id_mode!r}")
         self.backbone, self.transformer, self.criterion = backbone, transformer, criterion

@@ -85,7 +85,10 @@ class DACTransformer(nn.Layer):
             # query_pos, one pair of heads shared by every layer (no box refinement).
             self.query_embed = nn.Embedding(num_queries, 2 * hidden_dim)
             init.normal_(self.query_embed.weight)
-            self.reference_points = nn.Linear(hidden_dim, 2)
+            # learns at offset_lr_mult like the sampling offsets (official lr_linear_proj_names)
+            self.reference_points = nn.Linear(
+                hidden_dim, 2, weight_attr=paddle.ParamAttr(learning_rate=offset_lr_mult),
+                bias_attr=paddle.ParamAttr(learning_rate=offset_lr_mult))
             init.xavier_(self.reference_points.weight)
             init.constant_(self.reference_points.bias, 0.0)
             heads = build_heads(hidden_dim, num_classes, 1)

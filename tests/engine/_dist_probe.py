@@ -58,6 +58,7 @@ out_dir = sys.argv[1]
 trainer = train.main(sys.argv[2:])
 rank = dist.get_rank()
 record["epoch_loss"] = [h["loss"] for h in trainer.history]
+record["grad_clip"] = type(trainer.optimizer._grad_clip).__name__
 paddle.save(trainer.model.state_dict(), os.path.join(out_dir, f"rank{rank}.pdparams"))
 with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
     json.dump(record, handle)
