@@ -140,14 +140,19 @@ def test_spec_reader_keeps_boxes_on_their_pixels(tmp_path, handmade):
 
 
 def test_spec_eval_reader(tmp_path, handmade):
+    """The official validation sizes (short side 800, long side capped at 1333, DETR's rounding)
+    and 2 images per batch, zero-padded to the larger one."""
     config = _config(tmp_path, ["configs/_base_/coco_detection.yml",
                                 "configs/_base_/dac_reader.yml"], handmade)
     result, _ = _probe(tmp_path, config, "--mode", "eval", "--batches", "1", "--workers", "0")
     (batch,) = result["batches"]
-    h, w = batch["im_shape"][0]
-    # 200x100 -> scale min(800 / 100, 1333 / 200) = 6.665 -> 666.5 x 1333
-    assert abs(w - 1333) <= 1 and abs(h - 666.5) <= 1
-    assert batch["image"].shape[2:] == (int(h), int(w))
+    # 200x100: 800 * 200 / 100 > 1333 -> short side round(1333 * 100 / 200) = 666, long side
+    # int(666 * 200 / 100) = 1332; 100x100 -> 800x800. Padded to 800 x 1332.
+    np.testing.assert_array_equal(batch["im_shape"], [[666, 1332], [800, 800]])
+    np.testing.assert_allclose(batch["scale_factor"], [[6.66, 6.66], [8.0, 8.0]], rtol=1e-6)
+    assert batch["image"].shape == (2, 3, 800, 1332)
+    assert batch["pad_mask"][0].sum() == 666 * 1332 and batch["pad_mask"][1].sum() == 800 * 800
+    assert batch["pad_mask"][0][:666, :1332].min() == 1 and batch["pad_mask"][1][:, 800:].max() == 0
 
 
 def test_coco_config_names_the_missing_annotation_file(tmp_path):
