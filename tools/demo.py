@@ -19,7 +19,8 @@ from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.demo_data import make_demo_data
-from ppdet_dac.engine import DACTrainer, load_checked_config
+from ppdet_dac.engine import (DACTrainer, check_pretrain_weights, fetch_pretrain_weights,
+                              load_checked_config)
 from ppdet_dac.engine.evaluation import evaluate_metrics
 from ppdet_dac.engine.visualize import save_detections
 
@@ -37,12 +38,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     cfg = load_checked_config(args.config, args.opt)
+    pretrain = check_pretrain_weights(cfg, args.config)   # the demo configs say `none`
     make_demo_data(cfg["TrainDataset"]["dataset_dir"])
     paddle.set_device("cpu")
     set_random_seed(args.seed)
 
+    if pretrain:
+        pretrain = fetch_pretrain_weights(pretrain, args.config)
     trainer = DACTrainer(cfg, mode="train")
     trainer.set_seed(args.seed)
+    if pretrain:
+        trainer.load_weights(pretrain)
     trainer.train(validate=True)
 
     evaluator = Trainer(cfg, mode="eval")

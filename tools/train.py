@@ -12,7 +12,8 @@ from ppdet.engine import init_parallel_env, set_random_seed
 from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.engine import DACTrainer, config_from_args
+from ppdet_dac.engine import (DACTrainer, check_pretrain_weights, config_from_args,
+                              fetch_pretrain_weights)
 
 logger = setup_logger("train")
 
@@ -33,15 +34,20 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = config_from_args(args)
+    # a resumed run takes every weight from its checkpoint; otherwise the config must name the
+    # backbone's pretrained weights (or `none`): checked and fetched before the dataset is read
+    pretrain = None if args.resume else check_pretrain_weights(cfg, args.config)
     init_parallel_env()
+    if pretrain:
+        pretrain = fetch_pretrain_weights(pretrain, args.config)   # every rank (one collective)
     rank = dist.get_rank()
     set_random_seed(args.seed + rank)
     trainer = DACTrainer(cfg, mode="train")
     trainer.set_seed(args.seed + rank)
     if args.resume:
         trainer.resume_weights(args.resume)
-    elif cfg.get("pretrain_weights"):
-        trainer.load_weights(cfg.pretrain_weights)
+    elif pretrain:
+        trainer.load_weights(pretrain)
     trainer.train(args.eval)
     return trainer
 
