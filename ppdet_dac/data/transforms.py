@@ -4,7 +4,8 @@ ppdet's ``Decode`` wraps ``cv2.imdecode`` in a bare ``except:``; an undecodable 
 the raw ``bytes`` in ``sample['image']`` and the run dies later with ``'bytes' object has no
 attribute 'shape'``, naming no file. ``DACDecode`` produces the same sample keys but raises
 ``ImageDecodeError`` naming the file, which ``DACCOCODataSet`` turns into a logged skip during
-training.
+training. Decoding ignores the EXIF orientation tag, as the official code's PIL reading does
+(``ppdet_dac.data.image_io``, shared with inference and drawing).
 
 The op is registered with ppdet's ``register_op`` and attached to ``ppdet.data.transform``,
 which is where the reader looks op names up.
@@ -14,6 +15,8 @@ import numpy as np
 import ppdet.data.transform as ppdet_transform
 from ppdet.data.transform.operators import BaseOperator, ImageError, register_op
 from ppdet.utils.logger import setup_logger
+
+from ppdet_dac.data.image_io import decode_bgr
 
 logger = setup_logger(__name__)
 
@@ -31,6 +34,10 @@ class DACDecode(BaseOperator):
     """Read and decode ``sample['im_file']`` (or the encoded bytes in ``sample['image']``) to
     RGB uint8 [H, W, 3]; set 'h', 'w', 'im_shape' and 'scale_factor' [1, 1] like ppdet's Decode.
 
+    The pixels are in stored orientation (the EXIF orientation tag is ignored, as PIL's
+    ``Image.open(...).convert('RGB')`` in the official code; ppdet's Decode would rotate them by
+    the tag and leave the boxes unrotated).
+
     Raises ImageDecodeError naming the file when it cannot be read or is not a valid image.
     """
 
@@ -47,7 +54,7 @@ class DACDecode(BaseOperator):
         if isinstance(encoded, np.ndarray) and encoded.ndim == 3:
             im = encoded  # already decoded upstream
         else:
-            im = cv2.imdecode(np.frombuffer(encoded, dtype="uint8"), cv2.IMREAD_COLOR)
+            im = decode_bgr(encoded)
             if im is None:
                 raise ImageDecodeError(
                     f"cannot decode image file {im_file} ({len(encoded)} bytes): "

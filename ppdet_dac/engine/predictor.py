@@ -22,6 +22,7 @@ import yaml
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac import ops
+from ppdet_dac.data.image_io import decode_bgr, read_bgr
 from ppdet_dac.engine.visualize import draw_detections
 
 logger = setup_logger(__name__)
@@ -71,19 +72,20 @@ class InferConfig:
 def decode_image(image):
     """A file path, encoded bytes or a BGR uint8 [H, W, 3] array -> RGB uint8 [H, W, 3].
 
-    Raises FileNotFoundError / ValueError naming the file (or saying the bytes are not an image).
+    Files and bytes decode as in training (``DACDecode``): stored orientation, the EXIF
+    orientation tag ignored (``ppdet_dac.data.image_io``). Raises FileNotFoundError / ValueError
+    naming the file (or saying the bytes are not an image).
     """
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a BGR image array [H, W, 3], got shape {image.shape}")
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        data, what = np.frombuffer(image, dtype=np.uint8), f"the given {len(image)} bytes"
+        im, what = decode_bgr(image), f"the given {len(image)} bytes"
     else:
         if not os.path.isfile(image):
             raise FileNotFoundError(f"image file not found: {image}")
-        data, what = np.fromfile(image, dtype=np.uint8), f"image file {image}"
-    im = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        im, what = read_bgr(image), f"image file {image}"
     if im is None:
         raise ValueError(f"cannot decode {what}: not a readable JPEG/PNG/BMP image")
     return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
@@ -363,7 +365,7 @@ def save_results(image_paths, detections, output_dir, label_list=None, threshold
     os.makedirs(output_dir, exist_ok=True)
     results = {}
     for path, dets in zip(image_paths, detections):
-        image = cv2.imread(path)
+        image = read_bgr(path)   # the pixels the model saw (EXIF orientation ignored)
         if image is None:
             raise ValueError(f"cannot read image file {path}")
         canvas, _ = draw_detections(image, dets, label_list, threshold)

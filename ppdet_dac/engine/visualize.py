@@ -5,6 +5,8 @@ import os
 import cv2
 import numpy as np
 
+from ppdet_dac.data.image_io import read_bgr
+
 
 def _color(label):
     """A stable, distinct BGR colour per label."""
@@ -39,8 +41,9 @@ def draw_detections(image_bgr, detections, label_names=None, threshold=0.5):
 
 
 def save_detections(image_path, detections, out_path, label_names=None, threshold=0.5):
-    """Read ``image_path``, draw the detections, write a PNG to ``out_path``; returns #drawn."""
-    image = cv2.imread(image_path)
+    """Read ``image_path`` (stored orientation, as the model read it: ``image_io.read_bgr``),
+    draw the detections, write a PNG to ``out_path``; returns #drawn."""
+    image = read_bgr(image_path)
     if image is None:
         raise FileNotFoundError(f"cannot read image {image_path}")
     canvas, drawn = draw_detections(image, detections, label_names, threshold)
