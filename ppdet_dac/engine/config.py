@@ -1,45 +1,73 @@
 """Loading a ppdet YAML config with ppdet_dac's classes registered, and checking its keys."""
 import os
 
-from ppdet.core.config.schema import SchemaDict
-from ppdet.core.workspace import global_config, load_config, merge_config
+from ppdet.core.workspace import load_config, merge_config
+
+from .config_keys import check_config_file, check_config_keys
+
+# ppdet's own tools pick the device from these flags, in this order.
+DEVICE_FLAGS = (("use_gpu", "gpu"), ("use_npu", "npu"), ("use_xpu", "xpu"), ("use_mlu", "mlu"))
 
 
 def check_section_keys(cfg, source):
-    """Raise one ValueError naming ``source`` and the key when a registered class's section sets
-    an argument that class does not take (a typo would otherwise be silently ignored)."""
-    for section, value in cfg.items():
-        if not isinstance(value, SchemaDict) or not value.strict:
-            continue
-        extra = sorted(value.find_extra_keys())
-        if extra:
-            known = ", ".join(sorted(value.schema))
-            raise ValueError(f"{source}: unknown key(s) {extra} in section '{section}'; "
-                             f"{section} takes: {known}")
+    """Raise one ValueError naming ``source`` and the key when any key of the merged config
+    ``cfg`` is unknown (``config_keys.check_config_keys``; a typo would otherwise be ignored)."""
+    check_config_keys(cfg, source)
 
 
 def load_checked_config(path, opts=None):
-    """load_config(path) + the -o overrides, with every registered section's keys checked.
+    """load_config(path) + the -o overrides ``opts``, after every key of both was checked
+    (``config_keys.check_config_file``).
 
-    Raises FileNotFoundError naming ``path`` when it does not exist.
+    Raises FileNotFoundError naming ``path`` (or a missing ``_BASE_`` file) when it does not
+    exist, ValueError naming the file or ``-o`` entry and the unknown key.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
+    check_config_file(path, opts)
     cfg = load_config(path)
-    check_section_keys(cfg, path)
     if opts:
         merge_config(opts)
-        check_section_keys(global_config, f"{path} with -o {opts}")
     return cfg
 
 
 def config_from_args(args, device=None):
     """The tools' common start: the checked config of ``args.config`` with ``-o`` overrides and
     every other flag merged in (ppdet's ``merge_args``), and Paddle's device set from
-    ``use_gpu`` (or ``device`` when given)."""
+    ``use_gpu`` / ``use_npu`` / ``use_xpu`` / ``use_mlu`` as ppdet's tools do (or ``device``
+    when given).
+
+    Raises ValueError when ``-o`` sets one of the tool's own options (merge_args would replace
+    the ``-o`` value by the option's), or when the device a flag asks for is not built in.
+    """
     import paddle
     from ppdet.utils.cli import merge_args
+    options = sorted(set(vars(args)) - {"config", "opt", "slim_config"})
+    for key in options:
+        if key in (args.opt or {}):
+            raise ValueError(f"{args.config} with -o {key}={args.opt[key]}: {key!r} is an option "
+                             f"of this tool, whose value replaces the -o one; pass --{key} "
+                             f"instead")
     cfg = load_checked_config(args.config, args.opt)
     merge_args(cfg, args)
-    paddle.set_device(device or ("gpu" if cfg.get("use_gpu", False) else "cpu"))
+    paddle.set_device(device or _device(cfg, args.config))
     return cfg
+
+
+def _device(cfg, path):
+    """The device of the first true flag of DEVICE_FLAGS ('cpu' when none is); ValueError
+    naming ``path`` and the flag when this Paddle build lacks that device."""
+    import paddle
+    for flag, name in DEVICE_FLAGS:
+        if cfg.get(flag, False):
+            if name == "gpu":
+                built = paddle.is_compiled_with_cuda()
+            elif name == "xpu":
+                built = paddle.is_compiled_with_xpu()
+            else:
+                built = name in paddle.device.get_all_custom_device_type()
+            if not built:
+                raise ValueError(f"{path}: {flag} is true, but this Paddle build has no "
+                                 f"{name.upper()} support")
+            return name
+    return "cpu"

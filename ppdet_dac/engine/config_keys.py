@@ -1,0 +1,431 @@
+"""Every key of a config must be read by something: an unknown key stops the tools, with the
+closest known names as a suggestion.
+
+ppdet ignores unknown top-level keys and passes unknown reader keys into ``**kwargs``, so a
+typo (``epcoh: 1``, ``-o TrainReader.batchsize=1``) would change nothing without a word.
+``check_config_file(path, opts)`` reads ``path`` and its ``_BASE_`` files as ppdet's
+``load_config`` merges them (``!Class`` nodes left unbuilt, so their keys are checked too), adds
+the ``-o`` overrides and checks every key of the result (``check_config_keys``):
+
+* top level: a registered class (its section), a ``__shared__`` argument of one
+  (``num_classes``, ``hidden_dim``, ...) or a key of ``TOP_LEVEL_KEYS``, where each key names
+  what reads it;
+* a registered class's section: its ``__init__`` arguments; an injected ``{name: Class, ...}``:
+  that class's arguments;
+* readers (``TrainReader``, ...): the reader's arguments and ``READER_KEYS``; each transform
+  of ``sample_transforms`` / ``batch_transforms`` (also nested lists, e.g. RandomSelect's) by
+  name in ``ppdet.data.transform``, with its ``__init__`` arguments;
+* datasets (``TrainDataset``, ...): ``name`` in ``ppdet.data.source`` and that class's
+  ``__init__`` arguments (ppdet's dataset classes drop their ``**kwargs``);
+* ``OptimizerBuilder.optimizer``: ``type`` in ``paddle.optimizer`` and its arguments;
+  ``OptimizerBuilder.regularizer``: ``type``, ``factor``; ``LearningRate.schedulers`` and any
+  ``!Class`` node: the class's arguments.
+
+The ValueError names the file that sets the key (or the ``-o`` entry) and the closest names.
+"""
+import copy
+import difflib
+import inspect
+import os
+
+import paddle
+import yaml
+from ppdet.core.workspace import BASE_KEY, dict_merge, get_registered_modules
+from ppdet.data import source, transform
+from ppdet.data.reader import BaseDataLoader
+from ppdet.data.source.dataset import CommonDataset, DetDataset
+from ppdet.data.transform.operators import BaseOperator
+from ppdet.optimizer import optimizer as ppdet_optimizer
+from ppdet.optimizer.adamw import build_adamwdl
+
+__all__ = ["TOP_LEVEL_KEYS", "READER_KEYS", "check_config_file", "check_config_keys"]
+
+# Top-level keys that are neither a registered class's section nor a `__shared__` argument of
+# one, each with what reads it. Only keys that something on the tools' code paths reads belong
+# here: ppdet's Trainer (__init__, evaluate, predict, export) as DACTrainer runs it (DACTrainer
+# replaces ppdet's training loop and callbacks), our trainer, tools/ and ppdet_dac.engine.
+# A tool's own option (train's --amp, eval's --output_eval, ...) replaces the config value for
+# that tool (ppdet's merge_args), so config_from_args refuses such a key in -o; `classwise` (an
+# eval option, always on in training) and `filename` (set by load_config) are no config keys.
+TOP_LEVEL_KEYS = {
+    "architecture": "ppdet create(): the model class",
+    "weights": "tools/eval, infer, export_model, dump_outputs, analyze_queries, demo",
+    "pretrain_weights": "tools/train.py, tools/demo.py (ppdet_dac.engine.pretrained)",
+    "epoch": "DACTrainer.train, ppdet LogPrinter (ETA)",
+    "snapshot_epoch": "DACTrainer: checkpoint / evaluation period",
+    "log_iter": "DACTrainer, ppdet LogPrinter",
+    "save_dir": "DACTrainer: checkpoint folder",
+    "worker_num": "ppdet Trainer: data loader workers",
+    "use_gpu": "config_from_args (device), DACTrainer, ppdet Trainer",
+    "use_npu": "config_from_args (device), ppdet Trainer (AMP)",
+    "use_xpu": "config_from_args (device)",
+    "use_mlu": "config_from_args (device), ppdet Trainer (AMP)",
+    "amp": "ppdet Trainer (evaluate: AMP); tools/train.py: --amp",
+    "amp_level": "ppdet Trainer -> DACTrainer auto_cast",
+    "custom_white_list": "ppdet Trainer -> DACTrainer auto_cast",
+    "custom_black_list": "ppdet Trainer -> DACTrainer auto_cast",
+    "init_loss_scaling": "DACTrainer GradScaler (AMP)",
+    "find_unused_parameters": "DACTrainer: DataParallel",
+    "use_vdl": "DACTrainer, ppdet Trainer (test mode): VisualDL; tools/train.py: --use_vdl",
+    "vdl_log_dir": "ppdet VisualDLWriter; tools/train.py: --vdl_log_dir",
+    "use_ema": "ppdet Trainer: ModelEMA",
+    "ema_decay": "ppdet Trainer: ModelEMA",
+    "ema_decay_type": "ppdet Trainer: ModelEMA",
+    "cycle_epoch": "ppdet Trainer: ModelEMA",
+    "ema_black_list": "ppdet Trainer: ModelEMA",
+    "ema_filter_no_grad": "ppdet Trainer: ModelEMA",
+    "print_params": "ppdet Trainer.__init__",
+    "print_flops": "ppdet Trainer.evaluate / predict",
+    "save_prediction_only": "ppdet Trainer: COCO metric",
+    "output_eval": "ppdet Trainer: COCO metric (bbox.json folder); tools/eval.py: --output_eval",
+    "bias": "ppdet Trainer: COCO metric",
+    "IouType": "ppdet Trainer: COCO metric",
+    "draw_threshold": "ppdet_dac.engine.export (infer_cfg.yml)",
+    "export": "ppdet Trainer.export (not tools/export_model.py)",
+}
+# Keys inside a top-level mapping of TOP_LEVEL_KEYS.
+NESTED_KEYS = {"export": {"post_process", "nms", "benchmark", "fuse_conv_bn"}}
+# Reader keys besides the reader classes' arguments: ppdet's DetDataset.set_kwargs reads the
+# *_epoch keys (the reader passes its **kwargs on); TestReader.inputs_def.image_shape is read by
+# ppdet_dac.engine.export and ppdet's Trainer.export.
+READER_KEYS = {"mixup_epoch", "cutmix_epoch", "mosaic_epoch", "pre_img_epoch"}
+TEST_READER_KEYS = {"inputs_def": {"image_shape"}}
+TRANSFORM_LISTS = ("sample_transforms", "batch_transforms")
+# OptimizerBuilder passes these to the optimizer itself.
+SET_BY_OPTIMIZER_BUILDER = {"learning_rate": "from LearningRate", "parameters": "from the model",
+                            "grad_clip": "from clip_grad_by_norm / clip_grad_by_value"}
+
+
+class _Tagged:
+    """A ``!Class`` node of a config file, not built: ``tag`` is the class name."""
+
+    def __init__(self, tag, value):
+        self.tag = tag
+        self.value = value
+
+
+def _construct_tagged(loader, suffix, node):
+    if isinstance(node, yaml.MappingNode):
+        return _Tagged(suffix, loader.construct_mapping(node, deep=True))
+    if isinstance(node, yaml.SequenceNode):
+        return _Tagged(suffix, loader.construct_sequence(node, deep=True))
+    return _Tagged(suffix, loader.construct_scalar(node))
+
+
+class _RawLoader(yaml.Loader):
+    """ppdet's YAML loader with ``!Class`` nodes kept as ``_Tagged`` instead of built."""
+
+
+_RawLoader.yaml_constructors = {tag: fn for tag, fn in yaml.Loader.yaml_constructors.items()
+                                if tag is None or not tag.startswith("!")}
+_RawLoader.add_multi_constructor("!", _construct_tagged)
+
+
+def _read_with_bases(path, files, parent=None):
+    """The merged config of ``path`` and its ``_BASE_`` files (as ppdet's load_config merges
+    them); appends (file, its own keys) to ``files``, lowest priority first."""
+    if not os.path.isfile(path):
+        where = f" (a {BASE_KEY} file of {parent})" if parent else ""
+        raise FileNotFoundError(f"config file not found: {path}{where}")
+    with open(path) as handle:
+        own = yaml.load(handle, Loader=_RawLoader) or {}
+    if not isinstance(own, dict):
+        raise ValueError(f"{path}: a config file must be a mapping of keys, not "
+                         f"{type(own).__name__}")
+    merged = {}
+    for base in list(own.pop(BASE_KEY, None) or []):
+        base = os.path.expanduser(base) if base.startswith("~") else base
+        if not base.startswith("/"):
+            base = os.path.join(os.path.dirname(path), base)
+        merged = dict_merge(merged, _read_with_bases(base, files, parent=path))
+    files.append((path, copy.deepcopy(own)))
+    return dict_merge(merged, own)
+
+
+def _owner(files, keys):
+    """The file of highest priority that sets the key path ``keys`` (a list or ``!Class`` value
+    is set as a whole, by one file)."""
+    for path, own in reversed(files):
+        node = own
+        for key in keys:
+            if not isinstance(node, dict):
+                return path
+            if key not in node:
+                break
+            node = node[key]
+        else:
+            return path
+    return files[-1][0]
+
+
+def _flat_opts(opts, prefix=()):
+    for key, value in opts.items():
+        if isinstance(value, dict) and value:
+            yield from _flat_opts(value, prefix + (key,))
+        else:
+            yield prefix + (key,), value
+
+
+def _opts_source(path, opts, keys):
+    """'<path> with -o <the entries of opts that lead to keys (all when none does)>'."""
+    entries = list(_flat_opts(opts))
+    related = [(k, v) for k, v in entries if keys[:len(k)] == k or k[:len(keys)] == keys]
+    text = " ".join(f"{'.'.join(map(str, k))}={v}" for k, v in related or entries)
+    return f"{path} with -o {text}"
+
+
+def check_config_file(path, opts=None):
+    """Check the keys of config file ``path`` (with its ``_BASE_`` files), then with the ``-o``
+    overrides ``opts`` (ppdet's ArgsParser dict) on top; see the module docstring.
+
+    Raises FileNotFoundError naming a missing file, ValueError naming the file or ``-o`` entry
+    and the unknown key.
+    """
+    files = []
+    merged = _read_with_bases(path, files)
+
+    def in_file(keys):
+        owner = _owner(files, keys)
+        return path if owner == path else f"{path} ({BASE_KEY} {owner})"
+
+    check_config_keys(merged, in_file)
+    if opts:
+        merged = dict_merge(merged, copy.deepcopy(opts))
+        check_config_keys(merged, lambda keys: _opts_source(path, opts, keys))
+
+
+def check_config_keys(cfg, source):
+    """Raise one ValueError when a key of the merged config ``cfg`` is not known.
+
+    ``source`` names where the config comes from: a str, or a function of the key path (a tuple
+    of keys and list indices) that returns it.
+    """
+    where = source if callable(source) else (lambda keys: source)
+    registered = get_registered_modules()
+    shared = {key for schema in registered.values() for key in schema.shared}
+    known = set(TOP_LEVEL_KEYS) | set(registered) | shared
+    for key, value in cfg.items():
+        if key in registered:
+            _check_section(key, value, registered[key], registered, where)
+        elif key not in known:
+            _unknown(where, (), key, known)
+        elif key in NESTED_KEYS and isinstance(value, dict):
+            _check_names(value, NESTED_KEYS[key], (key,), where)
+        _check_tagged_nodes(value, (key,), where)
+
+
+def _render(keys):
+    text = ""
+    for key in keys:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text
+
+
+def _unknown(where, keys, key, known, what="key", section=None):
+    place = f"in {section or _render(keys)}" if keys else "(top level)"
+    close = difflib.get_close_matches(str(key), sorted(map(str, known)), n=3, cutoff=0.6)
+    if close:
+        hint = "; did you mean " + " or ".join(repr(name) for name in close) + "?"
+    elif len(known) <= 30:
+        hint = "; known: " + ", ".join(sorted(map(str, known)))
+    else:
+        hint = ""
+    raise ValueError(f"{where(keys + (key,))}: unknown {what} {key!r} {place}{hint}")
+
+
+def _check_names(mapping, known, keys, where, section=None):
+    for key in mapping:
+        if key not in known:
+            _unknown(where, keys, key, known, section=section)
+
+
+def _init_args(cls, drop_kwargs=False):
+    """The named ``__init__`` arguments of ``cls``; None when it takes ``**kwargs`` (unless
+    ``drop_kwargs``: the class ignores them)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    if not drop_kwargs and any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params
+            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _classes(module, base):
+    return {name: value for name, value in vars(module).items()
+            if isinstance(value, type) and issubclass(value, base)}
+
+
+def _check_section(name, value, schema, registered, where):
+    """A registered class's section."""
+    if not isinstance(value, dict):
+        return
+    cls = getattr(schema.pymodule, schema.name)
+    keys = (name,)
+    if issubclass(cls, BaseDataLoader):
+        _check_reader(name, value, cls, where)
+        return
+    if issubclass(cls, CommonDataset):
+        _check_dataset(name, value, where)
+        return
+    if schema.strict:
+        _check_names(value, schema.schema, keys, where)
+    for arg in schema.inject:
+        target = value.get(arg)
+        if isinstance(target, dict):
+            _check_injected(keys + (arg,), target, registered, where)
+    if issubclass(cls, ppdet_optimizer.OptimizerBuilder):
+        _check_optimizer_builder(name, value, where)
+    elif issubclass(cls, ppdet_optimizer.LearningRate) and "schedulers" in value:
+        schedulers = value["schedulers"]
+        _need_list(schedulers, keys + ("schedulers",), "schedulers (!PiecewiseDecay {...} or "
+                   "{name: PiecewiseDecay, ...})", where)
+        for index, scheduler in enumerate(schedulers):
+            if isinstance(scheduler, dict):
+                _check_named(scheduler, ppdet_optimizer, object, keys + ("schedulers", index),
+                             "scheduler", where)
+
+
+def _need_list(value, keys, items, where):
+    if not isinstance(value, list):
+        raise ValueError(f"{where(keys)}: {_render(keys)} must be a list of {items} (-o cannot "
+                         f"set one item of a list; give the whole list), not "
+                         f"{type(value).__name__}")
+
+
+def _check_injected(keys, target, registered, where):
+    """``{name: RegisteredClass, arg: value, ...}`` as a value of an injected argument."""
+    name = target.get("name")
+    if name is None:
+        raise ValueError(f"{where(keys)}: {_render(keys)} is a mapping without 'name', so ppdet "
+                         f"would build no {keys[-1]} at all; give 'name: <registered class>', "
+                         f"or set the arguments in that class's own section")
+    if name not in registered:
+        _unknown(where, keys + ("name",), name, registered, what="registered class",
+                 section=_render(keys + ("name",)))
+    schema = registered[name]
+    if schema.strict:
+        _check_names({k: v for k, v in target.items() if k != "name"}, schema.schema, keys,
+                     where, section=f"{_render(keys)} ({name})")
+
+
+def _check_named(mapping, module, base, keys, what, where):
+    """``{name: Class, arg: value, ...}``: Class in ``module`` (a subclass of ``base``) and its
+    ``__init__`` arguments."""
+    name = mapping.get("name")
+    if name is None:
+        raise ValueError(f"{where(keys + ('name',))}: {_render(keys)} has no 'name' (its "
+                         f"{what} class)")
+    candidates = _classes(module, base)
+    if name not in candidates:
+        _unknown(where, keys + ("name",), name, candidates, what=f"{what} class",
+                 section=_render(keys + ("name",)))
+    accepted = _init_args(candidates[name], drop_kwargs=True) | {"name"}
+    _check_names(mapping, accepted, keys, where, section=f"{_render(keys)} ({name})")
+
+
+def _check_dataset(name, value, where):
+    _check_named(value, source, DetDataset, (name,), "dataset", where)
+
+
+def _check_reader(name, value, cls, where):
+    keys = (name,)
+    extra = TEST_READER_KEYS if name == "TestReader" else {}
+    known = _init_args(cls, drop_kwargs=True) | _init_args(BaseDataLoader, drop_kwargs=True)
+    _check_names(value, known | READER_KEYS | set(extra), keys, where)
+    for key, sub_keys in extra.items():
+        if isinstance(value.get(key), dict):
+            _check_names(value[key], sub_keys, keys + (key,), where)
+    for key in TRANSFORM_LISTS:
+        if value.get(key) is not None:
+            _check_transforms(value[key], keys + (key,), where)
+
+
+def _looks_like_transforms(value):
+    return (isinstance(value, list) and value and
+            all(isinstance(item, dict) and item and
+                all(args is None or isinstance(args, dict) for args in item.values())
+                for item in value))
+
+
+def _check_transforms(ops, keys, where):
+    """A list of ``{Transform: {arg: value}}`` as ppdet's reader Compose builds it."""
+    _need_list(ops, keys, "{Transform: {arguments}}", where)
+    for index, item in enumerate(ops):
+        if not isinstance(item, dict):
+            raise ValueError(f"{where(keys + (index,))}: {_render(keys + (index,))} must be "
+                             f"{{Transform: {{arguments}}}}, not {item!r}")
+        for name, args in item.items():
+            op = getattr(transform, str(name), None)
+            if not isinstance(op, type):
+                _unknown(where, keys + (index,), name, _classes(transform, BaseOperator),
+                         what="transform")
+            if not isinstance(args, dict):
+                raise ValueError(f"{where(keys + (index, name))}: the arguments of {name} in "
+                                 f"{_render(keys + (index,))} must be a mapping ({{}} for none), "
+                                 f"not {args!r}")
+            accepted = _init_args(op)
+            for arg, arg_value in args.items():
+                if accepted is not None and arg not in accepted:
+                    _unknown(where, keys + (index, name), arg, accepted)
+                if _looks_like_transforms(arg_value):
+                    _check_transforms(arg_value, keys + (index, name, arg), where)
+
+
+def _check_optimizer_builder(name, value, where):
+    keys = (name,)
+    optimizer = value.get("optimizer")
+    if isinstance(optimizer, dict):
+        opt_keys = keys + ("optimizer",)
+        kind = optimizer.get("type")
+        if kind is None:
+            raise ValueError(f"{where(opt_keys + ('type',))}: {_render(opt_keys)} has no 'type' "
+                             "(a paddle.optimizer class, e.g. AdamW)")
+        if kind == "AdamWDL":
+            accepted = set(inspect.signature(build_adamwdl).parameters) - {"model", "lr"}
+        else:
+            candidates = _classes(paddle.optimizer, paddle.optimizer.Optimizer)
+            if kind not in candidates:
+                _unknown(where, opt_keys + ("type",), kind, set(candidates) | {"AdamWDL"},
+                         what="optimizer type", section=_render(opt_keys + ("type",)))
+            accepted = _init_args(candidates[kind])
+        section = f"{_render(opt_keys)} ({kind})"
+        for key in optimizer:
+            if key in SET_BY_OPTIMIZER_BUILDER or (key == "weight_decay" and kind != "AdamW"):
+                reason = SET_BY_OPTIMIZER_BUILDER.get(key, "from regularizer")
+                raise ValueError(f"{where(opt_keys + (key,))}: {key!r} in {section} is replaced "
+                                 f"by OptimizerBuilder ({reason})")
+        if accepted is not None:
+            _check_names(optimizer, accepted | {"type", "param_groups"}, opt_keys, where,
+                         section=section)
+    regularizer = value.get("regularizer")
+    if isinstance(regularizer, dict):
+        _check_names(regularizer, {"type", "factor"}, keys + ("regularizer",), where)
+
+
+def _tagged_class(tag):
+    """The class of a ``!tag`` node: an LR scheduler, dataset, reader op or registered class."""
+    for module in (ppdet_optimizer, source, transform):
+        cls = getattr(module, tag, None)
+        if isinstance(cls, type):
+            return cls
+    schema = get_registered_modules().get(tag)
+    return getattr(schema.pymodule, tag, None) if schema is not None else None
+
+
+def _check_tagged_nodes(value, keys, where):
+    """The arguments of every ``!Class`` node under ``value``."""
+    if isinstance(value, _Tagged):
+        cls = _tagged_class(value.tag)
+        if cls is not None and isinstance(value.value, dict):
+            accepted = _init_args(cls)
+            if accepted is not None:
+                _check_names(value.value, accepted, keys, where,
+                             section=f"{_render(keys)} (!{value.tag})")
+        children = value.value.items() if isinstance(value.value, dict) else []
+    elif isinstance(value, dict):
+        children = value.items()
+    elif isinstance(value, list):
+        children = enumerate(value)
+    else:
+        children = []
+    for key, child in children:
+        _check_tagged_nodes(child, keys + (key,), where)
