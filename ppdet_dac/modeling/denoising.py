@@ -34,12 +34,16 @@ __all__ = ['DNNoise', 'build_cdn_queries']
 class DNNoise(object):
     """Source of the four random draws of contrastive denoising, in the official order.
 
-    1. ``label_noise_p(num_rows)`` -> [P] float32, uniform in [0, 1); a row's label is replaced
-       when ``p < label_noise_ratio * 0.5``.
+    1. ``label_noise_p(num_rows, dtype)`` -> [P] float, uniform in [0, 1); a row's label is
+       replaced when ``p < label_noise_ratio * 0.5``.
     2. ``new_label(num_chosen, num_classes)`` -> [K] int64, uniform in [0, num_classes); the new
        labels of the chosen rows, in row order.
-    3. ``rand_sign(num_rows)`` -> [P, 4] float32 of 0/1 (mapped to -1/+1 by the caller).
-    4. ``rand_part_raw(num_rows)`` -> [P, 4] float32, uniform in [0, 1) (negatives get +1 later).
+    3. ``rand_sign(num_rows, dtype)`` -> [P, 4] float of 0/1 (mapped to -1/+1 by the caller).
+    4. ``rand_part_raw(num_rows, dtype)`` -> [P, 4] float, uniform in [0, 1) (negatives get +1
+       later).
+
+    ``dtype`` ('float32' or 'float64') is the dtype of the model's boxes (``build_cdn_queries``
+    passes the dtype of ``label_enc``); the default source draws in that dtype.
 
     Draws 1-2 happen only when ``label_noise_ratio > 0`` and draws 3-4 only when
     ``box_noise_scale > 0``, as in the official code. This default source draws from Paddle's
@@ -47,9 +51,9 @@ class DNNoise(object):
     source that hands back fixed arrays instead (for tests and for replaying another run).
     """
 
-    def label_noise_p(self, num_rows):
-        """[num_rows] float32 uniform in [0, 1)."""
-        return paddle.rand([num_rows], dtype='float32')
+    def label_noise_p(self, num_rows, dtype='float32'):
+        """[num_rows] ``dtype`` uniform in [0, 1)."""
+        return paddle.rand([num_rows], dtype=dtype)
 
     def new_label(self, num_chosen, num_classes):
         """[num_chosen] int64 uniform in [0, num_classes)."""
@@ -57,13 +61,13 @@ class DNNoise(object):
             return paddle.zeros([0], dtype='int64')
         return paddle.randint(0, num_classes, [num_chosen], dtype='int64')
 
-    def rand_sign(self, num_rows):
-        """[num_rows, 4] float32 with values 0 or 1."""
-        return paddle.randint(0, 2, [num_rows, 4], dtype='int64').astype('float32')
+    def rand_sign(self, num_rows, dtype='float32'):
+        """[num_rows, 4] ``dtype`` with values 0 or 1."""
+        return paddle.randint(0, 2, [num_rows, 4], dtype='int64').astype(dtype)
 
-    def rand_part_raw(self, num_rows):
-        """[num_rows, 4] float32 uniform in [0, 1)."""
-        return paddle.rand([num_rows, 4], dtype='float32')
+    def rand_part_raw(self, num_rows, dtype='float32'):
+        """[num_rows, 4] ``dtype`` uniform in [0, 1)."""
+        return paddle.rand([num_rows, 4], dtype=dtype)
 
     @classmethod
     def replay(cls, label_noise_p, new_label, rand_sign, rand_part_raw):
@@ -102,9 +106,9 @@ class _ReplayDNNoise(DNNoise):
                     name, tuple(arr.shape), tuple(shape)))
         return arr
 
-    def label_noise_p(self, num_rows):
+    def label_noise_p(self, num_rows, dtype='float32'):
         arr = self._get('label_noise_p', (num_rows, ))
-        return paddle.to_tensor(arr.astype('float32'))
+        return paddle.to_tensor(arr.astype(dtype))
 
     def new_label(self, num_chosen, num_classes):
         arr = self._get('new_label', (num_chosen, ))
@@ -114,16 +118,16 @@ class _ReplayDNNoise(DNNoise):
                 "[0, num_classes={})".format(arr.min(), arr.max(), num_classes))
         return paddle.to_tensor(arr.astype('int64'))
 
-    def rand_sign(self, num_rows):
+    def rand_sign(self, num_rows, dtype='float32'):
         arr = self._get('rand_sign', (num_rows, 4))
         if arr.size and not np.isin(arr, (0, 1)).all():
             raise ValueError("DNNoise.replay: array 'rand_sign' must hold only 0 and 1, got "
                              "values {}".format(np.unique(arr)[:8].tolist()))
-        return paddle.to_tensor(arr.astype('float32'))
+        return paddle.to_tensor(arr.astype(dtype))
 
-    def rand_part_raw(self, num_rows):
+    def rand_part_raw(self, num_rows, dtype='float32'):
         arr = self._get('rand_part_raw', (num_rows, 4))
-        return paddle.to_tensor(arr.astype('float32'))
+        return paddle.to_tensor(arr.astype(dtype))
 
 
 def _as_label_vector(labels, b):
@@ -136,12 +140,17 @@ def _as_label_vector(labels, b):
     return labels.astype('int64')
 
 
-def _as_box_matrix(boxes, b, n):
+def _as_box_matrix(boxes, b, n, dtype):
     boxes = paddle.to_tensor(boxes) if not isinstance(boxes, paddle.Tensor) else boxes
     if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] != n:
         raise ValueError("gt_boxes[{}] must have shape [{}, 4] to match gt_labels[{}], got {}".
                          format(b, n, b, list(boxes.shape)))
-    return boxes.astype('float32')
+    return boxes.astype(dtype)
+
+
+def _dtype_name(tensor):
+    """'float32' / 'float64' for a paddle tensor (numpy's name of its dtype)."""
+    return str(tensor.dtype).replace('paddle.', '')
 
 
 def _empty_meta(batch_size):
@@ -194,7 +203,8 @@ def build_cdn_queries(gt_labels,
         gt_labels: list of B int tensors [n_b] (or [n_b, 1]): class ids as the model sees them.
         gt_boxes: list of B float tensors [n_b, 4]: normalised (cx, cy, w, h).
         label_enc: ``paddle.nn.Embedding(num_classes + 1, D)``; the content of a DN query is
-            ``label_enc(noised label)``, so gradients reach its weight.
+            ``label_enc(noised label)``, so gradients reach its weight. Its weight's dtype is the
+            dtype of every float tensor built here (boxes, noise draws), float32 or float64.
         num_queries: Q, number of matching queries that follow the DN queries.
         num_classes: noised labels are drawn from [0, num_classes).
         dn_number: budget of positive DN queries per image; G = max(dn_number // max_gt, 1).
@@ -205,7 +215,7 @@ def build_cdn_queries(gt_labels,
         noise: a ``DNNoise`` (default: a new one drawing from Paddle's global generator).
 
     Returns:
-        dn_content: [B, pad_size, D] float32 content vectors (zero in padding slots), or None.
+        dn_content: [B, pad_size, D] content vectors (zero in padding slots), or None.
         dn_ref_unact: [B, pad_size, 4] inverse-sigmoid of the noised cxcywh boxes (zero in
             padding slots), or None.
         attn_mask: [pad_size + Q, pad_size + Q] bool, True = blocked (see
@@ -233,13 +243,14 @@ def build_cdn_queries(gt_labels,
         raise ValueError("label_enc has {} rows but noised labels go up to num_classes - 1 = {}".
                          format(num_rows_enc, num_classes - 1))
     noise = DNNoise() if noise is None else noise
+    dtype = _dtype_name(label_enc.weight)
 
     batch_size = len(gt_labels)
     labels_list, boxes_list, known_num = [], [], []
     for b in range(batch_size):
         lab = _as_label_vector(gt_labels[b], b)
         n = int(lab.shape[0])
-        boxes_list.append(_as_box_matrix(gt_boxes[b], b, n))
+        boxes_list.append(_as_box_matrix(gt_boxes[b], b, n, dtype))
         labels_list.append(lab)
         known_num.append(n)
 
@@ -274,7 +285,7 @@ def build_cdn_queries(gt_labels,
     known_boxes = paddle.tile(boxes, [num_copies, 1])
 
     if label_noise_ratio > 0:
-        p = noise.label_noise_p(num_rows)
+        p = noise.label_noise_p(num_rows, dtype)
         chosen = paddle.nonzero(p < label_noise_ratio * 0.5).reshape([-1])
         new_label = noise.new_label(int(chosen.shape[0]), num_classes)
         if chosen.shape[0] > 0:
@@ -285,10 +296,10 @@ def build_cdn_queries(gt_labels,
         cxcy, wh = known_boxes[:, :2], known_boxes[:, 2:]
         corners = paddle.concat([cxcy - wh / 2, cxcy + wh / 2], axis=1)
         diff = paddle.concat([wh / 2, wh / 2], axis=1)
-        sign = noise.rand_sign(num_rows) * 2.0 - 1.0
-        part = noise.rand_part_raw(num_rows)
+        sign = noise.rand_sign(num_rows, dtype) * 2.0 - 1.0
+        part = noise.rand_part_raw(num_rows, dtype)
         # copy 2g + 1 (a negative) sits in rows [(2g + 1) * num_gt, (2g + 2) * num_gt)
-        is_negative = (np.arange(num_copies) % 2 == 1).repeat(num_gt).astype('float32')
+        is_negative = (np.arange(num_copies) % 2 == 1).repeat(num_gt).astype(dtype)
         part = part + paddle.to_tensor(is_negative).unsqueeze(1)
         part = part * sign
         corners = corners + part * diff * box_noise_scale

@@ -154,17 +154,17 @@ def _replay_arrays(num_rows, label_ratio, seed):
     return p, new_label, sign, part
 
 
-def _expected_noised_boxes(boxes_cat, num_copies, sign01, part_raw):
-    """Hand computation of the official box noise in float32, rows = copies of the GT list."""
+def _expected_noised_boxes(boxes_cat, num_copies, sign01, part_raw, dtype='float32'):
+    """Hand computation of the official box noise in ``dtype``, rows = copies of the GT list."""
     num_gt = boxes_cat.shape[0]
-    known = np.tile(boxes_cat, [num_copies, 1]).astype('float32')
+    known = np.tile(boxes_cat, [num_copies, 1]).astype(dtype)
     cxcy, wh = known[:, :2], known[:, 2:]
     corners = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1)
     half = np.concatenate([wh / 2, wh / 2], axis=1)
     negative = np.repeat(np.arange(num_copies) % 2 == 1, num_gt)
-    part = part_raw + negative[:, None].astype('float32')
-    part = part * (sign01 * np.float32(2.0) - np.float32(1.0))
-    moved = corners + part * half * np.float32(SCALE)
+    part = part_raw.astype(dtype) + negative[:, None].astype(dtype)
+    part = part * (sign01.astype(dtype) * 2.0 - 1.0).astype(dtype)
+    moved = corners + part * half * np.asarray(SCALE, dtype)
     clipped = np.clip(moved, 0.0, 1.0)
     noised = np.concatenate([(clipped[:, :2] + clipped[:, 2:]) / 2,
                              clipped[:, 2:] - clipped[:, :2]], axis=1)
@@ -209,6 +209,37 @@ def test_replay_box_noise_exact():
             assert np.all(offset <= bound + 1e-5), r
     # the border box's negatives were really clamped in this draw
     assert np.any(~((moved > 0.0) & (moved < 1.0)) & negative[:, None])
+
+
+def test_float64_queries_stay_float64():
+    """A float64 label_enc makes every float tensor float64: float64 boxes are not rounded to
+    float32 and the float32 draws are widened exactly (official formula, numpy float64)."""
+    counts = [2, 1]
+    labels, boxes = _gt(counts, seed=5)
+    boxes64 = [np.random.RandomState(b).uniform(0.3, 0.6, size=[n, 4]) for b, n in
+               enumerate(counts)]
+    num_rows = 2 * 2 * sum(counts)
+    p, new_label, sign, part = _replay_arrays(num_rows, 0.5, seed=6)
+    enc = _label_enc()
+    enc.to(dtype='float64')
+    content, ref, _, meta = build_cdn_queries(
+        [paddle.to_tensor(l) for l in labels], [paddle.to_tensor(b) for b in boxes64], enc,
+        num_queries=4, dn_number=4, box_noise_scale=SCALE,
+        noise=DNNoise.replay(p, new_label, sign, part))
+    assert content.dtype == paddle.float64 and ref.dtype == paddle.float64
+    noised = _expected_noised_boxes(np.concatenate(boxes64), 4, sign, part, 'float64')[0]
+    num_gt = sum(counts)
+    bid = np.concatenate([np.full([n], b) for b, n in enumerate(counts)])
+    within = np.concatenate([np.arange(n) for n in counts])
+    ref = ref.numpy()
+    for r in range(num_rows):
+        copy, j = divmod(r, num_gt)
+        np.testing.assert_allclose(ref[bid[j], copy * meta['max_gt'] + within[j]],
+                                   _np_inverse_sigmoid(noised[r]), rtol=1e-12, atol=1e-12)
+    # float32 rounding of the boxes would be visible at this tolerance
+    rounded = _expected_noised_boxes(np.concatenate(boxes64).astype('float32'), 4, sign, part,
+                                     'float64')[0]
+    assert np.abs(_np_inverse_sigmoid(rounded) - _np_inverse_sigmoid(noised)).max() > 1e-9
 
 
 def test_replay_label_noise_rows():
