@@ -15,8 +15,26 @@ Eval dump (``dump_eval_outputs``), names of the returned arrays:
                                                     pixels, labels in the model's class space
   post_label_space                                  'coco_category_id' or 'contiguous_class_id'
 
-Training dump (``dump_train_losses``): ``loss/<name>`` (unweighted term, the official
-``loss_dict`` value), ``loss_weight/<name>`` and ``loss_total`` (the model's weighted sum).
+Training dump (``dump_train_losses``; forced top-k and float64 work as in the eval dump):
+  loss/<name> []                 unweighted term, the official ``loss_dict`` value (float64)
+  loss_weight/<name> []          its weight in the total
+  loss_total []                  the model's weighted sum, the loss that is backpropagated
+  grad_total_norm []             float64 global L2 norm of the gradients of all trainable
+                                 parameters, before clipping: what the official
+                                 ``clip_grad_norm_(model.parameters(), 0.1)`` returns
+                                 (parameters without a gradient are skipped)
+  grad/<official key> [shape]    d loss_total / d parameter, in the model's dtype, named and laid
+                                 out as in the official checkpoint (``interop/mapping.py``):
+                                 Linear weights [out, in], the decoder self-attention's q/k/v
+                                 packed into in_proj_weight [3C, C] / in_proj_bias [3C], the
+                                 backbone under 'backbone.0.body.' (torchvision ResNet or Swin
+                                 names). One entry per official key whose parameter gets a
+                                 gradient: the tied duplicates transformer.decoder.class_embed.*
+                                 / transformer.decoder.bbox_embed.* hold the same array as
+                                 class_embed.* / bbox_embed.* (count it once in a norm). Frozen
+                                 parameters have no entry (R50 configs: the ResNet stem and res2
+                                 = official conv1 / layer1; frozen BatchNorms = the official
+                                 FrozenBatchNorm2d buffers).
 """
 import json
 import os
@@ -26,13 +44,14 @@ import paddle
 from ppdet.core.workspace import create
 from ppdet.utils.logger import setup_logger
 
+from ppdet_dac.interop import mapping
 from ppdet_dac.modeling.denoising import DNNoise
 
 logger = setup_logger(__name__)
 
 __all__ = ["DN_NOISE_KEYS", "LABEL_SPACES", "build_model", "load_model_weights", "load_input",
            "load_targets", "load_dn_noise", "make_dn_noise", "num_dn_rows", "loss_term_weight",
-           "dump_eval_outputs", "dump_train_losses", "save_npz"]
+           "dump_eval_outputs", "dump_train_losses", "gradient_arrays", "save_npz"]
 
 DN_NOISE_KEYS = ("dn_label_noise_p", "dn_new_label", "dn_rand_sign", "dn_rand_part_raw")
 # the label space of post_labels, per DACDETR.class_id_mode
@@ -131,10 +150,10 @@ def load_input(image_path, mask_path=None, topk_path=None, num_queries=None):
     return image, mask, topk
 
 
-def load_targets(path, batch_size, num_classes):
+def load_targets(path, batch_size, num_classes, dtype="float32"):
     """T.json: a list, per image, of {"boxes": [[cx, cy, w, h], ...] normalised, "labels": [...]}
     with labels in the model's class space. Returns (labels list of int64 [n], boxes list of
-    float32 [n, 4]) as numpy arrays."""
+    ``dtype`` [n, 4]) as numpy arrays; float64 keeps the JSON values without float32 rounding."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"targets file not found: {path}")
     with open(path) as f:
@@ -152,7 +171,7 @@ def load_targets(path, batch_size, num_classes):
             keys = sorted(item) if isinstance(item, dict) else type(item).__name__
             raise ValueError(f"{path}: image {i} must be a dict with keys 'boxes' and 'labels', "
                              f"got {keys}")
-        box = np.asarray(item["boxes"], dtype="float32")
+        box = np.asarray(item["boxes"], dtype=dtype)
         box = box.reshape([0, 4]) if box.size == 0 else box
         lab = np.asarray(item["labels"], dtype="int64").reshape([-1])
         if box.ndim != 2 or box.shape[1] != 4 or box.shape[0] != lab.shape[0]:
@@ -305,36 +324,90 @@ def loss_term_weight(name, weights):
     return float(weights[key])
 
 
-def dump_train_losses(model, image, mask, gt_labels, gt_boxes, dn_noise=None, seed=0):
-    """Training forward on a preprocessed batch with fixed targets and replayed DN noise.
+def dump_train_losses(model, image, mask, gt_labels, gt_boxes, dn_noise=None, seed=0,
+                      topk_indices=None, dtype="float32", gradients=True):
+    """Training forward (and backward) on a preprocessed batch with fixed targets and replayed
+    DN noise.
 
-    gt_labels / gt_boxes: per image numpy int64 [n] (model class ids) and float32 [n, 4]
-    (normalised cxcywh). dn_noise: a ``DNNoise`` (e.g. from ``load_dn_noise``), None = drawn
-    from Paddle's generator after ``paddle.seed(seed)``. The one-to-many assigner's random
-    subsampling uses a generator seeded with ``seed``.
+    image: [B, 3, H, W] numpy; mask: [B, H, W] bool, True = padding (None: no padding);
+    gt_labels / gt_boxes: per image numpy int64 [n] (model class ids) and float [n, 4]
+    (normalised cxcywh, cast to ``dtype``). dn_noise: a ``DNNoise`` (e.g. from
+    ``load_dn_noise``), None = drawn from Paddle's generator after ``paddle.seed(seed)``. The
+    one-to-many assigner's random subsampling uses a generator seeded with ``seed``.
+    topk_indices: [B, Q] int64 replacing the two-stage top-k (None: the model's own);
+    dtype: 'float32' or 'float64' (casts the whole model, in place; every loss term is checked
+    to come out in this dtype); gradients: also backpropagate ``loss_total``.
     Returns {'loss/<name>': unweighted term, 'loss_weight/<name>': its weight,
-    'loss_total': the model's weighted sum}.
+    'loss_total': the model's weighted sum} and with ``gradients`` the arrays of
+    ``gradient_arrays`` (module doc). The model is left in eval mode without gradients.
     """
+    _cast_model(model, dtype)
     paddle.seed(seed)
     criterion = model.criterion
     criterion.rng = np.random.default_rng(seed)
+    model.clear_gradients(set_to_zero=False)
     model.train()
+    try:
+        losses = _train_forward(model, image, mask, gt_labels, gt_boxes, dn_noise, topk_indices,
+                                dtype)
+        result = _loss_arrays(losses, criterion.weights, dtype)
+        if gradients:
+            losses["loss"].backward()
+            result.update(gradient_arrays(model))
+    finally:
+        model.clear_gradients(set_to_zero=False)
+        model.eval()
+    return result
+
+
+def _train_forward(model, image, mask, gt_labels, gt_boxes, dn_noise, topk_indices, dtype):
+    """Backbone, transformer (training mode) and criterion -> the criterion's loss dict."""
     if mask is None:
         mask = np.zeros([image.shape[0], image.shape[2], image.shape[3]], dtype=bool)
     labels = [paddle.to_tensor(l.astype("int64")) for l in gt_labels]
-    boxes = [paddle.to_tensor(b.astype("float32").reshape([-1, 4])) for b in gt_boxes]
-    feats = model.backbone({"image": paddle.to_tensor(image.astype("float32"))})
-    out = model.transformer(feats, paddle.to_tensor(mask), labels, boxes, dn_noise=dn_noise)
-    losses = criterion(out, labels, boxes)
-    model.eval()
+    boxes = [paddle.to_tensor(np.asarray(b).astype(dtype).reshape([-1, 4])) for b in gt_boxes]
+    feats = model.backbone({"image": paddle.to_tensor(image.astype(dtype))})
+    out = model.transformer(
+        feats, paddle.to_tensor(mask), labels, boxes, dn_noise=dn_noise,
+        topk_indices=None if topk_indices is None else paddle.to_tensor(topk_indices))
+    return model.criterion(out, labels, boxes)
+
+
+def _loss_arrays(losses, weights, dtype):
+    """The criterion's weighted terms -> loss/<name> (unweighted), loss_weight/<name>,
+    loss_total, all float64; a term not computed in ``dtype`` raises ValueError."""
+    wrong = [f"{name} ({str(v.dtype).replace('paddle.', '')})" for name, v in losses.items()
+             if str(v.dtype).replace("paddle.", "") != dtype]
+    if wrong:
+        raise ValueError(f"loss terms not computed in {dtype}: {', '.join(wrong)}")
     result = {"loss_total": np.asarray(losses["loss"].numpy(), dtype="float64").reshape([])}
     for name, value in losses.items():
         if name == "loss":
             continue
-        weight = loss_term_weight(name, criterion.weights)
+        weight = loss_term_weight(name, weights)
         result[f"loss_weight/{name}"] = np.asarray(weight, dtype="float64")
         weighted = np.asarray(value.numpy(), dtype="float64").reshape([])
         result[f"loss/{name}"] = weighted / weight if weight else weighted
+    return result
+
+
+def gradient_arrays(model):
+    """After a backward: the gradients of the trainable parameters in the official layout.
+
+    Returns {'grad_total_norm': float64 [] (L2 norm over every parameter gradient, each counted
+    once), 'grad/<official key>': gradient array (model dtype) named and laid out as in the
+    official checkpoint, tied duplicates included}; see the module doc. Parameters with
+    ``stop_gradient`` (frozen) or without a gradient are left out. A trainable parameter with
+    no official name (e.g. the one-stage model's shared heads) raises ValueError.
+    """
+    grads = {name: param.grad.numpy() for name, param in model.named_parameters()
+             if not param.stop_gradient and param.grad is not None}
+    squares = sum(float(np.square(g.astype("float64")).sum()) for g in grads.values())
+    inverse = mapping.official_dac_inverse(model.state_dict())
+    official = mapping.to_source_layout(grads, inverse, mapping.OFFICIAL_DAC_ALIASES,
+                                        "official DAC-DETR checkpoint")
+    result = {"grad_total_norm": np.asarray(np.sqrt(squares), dtype="float64")}
+    result.update((f"grad/{key}", value) for key, value in official.items())
     return result
 
 

@@ -12,9 +12,20 @@ source key, ``target`` is a ``re`` replacement template (or a function of the ma
 
 ``convert_state_dict`` applies a table and checks the result against the target model's names
 and shapes, raising one ``ValueError`` that lists every missing, unexpected and mis-shaped key.
+
+The way back (model names -> checkpoint names, e.g. gradients in the official layout) is derived
+from the same tables, not written a second time: ``invert_rules`` enumerates the checkpoint keys
+each rule's regex can match (numbers up to the largest one in the model's names) and keeps those
+the forward table maps onto a model name; ``to_source_layout`` undoes the layout changes
+(transpose back, pack q/k/v) and repeats tied tensors under their alias names.
 """
 import os
 import re
+
+try:
+    import re._parser as _sre   # Python >= 3.11
+except ImportError:             # Python < 3.11
+    import sre_parse as _sre
 
 import numpy as np
 import paddle
@@ -53,6 +64,17 @@ def torchvision_block_counts(keys, prefix=""):
             stage = int(m.group(1)) + 1
             counts[stage] = max(counts.get(stage, 0), int(m.group(2)) + 1)
     return counts
+
+
+def ppdet_block_counts(names, prefix=""):
+    """{ppdet stage number: number of blocks} read from ppdet 'res{S}.res{S}<block>.' names."""
+    blocks = {}
+    pattern = re.compile(re.escape(prefix) + r"res(\d)\.(res\d[a-z]\d*)\.")
+    for name in names:
+        m = pattern.match(name)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(m.group(2))
+    return {stage: len(found) for stage, found in blocks.items()}
 
 
 def torchvision_resnet_rules(block_counts, src_prefix="", dst_prefix=""):
@@ -139,10 +161,26 @@ def official_dac_rules(state_keys):
     torchvision ResNet, or for the Swin-L models the detection Swin with per-output norms)."""
     body = OFFICIAL_DAC_BACKBONE_PREFIX
     if any(key.startswith(body + "patch_embed.") for key in state_keys):
+        return _official_dac_table(None)
+    return _official_dac_table(torchvision_block_counts(state_keys, body))
+
+
+def official_dac_rules_for_model(model_names):
+    """The same table as ``official_dac_rules``, chosen from our model's names instead of the
+    checkpoint's (Swin: 'backbone.patch_embed.*'; ResNet block counts from 'backbone.res*')."""
+    if any(name.startswith("backbone.patch_embed.") for name in model_names):
+        return _official_dac_table(None)
+    return _official_dac_table(ppdet_block_counts(model_names, "backbone."))
+
+
+def _official_dac_table(resnet_block_counts):
+    """Transformer rules + a Swin backbone's (``resnet_block_counts`` None) or a torchvision
+    ResNet's with {ppdet stage: number of blocks}."""
+    body = OFFICIAL_DAC_BACKBONE_PREFIX
+    if resnet_block_counts is None:
         return OFFICIAL_DAC_RULES + _prefixed(SWIN_RULES + SWIN_OUTPUT_NORM_RULES, body,
                                               "backbone.")
-    counts = torchvision_block_counts(state_keys, body)
-    return OFFICIAL_DAC_RULES + torchvision_resnet_rules(counts, body, "backbone.")
+    return OFFICIAL_DAC_RULES + torchvision_resnet_rules(resnet_block_counts, body, "backbone.")
 
 
 def _prefixed(rules, src_prefix, dst_prefix):
@@ -381,6 +419,162 @@ def convert_state_dict(source, target_specs, rules, aliases=(), ignored=(), new_
                    f"{', '.join(fresh)}" if fresh else "") + ")")
     return {name: run.converted[name].astype(spec[1], copy=False)
             for name, spec in target_specs.items() if name in run.converted}
+
+
+# ---------------------------------------------------------------------------------------------
+# the way back: model names -> checkpoint names and layout, derived from the same tables
+# ---------------------------------------------------------------------------------------------
+_DIGIT = [(_sre.IN, [(_sre.CATEGORY, _sre.CATEGORY_DIGIT)])]   # the parsed form of \d
+
+
+def _regex_strings(items, numbers, texts):
+    r"""Every string the parsed regex ``items`` matches, with each run of digits (``\d+``) taken
+    from ``numbers`` and each ``.+`` from ``texts``. Supports the constructs of the tables above
+    (literals, character sets, groups, alternatives, ``?``); anything else raises ValueError."""
+    strings = [""]
+    for op, arg in items:
+        options = _regex_item_strings(op, arg, numbers, texts)
+        strings = [head + tail for head in strings for tail in options]
+    return strings
+
+
+def _charset(arg):
+    chars = []
+    for kind, value in arg:
+        if kind == _sre.LITERAL:
+            chars.append(chr(value))
+        elif kind == _sre.RANGE:
+            chars.extend(chr(c) for c in range(value[0], value[1] + 1))
+        elif kind == _sre.CATEGORY and value == _sre.CATEGORY_DIGIT:
+            chars.extend("0123456789")
+        else:
+            raise ValueError(f"cannot invert a table rule with the character set item {kind}")
+    return chars
+
+
+def _regex_item_strings(op, arg, numbers, texts):
+    if op == _sre.LITERAL:
+        return [chr(arg)]
+    if op == _sre.IN:
+        return _charset(arg)
+    if op == _sre.SUBPATTERN:
+        return _regex_strings(arg[-1], numbers, texts)
+    if op == _sre.BRANCH:
+        return [text for branch in arg[1] for text in _regex_strings(branch, numbers, texts)]
+    if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+        low, high, item = arg
+        if (low, high) == (0, 1):
+            return [""] + _regex_strings(item, numbers, texts)
+        if (low, high) == (1, _sre.MAXREPEAT) and list(item) == _DIGIT:
+            return [str(n) for n in numbers]
+        if (low, high) == (1, _sre.MAXREPEAT) and list(item) == [(_sre.ANY, None)]:
+            return list(texts)
+    raise ValueError(f"cannot invert a table rule with the regex construct {op} {arg}")
+
+
+
+def _numbers_in(names):
+    r"""0 .. the largest number written in ``names``: the values a rule's ``\d+`` can take."""
+    found = [int(run) for name in names for run in re.findall(r"\d+", name)]
+    return range(max(found, default=0) + 1)
+
+
+def invert_rules(rules, target_names, aliases=(), ignored=()):
+    r"""The inverse of a table on ``target_names``.
+
+    Every rule's source regex is enumerated (``\d+`` over 0 .. the largest number in the
+    names); a source key counts when ``convert_state_dict`` would map it with that rule (no
+    earlier rule, alias or ignored pattern takes it) onto one of ``target_names``.
+    Returns {target name: (source key, kind, part)}; ``part`` is None, or 0 / 1 / 2 for the
+    q / k / v third of a packed projection. Names no rule reaches are left out; two source keys
+    for one name raise ValueError.
+    """
+    names = set(target_names)
+    numbers = _numbers_in(names)
+    compiled = [(re.compile(pattern), index) for index, (pattern, _, _) in enumerate(rules)]
+    taken = [re.compile(pattern) for pattern, _ in aliases] + [re.compile(p) for p in ignored]
+    inverse = {}
+    for index, (pattern, target, kind) in enumerate(rules):
+        regex = compiled[index][0]
+        for key in _regex_strings(_sre.parse(pattern), numbers, ()):
+            m = regex.fullmatch(key)
+            name = target(m) if callable(target) else m.expand(target)
+            parts = ([(name.replace("{qkv}", qkv), i) for i, qkv in enumerate("qkv")]
+                     if kind in (QKV_WEIGHT, QKV_BIAS) else [(name, None)])
+            parts = [(n, part) for n, part in parts if n in names]
+            if not parts or _first_match(compiled, key)[0] != index or \
+                    any(p.fullmatch(key) for p in taken):
+                continue
+            for n, part in parts:
+                if n in inverse and inverse[n][0] != key:
+                    raise ValueError(f"cannot invert the table: {n} comes from both "
+                                     f"{inverse[n][0]} and {key}")
+                inverse[n] = (key, kind, part)
+    return inverse
+
+
+def invert_aliases(aliases, source_keys):
+    """{source key: [its alias keys]}: the keys an ``aliases`` table ties to ``source_keys``
+    (each ``.+`` of an alias regex is enumerated over the keys' dotted suffixes)."""
+    keys = set(source_keys)
+    texts = sorted({key.split(".", i)[-1] for key in keys for i in range(key.count(".") + 1)})
+    found = {}
+    for pattern, twin in aliases:
+        regex = re.compile(pattern)
+        for alias in _regex_strings(_sre.parse(pattern), range(0), texts):
+            m = regex.fullmatch(alias)
+            if m and m.expand(twin) in keys and alias not in keys:
+                found.setdefault(m.expand(twin), []).append(alias)
+    return found
+
+
+def _unapply(kind, parts, key):
+    """The inverse of ``_apply``: ``parts`` {None: array} or {0: q, 1: k, 2: v} in the model's
+    layout -> the checkpoint's array for ``key``."""
+    if kind == COPY:
+        return parts[None]
+    if kind == LINEAR:
+        return np.ascontiguousarray(parts[None].T)
+    if kind in (QKV_WEIGHT, QKV_BIAS):
+        missing = [qkv for i, qkv in enumerate("qkv") if i not in parts]
+        if missing:
+            raise ValueError(f"{key}: packing q/k/v needs all three projections, "
+                             f"{'/'.join(missing)} missing")
+        thirds = [parts[i].T if kind == QKV_WEIGHT else parts[i] for i in range(3)]
+        return np.ascontiguousarray(np.concatenate(thirds, axis=0))
+    raise ValueError(f"unknown conversion kind {kind!r}")
+
+
+def to_source_layout(arrays, inverse, aliases=(), source_name="checkpoint"):
+    """Model arrays -> checkpoint keys and layout (Linear weights transposed back to [out, in],
+    q/k/v packed into in_proj_*); tied keys (``aliases``) get the very same array as their twin.
+
+    arrays: {model name: numpy array in the model's layout}; inverse: from ``invert_rules``.
+    Returns {checkpoint key: array}. A name without a checkpoint key raises ValueError listing
+    every such name.
+    """
+    unknown = sorted(name for name in arrays if name not in inverse)
+    if unknown:
+        raise ValueError(f"{len(unknown)} model name(s) have no {source_name} key: "
+                         + ", ".join(unknown))
+    grouped = {}
+    for name, array in arrays.items():
+        key, kind, part = inverse[name]
+        grouped.setdefault(key, (kind, {}))[1][part] = array
+    result = {key: _unapply(kind, parts, key) for key, (kind, parts) in grouped.items()}
+    for twin, names in invert_aliases(aliases, result).items():
+        for alias in names:
+            result[alias] = result[twin]
+    return result
+
+
+def official_dac_inverse(model_names):
+    """{our DACDETR name: (official checkpoint key, kind, part)} for ``model_names`` (see
+    ``invert_rules``); with ``to_source_layout(arrays, inverse, OFFICIAL_DAC_ALIASES)`` it
+    writes model arrays (e.g. gradients) as an official state dict would hold them."""
+    names = list(model_names)
+    return invert_rules(official_dac_rules_for_model(names), names,
+                        aliases=OFFICIAL_DAC_ALIASES, ignored=OFFICIAL_DAC_IGNORED)
 
 
 def state_specs(layer):

@@ -4,6 +4,7 @@ import argparse
 import collections
 import hashlib
 import os
+import re
 import sys
 import tarfile
 import zipfile
@@ -399,6 +400,113 @@ def test_convert_official_tool_rejects_wrong_files(tmp_path, content):
         convert_official.main(["--src", str(src), "--dst", str(tmp_path / "x.pdparams")])
     assert str(src) in str(info.value) and expected in str(info.value)
     assert not (tmp_path / "x.pdparams").exists()
+
+
+# ------------------------------------------------------------- the way back (gradient dumps)
+def _official_trainable_keys(rows):
+    """{key: (shape, alias_of)} of the official model's trainable parameters, read from the key
+    list alone: the backbone's BatchNorms are FrozenBatchNorm2d buffers and its stem and layer1
+    are frozen; everything else is trained."""
+    keys = {}
+    for key, shape, alias in rows:
+        if key.startswith(BODY):
+            part = key[len(BODY):]
+            if part.startswith(("conv1.", "bn1.", "layer1.")) or \
+                    re.search(r"\.(bn\d|downsample\.1)\.", "." + part):
+                continue
+        if "num_batches_tracked" in key:
+            continue
+        keys[key] = (shape, alias)
+    return keys
+
+
+def test_gradients_in_the_official_layout_round_trip(official_rows, r50_model):
+    """Known gradients on every trainable R50 parameter (d/dp sum(p * c) = c) -> the dump's
+    gradient_arrays: exactly the official trainable keys (tied duplicates included), in the
+    official shapes; back through the forward converter they are the same arrays."""
+    from ppdet_dac.engine.dump import gradient_arrays
+
+    expected = _official_trainable_keys(official_rows)
+    with open(KEY_LIST, encoding="utf-8") as handle:
+        count = int(re.search(r"(\d+) trainable params", handle.read()).group(1))
+    assert sum(int(np.prod(shape)) for shape, alias in expected.values() if not alias) == count
+
+    rng = np.random.default_rng(5)
+    trainable = {n: p for n, p in r50_model.named_parameters() if not p.stop_gradient}
+    values = {n: rng.standard_normal(p.shape).astype(np.float32) for n, p in trainable.items()}
+    r50_model.clear_gradients(set_to_zero=False)
+    paddle.add_n([(p * paddle.to_tensor(values[n])).sum() for n, p in trainable.items()]).backward()
+    try:
+        dumped = gradient_arrays(r50_model)
+    finally:
+        r50_model.clear_gradients(set_to_zero=False)
+    grads = {k[len("grad/"):]: v for k, v in dumped.items() if k.startswith("grad/")}
+    assert sorted(grads) == sorted(expected)
+    for key, (shape, alias) in expected.items():
+        assert grads[key].shape == shape, key
+        if alias:
+            np.testing.assert_array_equal(grads[key], grads[alias], err_msg=key)
+    norm = np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in values.values()))
+    assert float(dumped["grad_total_norm"]) == pytest.approx(norm, rel=1e-12)
+
+    specs = {n: (tuple(v.shape), "float32") for n, v in values.items()}
+    back = mapping.convert_state_dict(grads, specs, mapping.official_dac_rules(grads),
+                                      aliases=mapping.OFFICIAL_DAC_ALIASES)
+    assert sorted(back) == sorted(values)
+    for name, value in values.items():
+        np.testing.assert_array_equal(back[name], value, err_msg=name)
+
+
+def test_inverse_of_the_official_table_on_every_r50_key(official_state, r50_specs):
+    """Every key of the official state dict (buffers too): converted, then mapped back with the
+    inverse, gives the checkpoint's own keys and arrays."""
+    converted = mapping.convert_official({"model": official_state}, r50_specs)
+    inverse = mapping.official_dac_inverse(converted)
+    back = mapping.to_source_layout(converted, inverse, mapping.OFFICIAL_DAC_ALIASES)
+    assert sorted(back) == sorted(official_state)
+    for key, value in official_state.items():
+        np.testing.assert_array_equal(back[key], value, err_msg=key)
+
+
+def test_inverse_names_of_a_resnet101_and_a_swin_backbone():
+    """ResNet-101 (stage 4 with 23 blocks: ppdet res4a, res4b1 .. res4b22) and the detection
+    Swin (torch Linear layout, per-output norms) under backbone.0.body.: forward then back."""
+    names = [f"{BODY}layer3.{i}.conv{j}.weight" for i in range(23) for j in (1, 2, 3)]
+    names += [f"{BODY}layer3.0.downsample.{j}.weight" for j in (0, 1)]
+    source = {key: np.full((1,), i, np.float32) for i, key in enumerate(names)}
+    blocks = ["res4a"] + [f"res4b{i}" for i in range(1, 23)]
+    ours = [f"backbone.res4.{b}.branch2{c}.conv.weight" for b in blocks for c in "abc"]
+    ours += ["backbone.res4.res4a.short.conv.weight", "backbone.res4.res4a.short.norm.weight"]
+    specs = {n: ((1,), "float32") for n in ours}
+    converted = mapping.convert_state_dict(source, specs, mapping.official_dac_rules(source))
+    back = mapping.to_source_layout(converted, mapping.official_dac_inverse(converted))
+    assert back.keys() == source.keys()
+    assert all(np.array_equal(back[k], v) for k, v in source.items())
+
+    swin = _tiny_swin()
+    torch_state = _torch_layout_swin_state(swin, np.random.default_rng(6), with_output_norms=True)
+    source = {BODY + k: v for k, v in torch_state.items()}
+    specs = {"backbone." + k: v for k, v in mapping.state_specs(swin).items()}
+    converted = mapping.convert_state_dict(source, specs, mapping.official_dac_rules(source))
+    back = mapping.to_source_layout(converted, mapping.official_dac_inverse(specs))
+    assert sorted(back) == sorted(source)
+    for key, value in source.items():
+        np.testing.assert_array_equal(back[key], value, err_msg=key)
+
+
+def test_model_names_without_an_official_key_are_listed():
+    inverse = mapping.official_dac_inverse(["transformer.label_enc.weight"])
+    with pytest.raises(ValueError, match=r"1 model name\(s\) have no official checkpoint key: "
+                                         r"transformer\.class_head\.weight"):
+        mapping.to_source_layout({"transformer.label_enc.weight": np.zeros(2),
+                                  "transformer.class_head.weight": np.zeros(2)}, inverse,
+                                 source_name="official checkpoint")
+    # a packed projection needs its three thirds
+    names = [f"transformer.decoder.layers.0.self_attn.{p}_proj.bias" for p in "qk"]
+    with pytest.raises(ValueError, match=r"in_proj_bias: packing q/k/v needs all three "
+                                         r"projections, v missing"):
+        mapping.to_source_layout({n: np.zeros(4) for n in names},
+                                 mapping.official_dac_inverse(names))
 
 
 # ---------------------------------------------------------------------------------- backbones

@@ -58,8 +58,8 @@ def files(tmp_path_factory):
     return tmp
 
 
-def _dump(files, *extra, out="o.npz"):
-    argv = ["-c", CONFIG, "-o", f"weights={files / 'w'}", "--input", str(files / "x.npy"),
+def _dump(files, *extra, out="o.npz", weights="w"):
+    argv = ["-c", CONFIG, "-o", f"weights={files / weights}", "--input", str(files / "x.npy"),
             "--mask", str(files / "m.npy"), "--out", str(files / out)] + [str(e) for e in extra]
     dump_outputs.main(argv)
     with np.load(files / out) as npz:
@@ -223,3 +223,259 @@ def test_coco_raw_labels_are_the_model_ids():
     # ids that are no COCO category (which the dataset mapping would drop) are kept
     from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
     assert set(out["post_labels"].tolist()) - set(COCO_RAW_CATEGORY_IDS)
+
+
+# -------------------------------------------------------------------- training gradients
+# official layout of the demo model's heads and self-attention (hidden 64)
+HIDDEN = 64
+TIED = ("grad/transformer.decoder.class_embed.", "grad/transformer.decoder.bbox_embed.")
+
+
+@pytest.fixture(scope="module")
+def grad_weights(files):
+    """The demo weights with query-dependent sampling offsets and attention weights (the
+    initialisation zeroes their weights): no sampling point then sits exactly on a pixel, where
+    bilinear sampling has a kink and finite differences would be one-sided."""
+    rng = np.random.default_rng(8)
+    state = {}
+    for name, value in paddle.load(str(files / "w.pdparams")).items():
+        arr = value.numpy()
+        if name.endswith(("sampling_offsets.weight", "attention_weights.weight")):
+            arr = arr + 0.05 * rng.standard_normal(arr.shape).astype(arr.dtype)
+        state[name] = paddle.to_tensor(arr)
+    paddle.save(state, str(files / "w_grad.pdparams"))
+    return "w_grad"
+
+
+@pytest.fixture(scope="module")
+def train_topk(files):
+    """A forced top-k [B, Q] for the training dumps (not the model's own choice)."""
+    rng = np.random.default_rng(7)
+    forced = np.stack([rng.permutation(NUM_TOKENS)[:NUM_QUERIES] for _ in range(B)])
+    np.save(files / "train_topk.npy", forced.astype("int64"))
+    return files / "train_topk.npy"
+
+
+def _train_args(files, topk=None, dtype=None):
+    extra = ["--train", "--targets", files / "t.json", "--dn-noise", files / "n1.npz"]
+    extra += ["--topk-indices", topk] if topk is not None else []
+    return extra + (["--dtype", dtype] if dtype else [])
+
+
+@pytest.fixture(scope="module")
+def train64(files, train_topk, grad_weights):
+    return _dump(files, *_train_args(files, train_topk, "float64"), out="train64.npz",
+                 weights=grad_weights)
+
+
+@pytest.fixture(scope="module")
+def train32(files, train_topk, grad_weights):
+    return _dump(files, *_train_args(files, train_topk), out="train32.npz", weights=grad_weights)
+
+
+class _FrozenDetach:
+    """Records every ``Tensor.detach()`` result of one forward, then hands the recorded tensors
+    back, call by call, in later forwards: the stop-gradient quantities (IA-BCE targets, rank
+    weights, the detached reference boxes) stay at the unperturbed point, so a finite difference
+    of the loss measures what backprop computes."""
+
+    def __init__(self):
+        self.recorded, self.replay = [], None
+        self._original = paddle.Tensor.detach
+
+    def __enter__(self):
+        frozen = self
+
+        def detach(tensor):
+            if frozen.replay is None:
+                frozen.recorded.append(frozen._original(tensor))
+                return frozen.recorded[-1]
+            return next(frozen.replay)
+
+        paddle.Tensor.detach = detach
+        return self
+
+    def __exit__(self, *exc):
+        paddle.Tensor.detach = self._original
+
+    def start_replay(self):
+        self.replay = iter(self.recorded)
+
+
+def _train_inputs(files):
+    """The model and inputs the CLI builds for train64."""
+    from ppdet_dac.engine import load_checked_config
+    from ppdet_dac.engine.dump import build_model, load_dn_noise, load_input, load_targets
+
+    cfg = load_checked_config(CONFIG)
+    model = build_model(cfg, str(files / "w_grad"))
+    image, mask, topk = load_input(str(files / "x.npy"), str(files / "m.npy"),
+                                   str(files / "train_topk.npy"), NUM_QUERIES)
+    labels, boxes = load_targets(str(files / "t.json"), B, NUM_CLASSES, dtype="float64")
+    noise = load_dn_noise(str(files / "n1.npz"), [2, 1], NUM_DENOISING, NUM_CLASSES)
+    return model, dict(image=image, mask=mask, gt_labels=labels, gt_boxes=boxes, dn_noise=noise,
+                       topk_indices=topk, dtype="float64")
+
+
+def _official_to_ours(kind, grad):
+    """(index function, our-layout view) of an official gradient, written out by hand: a Linear
+    weight is transposed, the k third of in_proj_weight [3C, C] is rows C..2C, transposed."""
+    if kind == "linear":
+        return grad.T
+    if kind == "in_proj_k":
+        return grad[HIDDEN:2 * HIDDEN].T
+    return grad
+
+
+# (our parameter, official key, layout)
+FD_PARAMS = [
+    ("transformer.class_heads.1.weight", "class_embed.1.weight", "linear"),
+    ("transformer.decoder.layers.1.self_attn.k_proj.weight",
+     "transformer.decoder.layers.1.self_attn.in_proj_weight", "in_proj_k"),
+    ("transformer.decoder.layers.0.cross_attn.sampling_offsets.bias",
+     "transformer.decoder.layers.0.cross_attn.sampling_offsets.bias", "copy"),
+    ("backbone.res3.res3a.branch2a.conv.weight", "backbone.0.body.layer2.0.conv1.weight", "copy"),
+    ("transformer.label_enc.weight", "label_enc.weight", "copy"),
+]
+
+
+def test_train_gradients_match_finite_differences(files, train64):
+    """float64, replayed noise, forced top-k: for parameters of five kinds, the dumped gradient
+    (official name and layout) of the largest entry equals the central difference of loss_total
+    with eps 1e-6 (stop-gradients frozen at the unperturbed point, see _FrozenDetach)."""
+    from ppdet_dac.engine.dump import dump_train_losses
+
+    model, inputs = _train_inputs(files)
+    params = dict(model.named_parameters())
+    eps = 1e-6
+    with _FrozenDetach() as frozen:
+        base = dump_train_losses(model, **inputs, gradients=False)
+        frozen.start_replay()
+        assert float(base["loss_total"]) == pytest.approx(float(train64["loss_total"]), rel=1e-12)
+        for ours, official, layout in FD_PARAMS:
+            grad = _official_to_ours(layout, train64["grad/" + official])
+            assert grad.shape == tuple(params[ours].shape), ours
+            index = np.unravel_index(np.argmax(np.abs(grad)), grad.shape)
+            value = params[ours].numpy()
+            losses = []
+            for step in (eps, -eps):
+                moved = value.copy()
+                moved[index] += step
+                params[ours].set_value(moved)
+                frozen.start_replay()
+                losses.append(float(dump_train_losses(model, **inputs,
+                                                      gradients=False)["loss_total"]))
+            params[ours].set_value(value)
+            numeric = (losses[0] - losses[1]) / (2 * eps)
+            assert abs(grad[index]) > 1e-3, ours
+            assert numeric == pytest.approx(grad[index], rel=1e-5), ours
+    # the class head is tied: its gradient is written under both official names
+    np.testing.assert_array_equal(train64["grad/class_embed.1.weight"],
+                                  train64["grad/transformer.decoder.class_embed.1.weight"])
+    assert train64["grad/class_embed.1.weight"].shape == (NUM_CLASSES, HIDDEN)
+
+
+def test_grad_total_norm_counts_every_gradient_once(train64):
+    grads = {k: v for k, v in train64.items() if k.startswith("grad/")}
+    once = {k: v for k, v in grads.items() if not k.startswith(TIED)}
+    assert len(grads) - len(once) == 2 * (NUM_LAYERS + 1) + 6 * (NUM_LAYERS + 1)  # W, b; 3 x W, b
+    expected = np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in once.values()))
+    assert train64["grad_total_norm"].dtype == np.float64
+    assert float(train64["grad_total_norm"]) == pytest.approx(expected, rel=1e-12)
+    assert float(train64["grad_total_norm"]) > 0
+
+
+def test_dump_loss_and_grad_norm_equal_the_model_own_training_step(files):
+    """The plain float32 --train dump against DACDETR's own training forward (the ppdet input
+    dict, as the trainer calls it) and Paddle's own parameter gradients."""
+    from ppdet_dac.engine import load_checked_config
+    from ppdet_dac.engine.dump import build_model, load_dn_noise
+
+    dumped = _dump(files, *_train_args(files), out="train_plain.npz")
+    model = build_model(load_checked_config(CONFIG), str(files / "w"))
+    targets = json.loads((files / "t.json").read_text())
+    mask = np.load(files / "m.npy")
+    inputs = {"image": paddle.to_tensor(np.load(files / "x.npy")),
+              "pad_mask": paddle.to_tensor((~mask).astype("float32")),
+              "im_shape": paddle.to_tensor(np.full((B, 2), [H, W], dtype="float32")),
+              "scale_factor": paddle.to_tensor(np.ones((B, 2), dtype="float32")),
+              "gt_bbox": [paddle.to_tensor(np.asarray(t["boxes"], "float32")) for t in targets],
+              "gt_class": [paddle.to_tensor(np.asarray(t["labels"], "int32")[:, None])
+                           for t in targets],
+              "dn_noise": load_dn_noise(str(files / "n1.npz"), [2, 1], NUM_DENOISING,
+                                        NUM_CLASSES)}
+    paddle.seed(0)
+    model.criterion.rng = np.random.default_rng(0)
+    model.train()
+    losses = model(inputs)
+    losses["loss"].backward()
+    assert float(losses["loss"]) == float(dumped["loss_total"])
+    own = [p.grad.numpy().astype(np.float64) for p in model.parameters() if p.grad is not None]
+    assert all(not p.stop_gradient for p in model.parameters() if p.grad is not None)
+    norm = np.sqrt(sum(float(np.sum(g ** 2)) for g in own))
+    assert float(dumped["grad_total_norm"]) == pytest.approx(norm, rel=1e-12)
+    once = [k for k in dumped if k.startswith("grad/") and not k.startswith(TIED)]
+    # one official key per parameter, except the three q/k/v projections packed into one
+    packed = 2 * NUM_LAYERS   # in_proj_weight and in_proj_bias per decoder layer
+    assert len(once) == len(own) - 2 * packed
+    assert all(dumped[k].dtype == np.float32 for k in once)
+
+
+def test_float64_train_dump_agrees_with_float32(train32, train64):
+    terms = sorted(k for k in train32 if k.startswith("loss/"))
+    assert terms and train32.keys() == train64.keys()
+    for k in terms + ["loss_total"]:
+        assert float(train64[k]) == pytest.approx(float(train32[k]), rel=1e-4, abs=1e-6), k
+    assert any(float(train64[k]) != float(train32[k]) for k in terms)   # really recomputed
+    grads = [k for k in train64 if k.startswith("grad/")]
+    assert {train64[k].dtype for k in grads} == {np.dtype(np.float64)}
+    assert {train32[k].dtype for k in grads} == {np.dtype(np.float32)}
+    assert float(train64["grad_total_norm"]) == pytest.approx(float(train32["grad_total_norm"]),
+                                                             rel=1e-3)
+
+
+def test_train_forced_topk_is_used(files, train32):
+    plain = _dump(files, *_train_args(files), out="train_own.npz", weights="w_grad")
+    # a different top-k moves the matching (O- and C-decoder) queries; the encoder loss, over
+    # every token, does not see it
+    for k in ("loss/loss_ce_one2one", "loss/loss_bbox_one2one", "loss/loss_giou_one2one",
+              "loss/loss_ce", "loss/loss_bbox"):
+        assert abs(float(train32[k]) - float(plain[k])) > 1e-4 * abs(float(plain[k])), k
+    for k in ("loss/loss_ce_enc", "loss/loss_bbox_enc", "loss/loss_giou_enc"):
+        assert float(train32[k]) == float(plain[k]), k
+    # forcing the model's own choice (the eval top-k: the encoder has no train-only layers)
+    # reproduces the plain run
+    own = _dump(files, out="eval_grad_weights.npz", weights="w_grad")["enc_topk_indices"]
+    np.save(files / "own_train.npy", own)
+    same = _dump(files, *_train_args(files, files / "own_train.npy"), out="train_same.npz",
+                 weights="w_grad")
+    for k in plain:
+        np.testing.assert_allclose(same[k], plain[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_train_topk_and_option_errors(files):
+    np.save(files / "topk_short.npy", np.zeros((B, NUM_QUERIES - 1), dtype="int64"))
+    with pytest.raises(ValueError, match=rf"topk_short\.npy: top-k indices must have shape "
+                                         rf"\[{B}, {NUM_QUERIES}\]"):
+        _dump(files, *_train_args(files, files / "topk_short.npy"), out="x.npz")
+    np.save(files / "topk_float.npy", np.zeros((B, NUM_QUERIES), dtype="float32"))
+    with pytest.raises(ValueError, match=r"topk_float\.npy: top-k indices must be integers"):
+        _dump(files, *_train_args(files, files / "topk_float.npy"), out="x.npz")
+    with pytest.raises(SystemExit):
+        dump_outputs.parse_args(["-c", CONFIG, "--input", "x.npy", "--out", "o.npz", "--train",
+                                 "--targets", "t.json", "--orig-size", "10", "10"])
+    args = dump_outputs.parse_args(["-c", CONFIG, "--input", "x.npy", "--out", "o.npz",
+                                    "--train", "--targets", "t.json", "--dtype", "float64",
+                                    "--topk-indices", "i.npy"])
+    assert (args.dtype, args.topk_indices) == ("float64", "i.npy")
+
+
+def test_float64_train_dump_never_mixes_in_float32(files, train_topk, grad_weights, capfd):
+    """Forward and backward of the float64 training dump without one float32 tensor meeting a
+    float64 one: Paddle logs each such automatic promotion on stderr (a float32 helper tensor
+    would be silently widened after its rounding)."""
+    capfd.readouterr()
+    out = _dump(files, *_train_args(files, train_topk, "float64"), out="train64_again.npz",
+                weights=grad_weights)
+    assert "type promotion" not in capfd.readouterr().err
+    assert out["loss_total"].dtype == np.float64
