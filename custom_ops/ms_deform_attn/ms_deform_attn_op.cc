@@ -248,15 +248,16 @@ std::vector<paddle::DataType> MsDeformAttnInferDtype(const paddle::DataType& val
 }
 
 std::vector<std::vector<int64_t>> MsDeformAttnGradInferShape(
-    const std::vector<int64_t>& value, const std::vector<int64_t>& shapes,
-    const std::vector<int64_t>& starts, const std::vector<int64_t>& loc,
-    const std::vector<int64_t>& attn, const std::vector<int64_t>& grad_out) {
+    const std::vector<int64_t>& value, const std::vector<int64_t>& /*shapes*/,
+    const std::vector<int64_t>& /*starts*/, const std::vector<int64_t>& loc,
+    const std::vector<int64_t>& attn, const std::vector<int64_t>& /*grad_out*/) {
   return {value, loc, attn};
 }
 
 std::vector<paddle::DataType> MsDeformAttnGradInferDtype(
-    const paddle::DataType& value, const paddle::DataType& shapes, const paddle::DataType& starts,
-    const paddle::DataType& loc, const paddle::DataType& attn, const paddle::DataType& grad_out) {
+    const paddle::DataType& value, const paddle::DataType& /*shapes*/,
+    const paddle::DataType& /*starts*/, const paddle::DataType& loc, const paddle::DataType& attn,
+    const paddle::DataType& /*grad_out*/) {
   return {value, loc, attn};
 }
 
