@@ -22,10 +22,7 @@ the forward table maps onto a model name; ``to_source_layout`` undoes the layout
 import os
 import re
 
-try:
-    import re._parser as _sre   # Python >= 3.11
-except ImportError:             # Python < 3.11
-    import sre_parse as _sre
+import re._parser as _sre   # the regex parser of Python 3.11 (the project's Python)
 
 import numpy as np
 import paddle
@@ -470,7 +467,6 @@ def _regex_item_strings(op, arg, numbers, texts):
         if (low, high) == (1, _sre.MAXREPEAT) and list(item) == [(_sre.ANY, None)]:
             return list(texts)
     raise ValueError(f"cannot invert a table rule with the regex construct {op} {arg}")
-
 
 
 def _numbers_in(names):
