@@ -1,0 +1,47 @@
+"""The tools start without Paddle's and ppdet's known-harmless import notices, and nothing else
+is hidden: a thread count the user chose keeps Paddle's warning, other lines pass through."""
+import io
+import os
+import subprocess
+import sys
+
+from _common import REPO
+
+from ppdet_dac._notices import _LineFilter, known_patterns
+
+NOTICES = ("No ccache found", "OMP_NUM_THREADS WISELY", "Unable to use numba")
+START = "import sys; sys.path.insert(0, 'tools'); import _threads; import ppdet_dac; print('READY')"
+
+
+def _start(env_threads):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("PPDET_DAC_SET_THREADS", None)
+    env.pop("OMP_NUM_THREADS", None)
+    if env_threads:
+        env["OMP_NUM_THREADS"] = env_threads
+    proc = subprocess.run([sys.executable, "-c", START], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout + proc.stderr
+
+
+def test_tool_start_is_quiet():
+    output = _start(None)
+    assert "READY" in output
+    assert [n for n in NOTICES if n in output] == []
+
+
+def test_a_thread_count_the_user_chose_keeps_paddles_warning():
+    output = _start("2")   # _threads.py leaves it alone, so the notice is Paddle's to give
+    assert "PLEASE USE OMP_NUM_THREADS WISELY" in output
+    assert "Unable to use numba" not in output
+
+
+def test_line_filter_drops_only_whole_matching_lines():
+    sink = io.StringIO()
+    stream = _LineFilter(sink, known_patterns({"PPDET_DAC_SET_THREADS": "1"}))
+    stream.write("keep this\nWARNING: OMP_NUM_THREADS set to 8, not 1. The computation")
+    stream.write(" speed ...\nPLEASE USE OMP_NUM_THREADS WISELY.\npartial")
+    stream.flush()
+    assert sink.getvalue() == "keep this\npartial"
+    assert len(known_patterns({})) == 1   # without the marker only the numba notice is dropped
