@@ -13,7 +13,7 @@ OP_DIR := custom_ops/ms_deform_attn
 # The op library's sources (the standalone GPU check program and its helper are not part of it).
 OP_SOURCES := $(filter-out $(OP_DIR)/msda_gpu_check.cu $(OP_DIR)/ptxas_summary.py,$(wildcard $(OP_DIR)/*))
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py $(OP_SOURCES)
+$(STAMP): requirements.txt requirements-base.txt requirements-dev.txt setup.py $(OP_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip==25.3"
 	$(PIP) install -q -r requirements.txt -r requirements-dev.txt

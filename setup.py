@@ -5,8 +5,9 @@ Install with ``pip install --no-build-isolation -e .``: the op build needs the i
 The op library is built into the package as ``ppdet_dac/ops/_ms_deform_attn_op.so`` (a Paddle
 custom-op library, not a Python extension module; ``ppdet_dac.ops`` registers it with Paddle).
 ``CppExtension`` (CPU kernels) when Paddle has no CUDA, ``CUDAExtension`` (CPU + CUDA kernels)
-when it has. Set ``PPDET_DAC_SKIP_OP=1`` to install the pure-Python package only (the model then
-uses the grid_sample reference).
+when it has (for the GPU architectures of custom_ops/ms_deform_attn/cuda_archs.py that the
+toolkit's nvcc knows, or those of ``PADDLE_CUDA_ARCH_LIST``). Set ``PPDET_DAC_SKIP_OP=1`` to
+install the pure-Python package only (the model then uses the grid_sample reference).
 """
 import os
 
@@ -17,6 +18,23 @@ OP_DIR = os.path.join("custom_ops", "ms_deform_attn")
 OP_MODULE = "ppdet_dac.ops._ms_deform_attn_op"
 CPU_SOURCES = ["ms_deform_attn_op.cc", "msda_cpu.cc", "msda_cpu_avx2.cc"]
 CUDA_SOURCES = ["msda_cuda.cu"]
+
+
+def _gencode():
+    """nvcc -gencode flags (custom_ops/ms_deform_attn/cuda_archs.py); none when
+    PADDLE_CUDA_ARCH_LIST is set, as Paddle then adds one per listed architecture itself."""
+    if os.environ.get("PADDLE_CUDA_ARCH_LIST"):
+        return []
+    import importlib.util
+    from paddle.utils.cpp_extension.extension_utils import find_cuda_home
+    spec = importlib.util.spec_from_file_location("cuda_archs", os.path.join(OP_DIR, "cuda_archs.py"))
+    archs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(archs)
+    cuda_home = find_cuda_home()
+    if cuda_home is None:
+        raise RuntimeError("Paddle has CUDA but no CUDA toolkit was found to build the op: set "
+                           "CUDA_HOME (nvcc in $CUDA_HOME/bin)")
+    return archs.nvcc_gencode(os.path.join(cuda_home, "bin", "nvcc"))
 
 
 def _op_build():
@@ -48,7 +66,7 @@ def _op_build():
     if with_cuda:
         ext = CUDAExtension(sources=sources, name=OP_MODULE, depends=depends,
                             extra_compile_args={"cxx": cxx_flags,
-                                                "nvcc": ["-O3", "-std=c++17"]},
+                                                "nvcc": ["-O3", "-std=c++17", *_gencode()]},
                             extra_link_args=["-fopenmp"])
     else:
         # --no-undefined: a library with unresolved symbols fails here, not at its first call.

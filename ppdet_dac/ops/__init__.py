@@ -10,6 +10,9 @@ Public API:
   does the same.
 * ``register_op_library()``: register the op library in this process (needed before running a Paddle
   Inference predictor on a model exported with the op); returns the library path.
+
+``python -m ppdet_dac.ops.selfcheck`` compares the op on the GPU with the op on the CPU (CUDA
+builds of Paddle; on CPU it says that CUDA is absent), see ``selfcheck.py``.
 """
 from .reference import ms_deform_attn_reference
 from .ms_deform_attn import (ENV_VAR, force_reference, ms_deform_attn, op_available,
