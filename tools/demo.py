@@ -20,7 +20,7 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.demo_data import make_demo_data
 from ppdet_dac.engine import (DACTrainer, check_pretrain_weights, fetch_pretrain_weights,
-                              load_checked_config)
+                              load_checked_config, load_pretrain_weights)
 from ppdet_dac.engine.evaluation import evaluate_metrics
 from ppdet_dac.engine.visualize import save_detections
 
@@ -48,7 +48,7 @@ def main(argv=None):
     trainer = DACTrainer(cfg, mode="train")
     trainer.set_seed(args.seed)
     if pretrain:
-        trainer.load_weights(pretrain)
+        load_pretrain_weights(trainer.model, pretrain)
     trainer.train(validate=True)
 
     evaluator = Trainer(cfg, mode="eval")

@@ -25,7 +25,7 @@ from ppdet.utils.logger import setup_logger
 logger = setup_logger(__name__)
 
 __all__ = ["DEFAULT_URLS", "PretrainWeightsError", "check_pretrain_weights",
-           "fetch_pretrain_weights", "cache_path"]
+           "fetch_pretrain_weights", "cache_path", "load_pretrain_weights"]
 
 # ppdet's ImageNet weights, as its own configs use them (Deformable-DETR / DETR for ResNet-50,
 # swin_L_384 for Swin-L).
@@ -184,3 +184,34 @@ def _content_md5(header):
         return binascii.hexlify(base64.b64decode(header.strip('"'), validate=True)).decode()
     except binascii.Error:
         return None
+
+
+def load_pretrain_weights(model, path):
+    """Load the .pdparams ``path`` into ``model`` the ppdet way (names matched by suffix, so an
+    ImageNet backbone file fills ``backbone.*``), keeping the model's own initialisation for
+    every tensor whose shape differs: fine-tuning a converted COCO model on K classes re-starts
+    the class heads and the denoising label embedding. One log line lists what was kept.
+
+    Returns {'loaded': [model names], 'reinitialised': [names whose shape differs],
+    'absent': [model names the file does not have]}.
+    """
+    import paddle
+    from ppdet.utils.checkpoint import match_state_dict
+    weights = paddle.load(path)
+    if not isinstance(weights, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(weights).__name__}")
+    own = model.state_dict()
+    matched = match_state_dict(own, weights)
+    values = {k: paddle.to_tensor(matched[k]).astype(own[k].dtype) if k in matched else v
+              for k, v in own.items()}   # every key given: no per-key "skip" warnings
+    model.set_dict(values)
+    left = [k for k in own if k not in matched]
+    named = {k for k in left if any(k == w or k.endswith("." + w) for w in weights)}
+    summary = {"loaded": sorted(matched), "reinitialised": sorted(named),
+               "absent": sorted(set(left) - named)}
+    logger.info(f"{path}: loaded {len(matched)} of {len(own)} tensors"
+                + (f"; kept the initialisation of {len(named)} whose shape differs (e.g. the "
+                   f"class heads for another class count): {', '.join(summary['reinitialised'])}"
+                   if named else "")
+                + (f"; {len(summary['absent'])} not in the file" if summary["absent"] else ""))
+    return summary

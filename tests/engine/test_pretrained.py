@@ -14,6 +14,8 @@ import textwrap
 import threading
 import time
 
+import numpy as np
+import paddle
 import pytest
 
 from _engine_helpers import PYTHON, REPO, child_env
@@ -316,3 +318,31 @@ def test_every_shipped_config_names_its_backbone_weights():
         else:
             expected = (R50_URL, "ResNet")
         assert (value, backbone) == expected, path
+
+
+def test_fine_tuning_keeps_every_tensor_but_the_class_dependent_ones(tmp_path):
+    """Weights of a 3-class model loaded into a 1-class one: every tensor whose shape fits is
+    the file's, the class heads and the denoising label embedding keep their initialisation."""
+    from _common import build_tiny_detector
+    from ppdet_dac.engine.pretrained import load_pretrain_weights
+
+    paddle.seed(1)
+    source = build_tiny_detector(num_classes=3)
+    paddle.save(source.state_dict(), str(tmp_path / "three.pdparams"))
+    paddle.seed(2)
+    target = build_tiny_detector(num_classes=1)
+    before = {k: v.numpy().copy() for k, v in target.state_dict().items()}
+    summary = load_pretrain_weights(target, str(tmp_path / "three.pdparams"))
+    src = {k: v.numpy() for k, v in source.state_dict().items()}
+    after = {k: v.numpy() for k, v in target.state_dict().items()}
+    class_dependent = sorted(k for k in after if src[k].shape != after[k].shape)
+    assert class_dependent and all(("class_heads" in k) or ("label_enc" in k)
+                                   for k in class_dependent)
+    assert summary["reinitialised"] == class_dependent and summary["absent"] == []
+    for key, value in after.items():
+        if key in class_dependent:
+            np.testing.assert_array_equal(value, before[key], err_msg=key)
+        else:
+            np.testing.assert_array_equal(value, src[key], err_msg=key)
+    moved = [k for k in after if k not in class_dependent and not np.array_equal(before[k], src[k])]
+    assert len(moved) > 10   # the two models really started from different weights
