@@ -38,7 +38,8 @@
 // a multi-threaded memcpy for the CPU kernels).
 //
 // Exit status: 0 every comparison within its threshold; 1 a mismatch, a determinism failure or a
-// CUDA error; 2 no usable GPU (one line on stderr) or a bad argument.
+// CUDA error; 2 no usable GPU (one line on stderr saying why: no driver, a driver older than the
+// CUDA this program was built with, or no device) or a bad argument.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -849,10 +850,25 @@ int main(int argc, char** argv) {
     int count = 0;
     const cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess || count == 0) {
+      int driver = 0;
+      if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
+      char why[256];
+      if (driver == 0) {
+        std::snprintf(why, sizeof(why), "no CUDA driver found (cudaGetDeviceCount: %s)",
+                      cudaGetErrorString(err));
+      } else if (driver < CUDART_VERSION) {
+        std::snprintf(why, sizeof(why),
+                      "the driver supports CUDA %d.%d, this program was built with CUDA %d.%d "
+                      "(build it with this machine's toolkit: make gpu-check NVCC=.../bin/nvcc)",
+                      driver / 1000, (driver % 1000) / 10, CUDART_VERSION / 1000,
+                      (CUDART_VERSION % 1000) / 10);
+      } else {
+        std::snprintf(why, sizeof(why), "cudaGetDeviceCount: %s",
+                      err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
+      }
       std::fprintf(stderr,
-                   "msda_gpu_check: no CUDA GPU available (cudaGetDeviceCount: %s); nothing was "
-                   "checked (--cpu-reference-only checks the CPU kernels without a GPU)\n",
-                   err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
+                   "msda_gpu_check: no usable CUDA GPU: %s; nothing was checked "
+                   "(--cpu-reference-only checks the CPU kernels without a GPU)\n", why);
       return 2;
     }
   }
