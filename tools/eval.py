@@ -1,6 +1,9 @@
-"""Evaluate a ppdet_dac model (COCO mAP via pycocotools).
+"""Evaluate a ppdet_dac model (COCO mAP via pycocotools), in one process or sharded over the
+processes of paddle.distributed.launch (each evaluates its share of the batches, rank 0 runs
+pycocotools once on all detections: the same AP as one process).
 
     python tools/eval.py -c configs/demo/dac_demo.yml -o weights=output/dac_demo/model_final
+    python -m paddle.distributed.launch tools/eval.py -c configs/dac_cdn_r50.yml -o weights=...
 """
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
@@ -11,6 +14,7 @@ from ppdet.engine import init_parallel_env
 from ppdet.utils.cli import ArgsParser
 
 from ppdet_dac.engine import DACTrainer, config_from_args
+from ppdet_dac.engine.distributed import RankFailureGuard
 
 
 def parse_args(argv=None):
@@ -25,9 +29,10 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = config_from_args(args)
     init_parallel_env()
-    trainer = DACTrainer(cfg, mode="eval")
-    trainer.load_weights(cfg.weights)
-    trainer.evaluate()
+    with RankFailureGuard():
+        trainer = DACTrainer(cfg, mode="eval")
+        trainer.load_weights(cfg.weights)
+        return trainer.evaluate()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""Train a ppdet_dac model: one process, or several with paddle.distributed.launch.
+"""Train a ppdet_dac model: one process, or several with paddle.distributed.launch (one or
+several machines).
 
-    python tools/train.py -c configs/demo/dac_demo.yml [--eval] [-r CKPT] [-o key=value ...]
+    python tools/train.py -c configs/demo/dac_demo.yml [--eval] [-r CKPT|auto] [-o key=value ...]
     python -m paddle.distributed.launch tools/train.py -c configs/dac_cdn_r50.yml   # all GPUs
     python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c ...    # CPU, gloo
+    python -m paddle.distributed.launch --master HOST:PORT --nnodes 2 tools/train.py -c ... -r auto
+
+A rank that fails stops every rank with its error (ppdet_dac.engine.distributed).
 """
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
@@ -13,7 +17,9 @@ from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.engine import (DACTrainer, check_pretrain_weights, config_from_args,
-                              fetch_pretrain_weights)
+                              fetch_pretrain_weights, load_pretrain_weights)
+from ppdet_dac.engine.distributed import RankFailureGuard
+from ppdet_dac.engine.trainer import AUTO_RESUME, auto_resume_checkpoint
 
 logger = setup_logger("train")
 
@@ -21,7 +27,10 @@ logger = setup_logger("train")
 def parse_args(argv=None):
     parser = ArgsParser()
     parser.add_argument("--eval", action="store_true", help="evaluate (COCO AP) at snapshot epochs")
-    parser.add_argument("-r", "--resume", default=None, help="checkpoint to resume from")
+    parser.add_argument("-r", "--resume", default=None,
+                        help="checkpoint to resume from, or `auto`: the newest complete "
+                             "checkpoint in save_dir/<config name>, a fresh start when there is "
+                             "none (the same command can be run again after a failure)")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU only)")
     parser.add_argument("--use_vdl", action="store_true", help="log scalars to VisualDL")
     parser.add_argument("--vdl_log_dir", default="vdl_log_dir/scalar", help="VisualDL log dir")
@@ -36,19 +45,25 @@ def main(argv=None):
     cfg = config_from_args(args)
     # a resumed run takes every weight from its checkpoint; otherwise the config must name the
     # backbone's pretrained weights (or `none`): checked and fetched before the dataset is read
-    pretrain = None if args.resume else check_pretrain_weights(cfg, args.config)
+    # (with -r auto checked always: the same command may start the run)
+    auto = args.resume == AUTO_RESUME
+    pretrain = None if args.resume and not auto else check_pretrain_weights(cfg, args.config)
     init_parallel_env()
-    if pretrain:
-        pretrain = fetch_pretrain_weights(pretrain, args.config)   # every rank (one collective)
-    rank = dist.get_rank()
-    set_random_seed(args.seed + rank)
-    trainer = DACTrainer(cfg, mode="train")
-    trainer.set_seed(args.seed + rank)
-    if args.resume:
-        trainer.resume_weights(args.resume)
-    elif pretrain:
-        trainer.load_weights(pretrain)
-    trainer.train(args.eval)
+    with RankFailureGuard():
+        resume = auto_resume_checkpoint(cfg) if auto else args.resume
+        if resume:
+            pretrain = None
+        elif pretrain:
+            pretrain = fetch_pretrain_weights(pretrain, args.config)  # every rank (one collective)
+        rank = dist.get_rank()
+        set_random_seed(args.seed + rank)
+        trainer = DACTrainer(cfg, mode="train")
+        trainer.set_seed(args.seed + rank)
+        if resume:
+            trainer.resume_weights(resume)
+        elif pretrain:
+            load_pretrain_weights(trainer.model, pretrain)
+        trainer.train(args.eval)
     return trainer
 
 

@@ -6,12 +6,17 @@ into place (``os.replace`` is atomic), so a reader never sees half a file:
 * ``<name>.pdparams`` model weights (EMA weights when EMA is on), as ppdet writes them;
 * ``<name>.pdopt``    optimizer + LR scheduler state and ``last_epoch``, as ppdet writes them
   (so ppdet's own ``load_weight`` reads our checkpoints);
-* ``<name>.pdstate``  what an exact resume needs beyond that: epochs done, global iteration, the
-  Python / NumPy / Paddle random states, the one-to-many sampler's generator, the raw weights when
-  EMA is on, the best AP so far. It is written last and carries a token that the ``.pdopt`` repeats:
-  a checkpoint whose token pair does not match (a crash between the renames of two runs writing
-  the same name) or whose ``.pdstate`` is missing is refused with a message.
+* ``<name>.pdstate``  what an exact resume needs beyond that: the data position (epoch, batches
+  of that epoch done), global iteration, the Python / NumPy / Paddle random states and the
+  one-to-many sampler's generator of every rank, the raw weights when EMA is on, the best AP so
+  far. It is written last and carries a token that the ``.pdopt`` repeats: a checkpoint whose
+  token pair does not match (a crash between the renames of two runs writing the same name) or
+  whose ``.pdstate`` is missing is refused with a message.
+
+A checkpoint is *complete* when its three files are there and the tokens match;
+``latest_checkpoint`` finds the newest complete one of a folder (``-r auto``).
 """
+import glob
 import os
 import random
 import uuid
@@ -24,10 +29,14 @@ from ppdet.utils.logger import setup_logger
 logger = setup_logger(__name__)
 
 __all__ = ["atomic_save", "save_checkpoint", "load_checkpoint", "checkpoint_base", "rng_state",
-           "set_rng_state"]
+           "set_rng_state", "read_checkpoint", "latest_checkpoint", "remove_checkpoint",
+           "NOT_RESUMABLE"]
 
 _TOKEN_KEY = "ppdet_dac_token"
 _SUFFIXES = (".pdparams", ".pdopt", ".pdstate")
+# Checkpoints that ``latest_checkpoint`` leaves out: best_model is a copy of an epoch's state
+# kept for its AP, written before that epoch's own checkpoint.
+NOT_RESUMABLE = ("best_model",)
 
 
 def checkpoint_base(path):
@@ -77,10 +86,12 @@ def set_rng_state(state, criterion=None):
 
 
 def save_checkpoint(base, model, optimizer, epochs_done, global_iter, criterion=None, ema=None,
-                    extra=None):
+                    extra=None, epoch_step=0, rank_rng=None):
     """Write the checkpoint ``base``.{pdparams,pdopt,pdstate} (see the module docstring).
 
-    epochs_done: completed epochs (the epoch to resume at); global_iter: optimizer steps done.
+    epochs_done: completed epochs (the epoch to resume at); epoch_step: batches of that epoch
+    already trained (0 at an epoch end); global_iter: optimizer steps done; rank_rng: the
+    ``rng_state`` of every rank, by rank (default: this process's alone).
     """
     token = uuid.uuid4().hex
     raw_weights = model.state_dict()
@@ -89,20 +100,22 @@ def save_checkpoint(base, model, optimizer, epochs_done, global_iter, criterion=
     opt_state["last_epoch"] = epochs_done
     opt_state[_TOKEN_KEY] = token
     atomic_save(opt_state, base + ".pdopt")
-    state = {"token": token, "epochs_done": epochs_done, "global_iter": global_iter,
-             "rng": rng_state(criterion), "extra": dict(extra or {})}
+    rank_rng = list(rank_rng) if rank_rng else [rng_state(criterion)]
+    state = {"token": token, "epochs_done": epochs_done, "epoch_step": int(epoch_step),
+             "global_iter": global_iter, "rng": rank_rng[0], "rank_rng": rank_rng,
+             "extra": dict(extra or {})}
     if ema is not None:
         state["raw_weights"] = raw_weights
         state["ema"] = {"step": ema.step, "state_dict": ema.state_dict}
     atomic_save(state, base + ".pdstate")
-    logger.info(f"saved checkpoint {base} (epoch {epochs_done}, iteration {global_iter})")
+    where = f"epoch {epochs_done}" + (f", batch {epoch_step} of the epoch" if epoch_step else "")
+    logger.info(f"saved checkpoint {base} ({where}, iteration {global_iter})")
 
 
-def load_checkpoint(path, model, optimizer=None, criterion=None, ema=None):
-    """Load a checkpoint written by ``save_checkpoint``; returns its ``.pdstate`` dict.
+def read_checkpoint(path):
+    """(.pdstate dict, .pdopt dict without our token) of the complete checkpoint ``path``.
 
-    Restores model (raw weights), optimizer + scheduler, EMA and random states. Raises
-    FileNotFoundError / ValueError naming the file when the checkpoint is missing, incomplete or
+    Raises FileNotFoundError / ValueError naming the file when it is missing, incomplete or
     mixed from two writes.
     """
     base = checkpoint_base(path)
@@ -118,6 +131,55 @@ def load_checkpoint(path, model, optimizer=None, criterion=None, ema=None):
     if opt_state.pop(_TOKEN_KEY, None) != state["token"]:
         raise ValueError(f"{base}.pdopt and {base}.pdstate come from different writes; resume "
                          "from an earlier checkpoint")
+    return state, opt_state
+
+
+def latest_checkpoint(folder):
+    """The newest complete checkpoint of ``folder`` (its path without suffix), or None.
+
+    Newest is the latest written ``.pdstate`` (written last), so after a resume from an older
+    checkpoint the newer files of the abandoned run lose as soon as the run writes again; equal
+    times go to the higher iteration. ``best_model`` is left out (NOT_RESUMABLE); an incomplete
+    or mixed checkpoint is skipped with a warning naming it.
+    """
+    candidates = []
+    for path in glob.glob(os.path.join(glob.escape(folder), "*.pdstate")):
+        base = checkpoint_base(path)
+        if os.path.basename(base) in NOT_RESUMABLE or os.path.basename(base).startswith("."):
+            continue
+        candidates.append((os.stat(path).st_mtime_ns, base))
+    best = None
+    for mtime, base in sorted(candidates, reverse=True):
+        if best is not None and mtime < best[0]:
+            break
+        try:
+            state, _ = read_checkpoint(base)
+        except (FileNotFoundError, ValueError) as err:
+            logger.warning(f"skipping checkpoint {base}: {err}")
+            continue
+        if best is None or int(state["global_iter"]) > best[1]:
+            best = (mtime, int(state["global_iter"]), base)
+    return best[2] if best else None
+
+
+def remove_checkpoint(base):
+    """Delete the checkpoint ``base``, its ``.pdstate`` first (so it is never half there and
+    complete-looking)."""
+    for suffix in (".pdstate", ".pdopt", ".pdparams"):
+        if os.path.exists(base + suffix):
+            os.remove(base + suffix)
+
+
+def load_checkpoint(path, model, optimizer=None, criterion=None, ema=None, rank=0, nranks=1):
+    """Load a checkpoint written by ``save_checkpoint``; returns its ``.pdstate`` dict.
+
+    Restores model (raw weights), optimizer + scheduler, EMA and the random states of ``rank``
+    (those of rank 0, with a warning, when the checkpoint was written by another number of
+    ranks). Raises FileNotFoundError / ValueError naming the file when the checkpoint is
+    missing, incomplete or mixed from two writes, or does not fit the model.
+    """
+    base = checkpoint_base(path)
+    state, opt_state = read_checkpoint(base)
     opt_state.pop("last_epoch", None)
     weights = state.get("raw_weights") or paddle.load(base + ".pdparams")
     model_keys = set(model.state_dict())
@@ -133,7 +195,14 @@ def load_checkpoint(path, model, optimizer=None, criterion=None, ema=None):
         ema.step = state["ema"]["step"]
         for key, value in state["ema"]["state_dict"].items():
             ema.state_dict[key] = value
-    set_rng_state(state["rng"], criterion)
-    logger.info(f"resumed from {base}: {state['epochs_done']} epochs, "
+    rank_rng = state.get("rank_rng") or [state["rng"]]
+    if len(rank_rng) != nranks:
+        logger.warning(f"{base} was written by {len(rank_rng)} rank(s), this run has {nranks}: "
+                       "every rank takes rank 0's random states, so the run continues but is "
+                       "not the one an uninterrupted run would have been")
+    set_rng_state(rank_rng[rank] if len(rank_rng) == nranks else rank_rng[0], criterion)
+    step = int(state.get("epoch_step", 0))
+    where = f", batch {step} of epoch {state['epochs_done']}" if step else ""
+    logger.info(f"resumed from {base}: {state['epochs_done']} epochs{where}, "
                 f"{state['global_iter']} iterations done")
     return state

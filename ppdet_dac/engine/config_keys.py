@@ -53,6 +53,8 @@ TOP_LEVEL_KEYS = {
     "pretrain_weights": "tools/train.py, tools/demo.py (ppdet_dac.engine.pretrained)",
     "epoch": "DACTrainer.train, ppdet LogPrinter (ETA)",
     "snapshot_epoch": "DACTrainer: checkpoint / evaluation period",
+    "snapshot_iter": "DACTrainer: iteration checkpoint period (0: none)",
+    "max_checkpoints": "DACTrainer: iteration checkpoints kept",
     "log_iter": "DACTrainer, ppdet LogPrinter",
     "save_dir": "DACTrainer: checkpoint folder",
     "worker_num": "ppdet Trainer: data loader workers",

@@ -4,7 +4,10 @@ ppdet's ``Trainer`` builds everything (datasets, readers, model, LR schedule, op
 metrics, log/VisualDL callbacks); this subclass keeps that and replaces the loop, which adds:
 
 * checkpoints written atomically with the full training state (``checkpoint.py``) every
-  ``snapshot_epoch`` epochs plus ``model_final``; ``resume`` continues exactly where one left off;
+  ``snapshot_epoch`` epochs plus ``model_final``, and every ``snapshot_iter`` iterations
+  (``iter_<n>``, the last ``max_checkpoints`` kept); ``resume`` continues exactly where one left
+  off, also in the middle of an epoch (the batches already trained are skipped unread), and
+  ``auto_resume_checkpoint`` finds the newest complete checkpoint for ``-r auto``;
 * a NaN/inf guard: a non-finite loss stops training with a ``FloatingPointError`` that names the
   epoch, iteration and loss terms, before the step is applied, so the last checkpoint is the last
   good state (all ranks stop together);
@@ -13,9 +16,15 @@ metrics, log/VisualDL callbacks); this subclass keeps that and replaces the loop
   LogPrinter), VisualDL scalars with ``use_vdl``;
 * the official gradient clip: one norm over all gradients (``optimizer.py``);
 * AMP on GPU (``--amp``; the attention op itself runs in float32), ignored with a warning on CPU;
-* COCO evaluation after snapshot epochs with ``--eval`` (per-class AP table), ``best_model`` kept.
+* COCO evaluation after snapshot epochs with ``--eval`` (per-class AP table), ``best_model`` kept,
+  sharded over the ranks (``evaluation.py``); ``evaluate`` does the same in eval mode.
+
+Several ranks: rank 0 writes the checkpoints, holding the random states of every rank (one
+gather at each checkpoint); every rank reads them on resume, so ``save_dir`` must be on a file
+system all machines share.
 """
 import copy
+import glob
 import math
 import os
 import re
@@ -29,13 +38,62 @@ from ppdet.engine.callbacks import ComposeCallback, LogPrinter, VisualDLWriter
 from ppdet.utils import stats
 from ppdet.utils.logger import setup_logger
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .evaluation import evaluate_metrics
+from .checkpoint import (latest_checkpoint, load_checkpoint, remove_checkpoint, rng_state,
+                         save_checkpoint)
+from .distributed import all_gather_objects, broadcast_from_rank0, no_interrupt
+from .evaluation import evaluate_metrics, fresh_iterator
 from .optimizer import use_official_clip
 
 logger = setup_logger(__name__)
 
-__all__ = ["DACTrainer"]
+__all__ = ["DACTrainer", "AUTO_RESUME", "auto_resume_checkpoint", "checkpoint_dir"]
+
+AUTO_RESUME = "auto"
+ITER_PREFIX = "iter_"
+DEFAULT_MAX_CHECKPOINTS = 2
+
+
+def checkpoint_dir(cfg):
+    """The folder of a run's checkpoints: ``save_dir/<config file name>``."""
+    return os.path.join(cfg.get("save_dir", "output"), cfg.get("filename", "model"))
+
+
+def auto_resume_checkpoint(cfg):
+    """``-r auto``: the newest complete checkpoint in ``checkpoint_dir(cfg)`` (rank 0 looks, every
+    rank gets its answer), or None for a fresh start."""
+    folder = checkpoint_dir(cfg)
+    found = latest_checkpoint(folder) if dist.get_rank() == 0 else None
+    found = broadcast_from_rank0(found)
+    if found:
+        logger.info(f"-r {AUTO_RESUME}: resuming from {found}, the newest complete checkpoint")
+    else:
+        logger.info(f"-r {AUTO_RESUME}: no complete checkpoint in {folder}; starting a fresh run")
+    return found
+
+
+def _whole_number(cfg, key, default, minimum):
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{cfg.get('filename', 'config')}: {key} must be a whole number >= "
+                         f"{minimum}, got {value!r}")
+    return value
+
+
+class _SkipBatches:
+    """A batch sampler without the first ``skip`` batches of ``sampler`` (their indices are
+    computed, their samples never read)."""
+
+    def __init__(self, sampler, skip):
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        batches = iter(self.sampler)
+        for _ in range(self.skip):
+            next(batches, None)
+        return batches
+
+    def __len__(self):
+        return max(len(self.sampler) - self.skip, 0)
 
 _AUX_SUFFIX = re.compile(r"_\d+(_one2one)?$")
 
@@ -66,10 +124,14 @@ class DACTrainer(Trainer):
     def __init__(self, cfg, mode="train"):
         super().__init__(cfg, mode)
         self.global_iter = 0
+        self.start_step = 0          # batches of start_epoch already trained (mid-epoch resume)
         self.best_ap = -math.inf
         self.history = []   # per snapshot epoch: {'epoch', 'loss' (mean over the epoch), 'ap'}
-        self.save_dir = os.path.join(self.cfg.get("save_dir", "output"),
-                                     self.cfg.get("filename", "model"))
+        self._epoch_losses = []      # the logged loss of each step of the current epoch
+        self.save_dir = checkpoint_dir(self.cfg)
+        self.snapshot_iter = _whole_number(self.cfg, "snapshot_iter", 0, 0)
+        self.max_checkpoints = _whole_number(self.cfg, "max_checkpoints",
+                                             DEFAULT_MAX_CHECKPOINTS, 1)
         if self.optimizer is not None:   # train mode: one group, one clip over all gradients
             use_official_clip(self.optimizer,
                               f"{self.cfg.get('filename', 'config')}: OptimizerBuilder")
@@ -100,42 +162,88 @@ class DACTrainer(Trainer):
         if self.criterion is not None and hasattr(self.criterion, "rng"):
             self.criterion.rng = np.random.default_rng(seed)
 
-    def _epoch_batches(self, epoch_id):
-        """A fresh iterator over the training batches of ``epoch_id``.
+    def _epoch_batches(self, epoch_id, skip=0):
+        """A fresh iterator over the training batches of ``epoch_id``, without its first
+        ``skip`` batches.
 
         ppdet's reader keeps an iterator that starts reading (and drawing random numbers) ahead,
         before the epoch is known; it is shut down here, and each epoch gets its own iterator
         created after the sampler and dataset know the epoch, so that the shuffle order and the
-        augmentation depend on the epoch alone, also after a resume."""
+        augmentation depend on the epoch alone, also after a resume (in the middle of an epoch
+        too: the skipped batches are never read)."""
         reader = self.loader
-        ahead = getattr(reader, "loader", None)
-        if ahead is not None and hasattr(ahead, "_try_shutdown_all"):
-            ahead._try_shutdown_all()
-            reader.loader = None
         reader.dataset.set_epoch(epoch_id)
         sampler = getattr(reader, "_batch_sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch_id)
-        return iter(reader.dataloader)
+        return fresh_iterator(reader, _SkipBatches(reader.dataloader.batch_sampler, skip)
+                              if skip else None)
 
     @property
     def criterion(self):
         return getattr(self.model, "criterion", None)
 
     def resume_weights(self, weights):
-        """Restore a checkpoint written by this trainer (weights, optimizer, LR, RNG, EMA)."""
-        state = load_checkpoint(weights, self.model, self.optimizer, self.criterion,
-                                self.ema if self.use_ema else None)
+        """Restore a checkpoint written by this trainer (weights, optimizer, LR, this rank's
+        random states, EMA, data position)."""
+        try:
+            state = load_checkpoint(weights, self.model, self.optimizer, self.criterion,
+                                    self.ema if self.use_ema else None, rank=self._local_rank,
+                                    nranks=self._nranks)
+        except FileNotFoundError as err:
+            if self._nranks < 2:
+                raise
+            raise FileNotFoundError(f"rank {self._local_rank}: {err}. Every rank reads the "
+                                    "checkpoint: save_dir must be on a file system that all "
+                                    "machines share") from err
+        extra = state["extra"]
         self.start_epoch = int(state["epochs_done"])
+        self.start_step = int(state.get("epoch_step", 0))
         self.global_iter = int(state["global_iter"])
-        self.best_ap = float(state["extra"].get("best_ap", -math.inf))
+        self.best_ap = float(extra.get("best_ap", -math.inf))
+        steps = len(self.loader)
+        saved = (extra.get("nranks", self._nranks), extra.get("steps_per_epoch", steps))
+        if self.start_step and saved != (self._nranks, steps):
+            logger.warning(f"{weights} was written by {saved[0]} rank(s) with {saved[1]} "
+                           f"iterations per epoch, this run has {self._nranks} and {steps}: it "
+                           f"continues at batch {self.start_step} of epoch {self.start_epoch}, "
+                           "not exactly as an uninterrupted run")
+        if self.start_step >= steps:
+            self.start_epoch, self.start_step = self.start_epoch + 1, 0
+        self._epoch_losses = list(extra.get("epoch_losses", [])) if self.start_step else []
 
-    def _save(self, name, epochs_done):
+    def _save(self, names, epochs_done, epoch_step=0):
+        """Rank 0 writes the checkpoints ``names`` with the random states of every rank (every
+        rank calls this: one gather)."""
+        rank_rng = all_gather_objects(rng_state(self.criterion))
         if self._nranks > 1 and self._local_rank != 0:
             return
-        save_checkpoint(os.path.join(self.save_dir, name), self.model, self.optimizer,
-                        epochs_done, self.global_iter, self.criterion,
-                        self.ema if self.use_ema else None, extra={"best_ap": self.best_ap})
+        extra = {"best_ap": self.best_ap, "nranks": self._nranks,
+                 "steps_per_epoch": len(self.loader),
+                 "epoch_losses": list(self._epoch_losses) if epoch_step else []}
+        with no_interrupt():
+            for name in names:
+                save_checkpoint(os.path.join(self.save_dir, name), self.model, self.optimizer,
+                                epochs_done, self.global_iter, self.criterion,
+                                self.ema if self.use_ema else None, extra=extra,
+                                epoch_step=epoch_step, rank_rng=rank_rng)
+
+    def _save_iteration(self, epoch_id, steps_done, steps_per_epoch):
+        """The ``snapshot_iter`` checkpoint after ``steps_done`` batches of ``epoch_id``; only the
+        ``max_checkpoints`` newest iteration checkpoints are kept."""
+        position = (epoch_id + 1, 0) if steps_done == steps_per_epoch else (epoch_id, steps_done)
+        self._save([f"{ITER_PREFIX}{self.global_iter}"], *position)
+        if self._nranks > 1 and self._local_rank != 0:
+            return
+        written = sorted(glob.glob(os.path.join(glob.escape(self.save_dir),
+                                                f"{ITER_PREFIX}*.pdstate")),
+                         key=lambda p: os.stat(p).st_mtime_ns)
+        for path in written[:-self.max_checkpoints]:
+            remove_checkpoint(path[: -len(".pdstate")])
+
+    def _snapshot_epoch(self, epoch_id, end_epoch):
+        return epoch_id == end_epoch - 1 or (epoch_id + 1) % int(
+            self.cfg.get("snapshot_epoch", 1)) == 0
 
     def _check_finite(self, outputs, epoch_id, step_id):
         """The loss terms averaged over the ranks ({name: float}, as the official ``reduce_dict``
@@ -172,17 +280,29 @@ class DACTrainer(Trainer):
         return self._val_loader
 
     def _validate(self):
-        """COCO evaluation of the current weights on the eval split; returns box AP."""
+        """COCO evaluation of the current weights on the eval split, every rank running its
+        share; returns box AP on rank 0, None on the others."""
         loader = self._eval_loader()
-        if not self._metrics:
+        if not self._metrics and self._local_rank == 0:   # only rank 0 runs the metric
             self.cfg["classwise"] = True
             self.cfg.setdefault("output_eval", self.save_dir)
             os.makedirs(self.cfg["output_eval"], exist_ok=True)
             self._init_metrics(validate=True)
-        results = evaluate_metrics(self, loader)
+        results = evaluate_metrics(self, loader, source=self.cfg.get("filename", "config"))
         self.model.train()
         bbox = results.get("COCOMetric", {}).get("bbox")
         return float(bbox[0]) if bbox is not None else None
+
+    def evaluate(self):
+        """Eval mode: COCO evaluation of the loaded weights on EvalDataset, sharded over the
+        ranks of a launched run; returns the results on rank 0 ({} on the others). AMP
+        (``amp``) and ``print_flops`` as in ppdet's ``evaluate``."""
+        if self.cfg.get("print_flops", False) and self._local_rank == 0:
+            from ppdet.core.workspace import create
+            self._flops(create("EvalReader")(self.dataset, self.cfg.worker_num,
+                                             self._eval_batch_sampler))
+        return evaluate_metrics(self, self.loader, source=self.cfg.get("filename", "config"),
+                                use_amp=self.use_amp)
 
     def train(self, validate=False):
         """Train from ``start_epoch`` to ``cfg.epoch``; see the module docstring."""
@@ -207,9 +327,15 @@ class DACTrainer(Trainer):
             self.status.update(mode="train", epoch_id=epoch_id)
             self._compose_callback.on_epoch_begin(self.status)
             model.train()
+            skip = self.start_step if epoch_id == self.start_epoch else 0
+            batches = self._epoch_batches(epoch_id, skip)
+            if skip:
+                logger.info(f"epoch {epoch_id}: resuming at batch {skip} of {steps_per_epoch} "
+                            "(the batches before it are skipped unread)")
+            else:
+                self._epoch_losses = []
             tic = time.time()
-            epoch_loss = []
-            for step_id, data in enumerate(self._epoch_batches(epoch_id)):
+            for step_id, data in enumerate(batches, start=skip):
                 self.status["data_time"].update(time.time() - tic)
                 self.status["step_id"] = step_id
                 self._compose_callback.on_step_begin(self.status)
@@ -219,7 +345,7 @@ class DACTrainer(Trainer):
                                           custom_black_list=self.custom_black_list):
                     outputs = model(data)
                 logged = self._check_finite(outputs, epoch_id, step_id)
-                epoch_loss.append(logged["loss"])
+                self._epoch_losses.append(logged["loss"])
                 loss = outputs["loss"]
                 if scaler is not None:
                     scaled = scaler.scale(loss)
@@ -238,19 +364,25 @@ class DACTrainer(Trainer):
                     self.status["training_staus"].update(_logged_terms(logged))
                 self.status["batch_time"].update(time.time() - tic)
                 self._compose_callback.on_step_end(self.status)
+                if self.snapshot_iter and self.global_iter % self.snapshot_iter == 0 and not (
+                        step_id + 1 == steps_per_epoch
+                        and self._snapshot_epoch(epoch_id, end_epoch)):
+                    self._save_iteration(epoch_id, step_id + 1, steps_per_epoch)
                 tic = time.time()
-            self._end_epoch(epoch_id, end_epoch, validate, float(np.mean(epoch_loss)))
+            self._end_epoch(epoch_id, end_epoch, validate, float(np.mean(self._epoch_losses)))
+        self.start_step = 0
         self._compose_callback.on_train_end(self.status)
 
     def _end_epoch(self, epoch_id, end_epoch, validate, mean_loss):
         last = epoch_id == end_epoch - 1
         self._compose_callback.on_epoch_end(self.status)
-        if not (last or (epoch_id + 1) % int(self.cfg.get("snapshot_epoch", 1)) == 0):
+        if not self._snapshot_epoch(epoch_id, end_epoch):
             return
         is_main = self._nranks < 2 or self._local_rank == 0
         record = {"epoch": epoch_id, "loss": mean_loss, "ap": None}
         self.history.append(record)
-        if validate and is_main:
+        names = []
+        if validate:   # every rank evaluates its share; rank 0 gets the AP
             raw = None
             if self.use_ema:
                 raw = copy.deepcopy(self.model.state_dict())
@@ -258,11 +390,11 @@ class DACTrainer(Trainer):
             ap = record["ap"] = self._validate()
             if raw is not None:
                 self.model.set_dict(raw)
-            if ap is not None and ap >= self.best_ap:
+            if is_main and ap is not None and ap >= self.best_ap:
                 self.best_ap = ap
-                self._save("best_model", epoch_id + 1)
+                names.append("best_model")
                 logger.info(f"best box AP so far: {ap:.4f} (epoch {epoch_id})")
-        self._save("model_final" if last else str(epoch_id), epoch_id + 1)
+        self._save(names + ["model_final" if last else str(epoch_id)], epoch_id + 1)
         if is_main:
             ap_text = "" if record["ap"] is None else f", box AP {record['ap']:.4f}"
             logger.info(f"epoch {epoch_id}: mean loss {mean_loss:.4f}{ap_text}")

@@ -3,6 +3,7 @@
 ppdet's config is process-global, so every training run happens in a fresh interpreter.
 """
 import os
+import socket
 import subprocess
 import sys
 
@@ -50,11 +51,11 @@ TrainReader:
 """
 
 
-def make_tiny_setup(root, epoch=2, num_train=8):
+def make_tiny_setup(root, epoch=2, num_train=8, num_val=2):
     """Write the tiny dataset and config under ``root``; returns the config path."""
     from ppdet_dac.data.demo_data import make_demo_data
     data = os.path.join(root, "data")
-    make_demo_data(data, num_train=num_train, num_val=2, num_empty_train=1, min_size=96,
+    make_demo_data(data, num_train=num_train, num_val=num_val, num_empty_train=1, min_size=96,
                    max_size=128, max_objects=3)
     path = os.path.join(root, "tiny.yml")
     with open(path, "w") as handle:
@@ -77,6 +78,29 @@ def run_train(config, *args, timeout=600, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_cmd(log_dir, script, *args, nproc=2, master=None, nnodes=1, node_rank=None):
+    """python -m paddle.distributed.launch for ``script args``: ``nproc`` processes on this
+    machine, or with ``master`` one node of ``nnodes`` (``node_rank``)."""
+    cmd = [PYTHON, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc),
+           "--log_dir", str(log_dir)]
+    if master:
+        cmd += ["--master", master, "--nnodes", str(nnodes), "--rank", str(node_rank)]
+    return cmd + [script, *map(str, args)]
+
+
+def worker_logs(log_dir):
+    """The text of each workerlog.<r> of a launch, by local rank."""
+    names = sorted(n for n in os.listdir(log_dir) if n.startswith("workerlog."))
+    return [open(os.path.join(log_dir, n)).read() for n in names]
 
 
 def load_params(path):

@@ -154,7 +154,7 @@ def test_typo_in_a_base_file_names_that_file(tmp_path):
     user.write_text("_BASE_: ['base.yml']\nepoch: 1\n")
     assert _error(str(user)).startswith(
         f"{user} (_BASE_ {base}): unknown key 'snapshot_epohc' (top level); did you mean "
-        "'snapshot_epoch'?")
+        "'snapshot_epoch' or 'snapshot_iter'?")
 
 
 def test_missing_base_file_is_named(tmp_path):

@@ -1,4 +1,5 @@
-"""Training with DACTrainer: exact resume after a kill, crash-safe checkpoints, the NaN guard."""
+"""Training with DACTrainer: exact resume after a kill (at an epoch end and in the middle of an
+epoch, with -r auto), crash-safe checkpoints, the NaN guard."""
 import os
 import signal
 import subprocess
@@ -14,15 +15,31 @@ from _engine_helpers import PYTHON, REPO, child_env, load_params, make_tiny_setu
 
 pytestmark = pytest.mark.slow
 
+PROBE = os.path.join(REPO, "tests", "engine", "_fault_probe.py")
+# iteration checkpoints after every step, the last 2 kept (they do not change the training)
+SNAPSHOTS = ["snapshot_iter=1", "max_checkpoints=2"]
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return make_tiny_setup(str(tmp_path_factory.mktemp("tiny")), epoch=2)
 
 
-def test_resume_after_kill_gives_identical_parameters(tiny, tmp_path):
-    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    run_train(tiny, "--seed", "3", "-o", f"save_dir={straight}")
+@pytest.fixture(scope="module")
+def straight_run(tiny, tmp_path_factory):
+    """An uninterrupted run (seed 3, 2 epochs x 4 iterations): (checkpoint folder, its log)."""
+    out = str(tmp_path_factory.mktemp("straight"))
+    proc = run_train(tiny, "--seed", "3", "-o", f"save_dir={out}", *SNAPSHOTS)
+    return os.path.join(out, "tiny"), proc.stdout + proc.stderr
+
+
+def _epoch_lines(log):
+    return [line.split("INFO: ")[1] for line in log.splitlines() if ": mean loss" in line]
+
+
+def test_resume_after_kill_gives_identical_parameters(tiny, straight_run, tmp_path):
+    straight = straight_run[0]
+    resumed = str(tmp_path / "resumed")
 
     # Same run, killed (SIGKILL) once the epoch-0 checkpoint is complete, then resumed.
     cmd = [PYTHON, os.path.join(REPO, "tools", "train.py"), "-c", tiny, "--seed", "3",
@@ -41,16 +58,57 @@ def test_resume_after_kill_gives_identical_parameters(tiny, tmp_path):
               "pretrain_weights=http://127.0.0.1:9/unreachable.pdparams",
               "-r", os.path.join(resumed, "tiny", "0"))
 
-    a = load_params(os.path.join(straight, "tiny", "model_final.pdparams"))
+    a = load_params(os.path.join(straight, "model_final.pdparams"))
     b = load_params(os.path.join(resumed, "tiny", "model_final.pdparams"))
     assert sorted(a) == sorted(b)
-    first = load_params(os.path.join(straight, "tiny", "0.pdparams"))
+    first = load_params(os.path.join(straight, "0.pdparams"))
     assert any(not np.array_equal(first[k], a[k]) for k in a)   # the second epoch trained
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    state_a = paddle.load(os.path.join(straight, "tiny", "model_final.pdstate"))
+    state_a = paddle.load(os.path.join(straight, "model_final.pdstate"))
     state_b = paddle.load(os.path.join(resumed, "tiny", "model_final.pdstate"))
     assert state_a["global_iter"] == state_b["global_iter"] == 8   # 2 epochs x 4 iterations
+
+
+def test_mid_epoch_kill_and_auto_resume_give_identical_parameters(tiny, straight_run,
+                                                                   tmp_path):
+    straight, straight_log = straight_run
+    # iteration checkpoints: every step except the epoch ends (4, 8), the 2 newest kept
+    assert sorted(os.listdir(straight)) == [
+        f"{base}{s}" for base in ("0", "iter_6", "iter_7", "model_final")
+        for s in (".pdopt", ".pdparams", ".pdstate")]
+    assert paddle.load(os.path.join(straight, "iter_6.pdstate"))["epoch_step"] == 2
+    out, marker = tmp_path / "out", tmp_path / "killed"
+    # the same command three times. 1: -r auto starts fresh; SIGKILL at iteration 6 (epoch 1,
+    # after 2 of its 4 batches, iter_6 written)
+    cmd = [PYTHON, PROBE, f"kill:0:6:{marker}", "train", "-c", tiny, "--seed", "3", "-r", "auto",
+           "-o", f"save_dir={out}", *SNAPSHOTS]
+
+    def run():
+        proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
+                              timeout=600)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    code, log = run()
+    assert code == -signal.SIGKILL, log[-3000:]
+    assert "no complete checkpoint" in log and marker.exists()
+    assert not (out / "tiny" / "model_final.pdstate").exists()
+    # 2: resumes from iter_6, skips the 2 trained batches, completes as the uninterrupted run
+    code, log = run()
+    assert code == 0, log[-3000:]
+    assert f"resuming from {out / 'tiny' / 'iter_6'}," in log
+    assert "epoch 1: resuming at batch 2 of 4" in log
+    a = load_params(os.path.join(straight, "model_final.pdparams"))
+    b = load_params(out / "tiny" / "model_final.pdparams")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert paddle.load(str(out / "tiny" / "model_final.pdstate"))["global_iter"] == 8
+    # epoch 1's mean loss covers its 2 batches before the kill too
+    assert _epoch_lines(log) == _epoch_lines(straight_log)[1:]
+    # 3: finds the finished run and trains nothing
+    code, log = run()
+    assert code == 0 and f"resuming from {out / 'tiny' / 'model_final'}," in log
+    assert "saved checkpoint" not in log and "Epoch: [" not in log
 
 
 KILL_WRITER = textwrap.dedent("""

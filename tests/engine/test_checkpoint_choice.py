@@ -1,0 +1,77 @@
+"""Which checkpoint ``-r auto`` takes, how the eval batches are dealt to the ranks, and the
+checks of the iteration-checkpoint keys (no training)."""
+import os
+
+import paddle
+import pytest
+
+from ppdet_dac.engine.checkpoint import latest_checkpoint, remove_checkpoint, save_checkpoint
+from ppdet_dac.engine.evaluation import ShardedBatches
+from ppdet_dac.engine.trainer import _whole_number
+
+
+def _write(folder, name, global_iter, mtime_ns):
+    model = paddle.nn.Linear(2, 2)
+    opt = paddle.optimizer.AdamW(parameters=model.parameters())
+    base = os.path.join(folder, name)
+    save_checkpoint(base, model, opt, 1, global_iter)
+    for suffix in (".pdparams", ".pdopt", ".pdstate"):
+        os.utime(base + suffix, ns=(mtime_ns, mtime_ns))
+    return base
+
+
+def test_latest_complete_checkpoint_by_write_time(tmp_path):
+    folder = str(tmp_path)
+    assert latest_checkpoint(folder) is None                          # fresh start
+    assert latest_checkpoint(str(tmp_path / "absent")) is None
+    _write(folder, "0", 4, 1_000)
+    newest = _write(folder, "iter_6", 6, 2_000)
+    assert latest_checkpoint(folder) == newest
+    # written later but from an abandoned, longer run: the write time decides, not the number
+    _write(folder, "iter_9", 9, 1_500)
+    assert latest_checkpoint(folder) == newest
+    # best_model is never taken (a copy kept for its AP)
+    _write(folder, "best_model", 7, 3_000)
+    assert latest_checkpoint(folder) == newest
+    # the same write time: the higher iteration
+    tied = _write(folder, "iter_7", 7, 2_000)
+    assert latest_checkpoint(folder) == tied
+    # an incomplete newest checkpoint (.pdopt lost) is skipped
+    broken = _write(folder, "iter_8", 8, 4_000)
+    os.remove(broken + ".pdopt")
+    assert latest_checkpoint(folder) == tied
+    # a mixed one (.pdopt of another write) too
+    mixed = _write(folder, "iter_10", 10, 5_000)
+    os.replace(os.path.join(folder, "iter_9.pdopt"), mixed + ".pdopt")
+    os.utime(mixed + ".pdstate", ns=(5_000, 5_000))
+    assert latest_checkpoint(folder) == tied
+    remove_checkpoint(tied)
+    assert not any(n.startswith("iter_7.") for n in os.listdir(folder))
+    assert latest_checkpoint(folder) == newest
+
+
+@pytest.mark.parametrize("num_samples,batch_size,nranks", [(7, 2, 2), (60, 2, 3), (5, 1, 8),
+                                                           (1, 2, 2)])
+def test_eval_batches_of_the_ranks_are_those_of_one_process(num_samples, batch_size, nranks):
+    one = list(ShardedBatches(num_samples, batch_size))
+    assert one == [list(range(i, min(i + batch_size, num_samples)))
+                   for i in range(0, num_samples, batch_size)]
+    shards = [ShardedBatches(num_samples, batch_size, r, nranks) for r in range(nranks)]
+    dealt = {k: batch for s in shards for k, batch in zip(s.batch_ids, s)}
+    assert sorted(dealt) == list(range(len(one)))                      # each batch once
+    assert [dealt[k] for k in sorted(dealt)] == one                    # composed identically
+    sizes = [len(s) for s in shards]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_iteration_checkpoint_keys_are_checked():
+    cfg = {"filename": "dac_demo", "snapshot_iter": -5}
+    with pytest.raises(ValueError, match=r"dac_demo: snapshot_iter must be a whole number "
+                                         r">= 0, got -5"):
+        _whole_number(cfg, "snapshot_iter", 0, 0)
+    with pytest.raises(ValueError, match=r"max_checkpoints must be a whole number >= 1, got 0"):
+        _whole_number({"max_checkpoints": 0}, "max_checkpoints", 2, 1)
+    with pytest.raises(ValueError, match="got '10'"):
+        _whole_number({"snapshot_iter": "10"}, "snapshot_iter", 0, 0)
+    assert _whole_number({}, "max_checkpoints", 2, 1) == 2
+    assert _whole_number({"snapshot_iter": 500}, "snapshot_iter", 0, 0) == 500
