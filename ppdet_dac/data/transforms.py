@@ -16,7 +16,7 @@ import ppdet.data.transform as ppdet_transform
 from ppdet.data.transform.operators import BaseOperator, ImageError, register_op
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.data.image_io import decode_bgr
+from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, check_max_pixels, decode_checked
 
 logger = setup_logger(__name__)
 
@@ -38,8 +38,16 @@ class DACDecode(BaseOperator):
     ``Image.open(...).convert('RGB')`` in the official code; ppdet's Decode would rotate them by
     the tag and leave the boxes unrotated).
 
-    Raises ImageDecodeError naming the file when it cannot be read or is not a valid image.
+    max_pixels: an image whose header declares more pixels (width x height) is refused before
+    it is decoded (decompression bombs); default 40,000,000.
+
+    Raises ImageDecodeError naming the file when it cannot be read, is not a valid image or is
+    over max_pixels.
     """
+
+    def __init__(self, max_pixels=DEFAULT_MAX_PIXELS):
+        super().__init__()
+        self.max_pixels = check_max_pixels(max_pixels, "DACDecode.max_pixels")
 
     def apply(self, sample, context=None):
         im_file = sample.get("im_file", "<in-memory image>")
@@ -54,11 +62,10 @@ class DACDecode(BaseOperator):
         if isinstance(encoded, np.ndarray) and encoded.ndim == 3:
             im = encoded  # already decoded upstream
         else:
-            im = decode_bgr(encoded)
-            if im is None:
-                raise ImageDecodeError(
-                    f"cannot decode image file {im_file} ({len(encoded)} bytes): "
-                    "not a readable JPEG/PNG/BMP image", im_file)
+            try:
+                im = decode_checked(encoded, self.max_pixels, f"image file {im_file}")
+            except ValueError as err:  # not an image, or over max_pixels (from the header)
+                raise ImageDecodeError(str(err), im_file) from None
             if sample.get("keep_ori_im"):
                 sample["ori_image"] = im
             im = cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
