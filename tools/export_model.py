@@ -7,6 +7,11 @@
 As with ppdet, the model goes to <output_dir>/<config file name>/. ``--attention op`` bakes the
 compiled ms_deform_attn op into the graph (fast; the predictor registers the op library);
 ``reference`` uses the pure-Paddle path (needed for paddle2onnx).
+
+The class names of infer_cfg.yml come from TestDataset's annotation file, or from
+``-o label_list=[cat,dog,...]`` (or a .txt file with one name per line). The export stops with
+an error when their number differs from the model's classes, or when the annotation file is
+missing and the model's classes are not COCO's 80.
 """
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)

@@ -83,6 +83,8 @@ TOP_LEVEL_KEYS = {
     "bias": "ppdet Trainer: COCO metric",
     "IouType": "ppdet Trainer: COCO metric",
     "draw_threshold": "ppdet_dac.engine.export (infer_cfg.yml)",
+    "label_list": "ppdet_dac.engine.export.class_names: class names of tools/export_model.py "
+                  "(infer_cfg.yml) and tools/infer.py",
     "export": "ppdet Trainer.export (not tools/export_model.py)",
 }
 # Keys inside a top-level mapping of TOP_LEVEL_KEYS.

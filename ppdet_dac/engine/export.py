@@ -12,6 +12,17 @@
     ``ppdet_dac.engine.predictor`` does it when ``infer_cfg.yml`` says ``attention: op``).
   - ``reference``: the pure-Paddle ``grid_sample`` path (portable; the one paddle2onnx converts).
 
+  and the input-size limits of the graph, ``feature_strides`` (the encoder levels) and
+  ``num_queries`` (the proposals its top-k selects), from which the predictor refuses images too
+  thin for the model with a message instead of a failing top-k.
+
+``label_list`` (the class names, indexed by the model's output label) comes from the config's
+``label_list`` key when set (``-o label_list=[cat,dog]`` or a .txt file with one name per line),
+else from TestDataset's annotation file. Export stops with an error naming the source when the
+number of names differs from the number of labels the model outputs, or when the annotation
+file is missing and the model's labels are not COCO's 80 (no silent COCO names on a 3-class
+model).
+
 Inputs of the exported graph: ``image`` [B, 3, H, W] (any H, W unless
 ``TestReader.inputs_def.image_shape`` fixes them), ``im_shape`` [B, 2], ``scale_factor`` [B, 2] and
 ``pad_mask`` [B, H, W] (1 = image, 0 = padding). Outputs: ``bbox`` [N, 6] rows
@@ -30,6 +41,7 @@ from ppdet.utils.checkpoint import load_pretrain_weight
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac import ops
+from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
 
 logger = setup_logger(__name__)
 
@@ -106,15 +118,85 @@ def preprocess_list(cfg, image_shape):
     return steps
 
 
-def label_list(cfg):
-    """Category names ordered by the model's (contiguous) class id, from TestDataset's anno file."""
-    dataset = create("TestDataset")()
-    anno_file = dataset.get_anno()
-    clsid2catid, catid2name = get_categories(cfg["metric"], anno_file=anno_file)
-    return [str(catid2name[clsid2catid[i]]) for i in sorted(clsid2catid)]
+def test_preprocess_steps(cfg):
+    """The Preprocess list an export of ``cfg`` writes (``preprocess_list`` at the configured
+    TestReader.inputs_def.image_shape)."""
+    return preprocess_list(cfg, _image_shape(cfg))
 
 
-def infer_config(cfg, attention, image_shape):
+def num_output_labels(model, cfg):
+    """How many labels the model's detections carry: num_classes ('contiguous' class ids), or
+    COCO's 80 classes for 'coco_raw' (the raw ids are mapped back to 0..79 in the graph)."""
+    to_dataset = getattr(model, "to_dataset_ids", None)
+    if to_dataset is not None:
+        return int((to_dataset.numpy() >= 0).sum())
+    return int(cfg["num_classes"])
+
+
+def _read_label_list(value):
+    """The config's label_list: a list of names, or a .txt file with one name per line (a first
+    line 'background' is dropped, as in ppdet's label_list.txt)."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value], f"label_list {list(value)}"
+    if isinstance(value, str) and value.strip():
+        if not os.path.isfile(value):
+            raise FileNotFoundError(f"label_list file {value!r} not found (give a list of class "
+                                    "names or a .txt file with one name per line)")
+        with open(value) as f:
+            names = [line.strip() for line in f if line.strip()]
+        if names and names[0] == "background":
+            names = names[1:]
+        return names, f"label_list file {value}"
+    raise ValueError(f"label_list must be a list of class names or a .txt file path, got "
+                     f"{value!r}")
+
+
+def class_names(cfg, num_labels):
+    """Class names ordered by the model's output label, ``num_labels`` of them.
+
+    From the config's ``label_list`` when given, else from TestDataset's annotation file. A
+    missing annotation file is accepted only for a model with COCO's 80 labels (COCO's names,
+    with a warning naming the file); any other missing file, and any count that differs from
+    ``num_labels``, is a ValueError naming the source and how to set the names.
+    """
+    hint = ("set the names with -o label_list=[name0,name1,...] (or label_list: a .txt file "
+            "with one name per line) or point TestDataset.dataset_dir / anno_path at the "
+            "training annotation file")
+    if cfg.get("label_list") is not None:
+        names, source = _read_label_list(cfg["label_list"])
+    else:
+        anno_file = create("TestDataset")().get_anno()
+        if anno_file and os.path.isfile(anno_file):
+            source = f"TestDataset annotation file {anno_file}"
+        elif str(cfg["metric"]).upper() == "COCO" and num_labels == len(COCO_RAW_CATEGORY_IDS):
+            source = "COCO's category names"
+            logger.warning(f"TestDataset annotation file {anno_file!r} not found; the model has "
+                           f"COCO's {num_labels} classes, so COCO's names are used ({hint})")
+        else:
+            raise ValueError(f"the class names come from TestDataset's annotation file "
+                             f"{anno_file!r}, which is not there, and the model has {num_labels} "
+                             f"classes (not COCO's {len(COCO_RAW_CATEGORY_IDS)}): {hint}")
+        clsid2catid, catid2name = get_categories(cfg["metric"], anno_file=anno_file)
+        names = [str(catid2name[clsid2catid[i]]) for i in sorted(clsid2catid)]
+    if len(names) != num_labels:
+        raise ValueError(f"{source} gives {len(names)} class names but the model outputs "
+                         f"{num_labels} labels (num_classes / DACDETR.class_id_mode): {hint}")
+    return names
+
+
+def input_limits(model):
+    """{'feature_strides', 'num_queries'} of a two-stage model: the encoder's level strides (the
+    backbone's, then x2 per extra level) and how many proposals its top-k selects; {} else."""
+    transformer, backbone = getattr(model, "transformer", None), getattr(model, "backbone", None)
+    if transformer is None or backbone is None or not getattr(transformer, "two_stage", False):
+        return {}
+    strides = [int(shape.stride) for shape in backbone.out_shape]
+    while len(strides) < int(transformer.num_levels):
+        strides.append(strides[-1] * 2)
+    return {"feature_strides": strides, "num_queries": int(transformer.num_queries)}
+
+
+def infer_config(cfg, attention, image_shape, model):
     """The infer_cfg.yml content: ppdet's keys in ppdet's order, then ours."""
     return OrderedDict([
         ("mode", "paddle"),
@@ -124,11 +206,11 @@ def infer_config(cfg, attention, image_shape):
         ("arch", DEPLOY_ARCH),
         ("min_subgraph_size", MIN_SUBGRAPH_SIZE),
         ("Preprocess", preprocess_list(cfg, image_shape)),
-        ("label_list", label_list(cfg)),
+        ("label_list", class_names(cfg, num_output_labels(model, cfg))),
         ("architecture", cfg["architecture"]),
         ("attention", attention),
         ("input_names", list(INPUT_NAMES)),
-    ])
+    ] + list(input_limits(model).items()))
 
 
 def _plain(value):
@@ -172,8 +254,9 @@ def export_model(cfg, weights, output_dir, attention="op"):
     if attention == "op":
         ops.register_op_library()  # raises naming why the op is unavailable
     image_shape = _image_shape(cfg)
-    os.makedirs(output_dir, exist_ok=True)
     model = build_model(cfg, weights)
+    content = infer_config(cfg, attention, image_shape, model)  # class names checked first
+    os.makedirs(output_dir, exist_ok=True)
     _mark_not_to_static()
     previous = ops.force_reference(attention == "reference")
     try:
@@ -182,7 +265,7 @@ def export_model(cfg, weights, output_dir, attention="op"):
         paddle.jit.save(static_model, os.path.join(output_dir, MODEL_PREFIX))
     finally:
         ops.force_reference(previous)
-    path = write_infer_config(infer_config(cfg, attention, image_shape), output_dir)
+    path = write_infer_config(content, output_dir)
     logger.info(f"exported {cfg['architecture']} (attention: {attention}) to {output_dir} "
                 f"({INFER_CFG}: {path})")
     return output_dir
