@@ -3,11 +3,17 @@
     python deploy/python/infer.py --model_dir output_inference/dac_demo \
         --image_file demo.jpg | --image_dir images/ \
         [--device CPU|GPU] [--run_mode paddle|trt_fp32|trt_fp16] [--cpu_threads N] \
-        [--enable_mkldnn] \
+        [--disable_mkldnn] [--max_pixels 40000000] \
         [--threshold T] [--batch_size B] [--output_dir output]
 
-Writes <output_dir>/<image name>.png (boxes, labels and scores >= threshold) and
-<output_dir>/detections.json ({image: [{class_id, label, score, bbox [x1, y1, x2, y2]}]}).
+Writes <output_dir>/<image name>.png (boxes, labels and scores >= threshold),
+<output_dir>/detections.json ({image: [{class_id, label, score, bbox [x1, y1, x2, y2]}]}) and
+<output_dir>/summary.json ({images, succeeded, failed: [{file, error}], detections}).
+
+On CPU oneDNN is on unless ``--disable_mkldnn`` (ppdet's ``--enable_mkldnn`` is accepted).
+A file that cannot be read, is not an image, declares more than ``--max_pixels`` pixels or has
+an aspect ratio the model cannot take is reported (name and reason) and skipped; the others
+are processed and written, and the exit status is 1 when any file was skipped.
 A model exported with ``--attention op`` needs the ms_deform_attn op library built
 (``pip install --no-build-isolation -e .``); the predictor registers it.
 """
@@ -20,8 +26,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
+from ppdet.utils.logger import setup_logger  # noqa: E402
+
+from ppdet_dac.data.image_io import check_max_pixels  # noqa: E402
 from ppdet_dac.engine.predictor import (DEVICES, RUN_MODES, Predictor,  # noqa: E402
-                                        list_images, save_results)
+                                        add_cpu_options, list_images, mkldnn_from_args,
+                                        predict_files, save_results, write_summary)
+
+logger = setup_logger("dac_detr_infer")
 
 
 def parse_args(argv=None):
@@ -33,35 +45,61 @@ def parse_args(argv=None):
     parser.add_argument("--run_mode", default="paddle", choices=RUN_MODES,
                         help="GPU only: TensorRT fp32/fp16")
     parser.add_argument("--cpu_threads", type=int, default=1)
-    parser.add_argument("--enable_mkldnn", action="store_true", help="use oneDNN on CPU")
+    add_cpu_options(parser)
     parser.add_argument("--threshold", type=float, default=None,
                         help="draw detections with score >= this (default: infer_cfg.yml's "
                              "draw_threshold)")
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--output_dir", default="output")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.enable_mkldnn = mkldnn_from_args(args, parser)
+    try:
+        check_max_pixels(args.max_pixels, "--max_pixels")
+    except ValueError as err:
+        parser.error(str(err))
+    return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run(args):
+    """Predict, write the results; returns the exit status (1 when a file was skipped)."""
     paths = list_images(args.image_file, args.image_dir)
     predictor = Predictor(args.model_dir, device=args.device, cpu_threads=args.cpu_threads,
-                          enable_mkldnn=args.enable_mkldnn, run_mode=args.run_mode)
+                          enable_mkldnn=args.enable_mkldnn, run_mode=args.run_mode,
+                          max_pixels=args.max_pixels)
     threshold = predictor.infer_cfg.draw_threshold if args.threshold is None else args.threshold
-    detections, start = [], time.perf_counter()
-    for i in range(0, len(paths), max(args.batch_size, 1)):
-        detections.extend(predictor.predict(paths[i:i + max(args.batch_size, 1)]))
+    start = time.perf_counter()
+    results, failures = predict_files(predictor, paths, args.batch_size)
     elapsed = time.perf_counter() - start
-    json_path = save_results(paths, detections, args.output_dir, predictor.label_list, threshold)
-    for path, dets in zip(paths, detections):
+    good = list(results)
+    json_path = save_results(good, [results[p] for p in good], args.output_dir,
+                             predictor.label_list, threshold)
+    summary = write_summary(args.output_dir, len(paths), failures, json_path)
+    for path in good:
+        dets = results[path]
         shown = dets[dets[:, 1] >= threshold]
         print(f"{path}: {len(shown)} detections with score >= {threshold}")
         for label, score, x1, y1, x2, y2 in shown[np.argsort(-shown[:, 1])]:
             name = predictor.label_list[int(label)] if int(label) < len(predictor.label_list) \
                 else str(int(label))
             print(f"  {name:<12s} {score:.3f}  [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
-    print(f"{len(paths)} images in {elapsed:.2f} s; results in {json_path} and {args.output_dir}/")
+    print(f"{len(good)} of {len(paths)} images in {elapsed:.2f} s; results in {json_path} and "
+          f"{args.output_dir}/")
+    if failures:
+        print(f"{len(failures)} file(s) skipped (listed in {summary}):")
+        for failure in failures:
+            print(f"  {failure['file']}: {failure['error']}")
+        return 1
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (OSError, ValueError) as err:  # no model / images there, bad infer_cfg.yml, ...
+        logger.error(str(err))
+        return 2
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

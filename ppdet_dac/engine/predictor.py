@@ -9,9 +9,20 @@ rows (label, score, x1, y1, x2, y2) in original-image pixels.
 Preprocessing follows the ``Preprocess`` list of infer_cfg.yml (ppdet's reader ops: Resize with
 keep_ratio, NormalizeImage, Permute, PadStride); a batch is padded to its largest image and the
 ``pad_mask`` input marks the real pixels.
+
+Inputs the model cannot take are refused with a ValueError naming the image, before inference:
+more pixels than ``max_pixels`` (read from the file header, nothing decoded; see
+``ppdet_dac.data.image_io``), and aspect ratios so extreme that the resized image has a side under
+one pixel or fewer feature positions than the queries the two-stage encoder selects
+(``feature_strides`` and ``num_queries`` of infer_cfg.yml).
+
+On CPU the predictor runs with oneDNN (``enable_mkldnn=True``, the default): 2-3x faster than
+Paddle's plain CPU kernels with the same detections (benchmarks/RESULTS.md, tests/deploy).
 """
+import argparse
 import glob
 import json
+import math
 import os
 import threading
 
@@ -22,7 +33,8 @@ import yaml
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac import ops
-from ppdet_dac.data.image_io import decode_bgr, read_bgr
+from ppdet_dac.data.image_io import (DEFAULT_MAX_PIXELS, ImageSizeError, check_max_pixels,
+                                     decode_checked, read_bgr)
 from ppdet_dac.engine.visualize import draw_detections
 
 logger = setup_logger(__name__)
@@ -58,6 +70,9 @@ class InferConfig:
                              f"got {self.attention!r}")
         self.min_subgraph_size = int(raw.get("min_subgraph_size", 3))
         self.arch = raw.get("arch")
+        # the input-size limits of the graph (absent from exports made before they were written)
+        self.feature_strides = [int(v) for v in raw.get("feature_strides") or []]
+        self.num_queries = int(raw.get("num_queries") or 0)
 
     def _require(self, key, kind):
         if key not in self.raw:
@@ -69,26 +84,46 @@ class InferConfig:
 
 
 # ---------------------------------------------------------------- preprocessing
-def decode_image(image):
+class ImageShapeError(ValueError):
+    """An image whose size or aspect ratio the model cannot take; the message names it."""
+
+
+def describe_image(image):
+    """How messages name an input: its file path, 'the image' (bytes) or the array's shape."""
+    if isinstance(image, np.ndarray):
+        return f"the image array of shape {list(image.shape)}"
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return "the image"
+    return f"image file {image}"
+
+
+def decode_image(image, max_pixels=DEFAULT_MAX_PIXELS):
     """A file path, encoded bytes or a BGR uint8 [H, W, 3] array -> RGB uint8 [H, W, 3].
 
     Files and bytes decode as in training (``DACDecode``): stored orientation, the EXIF
-    orientation tag ignored (``ppdet_dac.data.image_io``). Raises FileNotFoundError / ValueError
-    naming the file (or saying the bytes are not an image).
+    orientation tag ignored, and an image whose header declares more than ``max_pixels`` pixels
+    refused before decoding (``ppdet_dac.data.image_io``). Raises FileNotFoundError /
+    ImageSizeError / ValueError naming the file (or saying the bytes are not an image).
     """
+    what = describe_image(image)
     if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected a BGR image array [H, W, 3], got shape {image.shape}")
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected a BGR uint8 image array [H, W, 3], got {what} "
+                             f"({image.dtype})")
+        if image.shape[0] * image.shape[1] > max_pixels:
+            raise ImageSizeError(f"{what} has {image.shape[0] * image.shape[1]} pixels, over the "
+                                 f"limit of {max_pixels} pixels (max_pixels)")
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        im, what = decode_bgr(image), f"the given {len(image)} bytes"
+        data = image
     else:
         if not os.path.isfile(image):
             raise FileNotFoundError(f"image file not found: {image}")
-        im, what = read_bgr(image), f"image file {image}"
-    if im is None:
-        raise ValueError(f"cannot decode {what}: not a readable JPEG/PNG/BMP image")
-    return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+        try:
+            data = np.fromfile(image, dtype=np.uint8)
+        except OSError as err:
+            raise OSError(f"cannot read {what}: {err}") from None
+    return cv2.cvtColor(decode_checked(data, max_pixels, what), cv2.COLOR_BGR2RGB)
 
 
 class _Resize:
@@ -100,14 +135,22 @@ class _Resize:
                                              else [target_size, target_size])]
         self.keep_ratio, self.interp = bool(keep_ratio), int(interp)
 
-    def __call__(self, im, info):
-        h, w = im.shape[:2]
+    def scales(self, h, w):
+        """(sy, sx, out_h, out_w) for an h x w image; out_* unrounded (ppdet's im_shape)."""
         if self.keep_ratio:
             sy = sx = min(min(self.target_size) / min(h, w), max(self.target_size) / max(h, w))
-            out_h, out_w = sy * h, sx * w  # ppdet keeps the unrounded size as im_shape
-        else:
-            out_h, out_w = self.target_size
-            sy, sx = out_h / h, out_w / w
+            return sy, sx, sy * h, sx * w
+        out_h, out_w = self.target_size
+        return out_h / h, out_w / w, out_h, out_w
+
+    def pixel_size(self, h, w):
+        """(rows, cols) cv2.resize produces: the scaled sides rounded to nearest (cvRound)."""
+        sy, sx = self.scales(h, w)[:2]
+        return int(np.rint(h * sy)), int(np.rint(w * sx))
+
+    def __call__(self, im, info):
+        h, w = im.shape[:2]
+        sy, sx, out_h, out_w = self.scales(h, w)
         im = cv2.resize(im, None, None, fx=sx, fy=sy, interpolation=self.interp)
         info["im_shape"] = np.array([out_h, out_w], dtype=np.float32)
         info["scale_factor"] = info["scale_factor"] * np.array([sy, sx], dtype=np.float32)
@@ -153,9 +196,18 @@ _PREPROCESS_OPS = {"Resize": _Resize, "NormalizeImage": _NormalizeImage, "Permut
 
 
 class Preprocessor:
-    """Builds the op list from infer_cfg.yml's Preprocess and batches images."""
+    """Builds the op list from infer_cfg.yml's Preprocess and batches images.
 
-    def __init__(self, steps, source=INFER_CFG):
+    feature_strides / num_queries (infer_cfg.yml): the strides of the encoder's feature levels
+    and the number of proposals its top-k selects; ``check_size`` refuses an image that would
+    give fewer feature positions. max_pixels: the decoded-size limit (``decode_image``).
+    """
+
+    def __init__(self, steps, source=INFER_CFG, feature_strides=(), num_queries=0,
+                 max_pixels=DEFAULT_MAX_PIXELS):
+        self.feature_strides = [int(s) for s in feature_strides]
+        self.num_queries = int(num_queries)
+        self.max_pixels = check_max_pixels(max_pixels)
         self.ops = []
         for i, step in enumerate(steps):
             step = dict(step)
@@ -171,9 +223,49 @@ class Preprocessor:
         if not any(isinstance(op, _Permute) for op in self.ops):
             raise ValueError(f"{source}: Preprocess has no Permute (the model takes CHW images)")
 
+    def model_input_size(self, h, w):
+        """(rows, cols) of the tensor an h x w image becomes: resized, then padded to the
+        PadStride stride (as a batch of one)."""
+        stride = 0
+        for op in self.ops:
+            if isinstance(op, _Resize):
+                h, w = op.pixel_size(h, w)
+            elif isinstance(op, _PadStride):
+                stride = max(stride, op.stride)
+        if stride > 0 and h > 0 and w > 0:
+            h, w = -(-h // stride) * stride, -(-w // stride) * stride
+        return h, w
+
+    def check_size(self, h, w, what="the image"):
+        """ImageShapeError naming ``what`` when an h x w image cannot go through the model: a
+        side resized to under one pixel, or fewer feature positions (sum over the levels of
+        ceil(rows / stride) * ceil(cols / stride)) than the num_queries proposals the encoder's
+        top-k selects. Returns the model input size (rows, cols)."""
+        rows, cols = self.model_input_size(h, w)
+        shape = f"{what} is {w} x {h} pixels (width x height, aspect ratio " \
+                f"{max(w, h) / max(min(w, h), 1):.0f}:1)"
+        if rows < 1 or cols < 1:
+            raise ImageShapeError(f"{shape}: resized for this model a side would be "
+                                  f"{min(rows, cols)} pixels; the model takes less extreme "
+                                  "aspect ratios")
+        if self.num_queries and self.feature_strides:
+            positions = sum(math.ceil(rows / s) * math.ceil(cols / s)
+                            for s in self.feature_strides)
+            if positions < self.num_queries:
+                raise ImageShapeError(
+                    f"{shape}: resized to {cols} x {rows} it gives {positions} feature positions "
+                    f"(strides {self.feature_strides}), fewer than the {self.num_queries} "
+                    "proposals the model selects (num_queries); the model takes less extreme "
+                    "aspect ratios")
+        return rows, cols
+
     def one(self, image):
-        """One image -> (float32 [3, h, w], {'im_shape', 'scale_factor', 'stride'})."""
-        im = decode_image(image)
+        """One image -> (float32 [3, h, w], {'im_shape', 'scale_factor', 'stride'}).
+
+        Raises FileNotFoundError / ValueError (ImageSizeError, ImageShapeError) naming the image
+        when it cannot be read, is over max_pixels, or has a size the model cannot take."""
+        im = decode_image(image, self.max_pixels)
+        self.check_size(im.shape[0], im.shape[1], describe_image(image))
         info = {"im_shape": np.array(im.shape[:2], dtype=np.float32),
                 "scale_factor": np.ones(2, dtype=np.float32), "stride": 0}
         for op in self.ops:
@@ -183,7 +275,11 @@ class Preprocessor:
     def batch(self, images):
         """Images -> the feed dict: image [B, 3, H, W] zero-padded to the largest (rounded up to
         the PadStride stride), pad_mask [B, H, W] (1 = image), im_shape, scale_factor [B, 2]."""
-        items = [self.one(im) for im in images]
+        return self.stack([self.one(im) for im in images])
+
+    @staticmethod
+    def stack(items):
+        """``one()`` results -> the feed dict of ``batch()``."""
         stride = max(info["stride"] for _, info in items)
         h = max(im.shape[1] for im, _ in items)
         w = max(im.shape[2] for im, _ in items)
@@ -212,13 +308,14 @@ def find_model_file(model_dir):
     raise FileNotFoundError(f"no {' or '.join(MODEL_FILES)} in {model_dir}")
 
 
-def make_inference_config(model_dir, device="CPU", cpu_threads=1, enable_mkldnn=False,
+def make_inference_config(model_dir, device="CPU", cpu_threads=1, enable_mkldnn=True,
                           gpu_id=0, run_mode="paddle", min_subgraph_size=3, trt_max_shape=1333):
     """paddle.inference.Config for the model in model_dir.
 
-    CPU: ``cpu_threads`` math threads; oneDNN only when ``enable_mkldnn`` (on Paddle 3.3 oneDNN's
-    placement pass cannot run this graph's dynamic-size interpolation, so that pass is dropped and
-    oneDNN keeps its fusion passes). GPU (CUDA builds only): ``run_mode`` paddle or TensorRT
+    CPU: ``cpu_threads`` math threads; oneDNN unless ``enable_mkldnn`` is False (on Paddle 3.3
+    oneDNN's placement pass cannot run this graph's dynamic-size interpolation, so that pass is
+    dropped and oneDNN keeps its fusion passes; the detections agree with the plain CPU kernels,
+    tests/deploy/test_export_predictor.py). GPU (CUDA builds only): ``run_mode`` paddle or TensorRT
     fp32/fp16 with dynamic input shapes. Memory optimisation stays off: under PIR it breaks
     create_predictor on Paddle 3.3.
     """
@@ -268,13 +365,19 @@ class Predictor:
 
     ``predict(images)`` -> list of float32 [N_i, 6] arrays; ``run(feeds)`` -> (bbox, bbox_num).
     One Predictor serves one thread at a time; ``clone()`` gives another that shares the weights.
+    enable_mkldnn: oneDNN on CPU (default True; False runs Paddle's plain CPU kernels).
+    max_pixels: images whose header declares more pixels are refused before decoding.
     """
 
-    def __init__(self, model_dir, device="CPU", cpu_threads=1, enable_mkldnn=False, gpu_id=0,
-                 run_mode="paddle", _predictor=None, _infer_cfg=None):
+    def __init__(self, model_dir, device="CPU", cpu_threads=1, enable_mkldnn=True, gpu_id=0,
+                 run_mode="paddle", max_pixels=DEFAULT_MAX_PIXELS, _predictor=None,
+                 _infer_cfg=None):
         self.model_dir = model_dir
         self.infer_cfg = _infer_cfg or InferConfig(model_dir)
-        self.preprocessor = Preprocessor(self.infer_cfg.preprocess, self.infer_cfg.path)
+        self.max_pixels = check_max_pixels(max_pixels)
+        self.preprocessor = Preprocessor(self.infer_cfg.preprocess, self.infer_cfg.path,
+                                         self.infer_cfg.feature_strides,
+                                         self.infer_cfg.num_queries, self.max_pixels)
         self.label_list = self.infer_cfg.label_list
         self._lock = threading.Lock()
         if _predictor is None:
@@ -283,14 +386,17 @@ class Predictor:
             from paddle import inference
             config = make_inference_config(model_dir, device, cpu_threads, enable_mkldnn, gpu_id,
                                            run_mode, self.infer_cfg.min_subgraph_size)
+            enable_mkldnn = bool(config.mkldnn_enabled())
             _predictor = inference.create_predictor(config)
+        self.enable_mkldnn = enable_mkldnn  # oneDNN as the inference config has it
         self._predictor = _predictor
         self.input_names = list(self._predictor.get_input_names())
         self.output_names = list(self._predictor.get_output_names())
 
     def clone(self):
         """Another Predictor on the same weights (for a pool of threads)."""
-        return Predictor(self.model_dir, _predictor=self._predictor.clone(),
+        return Predictor(self.model_dir, enable_mkldnn=self.enable_mkldnn,
+                         max_pixels=self.max_pixels, _predictor=self._predictor.clone(),
                          _infer_cfg=self.infer_cfg)
 
     def run(self, feeds):
@@ -320,6 +426,41 @@ def split_detections(bbox, bbox_num):
     bbox = np.asarray(bbox, dtype=np.float32).reshape(-1, 6)
     ends = np.cumsum(np.asarray(bbox_num).reshape(-1).astype(np.int64))
     return [bbox[s:e] for s, e in zip(np.concatenate([[0], ends[:-1]]), ends)]
+
+
+# ---------------------------------------------------------------- command-line options
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _bool_value(text):
+    value = str(text).strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def add_cpu_options(parser):
+    """oneDNN and pixel-limit options shared by deploy/python/infer.py, the service and the
+    benchmark: ``--disable_mkldnn``, ppdet's ``--enable_mkldnn`` (bare, or ``=True/False``; kept
+    for compatibility, oneDNN being the default), ``--max_pixels``."""
+    parser.add_argument("--enable_mkldnn", type=_bool_value, nargs="?", const=True, default=None,
+                        help="oneDNN on CPU (the default; ppdet's flag, also --enable_mkldnn "
+                             "False)")
+    parser.add_argument("--disable_mkldnn", action="store_true",
+                        help="run Paddle's plain CPU kernels instead of oneDNN (2-3x slower)")
+    parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="refuse images whose header declares more pixels (width x height), "
+                             "before decoding them")
+
+
+def mkldnn_from_args(args, parser=None):
+    """True unless --disable_mkldnn or --enable_mkldnn False; both together is an error."""
+    if args.disable_mkldnn and args.enable_mkldnn:
+        message = "--enable_mkldnn and --disable_mkldnn contradict each other; give one"
+        if parser is not None:
+            parser.error(message)
+        raise ValueError(message)
+    return not args.disable_mkldnn and args.enable_mkldnn is not False
 
 
 # ---------------------------------------------------------------- results
@@ -379,3 +520,46 @@ def save_results(image_paths, detections, output_dir, label_list=None, threshold
     with open(json_path, "w") as f:
         json.dump(results, f, indent=1)
     return json_path
+
+
+def predict_files(predictor, paths, batch_size=1):
+    """Run ``predictor`` over image files, going on past the ones it cannot take.
+
+    Each file that cannot be read or decoded, is over the predictor's max_pixels, or has a size
+    the model cannot take is logged (file and reason) and left out; the others are predicted in
+    batches of ``batch_size``. Returns ({path: float32 [N, 6] detections} in input order,
+    [{"file": path, "error": reason}] of the files left out).
+    """
+    batch_size = max(int(batch_size), 1)
+    results, failures, pending = {}, [], []
+
+    def flush():
+        if pending:
+            bbox, bbox_num = predictor.run(Preprocessor.stack([item for _, item in pending]))
+            for (path, _), dets in zip(pending, split_detections(bbox, bbox_num)):
+                results[path] = dets
+            pending.clear()
+
+    for path in paths:
+        try:
+            item = predictor.preprocessor.one(path)
+        except (OSError, ValueError) as err:  # unreadable, not an image, too large, too thin
+            logger.error(f"skipping {path}: {err}")
+            failures.append({"file": path, "error": str(err)})
+            continue
+        pending.append((path, item))
+        if len(pending) == batch_size:
+            flush()
+    flush()
+    return results, failures
+
+
+def write_summary(output_dir, num_images, failures, detections_json):
+    """<output_dir>/summary.json: {"images", "succeeded", "failed": [{"file", "error"}],
+    "detections"} of a run over ``num_images`` files; returns its path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "summary.json")
+    with open(path, "w") as f:
+        json.dump({"images": int(num_images), "succeeded": int(num_images) - len(failures),
+                   "failed": list(failures), "detections": detections_json}, f, indent=1)
+    return path

@@ -2,8 +2,10 @@
 modes (built once per session by the ``exported`` fixture), fresh-process runs, the dygraph
 reference."""
 import os
+import struct
 import subprocess
 import sys
+import zlib
 
 import cv2
 import numpy as np
@@ -15,14 +17,42 @@ DEMO_CONFIG = os.path.join(REPO, "configs", "demo", "dac_demo.yml")
 PYTHON = sys.executable
 
 
-def run_python(args, timeout=300, env=None):
-    """Run ``python args...`` in a fresh process from the repo root; its stdout (asserts rc 0)."""
+def run_python(args, timeout=300, env=None, returncode=0):
+    """Run ``python args...`` in a fresh process from the repo root; its stdout (asserts the
+    exit status is ``returncode``)."""
+    return run_process(args, timeout, env, returncode).stdout
+
+
+def run_process(args, timeout=300, env=None, returncode=0):
+    """As run_python, the CompletedProcess (stdout and stderr as text)."""
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = os.pathsep.join([REPO, full_env.get("PYTHONPATH", "")])
     proc = subprocess.run([PYTHON] + list(args), cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
-    assert proc.returncode == 0, f"{args} failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
-    return proc.stdout
+    assert proc.returncode == returncode, \
+        f"{args}: exit status {proc.returncode}, expected {returncode}:\n" \
+        f"{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def png_bomb(width, height):
+    """A valid 1-bit grayscale PNG of width x height black pixels: a few hundred KB that decode
+    to width x height x 3 bytes (cv2.IMREAD_COLOR)."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    comp = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def encoded_image(height, width, ext=".png", value=128):
+    """The bytes of a height x width uniform image file."""
+    ok, data = cv2.imencode(ext, np.full((height, width, 3), value, np.uint8))
+    assert ok
+    return data.tobytes()
 
 
 class Exported:
