@@ -21,8 +21,13 @@ def predict(url, image_bytes, logid=0, timeout=60.0):
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
             return json.loads(reply.read())
-    except urllib.error.HTTPError as err:  # 4xx answers still carry err_no / err_msg
-        return json.loads(err.read())
+    except urllib.error.HTTPError as err:  # 4xx/5xx answers still carry err_no / err_msg
+        text = err.read()
+        try:
+            return json.loads(text)
+        except ValueError:  # not the service's JSON (e.g. a proxy's page)
+            return {"err_no": -1, "err_msg": f"HTTP {err.code}: {text[:200]!r}", "key": [],
+                    "value": [], "tensors": []}
 
 
 def main(argv=None):

@@ -1,29 +1,49 @@
-"""HTTP detection service over Paddle Inference that speaks the PaddleServing pipeline protocol.
+"""HTTP detection service over Paddle Inference that speaks the PaddleServing pipeline protocol,
+on FastAPI + uvicorn.
 
     python deploy/serving/server.py --model_dir output_inference/dac_demo \
-        [--host 127.0.0.1] [--port 18093] [--pool_size 2] [--cpu_threads 1] [--enable_mkldnn] \
-        [--max_body_mb 20] [--threshold 0.0]
+        [--host 127.0.0.1] [--port 18093] [--workers 1] [--pool_size 2] [--cpu_threads 1] \
+        [--disable_mkldnn] [--max_body_mb 20] [--max_pixels 40000000] [--threshold 0.0] \
+        [--request_timeout 60] [--max_queue 8] [--max_connections 256] \
+        [--timeout_keep_alive 5] [--access_log]
 
 Service name ``dac_detr``:
 
 * ``POST /dac_detr/prediction`` with ``{"key": ["image"], "value": ["<base64 JPEG/PNG/BMP>"],
   "logid": 1}`` answers ``{"err_no": 0, "err_msg": "", "key": ["detections"],
   "value": ["<JSON list of {class_id, label, score, bbox [x1, y1, x2, y2]}>"], "tensors": []}``.
-  Errors (body not JSON, wrong keys, bad base64, not an image, body over the limit, ...) answer
-  ``err_no`` != 0 with ``err_msg`` saying what is wrong; the server keeps serving.
-* ``GET /health`` answers ``{"status": "ok", "service": "dac_detr", "pool_size": N}``.
+  Every request that is refused gets ``err_no`` != 0 and an ``err_msg`` of its own (body not
+  JSON, wrong keys, bad base64, not an image, an image over ``--max_pixels`` or of an aspect ratio
+  the model cannot take, body over the limit, server busy, no answer in time); the connection is
+  never closed without an answer.
+* ``GET /health`` answers ``{"status": "ok", "service": "dac_detr", "pool_size": N, ...}``.
+* ``GET /docs`` (Swagger UI) and ``GET /openapi.json``: the request and response schemas.
 
-It binds the loopback address unless ``--host`` says otherwise, runs ``pool_size`` predictors
-(clones sharing the weights) for concurrent requests, and on SIGINT/SIGTERM stops accepting,
-finishes the requests in flight and exits 0.
+Limits: the request body (``--max_body_mb``, also for chunked bodies); the image size, read from
+the image header before anything is decoded (``--max_pixels``: decompression bombs are refused);
+``--request_timeout`` seconds per request, body upload included (408 / 504 with err_no 1); at most
+``pool_size + max_queue`` requests admitted per worker, the next ones answered busy at once (503,
+err_no 1, Retry-After); ``--max_connections`` open connections per worker (beyond: 503 and closed);
+a connection that has not sent a complete request header within ``--timeout_keep_alive`` seconds
+(of connecting or of its previous answer) is closed. A client that hangs up is logged in one line;
+its queued request is dropped.
+
+It binds the loopback address unless ``--host`` says otherwise; each worker process
+(``--workers``) runs ``pool_size`` predictors (clones sharing the weights), with oneDNN on CPU
+unless ``--disable_mkldnn``. On SIGINT/SIGTERM it stops accepting, closes idle keep-alive
+connections at once, finishes the requests in flight and exits 0.
 
 At start it also writes a PaddleServing pipeline ``config.yml`` and
 ``serving_server_conf.prototxt`` (feed/fetch variables) into the model directory, so the same
 directory can be served by a real PaddleServing install (optional; see deploy/serving/README.md).
 """
 import argparse
+import asyncio
 import base64
 import binascii
+import contextlib
+import dataclasses
+import functools
 import json
 import os
 import queue
@@ -31,17 +51,33 @@ import signal
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+
+import h11
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.supervisors import Multiprocess
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 from ppdet.utils.logger import setup_logger  # noqa: E402
 
-from ppdet_dac.engine.predictor import Predictor, detection_records  # noqa: E402
+from ppdet_dac.data.image_io import (DEFAULT_MAX_PIXELS, check_image_size,  # noqa: E402
+                                     check_max_pixels)
+from ppdet_dac.engine.predictor import (DEVICES, Predictor, add_cpu_options,  # noqa: E402
+                                        detection_records, mkldnn_from_args, split_detections)
 
 logger = setup_logger("dac_detr_server")
+setup_logger("uvicorn")  # uvicorn's own lines (start, shutdown, bad HTTP) in ppdet's format
 
 SERVICE = "dac_detr"
+PREDICT_PATH = f"/{SERVICE}/prediction"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 18093
 INPUT_KEY, OUTPUT_KEY = "image", "detections"
 # error numbers of PaddleServing's pipeline (ChannelDataErrcode)
@@ -49,13 +85,54 @@ OK, TIMEOUT, TYPE_ERROR, CLIENT_ERROR, NO_SERVICE, UNKNOWN, INPUT_PARAMS_ERROR =
 
 
 class RequestError(Exception):
-    """A request the service refuses; err_no and the message go back to the client."""
+    """A request the service refuses; err_no and the message go back to the client.
 
-    def __init__(self, err_no, message, http_status=200):
+    close: answer with ``Connection: close`` (the body was not read to its end)."""
+
+    def __init__(self, err_no, message, http_status=200, close=False, retry_after=None):
         super().__init__(message)
         self.err_no, self.http_status = err_no, http_status
+        self.close, self.retry_after = close, retry_after
 
 
+# ---------------------------------------------------------------- schemas (OpenAPI)
+class PredictionRequest(BaseModel):
+    """PaddleServing pipeline request: one image under the key ``image``."""
+    key: list[str] = Field(description=f'exactly ["{INPUT_KEY}"]', examples=[[INPUT_KEY]])
+    value: list[str] = Field(description="[base64 of a JPEG/PNG/BMP file]",
+                             examples=[["/9j/4AAQSkZJRgABAQ..."]])
+    logid: int = Field(0, description="echoed in the server log")
+
+
+class Detection(BaseModel):
+    """One entry of the JSON list in ``value[0]`` of an answer."""
+    class_id: int
+    label: str
+    score: float
+    bbox: list[float] = Field(description="[x1, y1, x2, y2] in pixels of the original image")
+
+
+class PredictionResponse(BaseModel):
+    """PaddleServing pipeline answer; ``value[0]`` is a JSON string: a list of Detection,
+    highest score first. err_no != 0: refused, err_msg says why."""
+    err_no: int = Field(description="0 ok; 1 busy / timeout; 5 body too large; 7 no such path; "
+                                    "8 internal error; 9 bad request or image")
+    err_msg: str
+    key: list[str] = Field(examples=[[OUTPUT_KEY]])
+    value: list[str]
+    tensors: list = []
+
+
+class HealthResponse(BaseModel):
+    status: str
+    service: str
+    pool_size: int
+    in_flight: int = Field(description="requests of this worker being answered or queued")
+    max_queue: int
+    pid: int
+
+
+# ---------------------------------------------------------------- request -> response
 def decode_request(body):
     """Body bytes -> (encoded image bytes, logid); RequestError naming what is wrong."""
     try:
@@ -88,108 +165,380 @@ def response(err_no=OK, err_msg="", value=None):
 
 
 class DetectionService:
-    """A fixed pool of predictors and the request -> response logic (no HTTP)."""
+    """A fixed pool of predictors, each on its own thread, and the request -> answer logic.
 
-    def __init__(self, predictor, pool_size=2, threshold=0.0, queue_timeout=60.0):
+    ``parse(body)`` checks a request (JSON, base64, the image header: size and aspect ratio);
+    ``submit(image)`` admits it (at most pool_size running + max_queue waiting; beyond, a busy
+    RequestError at once) and returns a concurrent Future of the detection records.
+    """
+
+    def __init__(self, predictor, pool_size=2, threshold=0.0, max_queue=8,
+                 max_pixels=DEFAULT_MAX_PIXELS):
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+        if max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {max_queue}")
         self.label_list, self.threshold = predictor.label_list, float(threshold)
-        self.queue_timeout, self.pool_size = float(queue_timeout), int(pool_size)
-        self._pool = queue.Queue()
-        self._pool.put(predictor)
+        self.pool_size, self.max_queue = int(pool_size), int(max_queue)
+        self.max_pixels = check_max_pixels(max_pixels)
+        self.preprocessor = predictor.preprocessor
+        self._idle = queue.SimpleQueue()
+        self._idle.put(predictor)
         for _ in range(pool_size - 1):
-            self._pool.put(predictor.clone())
+            self._idle.put(predictor.clone())
+        self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix="predictor")
+        self._lock = threading.Lock()
+        self._admitted = 0
 
-    def predict(self, body):
-        """Request body bytes -> response dict."""
+    @property
+    def in_flight(self):
+        return self._admitted
+
+    def parse(self, body):
+        """Request body -> (image bytes, logid) after the header checks; RequestError."""
+        image, logid = decode_request(body)
+        what = f"the image in {INPUT_KEY!r}"
         try:
-            image, logid = decode_request(body)
+            height, width = check_image_size(image, self.max_pixels, what)
+            self.preprocessor.check_size(height, width, what)
+        except ValueError as err:  # not an image, over max_pixels, too thin for the model
+            raise RequestError(INPUT_PARAMS_ERROR, str(err))
+        return image, logid
+
+    def submit(self, image):
+        """Admit one parsed image: a Future of its detection records, or RequestError (busy)."""
+        with self._lock:
+            if self._admitted >= self.pool_size + self.max_queue:
+                raise RequestError(TIMEOUT, f"server busy: {self._admitted} requests in progress "
+                                            f"or queued (pool_size {self.pool_size} + max_queue "
+                                            f"{self.max_queue}); retry later", 503, retry_after=1)
+            self._admitted += 1
+        future = self._executor.submit(self._predict, image)
+        future.add_done_callback(self._release)  # also when cancelled while queued
+        return future
+
+    def _release(self, _future):
+        with self._lock:
+            self._admitted -= 1
+
+    def _predict(self, image):
+        predictor = self._idle.get()
+        try:
             try:
-                predictor = self._pool.get(timeout=self.queue_timeout)
-            except queue.Empty:
-                raise RequestError(TIMEOUT, f"all {self.pool_size} predictors busy for "
-                                            f"{self.queue_timeout:.0f} s; retry later")
-            try:
-                detections = predictor.predict([image])[0]
-            except ValueError as err:  # decoding: not an image
+                feeds = predictor.preprocessor.batch([image])
+            except ValueError as err:  # pixel data that do not decode
                 raise RequestError(INPUT_PARAMS_ERROR, f"value of {INPUT_KEY!r}: {err}")
-            finally:
-                self._pool.put(predictor)
+            bbox, bbox_num = predictor.run(feeds)
+        finally:
+            self._idle.put(predictor)
+        return detection_records(split_detections(bbox, bbox_num)[0], self.label_list,
+                                 self.threshold)
+
+    def close(self):
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- HTTP
+@dataclasses.dataclass
+class ServingOptions:
+    """Everything a worker needs to build its app (picklable: sent to worker processes)."""
+    model_dir: str
+    device: str = "CPU"
+    pool_size: int = 2
+    cpu_threads: int = 1
+    enable_mkldnn: bool = True
+    max_body_mb: float = 20.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    threshold: float = 0.0
+    request_timeout: float = 60.0
+    max_queue: int = 8
+
+    @property
+    def max_body_bytes(self):
+        return int(self.max_body_mb * 1024 * 1024)
+
+
+def _json(payload, status=200, close=False, retry_after=None):
+    headers = {}
+    if close:
+        headers["Connection"] = "close"
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(payload, status_code=status, headers=headers)
+
+
+def _client_name(request):
+    return "%s:%s" % tuple(request.client) if request.client else "a client"
+
+
+async def _drain(request, received, limit):
+    """Read and drop the rest of an oversized body (up to 10x the limit) so that the client,
+    still sending, reads the answer; beyond that the connection is closed after the answer."""
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > 10 * limit:
+            break
+
+
+async def _read_body(request, limit, timeout):
+    """The request body, at most ``limit`` bytes, within ``timeout`` s; RequestError else."""
+    length = request.headers.get("content-length")
+    if length is not None and not length.isdigit():
+        raise RequestError(CLIENT_ERROR, f"bad Content-Length header {length!r}", 400, close=True)
+    too_big = RequestError(CLIENT_ERROR, f"request body of {length or 'more than %d' % limit} "
+                                         f"bytes exceeds the limit of {limit} bytes "
+                                         "(--max_body_mb)", 413, close=True)
+
+    async def read():
+        if length is not None and int(length) > limit:
+            if int(length) <= 10 * limit:
+                await _drain(request, 0, limit)
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                await _drain(request, size, limit)
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except asyncio.TimeoutError:
+        raise RequestError(TIMEOUT, f"request body not received within {timeout:g} s "
+                                    "(--request_timeout)", 408, close=True) from None
+
+
+class ClientGone(Exception):
+    """The client closed its connection before the answer."""
+
+
+async def _until_disconnect(receive):
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _answer(request, future, timeout):
+    """The records of ``future``; ClientGone when the client hangs up first, RequestError on
+    timeout. Work still queued is dropped in both cases."""
+    answer = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(_until_disconnect(request.receive))
+    try:
+        done, _ = await asyncio.wait({answer, gone}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if answer in done:
+        return answer.result()
+    answer.cancel()  # cancels the prediction if it has not started
+    if gone in done:
+        raise ClientGone()
+    raise RequestError(TIMEOUT, f"no answer within {timeout:g} s (--request_timeout): the "
+                                "predictors are busy or the image is slow; retry later", 504)
+
+
+def build_app(service, options):
+    """The FastAPI app serving ``service`` (a DetectionService) with ``options``' limits."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        logger.info(f"worker {os.getpid()} ready: {service.pool_size} predictor(s), max_queue "
+                    f"{service.max_queue}")
+        yield
+        service.close()
+
+    app = FastAPI(title="DAC-DETR detection service",
+                  description="PaddleServing pipeline protocol over HTTP (service "
+                              f"`{SERVICE}`).", version="1.0", lifespan=lifespan)
+    request_schema = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": PredictionRequest.model_json_schema()}}}}
+
+    @app.post(PREDICT_PATH, response_model=PredictionResponse, openapi_extra=request_schema,
+              summary="Detect objects in one image",
+              responses={503: {"description": "busy (err_no 1)"},
+                         504: {"description": "no answer in time (err_no 1)"},
+                         413: {"description": "body over --max_body_mb (err_no 5)"}})
+    async def prediction(request: Request):
+        start = time.monotonic()
+        logid = 0
+        try:
+            body = await _read_body(request, options.max_body_bytes, options.request_timeout)
+            image, logid = await run_in_threadpool(service.parse, body)
+            future = service.submit(image)
+            records = await _answer(request, future,
+                                    options.request_timeout - (time.monotonic() - start))
         except RequestError as err:
-            return response(err.err_no, str(err))
-        records = detection_records(detections, self.label_list, self.threshold)
+            logger.debug(f"logid {logid}: err_no {err.err_no}: {err}")
+            return _json(response(err.err_no, str(err)), err.http_status, err.close,
+                         err.retry_after)
+        except (ClientGone, ClientDisconnect):
+            logger.info(f"{_client_name(request)} closed the connection before its answer "
+                        f"(logid {logid}); request dropped")
+            return Response(status_code=499)  # nobody reads it
+        except Exception as err:  # an internal failure still gets an answer (and a traceback)
+            logger.exception(f"logid {logid}: prediction failed")
+            return _json(response(UNKNOWN, f"internal error: {type(err).__name__}: {err}"), 500)
         logger.debug(f"logid {logid}: {len(records)} detections")
-        return response(value=json.dumps(records))
+        return _json(response(value=json.dumps(records)))
+
+    @app.get("/health", response_model=HealthResponse, summary="Liveness and pool state")
+    async def health():
+        return {"status": "ok", "service": SERVICE, "pool_size": service.pool_size,
+                "in_flight": service.in_flight, "max_queue": service.max_queue,
+                "pid": os.getpid()}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_such_path(request, err):
+        return _json(response(NO_SERVICE, f"no service at {request.method} {request.url.path}: "
+                                          f"{err.detail}; use POST {PREDICT_PATH} or "
+                                          "GET /health"), err.status_code)
+
+    return app
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "dac_detr_serving/1.0"
-    protocol_version = "HTTP/1.1"
-    timeout = 120  # seconds a connection may stay silent
+# ---------------------------------------------------------------- connections (uvicorn)
+class ServingConfig(uvicorn.Config):
+    """uvicorn's Config plus max_connections (per worker) and the body limit that the answer to
+    an over-limit connection drains."""
 
-    def _send(self, payload, status=200, close=False):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        if self.path.rstrip("/") == "/health":
-            self._send({"status": "ok", "service": SERVICE,
-                        "pool_size": self.server.service.pool_size})
-        else:
-            self._send(response(NO_SERVICE, f"no such path {self.path}; use GET /health or "
-                                             f"POST /{SERVICE}/prediction"), status=404)
-
-    def do_POST(self):
-        if self.path.rstrip("/") != f"/{SERVICE}/prediction":
-            self._send(response(NO_SERVICE, f"no service at {self.path}; POST to "
-                                            f"/{SERVICE}/prediction"), status=404, close=True)
-            return
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self._send(response(CLIENT_ERROR, "a Content-Length header is required (no chunked "
-                                              "bodies)"), status=411, close=True)
-            return
-        limit = self.server.max_body_bytes
-        if int(length) > limit:
-            self._discard(int(length), limit)
-            self._send(response(CLIENT_ERROR, f"request body of {int(length)} bytes exceeds the "
-                                              f"limit of {limit} bytes (--max_body_mb)"),
-                       status=413, close=True)
-            return
-        body = self.rfile.read(int(length))
-        self._send(self.server.service.predict(body))
-
-    def _discard(self, length, limit):
-        """Read and drop an oversized body (up to 10x the limit) so that the client, still
-        sending, gets the answer; beyond that the connection is just closed."""
-        if length > 10 * limit:
-            return
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                break
-            length -= len(chunk)
-
-    def log_message(self, fmt, *args):
-        logger.debug("%s - %s" % (self.address_string(), fmt % args))
+    def __init__(self, app, max_connections=256, max_body_bytes=20 << 20, **kwargs):
+        super().__init__(app, **kwargs)
+        self.max_connections, self.max_body_bytes = int(max_connections), int(max_body_bytes)
 
 
-class DetectionHTTPServer(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() waits for the requests in flight
-    block_on_close = True
+async def _refuse_connection(config, scope, receive, send):
+    """ASGI app of a connection beyond max_connections: 503 busy (err_no 1), then closed."""
+    if scope["type"] != "http":
+        return
+    received, more = 0, True
+    while more and received <= config.max_body_bytes:
+        message = await receive()
+        received += len(message.get("body", b""))
+        more = message["type"] == "http.request" and message.get("more_body", False)
+    body = json.dumps(response(TIMEOUT, f"server busy: more than {config.max_connections} open "
+                                        "connections (--max_connections); retry later")).encode()
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"), (b"retry-after", b"1")]})
+    await send({"type": "http.response.body", "body": body})
 
-    def __init__(self, address, service, max_body_bytes):
-        self.service, self.max_body_bytes = service, int(max_body_bytes)
-        super().__init__(address, _Handler)
+
+class ServingProtocol(H11Protocol):
+    """uvicorn's h11 protocol with two additions: a connection beyond ``max_connections`` gets
+    a busy answer and is closed; a connection without a complete request header within
+    ``timeout_keep_alive`` seconds of connecting or of its last answer is closed (uvicorn alone
+    only times out idle keep-alive connections, and restarts that timer on every byte)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._header_timer = None
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        if len(self.connections) > self.config.max_connections:
+            self.app = functools.partial(_refuse_connection, self.config)
+        self._arm_header_timer()
+
+    def _arm_header_timer(self):
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.timeout_keep_alive, self._header_timeout)
+
+    def _cancel_header_timer(self):
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self):
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE:  # still no complete request header
+            self.timeout_keep_alive_handler()
+
+    def data_received(self, data):
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._cancel_header_timer()
+
+    def on_response_complete(self):
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()
+
+    def connection_lost(self, exc):
+        self._cancel_header_timer()
+        super().connection_lost(exc)
 
 
+def make_config(app, host=DEFAULT_HOST, port=DEFAULT_PORT, workers=1, max_connections=256,
+                timeout_keep_alive=5.0, timeout_graceful_shutdown=None, access_log=False,
+                max_body_bytes=20 << 20):
+    """uvicorn configuration of the service (``app``: an ASGI app, or for workers > 1 a
+    picklable factory)."""
+    return ServingConfig(app, host=host, port=port, workers=workers, http=ServingProtocol,
+                         ws="none", lifespan="on", log_config=None, access_log=access_log,
+                         timeout_keep_alive=timeout_keep_alive,
+                         timeout_graceful_shutdown=timeout_graceful_shutdown,
+                         factory=workers > 1, max_connections=max_connections,
+                         max_body_bytes=max_body_bytes, proxy_headers=False)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's Server that calls ``on_started`` once it listens."""
+
+    def __init__(self, config, on_started=None):
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+
+def load_predictor(options):
+    """The Predictor of ``options`` (raises naming what is wrong with the model directory)."""
+    return Predictor(options.model_dir, device=options.device, cpu_threads=options.cpu_threads,
+                     enable_mkldnn=options.enable_mkldnn, max_pixels=options.max_pixels)
+
+
+def build_service(options, predictor=None):
+    """The predictor pool of ``options`` (around ``predictor`` when given)."""
+    return DetectionService(predictor or load_predictor(options), options.pool_size,
+                            options.threshold, options.max_queue, options.max_pixels)
+
+
+def create_app(options):
+    """App factory of a worker process (workers > 1): its own predictor pool."""
+    return build_app(build_service(options), options)
+
+
+class InProcessServer:
+    """The service on a uvicorn thread of this process (benchmarks, tests): ``start()`` returns
+    once it listens on ``port``; ``stop()`` shuts it down gracefully."""
+
+    def __init__(self, app, host=DEFAULT_HOST, port=0, **config_kwargs):
+        self.config = make_config(app, host, port, **config_kwargs)
+        self.socket = self.config.bind_socket()
+        self.port = self.socket.getsockname()[1]
+        self.server = _Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
+                                       daemon=True)
+
+    def start(self, timeout=60):
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the in-process server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout=60):
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+# ---------------------------------------------------------------- PaddleServing files
 _FEED_DIMS = {"image": [3, -1, -1], "im_shape": [2], "scale_factor": [2], "pad_mask": [-1, -1]}
 # (alias, is_lod_tensor, fetch_type: 1 float32 / 2 int32, shape) of the two outputs
 _FETCH = (("bbox", "true", 1, [6]), ("bbox_num", "false", 2, [1]))
@@ -244,66 +593,98 @@ def write_serving_files(model_dir, predictor, port):
     return written
 
 
-def make_server(model_dir, host=DEFAULT_HOST, port=DEFAULT_PORT, pool_size=2, cpu_threads=1,
-                enable_mkldnn=False, device="CPU", max_body_mb=20.0, threshold=0.0,
-                queue_timeout=60.0):
-    """Load the model, build the predictor pool, write the serving files; the unstarted server."""
-    predictor = Predictor(model_dir, device=device, cpu_threads=cpu_threads,
-                          enable_mkldnn=enable_mkldnn)
-    service = DetectionService(predictor, pool_size, threshold, queue_timeout)
-    server = DetectionHTTPServer((host, port), service, max_body_mb * 1024 * 1024)
-    write_serving_files(model_dir, predictor, server.server_address[1])
-    return server
-
-
-def serve(server):
-    """serve_forever until SIGINT/SIGTERM, then finish requests in flight and close."""
-    stopping = threading.Event()
-
-    def stop(signum, _frame):
-        if not stopping.is_set():
-            stopping.set()
-            logger.info(f"signal {signal.Signals(signum).name}: shutting down")
-            threading.Thread(target=server.shutdown, daemon=True).start()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    logger.info("server stopped")
-
-
+# ---------------------------------------------------------------- command line
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="DAC-DETR detection service (PaddleServing "
                                                  "pipeline protocol over HTTP)")
     parser.add_argument("--model_dir", required=True, help="exported model directory")
     parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (loopback by default)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
-    parser.add_argument("--pool_size", type=int, default=2, help="predictors serving in parallel")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes, each with its own predictor pool")
+    parser.add_argument("--pool_size", type=int, default=2,
+                        help="predictors serving in parallel (per worker)")
     parser.add_argument("--cpu_threads", type=int, default=1, help="math threads per predictor")
-    parser.add_argument("--enable_mkldnn", action="store_true")
-    parser.add_argument("--device", default="CPU", type=str.upper)
+    add_cpu_options(parser)
+    parser.add_argument("--device", default="CPU", type=str.upper, choices=DEVICES)
     parser.add_argument("--max_body_mb", type=float, default=20.0, help="request body limit")
     parser.add_argument("--threshold", type=float, default=0.0,
                         help="return detections with score >= this")
-    parser.add_argument("--queue_timeout", type=float, default=60.0,
-                        help="seconds a request waits for a free predictor")
-    return parser.parse_args(argv)
+    parser.add_argument("--request_timeout", type=float, default=60.0,
+                        help="seconds from a request's header to its answer (upload, queue and "
+                             "inference); then err_no 1")
+    parser.add_argument("--max_queue", type=int, default=8,
+                        help="requests waiting for a predictor (per worker); more are answered "
+                             "busy at once")
+    parser.add_argument("--max_connections", type=int, default=256,
+                        help="open connections per worker; more are answered busy and closed")
+    parser.add_argument("--timeout_keep_alive", type=float, default=5.0,
+                        help="seconds a connection may stay without a complete request header "
+                             "(after connecting or after its last answer)")
+    parser.add_argument("--timeout_graceful_shutdown", type=float, default=None,
+                        help="on SIGTERM, seconds to finish the requests in flight (default: "
+                             "request_timeout + 5)")
+    parser.add_argument("--access_log", action="store_true", help="log one line per request")
+    args = parser.parse_args(argv)
+    args.enable_mkldnn = mkldnn_from_args(args, parser)
+    for name, minimum in (("workers", 1), ("pool_size", 1), ("max_queue", 0),
+                          ("max_connections", 1)):
+        if getattr(args, name) < minimum:
+            parser.error(f"--{name} must be >= {minimum}, got {getattr(args, name)}")
+    for name in ("max_body_mb", "request_timeout", "timeout_keep_alive"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name} must be > 0, got {getattr(args, name)}")
+    try:
+        check_max_pixels(args.max_pixels, "--max_pixels")
+    except ValueError as err:
+        parser.error(str(err))
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
-    server = make_server(args.model_dir, args.host, args.port, args.pool_size, args.cpu_threads,
-                         args.enable_mkldnn, args.device, args.max_body_mb, args.threshold,
-                         args.queue_timeout)
-    host, port = server.server_address[:2]
-    print(f"{SERVICE} serving on http://{host}:{port}/{SERVICE}/prediction "
-          f"(pool {args.pool_size}, ready in {time.perf_counter() - start:.1f} s)", flush=True)
-    serve(server)
+    options = ServingOptions(args.model_dir, args.device, args.pool_size, args.cpu_threads,
+                             args.enable_mkldnn, args.max_body_mb, args.max_pixels,
+                             args.threshold, args.request_timeout, args.max_queue)
+    try:
+        predictor = load_predictor(options)  # checks the model before the port is bound
+    except (OSError, ValueError) as err:  # no model there, bad infer_cfg.yml, ...
+        logger.error(str(err))
+        return 2
+    if args.workers == 1:
+        app = build_app(build_service(options, predictor), options)
+    else:  # each worker process builds its own pool (this one only checked the model)
+        app = functools.partial(create_app, options)
+    grace = args.timeout_graceful_shutdown
+    config = make_config(app, args.host, args.port, args.workers, args.max_connections,
+                         args.timeout_keep_alive,
+                         args.request_timeout + 5 if grace is None else grace, args.access_log,
+                         options.max_body_bytes)
+    sock = config.bind_socket()
+    sock.listen(config.backlog)  # connections wait in the backlog until a worker accepts them
+    host, port = sock.getsockname()[:2]
+    write_serving_files(args.model_dir, predictor, port)
+
+    def banner():
+        print(f"{SERVICE} serving on http://{host}:{port}{PREDICT_PATH} (workers "
+              f"{args.workers}, pool {args.pool_size}, oneDNN "
+              f"{'on' if args.enable_mkldnn else 'off'}, ready in "
+              f"{time.perf_counter() - start:.1f} s)", flush=True)
+
+    # uvicorn restores these handlers after its graceful shutdown and re-raises the signal it
+    # caught; these make that a no-op, so the process exits 0 after a SIGTERM.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: None)
+    if args.workers == 1:
+        _Server(config, on_started=banner).run(sockets=[sock])
+    else:
+        del predictor
+        banner()
+        Multiprocess(config, sockets=[sock]).run()
+    logger.info("server stopped")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

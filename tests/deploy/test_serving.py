@@ -1,13 +1,18 @@
-"""deploy/serving/server.py started as its CLI on an ephemeral loopback port: answers, errors,
-concurrency, bound address, serving files and graceful shutdown."""
+"""deploy/serving/server.py started as its CLI (FastAPI on uvicorn) on an ephemeral loopback
+port with the demo model: answers, every class of bad request, image-size limits and the pixel
+bomb (memory bound), concurrency, slow and idle clients, hang-ups, OpenAPI, bound address,
+serving files, worker processes and graceful shutdown."""
 import base64
+import http.client
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -15,19 +20,27 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from _deploy_helpers import REPO
+from _deploy_helpers import REPO, encoded_image, png_bomb
 
 MAX_BODY_MB = 0.5
-START_TIMEOUT = 120
+KEEP_ALIVE_S = 2.0
+START_TIMEOUT = 180
+# Peak resident memory allowed to the demo model's server process (2 predictors): it idles at
+# about 0.6 GB; decoding the 30000 x 30000 bomb alone would take 2.7 GB.
+PEAK_RSS_BOUND = 1.5 * 2 ** 30
+BOMB_SIDE = 30000
 
 
 class Server:
-    def __init__(self, model_dir):
+    """The server CLI in a subprocess; its output lines are collected by a reader thread."""
+
+    def __init__(self, model_dir, *extra):
         env = dict(os.environ, PYTHONPATH=REPO)
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(REPO, "deploy", "serving", "server.py"),
              "--model_dir", model_dir, "--port", "0", "--pool_size", "2",
-             "--max_body_mb", str(MAX_BODY_MB)],
+             "--max_body_mb", str(MAX_BODY_MB), "--timeout_keep_alive", str(KEEP_ALIVE_S),
+             "--request_timeout", "60"] + list(extra),
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         ready = threading.Event()
@@ -42,16 +55,18 @@ class Server:
         threading.Thread(target=read, daemon=True).start()
         ready.wait(START_TIMEOUT)
         banner = [ln for ln in self.lines if "serving on http://" in ln]
+        if not banner:
+            self.stop()
         assert banner, "server did not start:\n" + "".join(self.lines[-40:])
         address = banner[0].split("http://")[1].split("/")[0]
         self.host, self.port = address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1])
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def post(self, body, path="/dac_detr/prediction"):
+    def post(self, body, path="/dac_detr/prediction", timeout=120):
         request = urllib.request.Request(self.url + path, data=body,
                                          headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=120) as reply:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
                 return reply.status, json.loads(reply.read())
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
@@ -60,11 +75,30 @@ class Server:
         value = base64.b64encode(image_bytes).decode()
         return self.post(json.dumps({"key": [key], "value": [value], "logid": 3}).encode())
 
-    def stop(self):
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=60) as reply:
+            return reply.status, reply.read()
+
+    def peak_rss(self):
+        """VmHWM of the server process, bytes."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            line = next(ln for ln in f if ln.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+
+    def wait_for_line(self, text, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [ln for ln in self.lines if text in ln]
+            if found:
+                return found
+            time.sleep(0.1)
+        return []
+
+    def stop(self, timeout=60):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -79,12 +113,23 @@ def server(exported):
 
 
 @pytest.fixture(scope="module")
-def reference(exported):
+def predictor(exported):
+    from ppdet_dac.engine.predictor import Predictor
+    return Predictor(exported.model_dirs["op"])
+
+
+@pytest.fixture(scope="module")
+def reference(exported, predictor):
     """The in-process predictor's detections for the test images (what the server must say)."""
-    from ppdet_dac.engine.predictor import Predictor, detection_records
-    predictor = Predictor(exported.model_dirs["op"])
+    from ppdet_dac.engine.predictor import detection_records
     return {path: detection_records(predictor.predict([path])[0], predictor.label_list)
             for path in exported.images}
+
+
+@pytest.fixture(scope="module")
+def bomb():
+    """A real 30000 x 30000 PNG: about 110 KB that decode to 2.7 GB."""
+    return png_bomb(BOMB_SIDE, BOMB_SIDE)
 
 
 def _read(path):
@@ -118,6 +163,8 @@ BAD_REQUESTS = {
     "wrong key": (json.dumps({"key": ["img"], "value": ["aGVsbG8="]}).encode(), "expected key"),
     "not json": (b"{'key': ", "not JSON"),
     "value not a list": (json.dumps({"key": ["image"], "value": "aGVsbG8="}).encode(), "lists"),
+    "not an object": (b"[1, 2]", "JSON object"),
+    "empty image": (json.dumps({"key": ["image"], "value": [""]}).encode(), "is empty"),
 }
 
 
@@ -131,29 +178,112 @@ def test_bad_request_is_refused_and_server_keeps_serving(server, reference, expo
                             reference[exported.images[0]])
 
 
+# (width, height) -> what the message says; each is answered, never a closed connection
+IMAGE_LIMITS = {
+    (1, 4000): "1 x 4000 pixels (width x height, aspect ratio 4000:1): resized for this model",
+    (4000, 1): "4000 x 1 pixels (width x height, aspect ratio 4000:1): resized for this model",
+    (4000, 257): "resized to 256 x 16 it gives 92 feature positions (strides [8, 16, 32, 64]), "
+                 "fewer than the 100 proposals",
+    (257, 4000): "resized to 16 x 256 it gives 92 feature positions",
+    (BOMB_SIDE, BOMB_SIDE): "is 30000 x 30000 = 900000000 pixels, over the limit of 40000000",
+    (40000, 30000): "is 40000 x 30000 = 1200000000 pixels, over the limit of 40000000",
+}
+
+
+def _sized_image(size, bomb):
+    """A file of IMAGE_LIMITS' (width, height): a PNG bomb when large, else a plain image."""
+    width, height = size
+    if size == (BOMB_SIDE, BOMB_SIDE):
+        return bomb
+    return png_bomb(width, height) if width * height > 10 ** 7 else encoded_image(height, width)
+
+
+@pytest.mark.parametrize("size", sorted(IMAGE_LIMITS))
+def test_image_sizes_the_model_cannot_take_are_answered(server, size, bomb):
+    status, answer = server.post_image(_sized_image(size, bomb))
+    assert status == 200 and answer["err_no"] == 9 and answer["value"] == []
+    assert IMAGE_LIMITS[size] in answer["err_msg"], answer["err_msg"]
+
+
+def test_thinnest_image_the_model_takes_is_answered(server, predictor):
+    """One row more than the refused 4000 x 257: 17 resized rows give 140 >= 100 positions, and
+    the service answers exactly what the predictor computes."""
+    from ppdet_dac.engine.predictor import detection_records
+    for width, height in ((4000, 258), (258, 4000)):
+        data = encoded_image(height, width)
+        expected = detection_records(predictor.predict([data])[0], predictor.label_list)
+        _assert_same_detections(server.post_image(data)[1], expected)
+
+
+def test_pixel_bomb_is_refused_before_decoding(server, bomb):
+    assert len(bomb) < 200_000  # well under the body limit: only the pixel limit stops it
+    for _ in range(3):
+        status, answer = server.post_image(bomb)
+        assert answer["err_no"] == 9 and "over the limit" in answer["err_msg"]
+    assert server.proc.poll() is None
+    peak = server.peak_rss()
+    print(f"server peak RSS after the bombs: {peak / 2 ** 30:.2f} GB")
+    assert peak < PEAK_RSS_BOUND, f"server peak RSS {peak / 2 ** 30:.2f} GB"
+
+
 def test_oversized_body_is_refused(server, reference, exported):
     too_big = b"A" * int(MAX_BODY_MB * 1024 * 1024 + 10)
     body = json.dumps({"key": ["image"], "value": [too_big.decode()]}).encode()
     status, answer = server.post(body)
-    assert status == 413 and answer["err_no"] != 0 and "exceeds the limit" in answer["err_msg"]
+    assert status == 413 and answer["err_no"] == 5 and "exceeds the limit" in answer["err_msg"]
     _assert_same_detections(server.post_image(_read(exported.images[1]))[1],
                             reference[exported.images[1]])
 
 
+def test_oversized_chunked_body_is_refused(server):
+    """No Content-Length: the limit applies while the chunks arrive."""
+    chunk = b"A" * 65536
+    parts = [b'{"key": ["image"], "value": ["'] + [chunk] * (int(MAX_BODY_MB * 16) + 2)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("POST", "/dac_detr/prediction", body=iter(parts),
+                 headers={"Content-Type": "application/json"}, encode_chunked=True)
+    reply = conn.getresponse()
+    answer = json.loads(reply.read())
+    conn.close()
+    assert reply.status == 413 and answer["err_no"] == 5
+    assert f"more than {int(MAX_BODY_MB * 1024 * 1024)} bytes" in answer["err_msg"]
+
+
 def test_health_and_unknown_path(server):
-    with urllib.request.urlopen(server.url + "/health", timeout=30) as reply:
-        assert json.loads(reply.read()) == {"status": "ok", "service": "dac_detr", "pool_size": 2}
+    status, body = server.get("/health")
+    health = json.loads(body)
+    assert status == 200 and health["pid"] == server.proc.pid
+    assert {k: health[k] for k in ("status", "service", "pool_size", "max_queue")} == \
+        {"status": "ok", "service": "dac_detr", "pool_size": 2, "max_queue": 8}
     status, answer = server.post(b"{}", path="/other/prediction")
-    assert status == 404 and answer["err_no"] != 0 and "/dac_detr/prediction" in answer["err_msg"]
+    assert status == 404 and answer["err_no"] == 7 and "/dac_detr/prediction" in answer["err_msg"]
 
 
-def test_concurrent_mixed_requests(server, reference, exported):
-    """200 requests, one in ten good, from 8 threads: every one answered correctly."""
+def test_openapi_describes_the_protocol(server):
+    status, body = server.get("/openapi.json")
+    spec = json.loads(body)
+    post = spec["paths"]["/dac_detr/prediction"]["post"]
+    request = post["requestBody"]["content"]["application/json"]["schema"]
+    assert set(request["properties"]) == {"key", "value", "logid"}
+    answer_ref = post["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    answer = spec["components"]["schemas"][answer_ref.rsplit("/", 1)[1]]
+    assert set(answer["properties"]) == {"err_no", "err_msg", "key", "value", "tensors"}
+    assert "/health" in spec["paths"]
+    status, page = server.get("/docs")
+    assert status == 200 and b"/openapi.json" in page
+
+
+def test_concurrent_mixed_requests(server, reference, exported, bomb):
+    """200 requests from 8 threads, one in ten good, the others bad requests, refused sizes and
+    bombs: every one answered as it should be."""
     rng = random.Random(0)
+    bad_images = {size: _sized_image(size, bomb) for size in IMAGE_LIMITS}
     jobs = []
     for i in range(200):
         if i % 10 == 0:
             jobs.append(("good", exported.images[(i // 10) % 2]))
+        elif i % 10 < 4:
+            jobs.append(("size", rng.choice(sorted(IMAGE_LIMITS))))
         else:
             jobs.append(("bad", rng.choice(sorted(BAD_REQUESTS))))
 
@@ -161,6 +291,8 @@ def test_concurrent_mixed_requests(server, reference, exported):
         kind, what = job
         if kind == "good":
             return job, server.post_image(_read(what))[1]
+        if kind == "size":
+            return job, server.post_image(bad_images[what])[1]
         return job, server.post(BAD_REQUESTS[what][0])[1]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -169,8 +301,57 @@ def test_concurrent_mixed_requests(server, reference, exported):
     for (kind, what), answer in answers:
         if kind == "good":
             _assert_same_detections(answer, reference[what])
+        elif kind == "size":
+            assert answer["err_no"] == 9 and IMAGE_LIMITS[what] in answer["err_msg"]
         else:
             assert answer["err_no"] != 0 and BAD_REQUESTS[what][1] in answer["err_msg"]
+    assert server.proc.poll() is None
+
+
+def test_slow_client_does_not_block_others(server, reference, exported):
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    try:
+        slow.sendall(b"POST /dac_detr/prediction HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"key\"")
+        start = time.monotonic()
+        for path in exported.images * 2:
+            _assert_same_detections(server.post_image(_read(path))[1], reference[path])
+        assert time.monotonic() - start < 50  # answered while the slow upload still waits
+    finally:
+        slow.close()
+
+
+def test_idle_connections_hold_nothing_and_are_closed(server, reference, exported):
+    """100 connections that never send a byte: others are served meanwhile, and each idle one
+    is closed about --timeout_keep_alive seconds after it connected."""
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(100)]
+    try:
+        opened = time.monotonic()
+        _assert_same_detections(server.post_image(_read(exported.images[0]))[1],
+                                reference[exported.images[0]])
+        closed = 0
+        for sock in idle:
+            sock.settimeout(max(KEEP_ALIVE_S + 20 - (time.monotonic() - opened), 0.1))
+            try:
+                closed += sock.recv(1) == b""
+            except (socket.timeout, ConnectionResetError):
+                pass
+        assert closed == 100
+        assert time.monotonic() - opened < KEEP_ALIVE_S + 20
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_client_hanging_up_is_one_log_line(server, exported):
+    body = json.dumps({"key": ["image"], "value": [base64.b64encode(
+        _read(exported.images[0])).decode()], "logid": 77}).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(b"POST /dac_detr/prediction HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    sock.close()
+    lines = server.wait_for_line("(logid 77)", timeout=60)
+    assert len(lines) == 1 and "closed the connection before its answer" in lines[0]
     assert server.proc.poll() is None
 
 
@@ -220,13 +401,42 @@ def test_client_prints_detections(server, exported):
 
 
 def test_sigterm_shuts_down_cleanly(server, exported):
-    """Last in this module: stops the shared server (a request in flight is still answered)."""
+    """Last in this module: stops the shared server. A request in flight is still answered, an
+    idle keep-alive connection does not hold the shutdown, the exit status is 0, and nothing in
+    the whole log was a traceback."""
+    keep_alive = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    keep_alive.request("GET", "/health")
+    assert json.loads(keep_alive.getresponse().read())["status"] == "ok"  # connection stays open
     answers = []
     worker = threading.Thread(target=lambda: answers.append(
         server.post_image(_read(exported.images[0]))[1]))
     worker.start()
-    threading.Event().wait(0.2)  # accepted by then; the prediction itself takes longer
+    time.sleep(0.2)  # accepted by then; the prediction itself takes longer
+    start = time.monotonic()
     assert server.stop() == 0
+    assert time.monotonic() - start < 30
     worker.join(60)
+    keep_alive.close()
     assert any("server stopped" in line for line in server.lines)
     assert answers and answers[0]["err_no"] == 0
+    log = "".join(server.lines)
+    assert "Traceback" not in log and "BrokenPipe" not in log, log[-3000:]
+
+
+@pytest.mark.slow
+def test_two_worker_processes(exported, reference):
+    """--workers 2: two processes answer on one port (each with its own pool), and SIGTERM stops
+    both and the parent with exit status 0."""
+    srv = Server(exported.model_dirs["op"], "--workers", "2", "--pool_size", "1")
+    try:
+        pids, deadline = set(), time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline:
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+            conn.request("GET", "/health", headers={"Connection": "close"})
+            pids.add(json.loads(conn.getresponse().read())["pid"])
+            conn.close()
+        assert len(pids) == 2 and srv.proc.pid not in pids
+        path = exported.images[1]
+        _assert_same_detections(srv.post_image(_read(path))[1], reference[path])
+    finally:
+        assert srv.stop() == 0
