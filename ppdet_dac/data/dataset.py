@@ -8,15 +8,22 @@ Differences from ``ppdet.data.source.COCODataSet`` (2.6.0):
   The ``area`` field is not used for filtering (ppdet drops boxes with ``area <= 0``; DETR
   does not look at it).
 * **Bad input:** a missing annotation file raises one FileNotFoundError naming the path (ppdet
-  would try to download "coco" from the internet); an annotation whose ``category_id`` is not
-  in ``categories`` raises one ValueError naming the file, the annotation id and the category
-  id (ppdet raises a bare KeyError); an image file that is missing or empty is skipped with a
-  log line naming it and counted in one summary warning.
+  would try to download "coco" from the internet); invalid JSON, an image entry without an
+  integer ``id`` or a ``file_name``, and an annotation whose ``category_id`` is not in
+  ``categories`` raise one ValueError naming the file (and the entry or annotation id; ppdet
+  raises a bare KeyError for an unknown category). Skipped with a log line each and one summary warning naming the file
+  and the first ids: an image whose file is missing or empty, an image whose width/height is
+  not a positive number, a bbox that is not 4 finite numbers (NaN, inf, a string, a boolean,
+  null) and a box without area inside the image. A training dataset (``gt_bbox`` among the
+  ``data_fields``) in which no image is left with a box is a ValueError.
 * **Undecodable images** (present but corrupt) are found only when read. With the reader op
   ``DACDecode`` they raise ``ImageDecodeError``; with ``on_decode_error: skip`` (default) this
   dataset logs the file once and serves the next decodable image instead, so a training run
-  keeps going; with ``on_decode_error: raise`` (use it for evaluation, where a substitute image
-  would distort the metric) the error propagates.
+  keeps going, until ``max_consecutive_decode_errors`` images in a row (default 50; counted
+  per loader process) or every image failed to decode: then ``UnreadableDatasetError`` names
+  the image folder and the first bad files. With ``on_decode_error: raise`` (use it for
+  evaluation, where a substitute image would distort the metric) the error propagates. Either
+  way the ``ImageDecodeError`` is not logged with a traceback by ppdet's ``Compose``.
 * **No pycocotools** at parse time (it prints to stdout); the JSON is read directly. Class ids
   follow the order of the file's ``categories`` list, exactly as ppdet's ``get_categories``
   (used by the COCO metric) numbers them.
@@ -26,8 +33,10 @@ instances_train2017.json, including the ~1k without annotations, so the COCO con
 ``allow_empty: true`` for TrainDataset; the class default stays ppdet's ``False``.
 """
 import json
+import math
 import os
 import random
+import traceback
 
 import numpy as np
 import ppdet.data.source as ppdet_source
@@ -41,22 +50,101 @@ logger = setup_logger(__name__)
 
 # at most this many individual skip lines per kind of problem; the summary gives the total
 MAX_SKIP_LINES = 20
+# ids / files named in a summary or an error
+NAMED_IN_SUMMARY = 5
 DECODE_ERROR_MODES = ("skip", "raise")
+DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS = 50
+
+
+class UnreadableDatasetError(RuntimeError):
+    """Training cannot go on: too many images in a row, or all of them, cannot be decoded.
+
+    The message names the image folder and the first undecodable files."""
+
+
+def _is_number(value):
+    """A JSON number (int or float; not a boolean, a string or null)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) \
+        and not isinstance(value, (bool, np.bool_))
+
+
+def _box_problem(box):
+    """None when ``box`` is [x, y, w, h] of finite numbers, else what is wrong with it."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return "is not [x, y, w, h]"
+    if not all(_is_number(v) for v in box):
+        return "has a value that is not a number"
+    if not all(math.isfinite(v) for v in box):
+        return "has a non-finite value"
+    return None
+
+
+def _first_few(items):
+    """'a, b, c' for at most NAMED_IN_SUMMARY items, then ' and N more'."""
+    items = list(items)
+    text = ", ".join(str(i) for i in items[:NAMED_IN_SUMMARY])
+    if len(items) > NAMED_IN_SUMMARY:
+        text += f" and {len(items) - NAMED_IN_SUMMARY} more"
+    return text
 
 
 class _SkipLog:
-    """Counts skipped items of one kind, logging the first MAX_SKIP_LINES of them."""
+    """Counts skipped items of one kind (remembering their ids), logging the first
+    MAX_SKIP_LINES of them."""
 
-    def __init__(self, what):
-        self.what = what
-        self.count = 0
+    def __init__(self, what, why, id_name):
+        self.what, self.why, self.id_name = what, why, id_name
+        self.ids = []
 
-    def add(self, message):
-        self.count += 1
+    @property
+    def count(self):
+        return len(self.ids)
+
+    def add(self, item_id, message):
+        self.ids.append(item_id)
         if self.count <= MAX_SKIP_LINES:
             logger.warning(message)
         elif self.count == MAX_SKIP_LINES + 1:
-            logger.warning(f"more {self.what} follow; only their number is reported below")
+            logger.warning(f"more skipped {self.what} ({self.why}) follow; only their number "
+                           "is reported below")
+
+    def summary(self, anno_file, total=None):
+        """One warning naming the file, the count (of ``total``) and the first ids (nothing
+        when empty)."""
+        if self.ids:
+            of = "" if total is None else f" of {total}"
+            logger.warning(f"{anno_file}: skipped {self.count}{of} {self.what} ({self.why}; "
+                           f"{self.id_name} {_first_few(self.ids)})")
+
+
+class _QuietDecodeCompose:
+    """ppdet's ``Compose`` (same ops, same order) without its warning with a traceback for an
+    ``ImageDecodeError``: the dataset reports an undecodable file in one line, or the error
+    itself names it. Other errors are logged like ``Compose`` does and re-raised."""
+
+    def __init__(self, compose):
+        self.compose = compose
+
+    def __getattr__(self, name):
+        compose = self.__dict__.get("compose")
+        if compose is None:        # e.g. while unpickling
+            raise AttributeError(name)
+        return getattr(compose, name)
+
+    def __call__(self, data):
+        ops = getattr(self.compose, "transforms_cls", None)
+        if ops is None:
+            return self.compose(data)
+        for op in ops:
+            try:
+                data = op(data)
+            except ImageDecodeError:
+                raise
+            except Exception as err:   # logged as ppdet's Compose does, then re-raised
+                logger.warning(f"fail to map sample transform [{op}] with error: {err} and "
+                               f"stack:\n{traceback.format_exc()}")
+                raise
+        return data
 
 
 @register
@@ -67,6 +155,8 @@ class DACCOCODataSet(COCODataSet):
     Args (as COCODataSet, plus):
         on_decode_error (str): 'skip' -- an image that cannot be decoded at load time is logged
             and replaced by the next decodable one; 'raise' -- the ImageDecodeError propagates.
+        max_consecutive_decode_errors (int): with 'skip', this many undecodable images met in a
+            row by one loader process stop the run with UnreadableDatasetError (default 50).
 
     Records hold 'im_file', 'im_id' [1], 'h', 'w', 'gt_bbox' float32 [n, 4] (pixel xyxy,
     clamped), 'gt_class' int32 [n, 1] (0..K-1 in ``categories`` order), 'is_crowd' int32 [n, 1]
@@ -75,15 +165,23 @@ class DACCOCODataSet(COCODataSet):
 
     def __init__(self, dataset_dir=None, image_dir=None, anno_path=None, data_fields=("image",),
                  sample_num=-1, load_crowd=False, allow_empty=False, empty_ratio=1.,
-                 repeat=1, on_decode_error="skip"):
+                 repeat=1, on_decode_error="skip",
+                 max_consecutive_decode_errors=DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS):
         super().__init__(dataset_dir=dataset_dir, image_dir=image_dir, anno_path=anno_path,
                          data_fields=data_fields, sample_num=sample_num, load_crowd=load_crowd,
                          allow_empty=allow_empty, empty_ratio=empty_ratio, repeat=repeat)
         if on_decode_error not in DECODE_ERROR_MODES:
             raise ValueError(f"on_decode_error must be one of {DECODE_ERROR_MODES}, "
                              f"got {on_decode_error!r}")
+        limit = max_consecutive_decode_errors
+        if not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"DACCOCODataSet.max_consecutive_decode_errors must be an integer "
+                             f">= 1, got {limit!r}")
         self.on_decode_error = on_decode_error
+        self.max_consecutive_decode_errors = int(limit)
         self._undecodable = set()
+        self._undecodable_files = []    # the first few, for the error message
+        self._decode_errors_in_row = 0
 
     # -- locating files --------------------------------------------------------------------
     def _anno_file(self):
@@ -113,9 +211,18 @@ class DACCOCODataSet(COCODataSet):
                 anno = json.load(f)
         except ValueError as err:
             raise ValueError(f"{anno_file} is not valid JSON: {err}") from err
+        if not isinstance(anno, dict):
+            raise ValueError(f"{anno_file}: the top level is not a JSON object")
         for key in ("images", "categories"):
             if not isinstance(anno.get(key), list):
                 raise ValueError(f"{anno_file}: missing or non-list '{key}'")
+        if not isinstance(anno.get("annotations", []), list):
+            raise ValueError(f"{anno_file}: 'annotations' is not a list")
+        for k, img in enumerate(anno["images"]):
+            if not isinstance(img, dict) or not isinstance(img.get("id"), int) \
+                    or isinstance(img.get("id"), bool) or not isinstance(img.get("file_name"), str):
+                raise ValueError(f"{anno_file}: images[{k}] needs an integer 'id' and a "
+                                 f"'file_name' string, got {str(img)[:200]}")
         return anno_file, anno
 
     def _categories(self, anno_file, anno):
@@ -133,7 +240,10 @@ class DACCOCODataSet(COCODataSet):
     def _annotations_by_image(self, anno_file, anno):
         """image id -> its annotations; raises ValueError on the first unknown category id."""
         by_image = {}
-        for ann in anno.get("annotations", []):
+        for k, ann in enumerate(anno.get("annotations", [])):
+            if not isinstance(ann, dict):
+                raise ValueError(f"{anno_file}: annotations[{k}] is not an object: "
+                                 f"{str(ann)[:200]}")
             if ann.get("category_id") not in self.catid2clsid:
                 raise ValueError(
                     f"{anno_file}: annotation id {ann.get('id')} (image id {ann.get('image_id')})"
@@ -142,24 +252,27 @@ class DACCOCODataSet(COCODataSet):
             by_image.setdefault(ann.get("image_id"), []).append(ann)
         return by_image
 
-    def _clean_boxes(self, img_id, im_w, im_h, annotations, bad_boxes):
-        """Keep non-ignored (and, unless load_crowd, non-crowd) boxes, clamped to the image."""
+    def _clean_boxes(self, img_id, im_w, im_h, annotations, skips):
+        """Keep non-ignored (and, unless load_crowd, non-crowd) boxes, clamped to the image;
+        malformed and degenerate boxes go to ``skips['malformed' / 'degenerate']``."""
         kept = []
         for ann in annotations:
             if ann.get("ignore", False) or (ann.get("iscrowd", 0) and not self.load_crowd):
                 continue
             box = ann.get("bbox")
-            if not isinstance(box, (list, tuple)) or len(box) != 4:
-                bad_boxes.add(f"skipping annotation id {ann.get('id')} of image id {img_id}: "
-                              f"bbox {box!r} is not [x, y, w, h]")
+            problem = _box_problem(box)
+            if problem:
+                skips["malformed"].add(ann.get("id"), f"skipping annotation id {ann.get('id')} "
+                                       f"of image id {img_id}: bbox {box!r} {problem}")
                 continue
             x, y, w, h = (float(v) for v in box)
             x1, y1 = min(max(x, 0.0), im_w), min(max(y, 0.0), im_h)
             x2, y2 = min(max(x + w, 0.0), im_w), min(max(y + h, 0.0), im_h)
             if x2 - x1 <= 0 or y2 - y1 <= 0:
-                bad_boxes.add(f"skipping degenerate box of image id {img_id} (annotation id "
-                              f"{ann.get('id')}): bbox [x, y, w, h] = {list(box)} has no area "
-                              f"inside the {im_w:g}x{im_h:g} image")
+                skips["degenerate"].add(ann.get("id"), f"skipping degenerate box of image id "
+                                        f"{img_id} (annotation id {ann.get('id')}): bbox [x, y, "
+                                        f"w, h] = {list(box)} has no area inside the "
+                                        f"{im_w:g}x{im_h:g} image")
                 continue
             kept.append((ann, [x1, y1, x2, y2]))
         return kept
@@ -190,23 +303,28 @@ class DACCOCODataSet(COCODataSet):
             logger.warning(f"{anno_file} has no 'annotations': loading images only")
         by_image = self._annotations_by_image(anno_file, anno)
         image_root = self._image_root()
-        missing, bad_size, bad_boxes = (_SkipLog("missing images"), _SkipLog("bad image sizes"),
-                                        _SkipLog("degenerate boxes"))
+        skips = {"missing": _SkipLog("images", "file missing or empty", "image ids"),
+                 "size": _SkipLog("images", "width/height not a number > 0", "image ids"),
+                 "malformed": _SkipLog("malformed boxes", "bbox not 4 finite numbers",
+                                       "annotation ids"),
+                 "degenerate": _SkipLog("degenerate boxes", "no area inside the image",
+                                        "annotation ids")}
         records, empty_records = [], []
         num_no_boxes = 0
         for img in sorted(anno["images"], key=lambda im: im["id"]):
             im_path = os.path.join(image_root, img["file_name"])
             if not os.path.isfile(im_path) or os.path.getsize(im_path) == 0:
                 reason = "missing" if not os.path.exists(im_path) else "empty or not a file"
-                missing.add(f"skipping image id {img['id']}: file {im_path} is {reason}")
+                skips["missing"].add(img["id"], f"skipping image id {img['id']}: file "
+                                     f"{im_path} is {reason}")
                 continue
-            im_w, im_h = float(img.get("width", 0)), float(img.get("height", 0))
-            if im_w <= 0 or im_h <= 0:
-                bad_size.add(f"skipping image id {img['id']} ({im_path}): width {im_w:g} / "
-                             f"height {im_h:g} in {anno_file} must be > 0")
+            im_w, im_h = img.get("width"), img.get("height")
+            if not all(_is_number(v) and math.isfinite(v) and v > 0 for v in (im_w, im_h)):
+                skips["size"].add(img["id"], f"skipping image id {img['id']} ({im_path}): width "
+                                  f"{im_w!r} / height {im_h!r} in {anno_file} must be numbers > 0")
                 continue
-            kept = self._clean_boxes(img["id"], im_w, im_h, by_image.get(img["id"], []),
-                                     bad_boxes)
+            im_w, im_h = float(im_w), float(im_h)
+            kept = self._clean_boxes(img["id"], im_w, im_h, by_image.get(img["id"], []), skips)
             if not kept and not self.load_image_only:
                 num_no_boxes += 1
                 if not self.allow_empty:
@@ -219,21 +337,23 @@ class DACCOCODataSet(COCODataSet):
         if self.allow_empty and empty_records:
             empty_records = self._sample_empty(empty_records, len(records))
         self.roidbs = records + empty_records
-        self._summarise(anno_file, len(anno["images"]), missing, bad_size, bad_boxes,
-                        num_no_boxes, len(empty_records))
+        self._summarise(anno_file, len(anno["images"]), skips, num_no_boxes,
+                        len(empty_records))
+        listed = (f"of the {len(anno['images'])} images listed: {skips['missing'].count} missing"
+                  f" or empty under {image_root}, {skips['size'].count} with a bad width/height, "
+                  f"{num_no_boxes} without a usable box")
         if not self.roidbs:
-            raise ValueError(f"{anno_file}: no usable image (checked {len(anno['images'])} "
-                             f"entries against {image_root})")
+            raise ValueError(f"{anno_file}: no usable image ({listed}"
+                             f"{'' if self.allow_empty else ', allow_empty: false'})")
+        if not records and not self.load_image_only and "gt_bbox" in self.data_fields:
+            raise ValueError(f"{anno_file}: no image has a usable box, nothing to train on "
+                             f"({listed}; {len(anno.get('annotations', []))} annotations, "
+                             f"{skips['malformed'].count} malformed and "
+                             f"{skips['degenerate'].count} degenerate boxes skipped)")
 
-    def _summarise(self, anno_file, num_listed, missing, bad_size, bad_boxes, num_no_boxes,
-                   num_empty_kept):
-        if missing.count:
-            logger.warning(f"{anno_file}: skipped {missing.count} of {num_listed} images whose "
-                           f"file is missing or empty")
-        if bad_size.count:
-            logger.warning(f"{anno_file}: skipped {bad_size.count} images with a bad width/height")
-        if bad_boxes.count:
-            logger.warning(f"{anno_file}: skipped {bad_boxes.count} degenerate or malformed boxes")
+    def _summarise(self, anno_file, num_listed, skips, num_no_boxes, num_empty_kept):
+        for kind, skip_log in skips.items():
+            skip_log.summary(anno_file, num_listed if kind in ("missing", "size") else None)
         empty_note = (f"{num_empty_kept} of them kept (allow_empty)" if self.allow_empty
                       else "dropped (allow_empty: false)")
         logger.info(f"{anno_file}: loaded {len(self.roidbs)} images "
@@ -256,9 +376,16 @@ class DACCOCODataSet(COCODataSet):
             random.seed(int(state[0]))
             np.random.seed(int(state[1]))
 
+    def set_transform(self, transform):
+        """As ppdet's, with ppdet's ``Compose`` kept from logging an ImageDecodeError with a
+        traceback (``_QuietDecodeCompose``)."""
+        super().set_transform(_QuietDecodeCompose(transform))
+
     def __getitem__(self, idx):
         """ppdet's sample for ``idx``; with on_decode_error='skip' an undecodable image is
-        replaced by the next decodable one (each bad file is logged once per process)."""
+        replaced by the next decodable one (each bad file is logged once per process), until
+        ``max_consecutive_decode_errors`` failures in a row or no decodable image is left:
+        then UnreadableDatasetError."""
         n = len(self.roidbs)
         idx %= n
         self._seed_sample(idx)
@@ -267,14 +394,38 @@ class DACCOCODataSet(COCODataSet):
             if candidate in self._undecodable:
                 continue
             try:
-                return super().__getitem__(candidate)
+                sample = super().__getitem__(candidate)
             except ImageDecodeError as err:
                 if self.on_decode_error == "raise":
                     raise
-                self._undecodable.add(candidate)
-                logger.warning(f"skipping undecodable image: {err}; training continues with "
-                               f"the next image ({len(self._undecodable)} undecodable so far)")
-        raise ImageDecodeError(f"{self._anno_file()}: none of the {n} images can be decoded")
+                error = err
+            else:
+                self._decode_errors_in_row = 0
+                return sample
+            self._skip_undecodable(candidate, error)   # outside the except: no chained traceback
+        raise self._unreadable(f"none of the {n} images listed in {self._anno_file()} can be "
+                               f"decoded")
+
+    def _skip_undecodable(self, index, err):
+        """Remember and log an undecodable record; UnreadableDatasetError at the limit."""
+        self._undecodable.add(index)
+        if len(self._undecodable_files) < NAMED_IN_SUMMARY:
+            self._undecodable_files.append(err.im_file or self.roidbs[index]["im_file"])
+        self._decode_errors_in_row += 1
+        logger.warning(f"skipping undecodable image: {err}; training continues with the next "
+                       f"image ({len(self._undecodable)} undecodable so far)")
+        if self._decode_errors_in_row >= self.max_consecutive_decode_errors:
+            raise self._unreadable(
+                f"{self._decode_errors_in_row} images in a row cannot be decoded "
+                f"(max_consecutive_decode_errors: {self.max_consecutive_decode_errors}), so "
+                f"training stops instead of searching the rest for a readable one")
+
+    def _unreadable(self, what):
+        root = self._image_root()
+        files = [os.path.relpath(f, root) for f in self._undecodable_files]
+        return UnreadableDatasetError(f"{root}: {what}; undecodable files include "
+                                      f"{_first_few(files)} ({len(self._undecodable)} in all); "
+                                      "check that the images are JPEG/PNG/BMP files that open")
 
 
 # ppdet's TrainDataset/EvalDataset wrappers resolve `name:` with getattr(ppdet.data.source, name)

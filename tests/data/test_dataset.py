@@ -1,6 +1,7 @@
 """DACCOCODataSet: annotation rules (spec §4.2) and one clear message per kind of bad input.
 
 These build the dataset object directly (no ppdet global config involved)."""
+import json
 import os
 
 import numpy as np
@@ -10,7 +11,7 @@ from ppdet.data.source.category import get_categories
 from ppdet.data.source.coco import COCODataSet
 
 from _data_helpers import write_coco
-from ppdet_dac.data.dataset import DACCOCODataSet
+from ppdet_dac.data.dataset import DACCOCODataSet, UnreadableDatasetError
 from ppdet_dac.data.transforms import ImageDecodeError
 
 FIELDS = ["image", "gt_bbox", "gt_class", "is_crowd"]
@@ -118,7 +119,97 @@ def test_degenerate_boxes_are_skipped_with_image_id_and_box(tmp_path, dataset_lo
     assert "degenerate box of image id 11 (annotation id 2): bbox [x, y, w, h] = [120, 10, 15, 15]" in text
     assert "degenerate box of image id 11 (annotation id 3): bbox [x, y, w, h] = [5, 5, 0, 12]" in text
     assert "annotation id 4 of image id 11: bbox [5, 5, 4] is not [x, y, w, h]" in text
-    assert "skipped 3 degenerate or malformed boxes" in text
+    anno = str(tmp_path / "annotations" / "instances.json")
+    assert (f"{anno}: skipped 2 degenerate boxes (no area inside the image; annotation ids 2, 3)"
+            in text)
+    assert (f"{anno}: skipped 1 malformed boxes (bbox not 4 finite numbers; annotation ids 4)"
+            in text)
+
+
+def _add_annotations(anno, annotations):
+    """Append raw annotation dicts to a written COCO file (write_coco paints boxes, so values
+    it cannot paint go in afterwards)."""
+    with open(anno) as f:
+        content = json.load(f)
+    content["annotations"] += annotations
+    with open(anno, "w") as f:
+        json.dump(content, f)
+
+
+def test_non_finite_and_non_numeric_boxes_are_skipped_naming_file_and_ids(tmp_path, dataset_log):
+    anno = write_coco(str(tmp_path), [{"id": 5, "width": 100, "height": 80}],
+                      [{"image_id": 5, "category_id": 3, "bbox": [10, 10, 20, 20]}], CATS)
+    bad = [[float("nan"), 10, 20, 20], [10, "a", 20, 20], [10, 10, float("inf"), 20],
+           [float("-inf"), 10, 20, 20], [True, 10, 20, 20], [None, 10, 20, 20],
+           [10, 10, "20", 20]]
+    _add_annotations(anno, [{"id": 100 + k, "image_id": 5, "category_id": 7, "bbox": box,
+                             "iscrowd": 0} for k, box in enumerate(bad)])
+    ds = _dataset(tmp_path)                     # no exception
+    np.testing.assert_allclose(ds.roidbs[0]["gt_bbox"], [[10, 10, 30, 30]])
+    np.testing.assert_array_equal(ds.roidbs[0]["gt_class"], [[0]])
+    text = dataset_log.text
+    assert ("skipping annotation id 100 of image id 5: bbox [nan, 10, 20, 20] has a non-finite "
+            "value") in text
+    assert ("skipping annotation id 101 of image id 5: bbox [10, 'a', 20, 20] has a value that "
+            "is not a number") in text
+    assert ("annotation id 104 of image id 5: bbox [True, 10, 20, 20] has a value that is not a "
+            "number") in text
+    assert (f"{anno}: skipped 7 malformed boxes (bbox not 4 finite numbers; annotation ids "
+            "100, 101, 102, 103, 104 and 2 more)") in text
+
+
+def test_bad_image_size_is_skipped_naming_file(tmp_path, dataset_log):
+    anno = write_coco(str(tmp_path), [{"id": 1, "width": 50, "height": 40},
+                                      {"id": 2, "width": 50, "height": 40}],
+                      [{"image_id": i, "category_id": 3, "bbox": [1, 1, 10, 10]} for i in (1, 2)],
+                      CATS)
+    with open(anno) as f:
+        content = json.load(f)
+    content["images"][1]["width"] = "fifty"
+    with open(anno, "w") as f:
+        json.dump(content, f)
+    assert sorted(_by_id(_dataset(tmp_path))) == [1]
+    assert f"width 'fifty' / height 40 in {anno} must be numbers > 0" in dataset_log.text
+    assert (f"{anno}: skipped 1 of 2 images (width/height not a number > 0; image ids 2)"
+            in dataset_log.text)
+
+
+@pytest.mark.parametrize("entry, what", [({"file_name": "a.png"}, "{'file_name': 'a.png'}"),
+                                         ({"id": "7", "file_name": "a.png"}, "'id': '7'"),
+                                         ({"id": 7}, "{'id': 7}")])
+def test_image_entry_without_id_or_file_name_is_named(tmp_path, entry, what):
+    anno = write_coco(str(tmp_path), [{"id": 1, "width": 50, "height": 40}], [], CATS)
+    with open(anno) as f:
+        content = json.load(f)
+    content["images"].append(entry)
+    with open(anno, "w") as f:
+        json.dump(content, f)
+    with pytest.raises(ValueError) as info:
+        _dataset(tmp_path)
+    assert str(info.value).startswith(f"{anno}: images[1] needs an integer 'id' and a "
+                                      "'file_name' string, got {")
+    assert what in str(info.value)
+
+
+def test_training_set_without_any_box_is_an_error(tmp_path):
+    """An empty annotation list (or only unusable boxes): nothing to train on, even with
+    allow_empty; an evaluation-style dataset (no gt_bbox field) still loads."""
+    anno = write_coco(str(tmp_path), [{"id": i, "width": 50, "height": 40} for i in (1, 2)],
+                      [], CATS)
+    with pytest.raises(ValueError) as info:
+        _dataset(tmp_path, allow_empty=True)
+    assert str(info.value) == (
+        f"{anno}: no image has a usable box, nothing to train on (of the 2 images listed: 0 "
+        f"missing or empty under {tmp_path / 'images'}, 0 with a bad width/height, 2 without a "
+        "usable box; 0 annotations, 0 malformed and 0 degenerate boxes skipped)")
+    with pytest.raises(ValueError, match="no usable image .*2 without a usable box, "
+                                         "allow_empty: false"):
+        _dataset(tmp_path)
+    assert len(_dataset(tmp_path, allow_empty=True, data_fields=["image"]).roidbs) == 2
+    _add_annotations(anno, [{"id": 9, "image_id": 1, "category_id": 3, "iscrowd": 0,
+                             "bbox": [float("nan"), 1, 5, 5]}])
+    with pytest.raises(ValueError, match="1 annotations, 1 malformed and 0 degenerate"):
+        _dataset(tmp_path, allow_empty=True)
 
 
 def test_unknown_category_is_one_value_error_naming_file_annotation_and_id(tmp_path):
@@ -172,6 +263,14 @@ def test_bad_on_decode_error_value():
         DACCOCODataSet(on_decode_error="ignore")
 
 
+@pytest.mark.parametrize("value", [0, -1, True, "5", 2.5])
+def test_bad_max_consecutive_decode_errors(value):
+    with pytest.raises(ValueError) as info:
+        DACCOCODataSet(max_consecutive_decode_errors=value)
+    assert str(info.value) == ("DACCOCODataSet.max_consecutive_decode_errors must be an integer "
+                               f">= 1, got {value!r}")
+
+
 def _corrupt_dataset(tmp_path, **kwargs):
     write_coco(str(tmp_path),
                [{"id": i, "width": 40 + i, "height": 30} for i in (1, 2, 3)],
@@ -205,16 +304,86 @@ def test_undecodable_image_raises_when_asked(tmp_path):
         ds[1]
 
 
-def test_all_images_undecodable_is_an_error(tmp_path):
-    write_coco(str(tmp_path), [{"id": 1, "width": 40, "height": 30, "paint": False}],
-               [{"image_id": 1, "category_id": 7, "bbox": [2, 2, 10, 10]}], CATS)
-    with open(tmp_path / "images" / "0001.png", "wb") as f:
-        f.write(b"junk")
-    ds = _dataset(tmp_path)
+def _reading_dataset(tmp_path, num, corrupt, **kwargs):
+    """``num`` images with ids 1..num; those in ``corrupt`` are junk bytes."""
+    anno = write_coco(str(tmp_path), [{"id": i, "width": 40, "height": 30,
+                                       "paint": i not in corrupt} for i in range(1, num + 1)],
+                      [{"image_id": i, "category_id": 7, "bbox": [2, 2, 10, 10]}
+                       for i in range(1, num + 1)], CATS)
+    for i in corrupt:
+        with open(tmp_path / "images" / f"{i:04d}.png", "wb") as f:
+            f.write(b"junk")
+    ds = _dataset(tmp_path, **kwargs)
     ds.set_kwargs()
     ds.set_transform(Compose([{"DACDecode": {}}]))
-    with pytest.raises(ImageDecodeError, match="none of the 1 images can be decoded"):
+    return ds, anno
+
+
+def test_all_images_undecodable_is_an_error(tmp_path):
+    ds, anno = _reading_dataset(tmp_path, 2, corrupt=(1, 2))
+    with pytest.raises(UnreadableDatasetError) as info:
         ds[0]
+    assert str(info.value) == (
+        f"{tmp_path / 'images'}: none of the 2 images listed in {anno} can be decoded; "
+        "undecodable files include 0001.png, 0002.png (2 in all); check that the images are "
+        "JPEG/PNG/BMP files that open")
+    with pytest.raises(UnreadableDatasetError, match="none of the 2 images"):
+        ds[1]                                     # known bad: no second search
+
+
+def test_too_many_undecodable_images_in_a_row_stop(tmp_path, dataset_log):
+    """Limit 3: images 2, 3, 4 of 6 fail in a row -> stop naming the folder and the files,
+    although images 5 and 6 are fine."""
+    ds, _ = _reading_dataset(tmp_path, 6, corrupt=(2, 3, 4), max_consecutive_decode_errors=3)
+    assert int(ds[0]["im_id"][0]) == 1
+    with pytest.raises(UnreadableDatasetError) as info:
+        ds[1]
+    assert str(info.value) == (
+        f"{tmp_path / 'images'}: 3 images in a row cannot be decoded "
+        "(max_consecutive_decode_errors: 3), so training stops instead of searching the rest "
+        "for a readable one; undecodable files include 0002.png, 0003.png, 0004.png (3 in all);"
+        " check that the images are JPEG/PNG/BMP files that open")
+    # the same files under a limit of 4 are skipped (one line each), not an error
+    ds, _ = _reading_dataset(tmp_path / "again", 6, corrupt=(2, 3, 4),
+                             max_consecutive_decode_errors=4)
+    assert int(ds[1]["im_id"][0]) == 5
+    skipped = [r.getMessage() for r in dataset_log.records
+               if "skipping undecodable" in r.getMessage()]
+    assert len(skipped) == 6 and all("Traceback" not in m for m in skipped)
+
+
+def test_a_readable_image_resets_the_count(tmp_path):
+    """Limit 3: failures 2, 3, then 4 reads, then 5 fails: never 3 in a row."""
+    ds, _ = _reading_dataset(tmp_path, 6, corrupt=(2, 3, 5), max_consecutive_decode_errors=3)
+    assert [int(ds[i]["im_id"][0]) for i in (1, 4)] == [4, 6]
+
+
+def test_no_ppdet_traceback_for_an_undecodable_image(tmp_path, dataset_log):
+    """ppdet's Compose logs every failing op with a traceback (logger 'reader'); the dataset's
+    one line is all a skipped image produces."""
+    import logging
+    reader_log = logging.getLogger("reader")
+    reader_log.addHandler(dataset_log.handler)
+    try:
+        ds, _ = _reading_dataset(tmp_path, 2, corrupt=(1,))
+        assert int(ds[0]["im_id"][0]) == 2
+        messages = [r.getMessage() for r in dataset_log.records]
+        assert [m for m in messages if "skipping undecodable image" in m]
+        assert not [m for m in messages if "Traceback" in m or "fail to map" in m]
+        # other errors keep Compose's report and propagate
+        dataset_log.clear()
+        ds.transform.compose.transforms_cls.append(_Boom())
+        with pytest.raises(KeyError, match="boom"):
+            ds[1]
+        (report,) = [r.getMessage() for r in dataset_log.records if "fail to map" in r.getMessage()]
+        assert "with error: 'boom'" in report and "Traceback" in report
+    finally:
+        reader_log.removeHandler(dataset_log.handler)
+
+
+class _Boom:
+    def __call__(self, sample):
+        raise KeyError("boom")
 
 
 def test_decode_matches_ppdet_decode_on_a_good_image(tmp_path):

@@ -183,3 +183,4 @@ def test_loader_survives_an_undecodable_image(tmp_path):
     assert 3 not in ids and len(ids) == 4
     assert "skipping undecodable image: cannot decode image file" in stdout
     assert os.path.join("images", "0003.png") in stdout
+    assert "Traceback" not in stdout and "fail to map" not in stdout   # one line, no stack
