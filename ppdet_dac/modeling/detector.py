@@ -6,6 +6,8 @@ from ppdet.modeling.architectures.meta_arch import BaseArch
 
 from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
 
+from .matcher import NonFiniteCostError
+
 CLASS_ID_MODES = ("contiguous", "coco_raw")
 
 
@@ -16,8 +18,9 @@ class DACDETR(BaseArch):
     Inputs (ppdet reader): 'image' [B, 3, H, W], 'im_shape' [B, 2], 'scale_factor' [B, 2],
     optional 'pad_mask' [B, H, W] (1 = image, 0 = padding) and, for training, 'gt_bbox' (per image
     [n, 4] normalised cxcywh) and 'gt_class' (per image [n, 1] contiguous dataset ids).
-    Training returns the loss dict (with 'loss'); eval returns 'bbox' [N, 6] rows
-    (label, score, x1, y1, x2, y2) in original-image pixels and 'bbox_num' [B].
+    Training returns the loss dict (with 'loss'); a NaN/inf matching cost raises
+    NonFiniteCostError naming the batch's 'im_id' values (when the batch has them). Eval returns
+    'bbox' [N, 6] rows (label, score, x1, y1, x2, y2) in original-image pixels and 'bbox_num' [B].
 
     class_id_mode: 'contiguous' -> model class k is dataset class k (num_classes = #classes);
     'coco_raw' -> the model predicts raw COCO category ids (num_classes = 91), as the official
@@ -83,7 +86,11 @@ class DACDETR(BaseArch):
             gt_labels, gt_boxes = self.targets()
             outputs = self.transformer(feats, mask, gt_labels, gt_boxes,
                                        dn_noise=self.inputs.get("dn_noise"))
-            return self.criterion(outputs, gt_labels, gt_boxes)
+            try:
+                return self.criterion(outputs, gt_labels, gt_boxes)
+            except NonFiniteCostError as err:
+                raise NonFiniteCostError(f"{err}; {self._describe_batch(err.image)}",
+                                         err.image) from None
         outputs = self.transformer(feats, mask)
         logits, boxes = outputs["logits"][-1], outputs["boxes"][-1]
         if self.exclude_post_process:
@@ -91,6 +98,19 @@ class DACDETR(BaseArch):
         bbox, bbox_num = self.post_process(logits, boxes, self.inputs["im_shape"],
                                            self.inputs["scale_factor"])
         return self._to_dataset_labels(bbox, bbox_num)
+
+    def _describe_batch(self, image):
+        """'it is im_id <id> (the batch's im_ids: [...])' for batch image ``image``."""
+        im_id = self.inputs.get("im_id")
+        if im_id is None:
+            return "the batch has no 'im_id' to name the sample"
+        if isinstance(im_id, (list, tuple)):
+            ids = [int(np.asarray(v.numpy() if hasattr(v, "numpy") else v).reshape(-1)[0])
+                   for v in im_id]
+        else:
+            ids = [int(v) for v in np.asarray(im_id.numpy() if hasattr(im_id, "numpy")
+                                              else im_id).reshape(-1)]
+        return f"it is im_id {ids[image]} (the batch's im_ids: {ids})"
 
     def _to_dataset_labels(self, bbox, bbox_num):
         """Map raw model labels to dataset labels, dropping classes the dataset does not have."""

@@ -13,7 +13,28 @@ from scipy.optimize import linear_sum_assignment
 
 from .box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
-__all__ = ["DACHungarianMatcher"]
+__all__ = ["DACHungarianMatcher", "NonFiniteCostError"]
+
+
+class NonFiniteCostError(ValueError):
+    """A matching cost (or one-to-many score) with NaN/inf entries.
+
+    ``image`` is the index of the image in the batch; DACDETR re-raises it with the batch's
+    ``im_id`` values so that the sample can be found."""
+
+    def __init__(self, message, image):
+        super().__init__(message)
+        self.image = image
+
+
+def non_finite_error(what, values, image, gt_boxes):
+    """NonFiniteCostError for batch image ``image`` whose ``what`` matrix ``values`` (numpy) has
+    NaN/inf entries, saying whether its ground-truth boxes (a tensor) are the cause."""
+    gt_ok = bool(np.isfinite(gt_boxes.numpy()).all())
+    cause = ("the predicted logits or boxes are NaN/inf (diverged training?)" if gt_ok
+             else "its ground-truth boxes are NaN/inf")
+    return NonFiniteCostError(f"image {image} of the batch: {what} has "
+                              f"{(~np.isfinite(values)).sum()} non-finite entries: {cause}", image)
 
 
 def _empty_pair():
@@ -79,8 +100,7 @@ class DACHungarianMatcher(object):
                 continue
             cost = self.cost_matrix(logits[i], boxes[i], gt_labels[i], gt_boxes[i])
             if not np.isfinite(cost).all():
-                raise ValueError(f"image {i}: matching cost has {(~np.isfinite(cost)).sum()} "
-                                 f"non-finite entries (NaN/inf in logits or boxes?)")
+                raise non_finite_error("matching cost", cost, i, gt_boxes[i])
             rows, cols = linear_sum_assignment(cost)
             indices.append((rows.astype(np.int64), cols.astype(np.int64)))
         return indices

@@ -15,6 +15,7 @@ import paddle
 import paddle.nn.functional as F
 
 from .box_ops import box_cxcywh_to_xyxy, box_iou
+from .matcher import non_finite_error
 
 __all__ = ["OneToManyAssigner"]
 
@@ -110,5 +111,7 @@ class OneToManyAssigner(object):
                 indices.append(_empty_pair())
                 continue
             score = self.score_matrix(pred_boxes[i], pred_logits[i], gt_boxes[i], gt_labels[i])
+            if not np.isfinite(score).all():
+                raise non_finite_error("one-to-many assignment score", score, i, gt_boxes[i])
             indices.append(self.assign_scores(score, rng))
         return indices

@@ -6,6 +6,7 @@ import paddle
 import pytest
 
 from _common import build_tiny_detector, make_batch
+from ppdet_dac.modeling.matcher import NonFiniteCostError
 
 BOX_KEY = re.compile(r"loss_(bbox|giou)")
 
@@ -220,3 +221,21 @@ def test_one_stage_eval_identical_with_and_without_dac():
 def test_one_stage_refuses_denoising():
     with pytest.raises(ValueError, match="num_denoising"):
         build_tiny_detector(two_stage=False, num_denoising=10)
+
+
+@pytest.mark.parametrize("im_id_as_list", [False, True])
+def test_non_finite_matching_cost_names_the_im_id(im_id_as_list):
+    """A NaN GT box in batch image 1 stops the step with the im_id of that image and of the
+    batch (the reader gives 'im_id' as a [B, 1] tensor, or as a list per image)."""
+    model = build_tiny_detector()
+    batch = make_batch([2, 1])
+    batch["gt_bbox"][1] = paddle.to_tensor(np.array([[0.5, np.nan, 0.2, 0.2]], dtype="float32"))
+    ids = np.array([[17], [42]], dtype="int64")
+    batch["im_id"] = ([paddle.to_tensor(i) for i in ids] if im_id_as_list
+                      else paddle.to_tensor(ids))
+    with pytest.raises(NonFiniteCostError) as info:
+        _losses(model, batch)
+    assert info.value.image == 1
+    assert str(info.value).startswith("image 1 of the batch: matching cost has ")
+    assert str(info.value).endswith("non-finite entries: its ground-truth boxes are NaN/inf; "
+                                    "it is im_id 42 (the batch's im_ids: [17, 42])")

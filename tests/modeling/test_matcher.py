@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 import pytest
 
-from ppdet_dac.modeling.matcher import DACHungarianMatcher
+from ppdet_dac.modeling.matcher import DACHungarianMatcher, NonFiniteCostError
 
 
 def _np_cost(logits, boxes, labels, gt_boxes, w_class=2.0, w_bbox=5.0, w_giou=2.0):
@@ -124,6 +124,28 @@ def test_bad_inputs_raise_naming_the_value():
         _run(DACHungarianMatcher(), logits, boxes, [np.array([0, 1])], gt_boxes)
     with pytest.raises(ValueError, match="all 0"):
         DACHungarianMatcher(0, 0, 0)
+
+
+@pytest.mark.parametrize("where", ["gt", "logits"])
+def test_non_finite_cost_names_the_batch_image_and_the_cause(where):
+    """A NaN in image 1's GT box (or its logits) -> NonFiniteCostError for image 1 that says
+    which side is NaN; image 0 is clean."""
+    rng = np.random.default_rng(10)
+    logits, boxes, labels, gt_boxes = _random_case(rng, 4, [2, 3])
+    if where == "gt":
+        gt_boxes[1][2, 0] = np.nan
+    else:
+        logits[1, 3, labels[1][0]] = np.nan
+    with pytest.raises(NonFiniteCostError) as info:
+        _run(DACHungarianMatcher(), logits, boxes, labels, gt_boxes)
+    assert info.value.image == 1
+    # a NaN GT coordinate spoils that GT's column (4 queries), a NaN logit one query's row
+    # for the GTs of that class
+    expected = 4 if where == "gt" else int((labels[1] == labels[1][0]).sum())
+    cause = ("its ground-truth boxes are NaN/inf" if where == "gt"
+             else "the predicted logits or boxes are NaN/inf (diverged training?)")
+    assert str(info.value) == (f"image 1 of the batch: matching cost has {expected} non-finite "
+                               f"entries: {cause}")
 
 
 def test_registered_with_ppdet():

@@ -3,6 +3,7 @@ import numpy as np
 import paddle
 import pytest
 
+from ppdet_dac.modeling.matcher import NonFiniteCostError
 from ppdet_dac.modeling.one_to_many import OneToManyAssigner
 
 
@@ -179,3 +180,15 @@ def test_bad_inputs_raise():
                             np.random.default_rng(0))
     with pytest.raises(ValueError, match="batch size 1"):
         OneToManyAssigner()(b_boxes, b_logits, gt_boxes * 2, [paddle.zeros([0], "int64")] * 2)
+
+
+def test_nan_gt_box_names_the_batch_image():
+    """Image 1's GT box is NaN: its 3 scores are NaN (IoU), image 0 is clean."""
+    b_boxes, b_logits, gt_boxes, gt_labels = _boxes_case(2.0)
+    nan_box = paddle.to_tensor(np.array([[0.5, np.nan, 0.2, 0.2]], dtype="float32"))
+    with pytest.raises(NonFiniteCostError) as info:
+        OneToManyAssigner()(paddle.concat([b_boxes, b_boxes]), paddle.concat([b_logits, b_logits]),
+                            [gt_boxes[0], nan_box], gt_labels * 2, np.random.default_rng(0))
+    assert info.value.image == 1
+    assert str(info.value) == ("image 1 of the batch: one-to-many assignment score has 3 "
+                               "non-finite entries: its ground-truth boxes are NaN/inf")
