@@ -14,7 +14,7 @@ import os
 
 import paddle
 from ppdet.data.source.category import get_categories
-from ppdet.engine import Trainer, set_random_seed
+from ppdet.engine import set_random_seed
 from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
@@ -51,13 +51,13 @@ def main(argv=None):
         load_pretrain_weights(trainer.model, pretrain)
     trainer.train(validate=True)
 
-    evaluator = Trainer(cfg, mode="eval")
+    evaluator = DACTrainer(cfg, mode="eval")   # outputs in output/<config>/, not ./
     evaluator.load_weights(cfg.weights)
     stats = evaluate_metrics(evaluator)["COCOMetric"]["bbox"]
     logger.info(f"demo COCO AP (IoU 0.50:0.95) = {stats[0]:.4f}, AP50 = {stats[1]:.4f}")
 
     image_path = evaluator.dataset.roidbs[0]["im_file"]
-    predictor = Trainer(cfg, mode="test")
+    predictor = DACTrainer(cfg, mode="test")
     predictor.load_weights(cfg.weights)
     results = predictor.predict([image_path], visualize=False)
     clsid2catid, catid2name = get_categories(cfg.metric, anno_file=predictor.dataset.get_anno())

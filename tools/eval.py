@@ -1,6 +1,8 @@
 """Evaluate a ppdet_dac model (COCO mAP via pycocotools), in one process or sharded over the
 processes of paddle.distributed.launch (each evaluates its share of the batches, rank 0 runs
-pycocotools once on all detections: the same AP as one process).
+pycocotools once on all detections: the same AP as one process). bbox.json and the per-class
+precision/recall curves go to --output_eval (default: save_dir/<config name>, the run's
+checkpoint folder); -v shows pycocotools' own prints.
 
     python tools/eval.py -c configs/demo/dac_demo.yml -o weights=output/dac_demo/model_final
     python -m paddle.distributed.launch tools/eval.py -c configs/dac_cdn_r50.yml -o weights=...
@@ -21,13 +23,21 @@ def parse_args(argv=None):
     parser = ArgsParser()
     parser.add_argument("--classwise", action=argparse.BooleanOptionalAction, default=True,
                         help="print the per-class AP table (default on)")
-    parser.add_argument("--output_eval", default=None, help="directory for bbox.json")
+    parser.add_argument("--output_eval", default=None,
+                        help="folder for bbox.json and bbox_pr_curve/ (default: the config's "
+                             "output_eval, else save_dir/<config name>)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show pycocotools' own prints (default: a summary line)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    output_eval = args.output_eval
+    del args.output_eval   # merge_args would replace the config's output_eval by None
     cfg = config_from_args(args)
+    if output_eval:
+        cfg["output_eval"] = output_eval
     init_parallel_env()
     with RankFailureGuard():
         trainer = DACTrainer(cfg, mode="eval")

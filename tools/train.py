@@ -32,6 +32,8 @@ def parse_args(argv=None):
                              "checkpoint in save_dir/<config name>, a fresh start when there is "
                              "none (the same command can be run again after a failure)")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU only)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="with --eval: show pycocotools' own prints (default: a summary)")
     parser.add_argument("--use_vdl", action="store_true", help="log scalars to VisualDL")
     parser.add_argument("--vdl_log_dir", default="vdl_log_dir/scalar", help="VisualDL log dir")
     parser.add_argument("--seed", type=int, default=42,

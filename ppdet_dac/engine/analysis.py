@@ -16,6 +16,8 @@ import re
 import numpy as np
 from ppdet.utils.logger import setup_logger
 
+from .checkpoint import ITER_PREFIX, NOT_RESUMABLE, read_file
+
 logger = setup_logger(__name__)
 
 __all__ = ["STREAMS", "CSV_FIELDS", "box_iou_xyxy", "count_queries_per_gt",
@@ -108,16 +110,20 @@ class QueryAffinityCounter(object):
 
 
 def checkpoint_epochs(folder):
-    """The ``.pdparams`` files of ``folder`` as (epoch, path), sorted by epoch.
+    """The ``.pdparams`` files of ``folder`` as (epoch, path), sorted by epoch, epochs counted
+    from 0 as in the training log and the checkpoint names (ppdet's ``Epoch: [0]``,
+    ``0.pdparams``).
 
-    The epoch is the last number in the file name (``epoch_3.pdparams``, ``3.pdparams``);
-    ``model_final.pdparams`` (ppdet's name for the last epoch) comes after the highest number.
-    Other files are skipped with a warning. Raises FileNotFoundError when the folder is missing
-    or holds no usable checkpoint.
+    The epoch is the last number in the file name (``3.pdparams``, ``epoch_3.pdparams``);
+    ``model_final.pdparams`` (ppdet's name for the last epoch) is the epoch its ``.pdstate``
+    records (a ppdet_dac checkpoint), else the one after the highest number. ``best_model`` and
+    the iteration checkpoints ``iter_<n>`` are left out (logged); other files without a number
+    are skipped with a warning. Raises FileNotFoundError when the folder is missing or holds no
+    usable checkpoint.
     """
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"checkpoint folder not found: {folder}")
-    numbered, final = [], None
+    numbered, final, left_out = [], None, []
     for name in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(name)
         if ext != ".pdparams":
@@ -126,20 +132,35 @@ def checkpoint_epochs(folder):
         digits = re.findall(r"\d+", stem)
         if stem == FINAL_NAME:
             final = path
+        elif stem in NOT_RESUMABLE or stem.startswith(ITER_PREFIX):
+            left_out.append(name)
         elif digits:
             numbered.append((int(digits[-1]), path))
         else:
             logger.warning(f"{path}: no epoch number in the file name; skipped")
+    if left_out:
+        logger.info(f"{folder}: {', '.join(left_out)} left out (not an epoch's checkpoint)")
     numbered.sort()
     epochs = [e for e, _ in numbered]
+    if final is not None:
+        epochs.append(_final_epoch(final, epochs))
+        numbered.append((epochs[-1], final))
     if len(set(epochs)) != len(epochs):
         dup = sorted({e for e in epochs if epochs.count(e) > 1})
         raise ValueError(f"{folder}: several checkpoints for epoch(s) {dup}")
-    if final is not None:
-        numbered.append(((epochs[-1] + 1) if epochs else 0, final))
     if not numbered:
         raise FileNotFoundError(f"{folder}: no .pdparams checkpoints")
-    return numbered
+    return sorted(numbered)
+
+
+def _final_epoch(path, epochs):
+    """The epoch of ``model_final.pdparams``: from its ``.pdstate`` when there is one."""
+    state_path = path[: -len(".pdparams")] + ".pdstate"
+    if os.path.isfile(state_path):
+        state = read_file(state_path)
+        if isinstance(state, dict) and "epochs_done" in state and not state.get("epoch_step"):
+            return int(state["epochs_done"]) - 1
+    return epochs[-1] + 1 if epochs else 0
 
 
 def write_csv(rows, path):

@@ -9,16 +9,31 @@ into place (``os.replace`` is atomic), so a reader never sees half a file:
 * ``<name>.pdstate``  what an exact resume needs beyond that: the data position (epoch, batches
   of that epoch done), global iteration, the Python / NumPy / Paddle random states and the
   one-to-many sampler's generator of every rank, the raw weights when EMA is on, the best AP so
-  far. It is written last and carries a token that the ``.pdopt`` repeats: a checkpoint whose
-  token pair does not match (a crash between the renames of two runs writing the same name) or
-  whose ``.pdstate`` is missing is refused with a message.
+  far. It is written last.
+
+Each of the three files holds the same token (key ``ppdet_dac_token``), new at every write. A
+checkpoint whose files do not all hold the token of its ``.pdstate`` (a crash between the
+renames of two runs writing the same name) or whose ``.pdstate`` is missing is refused with a
+message naming the files. Loaders of ``.pdparams`` leave the token out (``load_weights_file``,
+``weights_only``); ppdet's ``load_weight`` never reads it, its ``load_pretrain_weight`` logs it as
+an unused key.
 
 A checkpoint is *complete* when its three files are there and the tokens match;
-``latest_checkpoint`` finds the newest complete one of a folder (``-r auto``).
+``latest_checkpoint`` finds the newest complete one of a folder (``-r auto``). A temporary file
+left by a process killed while writing is deleted (logged) at the next save into, or resume
+from, that folder.
+
+Reading (``read_file``): the three files are Python pickles, which ``paddle.load`` unpickles
+without limits (a crafted file runs code). ``read_file`` unpickles only what
+``paddle.save`` writes for a state dict (NumPy arrays, numbers, strings, lists, dicts, tuples,
+Paddle's random generator states) and refuses any other object, naming it; the resume
+(``-r``) and ``weights=`` of ppdet_dac's tools read through it.
 """
 import glob
 import os
+import pickle
 import random
+import re
 import uuid
 
 import numpy as np
@@ -30,13 +45,26 @@ logger = setup_logger(__name__)
 
 __all__ = ["atomic_save", "save_checkpoint", "load_checkpoint", "checkpoint_base", "rng_state",
            "set_rng_state", "read_checkpoint", "latest_checkpoint", "remove_checkpoint",
-           "NOT_RESUMABLE"]
+           "remove_stale_temporaries", "read_file", "load_weights_file", "weights_only",
+           "TOKEN_KEY", "NOT_RESUMABLE", "ITER_PREFIX"]
 
-_TOKEN_KEY = "ppdet_dac_token"
+TOKEN_KEY = "ppdet_dac_token"
 _SUFFIXES = (".pdparams", ".pdopt", ".pdstate")
 # Checkpoints that ``latest_checkpoint`` leaves out: best_model is a copy of an epoch's state
 # kept for its AP, written before that epoch's own checkpoint.
 NOT_RESUMABLE = ("best_model",)
+ITER_PREFIX = "iter_"   # the iteration checkpoints (snapshot_iter): iter_<global iteration>
+# The temporary files of atomic_save: .<file name>.<8 hex digits>.tmp
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+# The objects paddle.save writes for a state dict; read_file refuses every other one.
+_SAFE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "tuple"),
+    ("collections", "OrderedDict"), ("paddle.base.libpaddle", "GeneratorState"),
+})
+_NAME_TABLE = "StructuredToParameterName@@"
 
 
 def checkpoint_base(path):
@@ -45,6 +73,72 @@ def checkpoint_base(path):
         if path.endswith(suffix):
             return path[: -len(suffix)]
     return path
+
+
+class _RefusedObject(pickle.UnpicklingError):
+    pass
+
+
+class _StateDictUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise _RefusedObject(f"{module}.{name}")
+
+
+def read_file(path):
+    """The object of a ``.pdparams`` / ``.pdopt`` / ``.pdstate`` file, as ``paddle.load`` returns
+    it (arrays as Tensors), unpickled without running code: any object besides those a state
+    dict needs (``_SAFE_GLOBALS``) is refused with a ValueError naming the file and the object.
+    """
+    from paddle.framework.io import _parse_load_result
+    from paddle.framework.io_utils import _pack_loaded_dict
+    with open(path, "rb") as handle:
+        try:
+            obj = _StateDictUnpickler(handle, encoding="latin1").load()
+        except _RefusedObject as err:
+            raise ValueError(
+                f"{path}: refused: the file asks to build the Python object {err}, which a "
+                "weights or checkpoint file does not contain; ppdet_dac reads these files "
+                "without running code (a crafted pickle would run it). Only if you trust "
+                "this file: re-save it with python -c \"import paddle; paddle.save("
+                f"paddle.load('{path}'), 'resaved.pdparams')\"") from None
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
+                TypeError, ValueError) as err:
+            raise ValueError(f"{path}: not a file written by paddle.save "
+                             f"({type(err).__name__}: {err})") from None
+    if not isinstance(obj, dict):
+        return _parse_load_result(obj, False)
+    obj = _pack_loaded_dict(obj)
+    if _NAME_TABLE not in obj:
+        return _parse_load_result(obj, False)
+    for key in obj.pop(_NAME_TABLE):
+        if isinstance(obj.get(key), np.ndarray):
+            obj[key] = paddle.to_tensor(obj[key])
+    return obj
+
+
+def weights_only(state, path="weights"):
+    """A ``.pdparams`` dict without the checkpoint token; ValueError naming ``path`` when it is
+    not a dict."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return {k: v for k, v in state.items() if k != TOKEN_KEY}
+
+
+def load_weights_file(weights):
+    """(the .pdparams path read, its weights without the checkpoint token) for ``weights``: a
+    path with or without ``.pdparams``, or a URL (downloaded as ppdet does). Read by
+    ``read_file``; FileNotFoundError naming the path when there is no such file."""
+    from ppdet.utils.checkpoint import get_weights_path, is_url
+    weights = str(weights)
+    if is_url(weights):
+        weights = get_weights_path(weights)
+    candidates = [weights] if weights.endswith(".pdparams") else [weights + ".pdparams", weights]
+    path = next((c for c in candidates if os.path.isfile(c)), None)
+    if path is None:
+        raise FileNotFoundError(f"weights file not found: {candidates[0]}")
+    return path, weights_only(read_file(path), path)
 
 
 def atomic_save(obj, path):
@@ -60,6 +154,24 @@ def atomic_save(obj, path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files of ``atomic_save`` in ``folder`` (left by a process killed
+    while writing; nothing else writes there while a run saves or resumes); returns them."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), ".*.tmp")):
+        if not _TEMPORARY.match(os.path.basename(path)):
+            continue
+        try:
+            size = os.path.getsize(path)
+            os.remove(path)
+        except FileNotFoundError:   # another rank removed it first
+            continue
+        removed.append(path)
+        logger.info(f"removed {path} ({size} bytes), a partial checkpoint file of a process "
+                    "stopped while writing it")
+    return removed
 
 
 def rng_state(criterion=None):
@@ -85,6 +197,13 @@ def set_rng_state(state, criterion=None):
         rng.bit_generator.state = state["criterion"]
 
 
+def _position(epochs_done, epoch_step):
+    """The data position in the log's numbering (epochs from 0, as ppdet's ``Epoch: [0]``)."""
+    if epoch_step:
+        return f"epoch {epochs_done} after {epoch_step} of its batches"
+    return f"end of epoch {epochs_done - 1}" if epochs_done else "before epoch 0"
+
+
 def save_checkpoint(base, model, optimizer, epochs_done, global_iter, criterion=None, ema=None,
                     extra=None, epoch_step=0, rank_rng=None):
     """Write the checkpoint ``base``.{pdparams,pdopt,pdstate} (see the module docstring).
@@ -93,30 +212,34 @@ def save_checkpoint(base, model, optimizer, epochs_done, global_iter, criterion=
     already trained (0 at an epoch end); global_iter: optimizer steps done; rank_rng: the
     ``rng_state`` of every rank, by rank (default: this process's alone).
     """
+    remove_stale_temporaries(os.path.dirname(os.path.abspath(base)))
     token = uuid.uuid4().hex
     raw_weights = model.state_dict()
-    atomic_save(ema.apply() if ema is not None else raw_weights, base + ".pdparams")
+    params = dict(ema.apply() if ema is not None else raw_weights)
+    params[TOKEN_KEY] = token
+    atomic_save(params, base + ".pdparams")
     opt_state = dict(optimizer.state_dict())
     opt_state["last_epoch"] = epochs_done
-    opt_state[_TOKEN_KEY] = token
+    opt_state[TOKEN_KEY] = token
     atomic_save(opt_state, base + ".pdopt")
     rank_rng = list(rank_rng) if rank_rng else [rng_state(criterion)]
-    state = {"token": token, "epochs_done": epochs_done, "epoch_step": int(epoch_step),
+    state = {TOKEN_KEY: token, "epochs_done": epochs_done, "epoch_step": int(epoch_step),
              "global_iter": global_iter, "rng": rank_rng[0], "rank_rng": rank_rng,
              "extra": dict(extra or {})}
     if ema is not None:
         state["raw_weights"] = raw_weights
         state["ema"] = {"step": ema.step, "state_dict": ema.state_dict}
     atomic_save(state, base + ".pdstate")
-    where = f"epoch {epochs_done}" + (f", batch {epoch_step} of the epoch" if epoch_step else "")
-    logger.info(f"saved checkpoint {base} ({where}, iteration {global_iter})")
+    logger.info(f"saved checkpoint {base} ({_position(epochs_done, epoch_step)}, iteration "
+                f"{global_iter})")
 
 
 def read_checkpoint(path):
-    """(.pdstate dict, .pdopt dict without our token) of the complete checkpoint ``path``.
+    """(.pdstate dict, .pdopt dict, .pdparams weights), the tokens left out, of the complete
+    checkpoint ``path`` (files read by ``read_file``).
 
-    Raises FileNotFoundError / ValueError naming the file when it is missing, incomplete or
-    mixed from two writes.
+    Raises FileNotFoundError / ValueError naming the files when one is missing, when they come
+    from different writes, or when a file is refused.
     """
     base = checkpoint_base(path)
     missing = [base + s for s in _SUFFIXES if not os.path.isfile(base + s)]
@@ -124,14 +247,21 @@ def read_checkpoint(path):
         raise FileNotFoundError(f"checkpoint {base} is incomplete or missing: no {missing} "
                                 "(a run stopped while writing it leaves the previous checkpoint "
                                 "intact: resume from that one)")
-    state = paddle.load(base + ".pdstate")
-    opt_state = paddle.load(base + ".pdopt")
-    if not isinstance(state, dict) or "token" not in state:
+    state = read_file(base + ".pdstate")
+    if not isinstance(state, dict) or TOKEN_KEY not in state:
         raise ValueError(f"{base}.pdstate is not a ppdet_dac training state")
-    if opt_state.pop(_TOKEN_KEY, None) != state["token"]:
-        raise ValueError(f"{base}.pdopt and {base}.pdstate come from different writes; resume "
-                         "from an earlier checkpoint")
-    return state, opt_state
+    opt_state = read_file(base + ".pdopt")
+    params = read_file(base + ".pdparams")
+    token = state.pop(TOKEN_KEY)
+    tokens = {".pdopt": opt_state.pop(TOKEN_KEY, None) if isinstance(opt_state, dict) else None,
+              ".pdparams": params.get(TOKEN_KEY) if isinstance(params, dict) else None}
+    stray = [base + suffix for suffix, other in tokens.items() if other != token]
+    if stray:
+        raise ValueError(f"checkpoint {base} is mixed from different writes: {stray} "
+                         f"{'does' if len(stray) == 1 else 'do'} not come from the write of "
+                         f"{base}.pdstate (a run stopped while rewriting this checkpoint); "
+                         "resume from another checkpoint")
+    return state, opt_state, weights_only(params, base + ".pdparams")
 
 
 def latest_checkpoint(folder):
@@ -153,7 +283,7 @@ def latest_checkpoint(folder):
         if best is not None and mtime < best[0]:
             break
         try:
-            state, _ = read_checkpoint(base)
+            state = read_checkpoint(base)[0]
         except (FileNotFoundError, ValueError) as err:
             logger.warning(f"skipping checkpoint {base}: {err}")
             continue
@@ -176,12 +306,15 @@ def load_checkpoint(path, model, optimizer=None, criterion=None, ema=None, rank=
     Restores model (raw weights), optimizer + scheduler, EMA and the random states of ``rank``
     (those of rank 0, with a warning, when the checkpoint was written by another number of
     ranks). Raises FileNotFoundError / ValueError naming the file when the checkpoint is
-    missing, incomplete or mixed from two writes, or does not fit the model.
+    missing, incomplete or mixed from two writes, or does not fit the model. Rank 0 deletes the
+    temporary files a killed write left in the checkpoint's folder.
     """
     base = checkpoint_base(path)
-    state, opt_state = read_checkpoint(base)
+    if rank == 0:
+        remove_stale_temporaries(os.path.dirname(os.path.abspath(base)))
+    state, opt_state, params = read_checkpoint(base)
     opt_state.pop("last_epoch", None)
-    weights = state.get("raw_weights") or paddle.load(base + ".pdparams")
+    weights = state.get("raw_weights") or params
     model_keys = set(model.state_dict())
     unknown = sorted(set(weights) - model_keys)
     absent = sorted(model_keys - set(weights))
@@ -201,8 +334,7 @@ def load_checkpoint(path, model, optimizer=None, criterion=None, ema=None, rank=
                        "every rank takes rank 0's random states, so the run continues but is "
                        "not the one an uninterrupted run would have been")
     set_rng_state(rank_rng[rank] if len(rank_rng) == nranks else rank_rng[0], criterion)
-    step = int(state.get("epoch_step", 0))
-    where = f", batch {step} of epoch {state['epochs_done']}" if step else ""
-    logger.info(f"resumed from {base}: {state['epochs_done']} epochs{where}, "
+    logger.info(f"resumed from {base}: "
+                f"{_position(int(state['epochs_done']), int(state.get('epoch_step', 0)))}, "
                 f"{state['global_iter']} iterations done")
     return state

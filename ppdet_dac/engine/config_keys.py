@@ -44,8 +44,9 @@ __all__ = ["TOP_LEVEL_KEYS", "READER_KEYS", "check_config_file", "check_config_k
 # one, each with what reads it. Only keys that something on the tools' code paths reads belong
 # here: ppdet's Trainer (__init__, evaluate, predict, export) as DACTrainer runs it (DACTrainer
 # replaces ppdet's training loop and callbacks), our trainer, tools/ and ppdet_dac.engine.
-# A tool's own option (train's --amp, eval's --output_eval, ...) replaces the config value for
-# that tool (ppdet's merge_args), so config_from_args refuses such a key in -o; `classwise` (an
+# A tool's own option (train's --amp, eval's --classwise, ...) replaces the config value for
+# that tool (ppdet's merge_args), so config_from_args refuses such a key in -o (eval's
+# --output_eval only replaces the config's output_eval when given); `classwise` (an
 # eval option, always on in training) and `filename` (set by load_config) are no config keys.
 TOP_LEVEL_KEYS = {
     "architecture": "ppdet create(): the model class",
@@ -79,7 +80,8 @@ TOP_LEVEL_KEYS = {
     "print_params": "ppdet Trainer.__init__",
     "print_flops": "ppdet Trainer.evaluate / predict",
     "save_prediction_only": "ppdet Trainer: COCO metric",
-    "output_eval": "ppdet Trainer: COCO metric (bbox.json folder); tools/eval.py: --output_eval",
+    "output_eval": "DACTrainer: evaluation outputs folder (bbox.json, bbox_pr_curve/; default "
+                   "save_dir/<config name>); tools/eval.py: --output_eval",
     "bias": "ppdet Trainer: COCO metric",
     "IouType": "ppdet Trainer: COCO metric",
     "draw_threshold": "ppdet_dac.engine.export (infer_cfg.yml)",

@@ -44,6 +44,7 @@ import paddle
 from ppdet.core.workspace import create
 from ppdet.utils.logger import setup_logger
 
+from ppdet_dac.engine.checkpoint import load_weights_file
 from ppdet_dac.interop import mapping
 from ppdet_dac.modeling.denoising import DNNoise
 
@@ -68,26 +69,15 @@ def build_model(cfg, weights=None):
     return model
 
 
-def _weights_file(path):
-    path = str(path)
-    candidates = [path] if path.endswith(".pdparams") else [path + ".pdparams", path]
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return candidate
-    raise FileNotFoundError(f"weights file not found: {candidates[0]}")
-
-
 def load_model_weights(model, path):
-    """Load a ``.pdparams`` file (``path`` with or without the suffix) into ``model``.
+    """Load a ``.pdparams`` file (``path`` with or without the suffix) into ``model``, read by
+    ``checkpoint.load_weights_file`` (no code run, the checkpoint token left out).
 
     Every parameter and buffer of the model must be present with the same shape; a missing or
     extra key or a wrong shape raises ValueError naming the file and the keys.
     Returns the file actually read.
     """
-    path = _weights_file(path)
-    state = paddle.load(path)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    path, state = load_weights_file(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))

@@ -7,18 +7,38 @@ run, so every image gets the same detections; the ranks run their batches withou
 collective, then one gather brings the outputs to rank 0, which feeds them to the metric in
 batch order (the bbox.json of one process, byte for byte) and runs pycocotools once. No sample
 is duplicated to even out the ranks (they differ by at most one batch), so none counts twice.
+A rank whose batches fail (a data error) tells the others at that gather: every rank raises
+``EvaluationError`` together (the failing rank's error as its cause).
+
+COCO metric (``DACCOCOMetric``): ``bbox.json`` and the per-class precision/recall curves
+(``bbox_pr_curve/``) are written to the metric's ``output_eval`` folder, never the working
+directory, and pycocotools' prints are replaced by one summary line and the per-class AP table
+(``verbose`` shows them).
 """
+import contextlib
+import io
+import itertools
+import json
+import os
 import time
 
 import numpy as np
 import paddle
+from ppdet.metrics import COCOMetric
 from ppdet.utils.logger import setup_logger
 
 from .distributed import all_gather_objects, world
 
 logger = setup_logger(__name__)
 
-__all__ = ["ShardedBatches", "evaluate_metrics", "fresh_iterator"]
+__all__ = ["ShardedBatches", "evaluate_metrics", "fresh_iterator", "EvaluationError",
+           "DACCOCOMetric", "coco_box_eval", "PR_CURVE_DIR"]
+
+PR_CURVE_DIR = "bbox_pr_curve"
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation failed on some rank of a run over several ranks; every rank raises it."""
 
 
 class ShardedBatches:
@@ -69,8 +89,9 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
     """Evaluate ``trainer.model`` with ``trainer._metrics`` on ``loader`` (a ppdet reader;
     default ``trainer.loader``), sharded over the ranks as the module docstring says.
 
-    Returns {metric class name: its get_results()} on rank 0 (for COCO: {'bbox': [12 COCO
-    stats]}), after logging the usual tables; {} on the other ranks. A plain iterable of
+    Returns {metric class name: its get_results()} on rank 0 (COCO, also DACCOCOMetric, under
+    'COCOMetric': {'bbox': [12 COCO stats]}), after logging the usual tables; {} on the other
+    ranks. A plain iterable of
     batches is evaluated as it comes (one process only). ``source`` names the config in errors;
     ``use_amp``: the forward under ``auto_cast`` on GPU/NPU/MLU, as ppdet's ``evaluate``.
     """
@@ -101,19 +122,30 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
         level=getattr(trainer, "amp_level", "O1"),
         custom_white_list=getattr(trainer, "custom_white_list", None),
         custom_black_list=getattr(trainer, "custom_black_list", None))
+    failure = None
     with paddle.no_grad():
-        for i, data in enumerate(batches):
-            with paddle.amp.auto_cast(**amp):
-                outs = model(data)
-            im_id = data["im_id"]
-            records.append((batch_ids[i] if batch_ids is not None else i,
-                            im_id.numpy() if isinstance(im_id, paddle.Tensor) else im_id,
-                            _host(outs)))
+        try:
+            for i, data in enumerate(batches):
+                with paddle.amp.auto_cast(**amp):
+                    outs = model(data)
+                im_id = data["im_id"]
+                records.append((batch_ids[i] if batch_ids is not None else i,
+                                im_id.numpy() if isinstance(im_id, paddle.Tensor) else im_id,
+                                _host(outs)))
+        except Exception as err:   # several ranks: raised on every rank after the gather
+            if nranks < 2:
+                raise
+            failure = err
     shares = [(len(records), time.time() - tic)]
     if nranks > 1:
-        parts = all_gather_objects((records, shares[0]))
-        records = [r for part, _ in parts for r in part]
-        shares = [share for _, share in parts]
+        said = None if failure is None else f"{type(failure).__name__}: {failure}"
+        parts = all_gather_objects((records, shares[0], said))
+        failed = [f"rank {r}: {text}" for r, (_, _, text) in enumerate(parts) if text]
+        if failed:
+            raise EvaluationError(f"{source}: evaluation failed on {len(failed)} of {nranks} "
+                                  f"ranks: {'; '.join(failed)}") from failure
+        records = [r for part, _, _ in parts for r in part]
+        shares = [share for _, share, _ in parts]
     infer_s = time.time() - tic   # until every rank's outputs are on rank 0
     if rank != 0:
         return {}
@@ -132,10 +164,96 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
     for m in trainer._metrics:
         m.accumulate()
         m.log()
-        results[type(m).__name__] = m.get_results()
+        results["COCOMetric" if isinstance(m, COCOMetric) else type(m).__name__] = \
+            m.get_results()
         m.reset()
     logger.info(f"evaluated {num_images} images ({len(records)} batches) on {nranks} "
                 f"process(es): inference and gather {infer_s:.2f} s, metric "
                 f"{time.time() - tic:.2f} s; batches per rank {[n for n, _ in shares]}, "
                 f"inference seconds per rank {[round(t, 2) for _, t in shares]}")
     return results
+
+
+def _stat(value):
+    return "n/a" if value < 0 else f"{value:.3f}"
+
+
+def coco_box_eval(json_path, anno_file, classwise=False, pr_curve_dir=None, verbose=False):
+    """COCO box AP of the detections ``json_path`` against ``anno_file``; returns the 12 COCO
+    stats (pycocotools' ``COCOeval.stats``).
+
+    Logs one summary line and, with ``classwise``, the per-class AP table; with
+    ``pr_curve_dir`` also draws each class's precision/recall curve (IoU 0.5) there.
+    pycocotools' own prints are shown with ``verbose`` only (and when it raises).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    printed = io.StringIO()
+    try:
+        with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(printed):
+            coco_gt = COCO(anno_file)
+            coco_eval = COCOeval(coco_gt, coco_gt.loadRes(json_path), "bbox")
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+    except Exception:   # pycocotools' prints say where it stopped: shown, then the error
+        logger.error(f"pycocotools on {json_path} against {anno_file}:\n{printed.getvalue()}")
+        raise
+    s = coco_eval.stats
+    logger.info(f"box AP {_stat(s[0])} (IoU 0.50:0.95), AP50 {_stat(s[1])}, AP75 "
+                f"{_stat(s[2])}; AP small/medium/large {_stat(s[3])}/{_stat(s[4])}/"
+                f"{_stat(s[5])}; AR@1/10/100 {_stat(s[6])}/{_stat(s[7])}/{_stat(s[8])}")
+    if classwise:
+        _per_class(coco_eval, coco_gt, pr_curve_dir)
+    return s
+
+
+def _per_class(coco_eval, coco_gt, pr_curve_dir):
+    """The per-class AP table (as ppdet's cocoapi_eval) and the PR curves in pr_curve_dir."""
+    from ppdet.metrics.map_utils import draw_pr_curve
+    from terminaltables import AsciiTable
+    precisions = coco_eval.eval["precision"]   # [IoU, recall, class, area, max dets]
+    rows = []
+    for idx, cat_id in enumerate(coco_gt.getCatIds()):
+        name = str(coco_gt.loadCats(cat_id)[0]["name"])
+        precision = precisions[:, :, idx, 0, -1]
+        precision = precision[precision > -1]
+        rows.append((name, f"{float(np.mean(precision)) if precision.size else float('nan'):.3f}"))
+        if pr_curve_dir:
+            draw_pr_curve(precisions[0, :, idx, 0, 2], np.arange(0.0, 1.01, 0.01),
+                          out_dir=pr_curve_dir,
+                          file_name=f"{name}_precision_recall_curve.jpg")
+    columns = min(6, len(rows) * 2)
+    flat = list(itertools.chain(*rows))
+    table = [["category", "AP"] * (columns // 2)]
+    table += list(itertools.zip_longest(*[flat[i::columns] for i in range(columns)]))
+    logger.info(f"per-class box AP:\n{AsciiTable(table).table}")
+    if pr_curve_dir:
+        logger.info(f"per-class precision/recall curves: {pr_curve_dir}")
+
+
+class DACCOCOMetric(COCOMetric):
+    """ppdet's COCOMetric (box AP) with its outputs in ``output_eval``: ``bbox.json`` and, with
+    ``classwise``, ``bbox_pr_curve/`` (ppdet writes the curves to the working directory), the
+    paths logged; pycocotools' prints summarised unless ``verbose`` (``coco_box_eval``)."""
+
+    def __init__(self, anno_file, output_eval, verbose=False, **kwargs):
+        os.makedirs(output_eval, exist_ok=True)
+        super().__init__(anno_file, output_eval=output_eval, **kwargs)
+        self.verbose = verbose
+
+    def accumulate(self):
+        detections = self.results["bbox"]
+        if not detections:
+            logger.warning("no detections on the evaluation images: no box AP")
+            return
+        path = os.path.join(self.output_eval, "bbox.json")
+        with open(path, "w") as handle:
+            json.dump(detections, handle)
+        logger.info(f"detections of the evaluation images: {path}")
+        if self.save_prediction_only:
+            return
+        self.eval_results["bbox"] = coco_box_eval(
+            path, self.anno_file, self.classwise,
+            os.path.join(self.output_eval, PR_CURVE_DIR) if self.classwise else None,
+            self.verbose)

@@ -197,9 +197,9 @@ def load_pretrain_weights(model, path):
     """
     import paddle
     from ppdet.utils.checkpoint import match_state_dict
-    weights = paddle.load(path)
-    if not isinstance(weights, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(weights).__name__}")
+
+    from .checkpoint import weights_only
+    weights = weights_only(paddle.load(path), path)   # a ppdet_dac checkpoint's token left out
     own = model.state_dict()
     matched = match_state_dict(own, weights)
     values = {k: paddle.to_tensor(matched[k]).astype(own[k].dtype) if k in matched else v

@@ -17,7 +17,15 @@ metrics, log/VisualDL callbacks); this subclass keeps that and replaces the loop
 * the official gradient clip: one norm over all gradients (``optimizer.py``);
 * AMP on GPU (``--amp``; the attention op itself runs in float32), ignored with a warning on CPU;
 * COCO evaluation after snapshot epochs with ``--eval`` (per-class AP table), ``best_model`` kept,
-  sharded over the ranks (``evaluation.py``); ``evaluate`` does the same in eval mode.
+  sharded over the ranks (``evaluation.py``); ``evaluate`` does the same in eval mode. Its
+  outputs (``bbox.json``, ``bbox_pr_curve/``) go to ``output_eval``, by default the checkpoint
+  folder; pycocotools' prints are summarised unless ``verbose`` (tools' ``-v``). An evaluation
+  that fails after an epoch still leaves that epoch's checkpoint;
+* a warning at the start when the LR schedule does not fit ``epoch`` (``schedule_mismatch``);
+  nothing is rescaled.
+
+Epochs are numbered from 0 everywhere, as ppdet does (``Epoch: [0]``, ``0.pdparams``): the log
+lines, the checkpoint names, the "best" lines, ``history`` and the query analysis CSV.
 
 Several ranks: rank 0 writes the checkpoints, holding the random states of every rank (one
 gather at each checkpoint); every rank reads them on resume, so ``save_dir`` must be on a file
@@ -38,18 +46,18 @@ from ppdet.engine.callbacks import ComposeCallback, LogPrinter, VisualDLWriter
 from ppdet.utils import stats
 from ppdet.utils.logger import setup_logger
 
-from .checkpoint import (latest_checkpoint, load_checkpoint, remove_checkpoint, rng_state,
-                         save_checkpoint)
+from .checkpoint import (ITER_PREFIX, latest_checkpoint, load_checkpoint, load_weights_file,
+                         remove_checkpoint, rng_state, save_checkpoint)
 from .distributed import all_gather_objects, broadcast_from_rank0, no_interrupt
-from .evaluation import evaluate_metrics, fresh_iterator
+from .evaluation import DACCOCOMetric, EvaluationError, evaluate_metrics, fresh_iterator
 from .optimizer import use_official_clip
 
 logger = setup_logger(__name__)
 
-__all__ = ["DACTrainer", "AUTO_RESUME", "auto_resume_checkpoint", "checkpoint_dir"]
+__all__ = ["DACTrainer", "AUTO_RESUME", "auto_resume_checkpoint", "checkpoint_dir",
+           "schedule_mismatch"]
 
 AUTO_RESUME = "auto"
-ITER_PREFIX = "iter_"
 DEFAULT_MAX_CHECKPOINTS = 2
 
 
@@ -69,6 +77,34 @@ def auto_resume_checkpoint(cfg):
     else:
         logger.info(f"-r {AUTO_RESUME}: no complete checkpoint in {folder}; starting a fresh run")
     return found
+
+
+def schedule_mismatch(cfg):
+    """One sentence on the ``LearningRate`` schedulers whose epoch settings do not fit
+    ``cfg.epoch`` (a milestone at or after the end of training, a cosine over another number of
+    epochs, a warm-up as long as the run), or None when they fit."""
+    epoch = int(cfg["epoch"])
+    found = []
+    for scheduler in (cfg.get("LearningRate") or {}).get("schedulers") or []:
+        name = type(scheduler).__name__
+        late = [m for m in getattr(scheduler, "milestones", None) or [] if m >= epoch]
+        if late:
+            found.append(f"{name} milestones {late} lie at or after the end of training (epochs "
+                         f"0-{epoch - 1}): the learning rate never decays there")
+        max_epochs = getattr(scheduler, "max_epochs", None)
+        if max_epochs is not None and max_epochs != epoch:
+            found.append(f"{name} max_epochs is {max_epochs}, not {epoch}")
+        warmup = getattr(scheduler, "epochs", None)
+        if warmup is not None and warmup >= epoch:
+            found.append(f"{name} warms up for {warmup} epochs, the whole run")
+    if not found:
+        return None
+    example = (f", e.g. -o epoch={epoch} \"LearningRate.schedulers=[!PiecewiseDecay "
+               f"{{milestones: [{epoch - 1}], gamma: 0.1, use_warmup: false}}]\" (the 1x recipe: "
+               "the rate drops for the last epoch)" if epoch >= 2 else "")
+    return (f"{cfg.get('filename', 'config')}: the LearningRate schedule does not fit epoch: "
+            f"{epoch}: {'; '.join(found)}. Nothing is rescaled: give the schedule for {epoch} "
+            f"epochs{example}, or use a config made for {epoch} epochs")
 
 
 def _whole_number(cfg, key, default, minimum):
@@ -111,6 +147,15 @@ def _host_values(outputs):
     return dict(zip(names, values.numpy().tolist()))
 
 
+def _require_annotations(dataset, section):
+    """A COCO file without an 'annotations' list cannot train or evaluate (ppdet would load
+    its images alone and fail later on a missing ``gt_bbox``)."""
+    if getattr(dataset, "load_image_only", False):
+        raise ValueError(f"{dataset.get_anno()}: no 'annotations' in this file, which the "
+                         f"{section} reads; training and evaluation need the box annotations "
+                         "(a file of images alone is for TestDataset)")
+
+
 class _LoggedValue(float):
     """A host float that ppdet's TrainingStats can read (it calls ``.numpy()`` on each term)."""
 
@@ -138,6 +183,46 @@ class DACTrainer(Trainer):
         if self.use_amp and not self._on_accelerator():
             logger.warning("--amp needs a GPU; training on CPU in float32")
             self.use_amp = False
+        if mode in ("train", "eval"):
+            _require_annotations(self.dataset, f"{mode.capitalize()}Dataset")
+
+    def eval_output_dir(self):
+        """Where evaluation writes bbox.json and bbox_pr_curve/: ``output_eval``, else the
+        checkpoint folder."""
+        return self.cfg.get("output_eval") or checkpoint_dir(self.cfg)
+
+    def _init_metrics(self, validate=False):
+        """ppdet's metrics, the COCO one as DACCOCOMetric (outputs in ``eval_output_dir``,
+        pycocotools' prints summarised unless ``verbose``)."""
+        if self.mode not in ("train", "eval") or (self.mode == "train" and not validate) or \
+                self.cfg.metric != "COCO":
+            super()._init_metrics(validate)
+            return
+        dataset = self.cfg["EvalDataset"] if self.mode == "train" else self.dataset
+        self._metrics = [DACCOCOMetric(
+            anno_file=dataset.get_anno(), output_eval=self.eval_output_dir(),
+            verbose=bool(self.cfg.get("verbose", False)),
+            clsid2catid={v: k for k, v in dataset.catid2clsid.items()},
+            classwise=bool(self.cfg.get("classwise", False)),
+            bias=1 if self.cfg.get("bias", False) else 0, IouType=self.cfg.get("IouType", "bbox"),
+            save_prediction_only=self.cfg.get("save_prediction_only", False))]
+
+    def load_weights(self, weights):
+        """``weights=`` (eval, test): a .pdparams (path with or without the suffix, or URL)
+        into the model as ppdet's ``load_pretrain_weight`` does (names matched by suffix,
+        tensors of another shape skipped with a log line), read by ``load_weights_file``."""
+        from ppdet.utils.checkpoint import match_state_dict
+        if self.is_loaded_weights:
+            return
+        self.start_epoch = 0
+        path, weights = load_weights_file(weights)
+        own = self.model.state_dict()
+        matched = match_state_dict(own, weights)
+        for key, value in matched.items():
+            value = value if isinstance(value, paddle.Tensor) else paddle.to_tensor(value)
+            matched[key] = value if value.dtype == own[key].dtype else value.astype(own[key].dtype)
+        self.model.set_dict(matched)
+        logger.info(f"loaded weights from {path} ({len(matched)} of {len(own)} tensors)")
 
     def _on_accelerator(self):
         return bool(self.cfg.get("use_gpu", False)) and paddle.is_compiled_with_cuda()
@@ -277,6 +362,7 @@ class DACTrainer(Trainer):
             sampler = paddle.io.BatchSampler(dataset, batch_size=self.cfg.EvalReader["batch_size"])
             self._val_loader = create("EvalReader")(dataset, self.cfg.worker_num,
                                                     batch_sampler=sampler)
+            _require_annotations(dataset, "EvalDataset")
         return self._val_loader
 
     def _validate(self):
@@ -285,13 +371,24 @@ class DACTrainer(Trainer):
         loader = self._eval_loader()
         if not self._metrics and self._local_rank == 0:   # only rank 0 runs the metric
             self.cfg["classwise"] = True
-            self.cfg.setdefault("output_eval", self.save_dir)
-            os.makedirs(self.cfg["output_eval"], exist_ok=True)
             self._init_metrics(validate=True)
         results = evaluate_metrics(self, loader, source=self.cfg.get("filename", "config"))
         self.model.train()
         bbox = results.get("COCOMetric", {}).get("bbox")
         return float(bbox[0]) if bbox is not None else None
+
+    def _validate_weights(self):
+        """``_validate`` of the weights a checkpoint's .pdparams holds (the EMA weights with
+        EMA); the raw weights are back in the model afterwards, also when it raises."""
+        if not self.use_ema:
+            return self._validate()
+        raw = copy.deepcopy(self.model.state_dict())
+        self.model.set_dict(self.ema.apply())
+        try:
+            return self._validate()
+        finally:
+            self.model.set_dict(raw)
+            self.model.train()
 
     def evaluate(self):
         """Eval mode: COCO evaluation of the loaded weights on EvalDataset, sharded over the
@@ -322,6 +419,9 @@ class DACTrainer(Trainer):
             "training_staus": stats.TrainingStats(self.cfg.log_iter),
         })
         end_epoch = int(self.cfg.epoch)
+        mismatch = schedule_mismatch(self.cfg)
+        if mismatch:
+            logger.warning(mismatch)
         self._compose_callback.on_train_begin(self.status)
         for epoch_id in range(self.start_epoch, end_epoch):
             self.status.update(mode="train", epoch_id=epoch_id)
@@ -382,19 +482,26 @@ class DACTrainer(Trainer):
         record = {"epoch": epoch_id, "loss": mean_loss, "ap": None}
         self.history.append(record)
         names = []
+        own_name = "model_final" if last else str(epoch_id)
         if validate:   # every rank evaluates its share; rank 0 gets the AP
-            raw = None
-            if self.use_ema:
-                raw = copy.deepcopy(self.model.state_dict())
-                self.model.set_dict(self.ema.apply())
-            ap = record["ap"] = self._validate()
-            if raw is not None:
-                self.model.set_dict(raw)
+            try:
+                ap = record["ap"] = self._validate_weights()
+            except Exception as err:
+                # with several ranks only an EvaluationError is raised by all of them together
+                # (any other may leave a rank inside a collective): then the checkpoint, too
+                if self._nranks > 1 and not isinstance(err, EvaluationError):
+                    raise
+                self._save([own_name], epoch_id + 1)
+                logger.error(f"the evaluation after epoch {epoch_id} failed (below); the "
+                             f"epoch's checkpoint {os.path.join(self.save_dir, own_name)} is "
+                             "written without its AP: once the evaluation data is fixed, "
+                             "resume from it with -r or evaluate it with tools/eval.py")
+                raise
             if is_main and ap is not None and ap >= self.best_ap:
                 self.best_ap = ap
                 names.append("best_model")
                 logger.info(f"best box AP so far: {ap:.4f} (epoch {epoch_id})")
-        self._save(names + ["model_final" if last else str(epoch_id)], epoch_id + 1)
+        self._save(names + [own_name], epoch_id + 1)
         if is_main:
             ap_text = "" if record["ap"] is None else f", box AP {record['ap']:.4f}"
             logger.info(f"epoch {epoch_id}: mean loss {mean_loss:.4f}{ap_text}")

@@ -70,10 +70,11 @@ def child_env(threads=1):
     return env
 
 
-def run_train(config, *args, timeout=600, check=True):
-    """python tools/train.py -c config *args in a fresh process; CompletedProcess."""
+def run_train(config, *args, timeout=600, check=True, cwd=REPO):
+    """python tools/train.py -c config *args in a fresh process (in ``cwd``);
+    CompletedProcess."""
     cmd = [PYTHON, os.path.join(REPO, "tools", "train.py"), "-c", config, *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=cwd, env=child_env(), capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -104,5 +105,6 @@ def worker_logs(log_dir):
 
 
 def load_params(path):
-    """{name: ndarray} of a .pdparams file."""
-    return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
+    """{name: ndarray} of a .pdparams file (a checkpoint's token left out)."""
+    from ppdet_dac.engine.checkpoint import TOKEN_KEY
+    return {k: v.numpy() for k, v in paddle.load(str(path)).items() if k != TOKEN_KEY}

@@ -75,3 +75,44 @@ def test_iteration_checkpoint_keys_are_checked():
         _whole_number({"snapshot_iter": "10"}, "snapshot_iter", 0, 0)
     assert _whole_number({}, "max_checkpoints", 2, 1) == 2
     assert _whole_number({"snapshot_iter": 500}, "snapshot_iter", 0, 0) == 500
+
+
+def test_schedule_mismatch_names_what_does_not_fit_the_epochs():
+    from ppdet.optimizer.optimizer import CosineDecay, LinearWarmup, PiecewiseDecay
+    from ppdet_dac.engine.trainer import schedule_mismatch
+
+    def cfg(epoch, *schedulers):
+        return {"filename": "r50_2x", "epoch": epoch, "LearningRate": {"schedulers": schedulers}}
+    # the official 1x (12 epochs, drop at 11) and 2x (24, drop at 20) recipes fit
+    assert schedule_mismatch(cfg(12, PiecewiseDecay(milestones=[11]))) is None
+    assert schedule_mismatch(cfg(24, PiecewiseDecay(milestones=[20]))) is None
+    # the 2x schedule on a 12-epoch run (-o epoch=12): the drop never comes
+    text = schedule_mismatch(cfg(12, PiecewiseDecay(milestones=[8, 20])))
+    assert text.startswith("r50_2x: the LearningRate schedule does not fit epoch: 12: "
+                           "PiecewiseDecay milestones [20] lie at or after the end of training "
+                           "(epochs 0-11): the learning rate never decays there. Nothing is "
+                           "rescaled")
+    assert '-o epoch=12 "LearningRate.schedulers=[!PiecewiseDecay {milestones: [11], ' in text
+    assert "[8]" not in text and "[8, 20]" not in text
+    assert "milestones [11] lie" in schedule_mismatch(cfg(11, PiecewiseDecay(milestones=[11])))
+    text = schedule_mismatch(cfg(12, LinearWarmup(epochs=12), CosineDecay(max_epochs=24)))
+    assert "LinearWarmup warms up for 12 epochs, the whole run; CosineDecay max_epochs is 24, " \
+           "not 12" in text
+    assert schedule_mismatch(cfg(12, LinearWarmup(epochs=1), CosineDecay(max_epochs=12))) is None
+
+
+def test_query_analysis_numbers_epochs_as_the_checkpoints(tmp_path):
+    """N.pdparams is epoch N, model_final the epoch its .pdstate records (here 5 with snapshots
+    every 2 epochs, not the 4 after the highest number); best_model and iter_* are no epochs."""
+    from ppdet_dac.engine.analysis import checkpoint_epochs
+    for name, epochs_done, step in (("1", 2, 0), ("3", 4, 0), ("iter_9", 4, 1),
+                                    ("best_model", 2, 0), ("model_final", 6, 0)):
+        model = paddle.nn.Linear(2, 2)
+        save_checkpoint(os.path.join(str(tmp_path), name), model,
+                        paddle.optimizer.AdamW(parameters=model.parameters()), epochs_done,
+                        epochs_done * 2 + step, epoch_step=step)
+    assert checkpoint_epochs(str(tmp_path)) == [
+        (1, str(tmp_path / "1.pdparams")), (3, str(tmp_path / "3.pdparams")),
+        (5, str(tmp_path / "model_final.pdparams"))]
+    os.remove(tmp_path / "model_final.pdstate")   # a ppdet checkpoint: the one after the last
+    assert checkpoint_epochs(str(tmp_path))[-1] == (4, str(tmp_path / "model_final.pdparams"))

@@ -9,6 +9,7 @@ while the other waits in a collective stops both, with its error in both logs.
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import time
@@ -160,4 +161,30 @@ def test_a_failing_rank_stops_every_rank_with_its_error(tiny, tmp_path):
     assert "Stopping rank 0 as well" in log0
     # without the guard, gloo ends rank 0's wait after 30 s with a bare TIMEOUT naming no cause
     # (NCCL would wait 30 minutes); with it, rank 0 stops a few seconds after the failure
+    assert elapsed < 120, elapsed
+
+
+def test_a_data_error_in_sharded_evaluation_stops_every_rank(tiny, reference, tmp_path):
+    # one undecodable val image: the rank whose batch holds it tells the other at the gather,
+    # and both stop with the same error naming the rank and the file
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(os.path.join(os.path.dirname(tiny), "data", "val"), data / "val")
+    shutil.copytree(os.path.join(os.path.dirname(tiny), "data", "annotations"),
+                    data / "annotations")
+    bad = data / "val" / "000003.jpg"
+    bad.write_bytes(b"garbage")
+    start = time.time()
+    cmd = launch_cmd(tmp_path / "log", PROBE, "none", "eval", "-c", tiny, "--output_eval",
+                     tmp_path / "eval", "-o", f"weights={reference / 'model_final'}",
+                     "EvalReader.batch_size=2", f"EvalDataset.dataset_dir={data}")
+    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
+                          timeout=600)
+    elapsed = time.time() - start
+    logs = worker_logs(tmp_path / "log")
+    assert proc.returncode != 0
+    error = re.compile(r"EvaluationError: tiny: evaluation failed on 1 of 2 ranks: rank \d: "
+                       rf"ImageDecodeError: cannot decode image file {re.escape(str(bad))} ")
+    for log in logs:
+        assert error.search(log), log[-3000:]
     assert elapsed < 120, elapsed
