@@ -14,7 +14,8 @@ into place (``os.replace`` is atomic), so a reader never sees half a file:
 Each of the three files holds the same token (key ``ppdet_dac_token``), new at every write. A
 checkpoint whose files do not all hold the token of its ``.pdstate`` (a crash between the
 renames of two runs writing the same name) or whose ``.pdstate`` is missing is refused with a
-message naming the files. Loaders of ``.pdparams`` leave the token out (``load_weights_file``,
+message naming the files (a checkpoint of the earlier layout, whose ``.pdparams`` holds no
+token, resumes with a warning). Loaders of ``.pdparams`` leave the token out (``load_weights_file``,
 ``weights_only``); ppdet's ``load_weight`` never reads it, its ``load_pretrain_weight`` logs it as
 an unused key.
 
@@ -49,6 +50,7 @@ __all__ = ["atomic_save", "save_checkpoint", "load_checkpoint", "checkpoint_base
            "TOKEN_KEY", "NOT_RESUMABLE", "ITER_PREFIX"]
 
 TOKEN_KEY = "ppdet_dac_token"
+_LEGACY_TOKEN_KEY = "token"   # .pdstate key of checkpoints whose .pdparams held no token
 _SUFFIXES = (".pdparams", ".pdopt", ".pdstate")
 # Checkpoints that ``latest_checkpoint`` leaves out: best_model is a copy of an epoch's state
 # kept for its AP, written before that epoch's own checkpoint.
@@ -248,13 +250,19 @@ def read_checkpoint(path):
                                 "(a run stopped while writing it leaves the previous checkpoint "
                                 "intact: resume from that one)")
     state = read_file(base + ".pdstate")
-    if not isinstance(state, dict) or TOKEN_KEY not in state:
+    legacy = isinstance(state, dict) and _LEGACY_TOKEN_KEY in state and TOKEN_KEY not in state
+    if not isinstance(state, dict) or (TOKEN_KEY not in state and not legacy):
         raise ValueError(f"{base}.pdstate is not a ppdet_dac training state")
     opt_state = read_file(base + ".pdopt")
     params = read_file(base + ".pdparams")
-    token = state.pop(TOKEN_KEY)
+    token = state.pop(_LEGACY_TOKEN_KEY if legacy else TOKEN_KEY)
     tokens = {".pdopt": opt_state.pop(TOKEN_KEY, None) if isinstance(opt_state, dict) else None,
               ".pdparams": params.get(TOKEN_KEY) if isinstance(params, dict) else None}
+    if legacy and tokens[".pdparams"] is None:
+        del tokens[".pdparams"]
+        logger.warning(f"{base} was written by an earlier ppdet_dac, whose .pdparams holds no "
+                       "token: its .pdopt and .pdstate are checked against each other, the "
+                       ".pdparams cannot be")
     stray = [base + suffix for suffix, other in tokens.items() if other != token]
     if stray:
         raise ValueError(f"checkpoint {base} is mixed from different writes: {stray} "

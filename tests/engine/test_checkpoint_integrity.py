@@ -189,3 +189,23 @@ def test_read_file_returns_what_paddle_load_does_and_runs_no_code(tmp_path):
     with pytest.raises(ValueError, match=r"iter_7\.pdstate: refused"):
         load_checkpoint(base, *_model())
     assert not marker.exists()
+
+
+def test_checkpoint_of_the_earlier_layout_still_resumes(tmp_path):
+    """Written before the .pdparams held the token (.pdstate key 'token'): resumed with a
+    warning, its .pdopt still checked against its .pdstate."""
+    model, opt = _model()
+    base = str(tmp_path / "2")
+    save_checkpoint(base, model, opt, 3, 12)
+    params, state = paddle.load(base + ".pdparams"), paddle.load(base + ".pdstate")
+    del params[TOKEN_KEY]
+    state["token"] = state.pop(TOKEN_KEY)
+    paddle.save(params, base + ".pdparams")
+    paddle.save(state, base + ".pdstate")
+    assert load_checkpoint(base, *_model())["epochs_done"] == 3
+    assert latest_checkpoint(str(tmp_path)) == base
+    opt_state = paddle.load(base + ".pdopt")
+    opt_state[TOKEN_KEY] = "another write"
+    paddle.save(opt_state, base + ".pdopt")
+    with pytest.raises(ValueError, match=r"\['[^']*2\.pdopt'\] does not come from the write"):
+        load_checkpoint(base, *_model())
