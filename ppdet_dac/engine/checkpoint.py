@@ -15,9 +15,9 @@ Each of the three files holds the same token (key ``ppdet_dac_token``), new at e
 checkpoint whose files do not all hold the token of its ``.pdstate`` (a crash between the
 renames of two runs writing the same name) or whose ``.pdstate`` is missing is refused with a
 message naming the files (a checkpoint of the earlier layout, whose ``.pdparams`` holds no
-token, resumes with a warning). Loaders of ``.pdparams`` leave the token out (``load_weights_file``,
-``weights_only``); ppdet's ``load_weight`` never reads it, its ``load_pretrain_weight`` logs it as
-an unused key.
+token, resumes with a warning). Loaders of ``.pdparams`` leave the token out
+(``load_weights_file``, ``weights_only``); ppdet's ``load_weight`` never reads it, its
+``load_pretrain_weight`` logs it as an unused key.
 
 A checkpoint is *complete* when its three files are there and the tokens match;
 ``latest_checkpoint`` finds the newest complete one of a folder (``-r auto``). A temporary file
