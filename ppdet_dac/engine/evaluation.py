@@ -178,9 +178,13 @@ def _stat(value):
     return "n/a" if value < 0 else f"{value:.3f}"
 
 
-def coco_box_eval(json_path, anno_file, classwise=False, pr_curve_dir=None, verbose=False):
+def coco_box_eval(json_path, anno_file, classwise=False, pr_curve_dir=None, verbose=False,
+                  img_ids=None):
     """COCO box AP of the detections ``json_path`` against ``anno_file``; returns the 12 COCO
     stats (pycocotools' ``COCOeval.stats``).
+
+    ``img_ids``: the images that were evaluated (None: every image of the annotation file); the
+    others (e.g. unreadable ones the dataset left out) do not count, their boxes are no misses.
 
     Logs one summary line and, with ``classwise``, the per-class AP table; with
     ``pr_curve_dir`` also draws each class's precision/recall curve (IoU 0.5) there.
@@ -193,12 +197,19 @@ def coco_box_eval(json_path, anno_file, classwise=False, pr_curve_dir=None, verb
         with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(printed):
             coco_gt = COCO(anno_file)
             coco_eval = COCOeval(coco_gt, coco_gt.loadRes(json_path), "bbox")
+            left_out = [] if img_ids is None else sorted(set(coco_gt.getImgIds()) - set(img_ids))
+            if left_out:
+                coco_eval.params.imgIds = sorted(set(coco_gt.getImgIds()) - set(left_out))
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
     except Exception:   # pycocotools' prints say where it stopped: shown, then the error
         logger.error(f"pycocotools on {json_path} against {anno_file}:\n{printed.getvalue()}")
         raise
+    if left_out:
+        logger.warning(f"{anno_file}: {len(left_out)} of {len(coco_gt.getImgIds())} images were "
+                       f"not evaluated and do not count (image ids {left_out[:5]}"
+                       f"{' ...' if len(left_out) > 5 else ''})")
     s = coco_eval.stats
     logger.info(f"box AP {_stat(s[0])} (IoU 0.50:0.95), AP50 {_stat(s[1])}, AP75 "
                 f"{_stat(s[2])}; AP small/medium/large {_stat(s[3])}/{_stat(s[4])}/"
@@ -241,6 +252,18 @@ class DACCOCOMetric(COCOMetric):
         os.makedirs(output_eval, exist_ok=True)
         super().__init__(anno_file, output_eval=output_eval, **kwargs)
         self.verbose = verbose
+        self.img_ids = set()
+
+    def reset(self):
+        super().reset()
+        self.img_ids = set()
+
+    def update(self, inputs, outputs):
+        """As ppdet's, remembering the evaluated image ids: only they count in the AP."""
+        im_id = inputs["im_id"]
+        im_id = im_id.numpy() if isinstance(im_id, paddle.Tensor) else np.asarray(im_id)
+        self.img_ids.update(int(i) for i in im_id.reshape(-1))
+        super().update(inputs, outputs)
 
     def accumulate(self):
         detections = self.results["bbox"]
@@ -256,4 +279,4 @@ class DACCOCOMetric(COCOMetric):
         self.eval_results["bbox"] = coco_box_eval(
             path, self.anno_file, self.classwise,
             os.path.join(self.output_eval, PR_CURVE_DIR) if self.classwise else None,
-            self.verbose)
+            self.verbose, img_ids=self.img_ids)
