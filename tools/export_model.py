@@ -12,6 +12,10 @@ The class names of infer_cfg.yml come from TestDataset's annotation file, or fro
 ``-o label_list=[cat,dog,...]`` (or a .txt file with one name per line). The export stops with
 an error when their number differs from the model's classes, or when the annotation file is
 missing and the model's classes are not COCO's 80.
+
+The graph also outputs the post-processor's NMS candidates (infer_cfg.yml ``output_names``,
+``NMS``), so the deployment tools' ``--nms_threshold`` gives the detections of an export at that
+threshold without exporting again.
 """
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)

@@ -2,20 +2,30 @@
 
     python tools/infer.py -c configs/demo/dac_demo.yml -o weights=output/dac_demo/model_final \
         --infer_img demo.jpg | --infer_dir images/ [--output_dir output] [--draw_threshold 0.3] \
-        [--max_pixels 40000000]
+        [--max_pixels 40000000] [--score_threshold S] [--nms_threshold N] \
+        [--slice_infer [--slice_size 640 640] [--overlap_ratio 0.25 0.25] \
+         [--combine_method nms|concat] [--match_threshold 0.6] [--match_metric ios|iou]]
 
 Writes <output_dir>/<image name>.png, <output_dir>/detections.json and
 <output_dir>/summary.json, in the same format as deploy/python/infer.py (the exported model), so
-the two can be compared directly. A file that cannot be read, is not an image, declares more
-than --max_pixels pixels (default: the TestReader's DACDecode max_pixels) or has an aspect ratio
-the model cannot take is reported (name and reason) and skipped; the others are processed and
-written, and the exit status is 1 when any file was skipped.
+the two can be compared directly; boxes are clipped to the image. A file that cannot be read, is
+not an image, declares more than --max_pixels pixels (default: the TestReader's DACDecode
+max_pixels) or has an aspect ratio the model cannot take is reported (name and reason) and
+skipped; the others are processed and written, and the exit status is 1 when any file was
+skipped.
+
+``--nms_threshold`` sets the post-processor's NMS IoU threshold (as ``-o
+DACNMSPostProcess.nms_iou_threshold=N``); ``--score_threshold`` drops lower-scoring detections;
+``--slice_infer`` runs each image in overlapping tiles (ppdet's flags, ppdet_dac.engine.slicing),
+preprocessed as the exported model's predictor does (the TestReader's transforms).
 """
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
 
+import os
 import sys
 
+import cv2
 import numpy as np
 import paddle
 from ppdet.engine import Trainer
@@ -26,8 +36,11 @@ from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, check_max_pixels, decode
 from ppdet_dac.engine import config_from_args
 from ppdet_dac.engine.export import (class_names, input_limits, num_output_labels,
                                      test_preprocess_steps)
-from ppdet_dac.engine.predictor import (Preprocessor, list_images, save_results,
+from ppdet_dac.engine.predictor import (Preprocessor, add_detection_options, clip_detections,
+                                        detection_options_from_args, filter_scores,
+                                        image_sizes, list_images, save_results,
                                         split_detections, write_summary)
+from ppdet_dac.engine.slicing import sliced_detections
 
 logger = setup_logger("tools.infer")
 
@@ -42,7 +55,10 @@ def parse_args(argv=None):
     parser.add_argument("--max_pixels", type=int, default=None,
                         help="refuse images whose header declares more pixels (default: the "
                              f"TestReader's DACDecode max_pixels, else {DEFAULT_MAX_PIXELS})")
-    return parser.parse_args(argv)
+    add_detection_options(parser)
+    args = parser.parse_args(argv)
+    args.detection = detection_options_from_args(args, parser)
+    return args
 
 
 def _decode_steps(cfg):
@@ -69,25 +85,62 @@ def pixel_limit(cfg, max_pixels):
     return max_pixels
 
 
-def check_files(paths, preprocessor, max_pixels):
-    """(readable paths, [{"file", "error"}]): each file is decoded once, as the reader will, and
-    its size checked against max_pixels and the model's input-size limits."""
-    good, failures = [], []
+def check_files(paths, preprocessor, max_pixels, slicing=None):
+    """({readable path: (height, width)}, [{"file", "error"}]): each file is decoded once, as the
+    reader will, and its size (its tiles' with ``slicing``) checked against max_pixels and the
+    model's input-size limits."""
+    good, failures = {}, []
     for path in paths:
         what = f"image file {path}"
         try:
             im = decode_checked(np.fromfile(path, dtype=np.uint8), max_pixels, what)
-            preprocessor.check_size(im.shape[0], im.shape[1], what)
+            height, width = im.shape[:2]
+            if slicing is None:
+                preprocessor.check_size(height, width, what)
+            else:
+                rows, cols = slicing.tile_size(height, width)
+                preprocessor.check_size(rows, cols, f"a {cols} x {rows} tile of {what}")
         except (OSError, ValueError) as err:
             logger.error(f"skipping {path}: {err}")
             failures.append({"file": path, "error": str(err)})
             continue
-        good.append(path)
+        good[path] = (height, width)
     return good, failures
+
+
+def dygraph_detector(model, preprocessor, score_threshold):
+    """RGB tile arrays -> their [N_i, 6] detections by the dygraph ``model`` (score filter,
+    boxes clipped to the tile): ``sliced_detections``' detect."""
+    def detect(tiles):
+        feeds = Preprocessor.stack([preprocessor.transform(t) for t in tiles])
+        with paddle.no_grad():
+            out = model({k: paddle.to_tensor(v) for k, v in feeds.items()})
+        bbox, bbox_num = filter_scores(out["bbox"].numpy(), out["bbox_num"].numpy(),
+                                       score_threshold)
+        return split_detections(clip_detections(bbox, bbox_num, image_sizes(feeds)), bbox_num)
+    return detect
+
+
+def predict_whole(trainer, paths, sizes, draw_threshold, output_dir, score_threshold):
+    """{path: [N, 6]} by ppdet's Trainer.predict (its TestReader), score-filtered and clipped to
+    each image's ``sizes`` (height, width)."""
+    by_path = {}
+    with paddle.no_grad():
+        results = trainer.predict(paths, draw_threshold, output_dir, visualize=False)
+    imid2path = trainer.dataset.get_imid2path()
+    sizes = {os.path.abspath(p): size for p, size in sizes.items()}
+    for res in results:
+        for im_id, dets in zip(res["im_id"].reshape(-1),
+                               split_detections(res["bbox"], res["bbox_num"])):
+            path = imid2path[int(im_id)]
+            dets, _ = filter_scores(dets, [len(dets)], score_threshold)
+            by_path[path] = clip_detections(dets, [len(dets)], [sizes[os.path.abspath(path)]])
+    return by_path
 
 
 def main(argv=None):
     args = parse_args(argv)
+    options = vars(args).pop("detection")  # the tool's own, not merged into the config
     cfg = config_from_args(args)
     paths = list_images(args.infer_img, args.infer_dir)
     max_pixels = pixel_limit(cfg, args.max_pixels)
@@ -96,17 +149,21 @@ def main(argv=None):
     names = class_names(cfg, num_output_labels(trainer.model, cfg))
     preprocessor = Preprocessor(test_preprocess_steps(cfg), f"{args.config} TestReader",
                                 max_pixels=max_pixels, **input_limits(trainer.model))
-    good, failures = check_files(paths, preprocessor, max_pixels)
+    if options["nms_threshold"] is not None:
+        trainer.model.post_process.nms_iou_threshold = options["nms_threshold"]
+    slicing = options["slicing"]
+    good, failures = check_files(paths, preprocessor, max_pixels, slicing)
     by_path = {}
-    if good:
-        with paddle.no_grad():
-            results = trainer.predict(good, args.draw_threshold, args.output_dir,
-                                      visualize=False)
-        imid2path = trainer.dataset.get_imid2path()
-        for res in results:
-            for im_id, dets in zip(res["im_id"].reshape(-1),
-                                   split_detections(res["bbox"], res["bbox_num"])):
-                by_path[imid2path[int(im_id)]] = dets
+    if good and slicing is None:
+        by_path = predict_whole(trainer, list(good), good, args.draw_threshold, args.output_dir,
+                                options["score_threshold"])
+    elif good:
+        trainer.model.eval()
+        detect = dygraph_detector(trainer.model, preprocessor, options["score_threshold"])
+        for path in good:
+            image = cv2.cvtColor(decode_checked(np.fromfile(path, dtype=np.uint8), max_pixels,
+                                                f"image file {path}"), cv2.COLOR_BGR2RGB)
+            by_path[path] = sliced_detections(image, slicing, detect)
     ordered = sorted(by_path)
     json_path = save_results(ordered, [by_path[p] for p in ordered], args.output_dir, names,
                              args.draw_threshold)

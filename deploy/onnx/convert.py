@@ -18,7 +18,10 @@ Steps:
    within ``--atol`` (1e-4) on every row.
 
 Only ``attention: reference`` exports convert (ONNX has no ms_deform_attn op); the ONNX model
-takes batch size 1 (a paddle2onnx limit of multiclass_nms3).
+takes batch size 1 (a paddle2onnx limit of multiclass_nms3). Its outputs are the graph's
+(infer_cfg.yml ``output_names``): ``bbox`` and ``bbox_num`` unclipped at the exported NMS
+threshold, then the NMS candidates; clipping to the image and the inference-time thresholds are
+the Paddle predictor's (ppdet_dac.engine.predictor), to be reproduced by an ONNX application.
 """
 import argparse
 import os
@@ -109,7 +112,8 @@ class OnnxDetector:
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, feeds):
-        """feeds: the predictor's feed dict (batch 1) -> (bbox [N, 6], bbox_num [1])."""
+        """feeds: the predictor's feed dict (batch 1) -> (bbox [N, 6], bbox_num [1]), the graph's
+        first two outputs (unclipped, at the exported NMS threshold)."""
         bbox, bbox_num = self.session.run(None, {n: feeds[n] for n in self.input_names})[:2]
         return bbox, bbox_num
 
@@ -121,7 +125,8 @@ def check(model_dir, onnx_file, images, atol=1e-4):
     worst = 0.0
     for image in images:
         feeds = predictor.preprocessor.batch([image])
-        ref_bbox, ref_num = predictor.run(feeds)
+        ref = predictor.run_model(feeds)  # the graph's own outputs (unclipped), as ONNX gives
+        ref_bbox, ref_num = ref["bbox"], ref["bbox_num"]
         bbox, num = detector.run(feeds)
         if list(np.asarray(num).reshape(-1)) != list(np.asarray(ref_num).reshape(-1)) \
                 or bbox.shape != ref_bbox.shape:

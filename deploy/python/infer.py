@@ -4,11 +4,20 @@
         --image_file demo.jpg | --image_dir images/ \
         [--device CPU|GPU] [--run_mode paddle|trt_fp32|trt_fp16] [--cpu_threads N] \
         [--disable_mkldnn] [--max_pixels 40000000] \
-        [--threshold T] [--batch_size B] [--output_dir output]
+        [--threshold T] [--score_threshold S] [--nms_threshold N] \
+        [--slice_infer [--slice_size 640 640] [--overlap_ratio 0.25 0.25] \
+         [--combine_method nms|concat] [--match_threshold 0.6] [--match_metric ios|iou]] \
+        [--batch_size B] [--output_dir output]
 
 Writes <output_dir>/<image name>.png (boxes, labels and scores >= threshold),
-<output_dir>/detections.json ({image: [{class_id, label, score, bbox [x1, y1, x2, y2]}]}) and
-<output_dir>/summary.json ({images, succeeded, failed: [{file, error}], detections}).
+<output_dir>/detections.json ({image: [{class_id, label, score, bbox [x1, y1, x2, y2]}]}, the
+detections >= --score_threshold) and <output_dir>/summary.json ({images, succeeded, failed:
+[{file, error}], detections}). Boxes are clipped to the image.
+
+``--nms_threshold`` re-runs the class-wise NMS at another IoU threshold (the detections of an
+export at that threshold, without re-exporting); ``--slice_infer`` runs large images in
+overlapping tiles of ``--slice_size`` (``--batch_size`` tiles per run) and merges the tiles'
+detections (ppdet's flags; see ppdet_dac/engine/slicing.py).
 
 On CPU oneDNN is on unless ``--disable_mkldnn`` (ppdet's ``--enable_mkldnn`` is accepted).
 A file that cannot be read, is not an image, declares more than ``--max_pixels`` pixels or has
@@ -30,8 +39,10 @@ from ppdet.utils.logger import setup_logger  # noqa: E402
 
 from ppdet_dac.data.image_io import check_max_pixels  # noqa: E402
 from ppdet_dac.engine.predictor import (DEVICES, RUN_MODES, Predictor,  # noqa: E402
-                                        add_cpu_options, list_images, mkldnn_from_args,
-                                        predict_files, save_results, write_summary)
+                                        add_cpu_options, add_detection_options,
+                                        detection_options_from_args, list_images,
+                                        mkldnn_from_args, predict_files, save_results,
+                                        write_summary)
 
 logger = setup_logger("dac_detr_infer")
 
@@ -49,10 +60,13 @@ def parse_args(argv=None):
     parser.add_argument("--threshold", type=float, default=None,
                         help="draw detections with score >= this (default: infer_cfg.yml's "
                              "draw_threshold)")
-    parser.add_argument("--batch_size", type=int, default=1)
+    add_detection_options(parser)
+    parser.add_argument("--batch_size", type=int, default=1,
+                        help="images per model run (tiles per run with --slice_infer)")
     parser.add_argument("--output_dir", default="output")
     args = parser.parse_args(argv)
     args.enable_mkldnn = mkldnn_from_args(args, parser)
+    args.detection = detection_options_from_args(args, parser)
     try:
         check_max_pixels(args.max_pixels, "--max_pixels")
     except ValueError as err:
@@ -65,7 +79,8 @@ def run(args):
     paths = list_images(args.image_file, args.image_dir)
     predictor = Predictor(args.model_dir, device=args.device, cpu_threads=args.cpu_threads,
                           enable_mkldnn=args.enable_mkldnn, run_mode=args.run_mode,
-                          max_pixels=args.max_pixels)
+                          max_pixels=args.max_pixels, batch_size=args.batch_size,
+                          **args.detection)
     threshold = predictor.infer_cfg.draw_threshold if args.threshold is None else args.threshold
     start = time.perf_counter()
     results, failures = predict_files(predictor, paths, args.batch_size)

@@ -25,8 +25,14 @@ model).
 
 Inputs of the exported graph: ``image`` [B, 3, H, W] (any H, W unless
 ``TestReader.inputs_def.image_shape`` fixes them), ``im_shape`` [B, 2], ``scale_factor`` [B, 2] and
-``pad_mask`` [B, H, W] (1 = image, 0 = padding). Outputs: ``bbox`` [N, 6] rows
-(label, score, x1, y1, x2, y2) in original-image pixels and ``bbox_num`` [B].
+``pad_mask`` [B, H, W] (1 = image, 0 = padding). Outputs (``output_names`` of infer_cfg.yml, in
+this order): ``bbox`` [N, 6] rows (label, score, x1, y1, x2, y2) in original-image pixels,
+unclipped, as the evaluation reports them; ``bbox_num`` [B]; and the post-processor's NMS input,
+``nms_boxes`` [B, Q, 4] and ``nms_scores`` [B, C, Q] (``DACNMSPostProcess.candidates``), from
+which the predictor re-runs the selection at another NMS threshold with the result of an export
+at that threshold. infer_cfg.yml's ``NMS`` records the exported selection (``nms_threshold``,
+``nms_top_k``, ``keep_top_k``) and, for ``class_id_mode: coco_raw``, ``label_map`` (model label
+-> output label, -1 = dropped).
 """
 import importlib
 import os
@@ -42,6 +48,7 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_dac import ops
 from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
+from ppdet_dac.modeling.post_process import DACNMSPostProcess
 
 logger = setup_logger(__name__)
 
@@ -49,6 +56,8 @@ ATTENTION_MODES = ("op", "reference")
 INFER_CFG = "infer_cfg.yml"
 MODEL_PREFIX = "model"
 INPUT_NAMES = ("image", "im_shape", "scale_factor", "pad_mask")
+# the graph's outputs, in the order Paddle writes them (a dict's outputs go in sorted key order)
+OUTPUT_NAMES = ("bbox", "bbox_num", "nms_boxes", "nms_scores")
 # ppdet's TRT_MIN_SUBGRAPH entry for the DETR family; deploy tools read 'arch' from this table
 DEPLOY_ARCH, MIN_SUBGRAPH_SIZE = "DETR", 3
 # reader ops that turn file bytes into an image: the deploy side does this itself
@@ -196,6 +205,42 @@ def input_limits(model):
     return {"feature_strides": strides, "num_queries": int(transformer.num_queries)}
 
 
+def nms_config(model):
+    """infer_cfg.yml's NMS entry: the exported selection, in ppdet's MultiClassNMS names, and the
+    label map of a model whose labels are mapped after the selection (coco_raw)."""
+    post = model.post_process
+    entry = OrderedDict([("name", type(post).__name__),
+                         ("nms_threshold", float(post.nms_iou_threshold)),
+                         ("nms_top_k", int(post.num_top_candidates)),
+                         ("keep_top_k", int(post.max_detections))])
+    if getattr(model, "class_id_mode", "contiguous") != "contiguous":
+        entry["label_map"] = [int(v) for v in model.to_dataset_ids.numpy()]
+    return entry
+
+
+class DeployGraph(paddle.nn.Layer):
+    """What the export traces: the detector's predictions, its post-processor's candidates and
+    selection (the evaluation's ``bbox`` / ``bbox_num``), and the candidates as outputs.
+    Takes over ``model`` (an export's own instance): its forward returns the raw predictions."""
+
+    def __init__(self, model):
+        super().__init__()
+        if not isinstance(model.post_process, DACNMSPostProcess):
+            raise ValueError(f"export needs DACDETR.post_process: DACNMSPostProcess, got "
+                             f"{type(model.post_process).__name__}")
+        model.exclude_post_process = True
+        self.model = model
+
+    def forward(self, inputs):
+        raw = self.model(inputs)
+        post = self.model.post_process
+        boxes_px, scores = post.candidates(raw["pred_logits"], raw["pred_boxes"],
+                                           inputs["im_shape"], inputs["scale_factor"])
+        out = dict(self.model._to_dataset_labels(*post.select(boxes_px, scores)))
+        out["nms_boxes"], out["nms_scores"] = boxes_px, scores
+        return out
+
+
 def infer_config(cfg, attention, image_shape, model):
     """The infer_cfg.yml content: ppdet's keys in ppdet's order, then ours."""
     return OrderedDict([
@@ -210,6 +255,8 @@ def infer_config(cfg, attention, image_shape, model):
         ("architecture", cfg["architecture"]),
         ("attention", attention),
         ("input_names", list(INPUT_NAMES)),
+        ("output_names", list(OUTPUT_NAMES)),
+        ("NMS", nms_config(model)),
     ] + list(input_limits(model).items()))
 
 
@@ -260,8 +307,8 @@ def export_model(cfg, weights, output_dir, attention="op"):
     _mark_not_to_static()
     previous = ops.force_reference(attention == "reference")
     try:
-        static_model = paddle.jit.to_static(model, input_spec=input_spec(image_shape),
-                                            full_graph=True)
+        static_model = paddle.jit.to_static(DeployGraph(model),
+                                            input_spec=input_spec(image_shape), full_graph=True)
         paddle.jit.save(static_model, os.path.join(output_dir, MODEL_PREFIX))
     finally:
         ops.force_reference(previous)

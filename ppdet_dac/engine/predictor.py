@@ -4,7 +4,22 @@
 ``model.pdmodel`` + ``model.pdiparams``) written by ``ppdet_dac.engine.export``, registers the
 ms_deform_attn op library when the model was exported with ``attention: op``, and turns images
 (file paths, encoded bytes or BGR arrays) into detections: one float32 [N, 6] array per image,
-rows (label, score, x1, y1, x2, y2) in original-image pixels.
+rows (label, score, x1, y1, x2, y2) in original-image pixels, clipped to the image.
+
+Deployment options (``Predictor(..., nms_threshold, score_threshold, slicing)``, the same flags
+in deploy/python/infer.py, tools/infer.py and the service):
+
+* ``nms_threshold``: the class-wise NMS re-run at this IoU threshold on the candidates the graph
+  outputs (``nms_boxes``, ``nms_scores``), by the post-processor's own selection code: the result
+  equals that of an export at this threshold, without re-exporting.
+* ``score_threshold``: detections below it are dropped (the same as dropping them after an
+  export, as a score filter commutes with greedy NMS and the top-k cut).
+* ``slicing`` (``ppdet_dac.engine.slicing.SliceConfig``): large images in overlapping tiles,
+  detections mapped back and merged.
+
+Boxes are clipped to the image in every output of ``run`` / ``predict`` (and so in the tools, the
+service and the drawings); ``run_model`` gives the graph's own unclipped outputs, which the COCO
+evaluation reports (the official code does not clip).
 
 Preprocessing follows the ``Preprocess`` list of infer_cfg.yml (ppdet's reader ops: Resize with
 keep_ratio, NormalizeImage, Permute, PadStride); a batch is padded to its largest image and the
@@ -35,6 +50,8 @@ from ppdet.utils.logger import setup_logger
 from ppdet_dac import ops
 from ppdet_dac.data.image_io import (DEFAULT_MAX_PIXELS, ImageSizeError, check_max_pixels,
                                      decode_checked, read_bgr)
+from ppdet_dac.engine.slicing import (COMBINE_METHODS, MATCH_METRICS, SliceConfig,
+                                      sliced_detections)
 from ppdet_dac.engine.visualize import draw_detections
 
 logger = setup_logger(__name__)
@@ -73,6 +90,15 @@ class InferConfig:
         # the input-size limits of the graph (absent from exports made before they were written)
         self.feature_strides = [int(v) for v in raw.get("feature_strides") or []]
         self.num_queries = int(raw.get("num_queries") or 0)
+        # the graph's outputs (first ones) and its NMS; exports made before these keys were
+        # written output bbox and bbox_num only
+        self.output_names = [str(n) for n in raw.get("output_names") or ["bbox", "bbox_num"]]
+        self.nms = raw.get("NMS")
+        if self.nms is not None:
+            if not isinstance(self.nms, dict) or not {"nms_threshold", "nms_top_k",
+                                                      "keep_top_k"} <= set(self.nms):
+                raise ValueError(f"{self.path}: 'NMS' must be a mapping with nms_threshold, "
+                                 f"nms_top_k and keep_top_k, got {self.nms!r}")
 
     def _require(self, key, kind):
         if key not in self.raw:
@@ -266,6 +292,10 @@ class Preprocessor:
         when it cannot be read, is over max_pixels, or has a size the model cannot take."""
         im = decode_image(image, self.max_pixels)
         self.check_size(im.shape[0], im.shape[1], describe_image(image))
+        return self.transform(im)
+
+    def transform(self, im):
+        """A decoded RGB uint8 [H, W, 3] array -> ``one()``'s (CHW float32, info); no checks."""
         info = {"im_shape": np.array(im.shape[:2], dtype=np.float32),
                 "scale_factor": np.ones(2, dtype=np.float32), "stride": 0}
         for op in self.ops:
@@ -363,14 +393,21 @@ def make_inference_config(model_dir, device="CPU", cpu_threads=1, enable_mkldnn=
 class Predictor:
     """An exported ppdet_dac model behind paddle.inference.
 
-    ``predict(images)`` -> list of float32 [N_i, 6] arrays; ``run(feeds)`` -> (bbox, bbox_num).
-    One Predictor serves one thread at a time; ``clone()`` gives another that shares the weights.
+    ``predict(images)`` -> list of float32 [N_i, 6] arrays; ``run(feeds)`` -> (bbox, bbox_num);
+    both apply the deployment options and clip the boxes to each image; ``run_model(feeds)``
+    gives the graph's raw outputs. One Predictor serves one thread at a time; ``clone()`` gives
+    another that shares the weights.
+
     enable_mkldnn: oneDNN on CPU (default True; False runs Paddle's plain CPU kernels).
     max_pixels: images whose header declares more pixels are refused before decoding.
+    nms_threshold: re-run the class-wise NMS at this IoU threshold (None: the exported one).
+    score_threshold: drop detections scoring below it. slicing: a SliceConfig for sliced
+    inference (None: whole images). batch_size: tiles per model run when slicing.
     """
 
     def __init__(self, model_dir, device="CPU", cpu_threads=1, enable_mkldnn=True, gpu_id=0,
-                 run_mode="paddle", max_pixels=DEFAULT_MAX_PIXELS, _predictor=None,
+                 run_mode="paddle", max_pixels=DEFAULT_MAX_PIXELS, nms_threshold=None,
+                 score_threshold=0.0, slicing=None, batch_size=1, _predictor=None,
                  _infer_cfg=None):
         self.model_dir = model_dir
         self.infer_cfg = _infer_cfg or InferConfig(model_dir)
@@ -379,6 +416,11 @@ class Predictor:
                                          self.infer_cfg.feature_strides,
                                          self.infer_cfg.num_queries, self.max_pixels)
         self.label_list = self.infer_cfg.label_list
+        self.nms_threshold = self._check_nms_threshold(nms_threshold)
+        self.score_threshold = float(score_threshold)
+        if slicing is not None and not isinstance(slicing, SliceConfig):
+            raise ValueError(f"slicing must be a SliceConfig or None, got {slicing!r}")
+        self.slicing, self.batch_size = slicing, max(int(batch_size), 1)
         self._lock = threading.Lock()
         if _predictor is None:
             if self.infer_cfg.attention == "op":
@@ -392,33 +434,164 @@ class Predictor:
         self._predictor = _predictor
         self.input_names = list(self._predictor.get_input_names())
         self.output_names = list(self._predictor.get_output_names())
+        if len(self.output_names) < len(self.infer_cfg.output_names):
+            raise ValueError(f"{self.infer_cfg.path}: output_names lists "
+                             f"{self.infer_cfg.output_names}, but the model has "
+                             f"{len(self.output_names)} outputs; re-export the model")
+        self._outputs = dict(zip(self.infer_cfg.output_names, self.output_names))
+
+    def _check_nms_threshold(self, value):
+        """None, or a threshold in [0, 1] that this export can re-apply (ValueError naming
+        infer_cfg.yml when the export predates the candidates output)."""
+        if value is None:
+            return None
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"nms_threshold must be in [0, 1], got {value}")
+        missing = {"nms_boxes", "nms_scores"} - set(self.infer_cfg.output_names)
+        if missing or self.infer_cfg.nms is None:
+            raise ValueError(f"{self.infer_cfg.path}: this export has no NMS candidates output "
+                             "(nms_boxes, nms_scores) to re-run the NMS on; re-export the model "
+                             "with tools/export_model.py to use nms_threshold")
+        return value
 
     def clone(self):
-        """Another Predictor on the same weights (for a pool of threads)."""
+        """Another Predictor on the same weights and options (for a pool of threads)."""
         return Predictor(self.model_dir, enable_mkldnn=self.enable_mkldnn,
-                         max_pixels=self.max_pixels, _predictor=self._predictor.clone(),
+                         max_pixels=self.max_pixels, nms_threshold=self.nms_threshold,
+                         score_threshold=self.score_threshold, slicing=self.slicing,
+                         batch_size=self.batch_size, _predictor=self._predictor.clone(),
                          _infer_cfg=self.infer_cfg)
 
-    def run(self, feeds):
-        """feeds: {input name: array} -> (bbox float32 [N, 6], bbox_num int32 [B])."""
+    def run_model(self, feeds, outputs=("bbox", "bbox_num")):
+        """feeds: {input name: array} -> {output: array} for the named graph outputs (infer_cfg's
+        output_names: bbox, bbox_num, nms_boxes, nms_scores), as the graph computes them:
+        boxes unclipped, at the exported NMS threshold, no score filter."""
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise ValueError(f"inputs {missing} missing; the model takes {self.input_names}")
+        unknown = [n for n in outputs if n not in self._outputs]
+        if unknown:
+            raise ValueError(f"outputs {unknown} not in this export's "
+                             f"{list(self._outputs)} ({self.infer_cfg.path})")
         with self._lock:
             for name in self.input_names:
                 self._predictor.get_input_handle(name).copy_from_cpu(
                     np.ascontiguousarray(feeds[name]))
             self._predictor.run()
-            bbox, bbox_num = [self._predictor.get_output_handle(n).copy_to_cpu()
-                              for n in self.output_names[:2]]
-        return bbox, bbox_num
+            return {n: self._predictor.get_output_handle(self._outputs[n]).copy_to_cpu()
+                    for n in outputs}
+
+    def run(self, feeds):
+        """feeds -> (bbox float32 [N, 6], bbox_num int32 [B]): the deployment detections (NMS at
+        nms_threshold, score >= score_threshold, boxes clipped to each image)."""
+        nms = self.nms_threshold is not None and \
+            self.nms_threshold != float(self.infer_cfg.nms["nms_threshold"])
+        out = self.run_model(feeds, ("bbox", "bbox_num", "nms_boxes", "nms_scores") if nms
+                             else ("bbox", "bbox_num"))
+        if nms:
+            bbox, bbox_num = reselect(out["nms_boxes"], out["nms_scores"], self.infer_cfg.nms,
+                                      self.nms_threshold)
+        else:
+            bbox, bbox_num = out["bbox"], out["bbox_num"]
+        bbox, bbox_num = filter_scores(bbox, bbox_num, self.score_threshold)
+        return clip_detections(bbox, bbox_num, image_sizes(feeds)), bbox_num
+
+    def check_size(self, height, width, what="the image"):
+        """``Preprocessor.check_size`` for what the model is fed: the image, or its tiles when
+        slicing (ImageShapeError naming ``what``)."""
+        if self.slicing is None:
+            return self.preprocessor.check_size(height, width, what)
+        rows, cols = self.slicing.tile_size(height, width)
+        return self.preprocessor.check_size(
+            rows, cols, f"a {cols} x {rows} tile of {what} ({width} x {height}, slice_size "
+                        f"{list(self.slicing.slice_size)})")
+
+    def load(self, image):
+        """A path / encoded bytes / BGR array -> RGB uint8 array, after the size checks
+        (FileNotFoundError / ValueError naming the image)."""
+        im = decode_image(image, self.max_pixels)
+        self.check_size(im.shape[0], im.shape[1], describe_image(image))
+        return im
+
+    def detect_tiles(self, tiles):
+        """RGB arrays (decoded, checked) -> their [N_i, 6] detections, as one batch."""
+        bbox, bbox_num = self.run(Preprocessor.stack([self.preprocessor.transform(t)
+                                                      for t in tiles]))
+        return split_detections(bbox, bbox_num)
+
+    def detect(self, image):
+        """One ``load``-ed RGB array -> float32 [N, 6] detections (sliced when configured)."""
+        if self.slicing is not None:
+            return sliced_detections(image, self.slicing, self.detect_tiles, self.batch_size)
+        return self.detect_tiles([image])[0]
 
     def predict(self, images):
         """images: list of paths / encoded bytes / BGR arrays -> list of [N_i, 6] detections."""
         if not images:
             return []
+        if self.slicing is not None:
+            return [self.detect(self.load(image)) for image in images]
         bbox, bbox_num = self.run(self.preprocessor.batch(images))
         return split_detections(bbox, bbox_num)
+
+
+# ---------------------------------------------------------------- deployment post-processing
+_SELECT_LOCK = threading.Lock()  # dygraph calls from the service's predictor threads, one at a time
+
+
+def reselect(nms_boxes, nms_scores, nms, nms_threshold):
+    """The exported selection re-run at ``nms_threshold`` on the graph's candidates
+    (``DACNMSPostProcess.select`` in dygraph on the CPU, the kernels the graph runs; then
+    infer_cfg.yml's ``label_map``, as the model maps labels after its selection): the
+    (bbox, bbox_num) an export at that threshold outputs."""
+    from ppdet_dac.modeling.post_process import DACNMSPostProcess
+
+    post = DACNMSPostProcess(int(nms["nms_top_k"]), float(nms_threshold), int(nms["keep_top_k"]))
+    cpu = paddle.CPUPlace()
+    with _SELECT_LOCK, paddle.no_grad():
+        bbox, bbox_num = post.select(
+            paddle.to_tensor(np.asarray(nms_boxes, np.float32), place=cpu),
+            paddle.to_tensor(np.asarray(nms_scores, np.float32), place=cpu))
+        bbox, bbox_num = bbox.numpy().reshape(-1, 6), bbox_num.numpy().reshape(-1)
+    label_map = nms.get("label_map")
+    if label_map is None:
+        return bbox, bbox_num.astype(np.int32)
+    labels = np.asarray(label_map, np.int64)[bbox[:, 0].astype(np.int64)]
+    keep = labels >= 0
+    image = np.repeat(np.arange(len(bbox_num)), bbox_num)
+    bbox = np.concatenate([labels[:, None].astype(np.float32), bbox[:, 1:]], axis=1)[keep]
+    return bbox, np.bincount(image[keep], minlength=len(bbox_num)).astype(np.int32)
+
+
+def filter_scores(bbox, bbox_num, threshold):
+    """(bbox, bbox_num) without the rows scoring below ``threshold``."""
+    bbox = np.asarray(bbox, dtype=np.float32).reshape(-1, 6)
+    bbox_num = np.asarray(bbox_num).reshape(-1)
+    keep = bbox[:, 1] >= threshold
+    if keep.all():
+        return bbox, bbox_num
+    image = np.repeat(np.arange(len(bbox_num)), bbox_num.astype(np.int64))
+    return bbox[keep], np.bincount(image[keep], minlength=len(bbox_num)).astype(bbox_num.dtype)
+
+
+def image_sizes(feeds):
+    """[B, 2] (height, width) of the original images of a feed dict, as the post-processor
+    computes it: floor(im_shape / scale_factor + 0.5) in float32."""
+    return np.floor(np.asarray(feeds["im_shape"], np.float32)
+                    / np.asarray(feeds["scale_factor"], np.float32) + np.float32(0.5))
+
+
+def clip_detections(bbox, bbox_num, sizes):
+    """A copy of the rows with x clipped to [0, width] and y to [0, height] of their image
+    (``sizes``: [B, 2] height, width)."""
+    bbox = np.array(bbox, dtype=np.float32).reshape(-1, 6)
+    sizes = np.asarray(sizes, np.float32).reshape(-1, 2)
+    per_row = np.repeat(sizes, np.asarray(bbox_num).reshape(-1).astype(np.int64), axis=0)
+    height, width = per_row[:, :1], per_row[:, 1:]
+    bbox[:, [2, 4]] = np.clip(bbox[:, [2, 4]], 0, width)
+    bbox[:, [3, 5]] = np.clip(bbox[:, [3, 5]], 0, height)
+    return bbox
 
 
 def split_detections(bbox, bbox_num):
@@ -461,6 +634,64 @@ def mkldnn_from_args(args, parser=None):
             parser.error(message)
         raise ValueError(message)
     return not args.disable_mkldnn and args.enable_mkldnn is not False
+
+
+def add_detection_options(parser, nms=True):
+    """The deployment options of deploy/python/infer.py, tools/infer.py and the service, in
+    ppdet's names: ``--score_threshold``, ``--nms_threshold`` (unless ``nms`` is False),
+    ``--slice_infer``, ``--slice_size H W``, ``--overlap_ratio H W``, ``--combine_method``,
+    ``--match_threshold``, ``--match_metric``."""
+    defaults = SliceConfig()
+    if nms:
+        parser.add_argument("--nms_threshold", type=float, default=None,
+                            help="re-run the class-wise NMS at this IoU threshold (default: the "
+                                 "exported one, infer_cfg.yml NMS.nms_threshold); the same "
+                                 "detections as an export at that threshold")
+    parser.add_argument("--score_threshold", type=float, default=0.0,
+                        help="drop detections scoring below this (JSON, drawings and answers)")
+    parser.add_argument("--slice_infer", action="store_true",
+                        help="sliced inference for large images: overlapping tiles of "
+                             "--slice_size, detections mapped back and merged")
+    parser.add_argument("--slice_size", nargs=2, type=int, default=list(defaults.slice_size),
+                        metavar=("H", "W"), help="tile height and width in pixels")
+    parser.add_argument("--overlap_ratio", nargs=2, type=float,
+                        default=list(defaults.overlap_ratio), metavar=("H", "W"),
+                        help="overlap of neighbouring tiles, as a fraction of the tile side")
+    parser.add_argument("--combine_method", choices=COMBINE_METHODS,
+                        default=defaults.combine_method,
+                        help="nms: one detection per object (class-wise NMS over the tiles); "
+                             "concat: every tile's detections")
+    parser.add_argument("--match_threshold", type=float, default=defaults.match_threshold,
+                        help="nms merge: drop a detection whose overlap with a kept one of its "
+                             "class is above this")
+    parser.add_argument("--match_metric", choices=MATCH_METRICS, default=defaults.match_metric,
+                        help="nms merge overlap: ios (intersection over the smaller box) or iou")
+
+
+def detection_options_from_args(args, parser=None):
+    """{'nms_threshold', 'score_threshold', 'slicing'} of ``add_detection_options``' flags (a
+    parser error, or ValueError without a parser, naming the bad flag)."""
+    try:
+        nms = getattr(args, "nms_threshold", None)
+        if nms is not None and not 0.0 <= nms <= 1.0:
+            raise ValueError(f"--nms_threshold must be in [0, 1], got {nms}")
+        if not 0.0 <= args.score_threshold <= 1.0:
+            raise ValueError(f"--score_threshold must be in [0, 1], got {args.score_threshold}")
+        slicing = None
+        if args.slice_infer:
+            slicing = SliceConfig(tuple(args.slice_size), tuple(args.overlap_ratio),
+                                  args.combine_method, args.match_threshold, args.match_metric)
+    except ValueError as err:
+        message = str(err)
+        for name in ("slice_size", "overlap_ratio", "combine_method", "match_threshold",
+                     "match_metric"):
+            if message.startswith(name):
+                message = "--" + message
+        if parser is not None:
+            parser.error(message)
+        raise ValueError(message) from None
+    return {"nms_threshold": nms, "score_threshold": float(args.score_threshold),
+            "slicing": slicing}
 
 
 # ---------------------------------------------------------------- results
@@ -527,11 +758,23 @@ def predict_files(predictor, paths, batch_size=1):
 
     Each file that cannot be read or decoded, is over the predictor's max_pixels, or has a size
     the model cannot take is logged (file and reason) and left out; the others are predicted in
-    batches of ``batch_size``. Returns ({path: float32 [N, 6] detections} in input order,
-    [{"file": path, "error": reason}] of the files left out).
+    batches of ``batch_size`` (of tiles, one image at a time, when the predictor slices).
+    Returns ({path: float32 [N, 6] detections} in input order, [{"file": path, "error":
+    reason}] of the files left out).
     """
     batch_size = max(int(batch_size), 1)
     results, failures, pending = {}, [], []
+    if predictor.slicing is not None:
+        for path in paths:
+            try:
+                image = predictor.load(path)
+            except (OSError, ValueError) as err:  # unreadable, not an image, too large, too thin
+                logger.error(f"skipping {path}: {err}")
+                failures.append({"file": path, "error": str(err)})
+                continue
+            results[path] = sliced_detections(image, predictor.slicing, predictor.detect_tiles,
+                                              batch_size)
+        return results, failures
 
     def flush():
         if pending:

@@ -26,7 +26,8 @@ Implementation notes (what is exact and why):
   are broken here by the flattened index ``query * C + class`` (lower first), both for the
   candidate ranking inside a class and for the final order and the top-300 cut. Which of several
   tied pairs enter the top-10000 is left to ``paddle.topk``.
-* Boxes are not clipped to the image (the official code does not clip).
+* Boxes are not clipped to the image (the official code does not clip); the deployment outputs
+  clip them (``ppdet_dac.engine.predictor``), the evaluation keeps them as they are.
 """
 import paddle
 import paddle.nn.functional as F
@@ -84,7 +85,15 @@ class DACNMSPostProcess(object):
             bbox_num: [B] int32, rows per image (at most ``max_detections``).
 
         Q and C must be static (known when tracing for export); B may be dynamic.
+        ``candidates`` then ``select``: the exported graph also outputs the candidates, so
+        that a deployment can re-run ``select`` at another NMS threshold.
         """
+        return self.select(*self.candidates(logits, boxes, im_shape, scale_factor))
+
+    def candidates(self, logits, boxes, im_shape, scale_factor):
+        """The NMS input: (boxes_px [B, Q, 4] xyxy in original-image pixels, scores [B, C, Q]
+        sigmoid scores, -1 for the (query, class) pairs outside an image's
+        ``num_top_candidates``). Arguments as for ``__call__``."""
         if logits.ndim != 3 or boxes.ndim != 3 or boxes.shape[-1] != 4:
             raise ValueError("logits must be [B, Q, C] and boxes [B, Q, 4], got {} and {}".format(
                 list(logits.shape), list(boxes.shape)))
@@ -113,7 +122,14 @@ class DACNMSPostProcess(object):
         img_h, img_w = origin[:, 0], origin[:, 1]
         scale = paddle.stack([img_w, img_h, img_w, img_h], axis=-1).unsqueeze(1)  # [B, 1, 4]
         boxes_px = box_cxcywh_to_xyxy(boxes.astype('float32')) * scale  # [B, Q, 4]
+        return boxes_px, scores
 
+    def select(self, boxes_px, scores):
+        """Class-wise NMS at ``nms_iou_threshold`` over ``candidates``' output, rows ordered
+        and cut to ``max_detections`` per image: (bbox [N, 6], bbox_num [B] int32) as
+        ``__call__`` returns them."""
+        num_queries = int(scores.shape[2])
+        num_classes = int(scores.shape[1])
         # out: [M, 6] (class, score, x1, y1, x2, y2), image-major then class-major;
         # index: [M, 1] = image * Q + query; num: [B]
         out, index, num = paddle._C_ops.multiclass_nms3(

@@ -1,6 +1,7 @@
 """Deployment test helpers: the demo config with seeded random weights exported in both attention
 modes (built once per session by the ``exported`` fixture), fresh-process runs, the dygraph
 reference."""
+import contextlib
 import os
 import struct
 import subprocess
@@ -101,6 +102,44 @@ def dygraph_detections(model, feeds, attention):
     return out["bbox"].numpy(), out["bbox_num"].numpy()
 
 
+TILE_H, TILE_W = 240, 320   # the grid's cells, and the slice size that cuts it back into them
+GRID_ROWS, GRID_COLS = 2, 2
+
+
+def demo_grid(data_dir, path):
+    """Write to ``path`` a GRID_ROWS x GRID_COLS grid of the demo val images of ``data_dir``,
+    each resized to TILE_H x TILE_W; returns the cells (BGR arrays, row-major)."""
+    val = os.path.join(data_dir, "val")
+    names = sorted(os.listdir(val))[:GRID_ROWS * GRID_COLS]
+    cells = [cv2.resize(cv2.imread(os.path.join(val, n)), (TILE_W, TILE_H)) for n in names]
+    rows = [np.concatenate(cells[r * GRID_COLS:(r + 1) * GRID_COLS], axis=1)
+            for r in range(GRID_ROWS)]
+    assert cv2.imwrite(path, np.concatenate(rows, axis=0))
+    return cells
+
+
 def top_detection_boxes(detections, k=3):
     """The k highest-scoring rows of a [N, 6] array."""
     return detections[np.argsort(-detections[:, 1], kind="stable")[:k]]
+
+
+@contextlib.contextmanager
+def global_config_restored():
+    """ppdet keeps one global config that every load_config merges into: code that loads
+    another config (or -o options) inside this block gets it restored afterwards, so the
+    session's export and later tests see the demo config again."""
+    import copy
+
+    from ppdet.core import workspace
+
+    def snapshot(value):  # plain sections in depth; registered class schemas one level deep
+        if type(value) in (dict, list):
+            return copy.deepcopy(value)
+        return copy.copy(value)
+
+    saved = {key: snapshot(value) for key, value in workspace.global_config.items()}
+    try:
+        yield
+    finally:
+        workspace.global_config.clear()
+        workspace.global_config.update(saved)

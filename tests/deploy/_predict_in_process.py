@@ -2,7 +2,8 @@
 
     python tests/deploy/_predict_in_process.py FEEDS.npz OUT.npz MODEL_DIR [MODEL_DIR ...]
 
-FEEDS.npz holds feed dicts as '<i>/<input name>'; OUT.npz gets '<model index>/<i>/bbox|bbox_num'.
+FEEDS.npz holds feed dicts as '<i>/<input name>'; OUT.npz gets '<model index>/<i>/bbox|bbox_num',
+the graph's own outputs (Predictor.run_model).
 """
 import sys
 
@@ -21,8 +22,8 @@ def main(feeds_path, out_path, *model_dirs):
     for m, model_dir in enumerate(model_dirs):
         predictor = Predictor(model_dir, cpu_threads=1)
         for i in sorted(feeds):
-            bbox, bbox_num = predictor.run(feeds[i])
-            out[f"{m}/{i}/bbox"], out[f"{m}/{i}/bbox_num"] = bbox, bbox_num
+            raw = predictor.run_model(feeds[i])  # the graph's own (unclipped) outputs
+            out[f"{m}/{i}/bbox"], out[f"{m}/{i}/bbox_num"] = raw["bbox"], raw["bbox_num"]
     np.savez(out_path, **out)
 
 

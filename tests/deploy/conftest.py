@@ -1,7 +1,7 @@
 """The session's exported demo model (both attention modes), shared by the deploy tests."""
 import pytest
 
-from _deploy_helpers import Exported
+from _deploy_helpers import Exported, global_config_restored
 
 
 @pytest.fixture(scope="session")
@@ -15,19 +15,6 @@ def exported(tmp_path_factory):
 
 @pytest.fixture
 def restore_global_config():
-    """ppdet keeps one global config that every load_config merges into: a test that loads
-    another config (or -o options) gets it restored afterwards, so the session's export and
-    later tests see the demo config again."""
-    import copy
-
-    from ppdet.core import workspace
-
-    def snapshot(value):  # plain sections in depth; registered class schemas one level deep
-        if type(value) in (dict, list):
-            return copy.deepcopy(value)
-        return copy.copy(value)
-
-    saved = {key: snapshot(value) for key, value in workspace.global_config.items()}
-    yield
-    workspace.global_config.clear()
-    workspace.global_config.update(saved)
+    """``global_config_restored`` around one test."""
+    with global_config_restored():
+        yield

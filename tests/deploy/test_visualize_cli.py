@@ -1,6 +1,7 @@
-"""deploy/python/infer.py and tools/infer.py as CLIs: JSON results and PNGs with the boxes drawn
-where the detections are; the dygraph tool agrees with the exported model; a folder with bad
-files is processed to its end, each bad file reported, exit status 1."""
+"""deploy/python/infer.py and tools/infer.py as CLIs: JSON results (boxes clipped to the image)
+and PNGs with the boxes drawn where the detections are; the dygraph tool agrees with the
+exported model; a folder with bad files is processed to its end, each bad file reported, exit
+status 1."""
 import json
 import os
 
@@ -12,28 +13,47 @@ from _deploy_helpers import DEMO_CONFIG, run_python
 NUM_DRAWN = 3
 
 
-def _changed_pixels_lie_on_boxes(original, drawn, boxes):
-    """Every changed pixel is near a box edge or in the label strip above a box."""
+def _changed_pixels_lie_on_boxes(original, drawn, rows, label_names, threshold):
+    """Every changed pixel is on a box edge (inside the image) or in its label's rectangle."""
+    from ppdet_dac.engine.visualize import label_boxes
+
     allowed = np.zeros(original.shape[:2], dtype=bool)
-    h, w = allowed.shape
-    for x1, y1, x2, y2 in np.round(boxes).astype(int):
+    for _, _, (x1, y1, x2, y2), (rx1, ry1, rx2, ry2) in label_boxes(original.shape, rows,
+                                                                    label_names, threshold):
         ring = np.zeros_like(allowed)
         cv2.rectangle(ring.view(np.uint8), (x1, y1), (x2, y2), 1, 6)
         allowed |= ring
-        # the label strip sits above the box, or at the top of the image when there is no room
-        allowed[max(y1 - 24, 0):max(y1, 0) + 20, max(x1 - 3, 0):max(x1 + 160, 0)] = True
+        allowed[ry1:ry2, rx1:rx2] = True
     changed = np.any(original != drawn, axis=2)
     assert changed.any()
     stray = np.argwhere(changed & ~allowed)
     assert len(stray) == 0, f"pixels changed away from every drawn box, e.g. (y, x) {stray[:5]}"
 
 
+def assert_clipped(rows, raw, height, width):
+    """``rows`` ([N, 6] deployment detections) are the graph's ``raw`` rows with the boxes
+    clipped to the height x width image, and some raw box did cross the image's border."""
+    raw = np.asarray(raw, np.float32).reshape(-1, 6)
+    outside = (raw[:, 2] < 0) | (raw[:, 3] < 0) | (raw[:, 4] > width) | (raw[:, 5] > height)
+    assert outside.any(), "no raw box crosses the border: the clipping check would be empty"
+    expected = raw.copy()
+    expected[:, [2, 4]] = np.clip(expected[:, [2, 4]], 0, width)
+    expected[:, [3, 5]] = np.clip(expected[:, [3, 5]], 0, height)
+    order = np.lexsort((raw[:, 0], -raw[:, 1]))
+    rows = np.asarray(rows, np.float32).reshape(-1, 6)
+    np.testing.assert_allclose(rows[np.lexsort((rows[:, 0], -rows[:, 1]))], expected[order],
+                               rtol=0, atol=1e-4)
+
+
 def test_deploy_infer_draws_boxes_at_detections(exported, tmp_path):
+    """deploy/python/infer.py's JSON: the graph's detections with boxes clipped to the image;
+    its PNG: exactly those above the threshold drawn, labels in their layout rectangles."""
     from ppdet_dac.engine.predictor import Predictor
     from ppdet_dac.engine.visualize import draw_detections
 
     image = exported.images[0]
     predictor = Predictor(exported.model_dirs["op"])
+    raw = predictor.run_model(predictor.preprocessor.batch([image]))["bbox"]
     dets = predictor.predict([image])[0]
     threshold = float(np.sort(dets[:, 1])[::-1][NUM_DRAWN - 1])
     out_dir = tmp_path / "out"
@@ -48,19 +68,20 @@ def test_deploy_infer_draws_boxes_at_detections(exported, tmp_path):
         records = json.load(f)[image]
     assert len(records) == len(dets)
     rows = np.array([[r["class_id"], r["score"]] + r["bbox"] for r in records], dtype=np.float32)
+    h, w = original.shape[:2]
+    assert_clipped(rows, raw, h, w)
     shown = rows[rows[:, 1] >= threshold]
     assert len(shown) >= NUM_DRAWN
     expected, count = draw_detections(original, shown, predictor.label_list, threshold)
     assert count == len(shown)
     # exactly the drawing of the detections above the threshold...
     np.testing.assert_array_equal(drawn, expected)
-    # ...which changes pixels only along those boxes, and on every box edge inside the image
-    _changed_pixels_lie_on_boxes(original, drawn, shown[:, 2:])
-    h, w = original.shape[:2]
+    # ...which changes pixels only along those boxes and in their labels, and on every box edge
+    _changed_pixels_lie_on_boxes(original, drawn, shown, predictor.label_list, threshold)
     for x1, y1, x2, y2 in np.round(shown[:, 2:]).astype(int):
         for x, y in (((x1, (y1 + y2) // 2)), (x2, (y1 + y2) // 2), ((x1 + x2) // 2, y2)):
-            if 0 <= x < w and 0 <= y < h:
-                assert np.any(drawn[y, x] != original[y, x]), (x, y)
+            x, y = min(x, w - 1), min(y, h - 1)   # an edge on the border is drawn inside
+            assert np.any(drawn[y, x] != original[y, x]), (x, y)
 
 
 def test_dygraph_tool_agrees_with_exported_model(exported, tmp_path):
@@ -77,6 +98,9 @@ def test_dygraph_tool_agrees_with_exported_model(exported, tmp_path):
     predictor = Predictor(exported.model_dirs["reference"])
     pi = detection_records(predictor.predict([image])[0], predictor.label_list)
     assert len(dy) == len(pi) > 0 and [r["class_id"] for r in dy] == [r["class_id"] for r in pi]
+    height, width = cv2.imread(image).shape[:2]
+    raw = predictor.run_model(predictor.preprocessor.batch([image]))["bbox"]
+    assert_clipped([[r["class_id"], r["score"]] + r["bbox"] for r in dy], raw, height, width)
     np.testing.assert_allclose([[r["score"]] + r["bbox"] for r in dy],
                                [[r["score"]] + r["bbox"] for r in pi], rtol=0, atol=1e-4)
 
