@@ -3,7 +3,10 @@ on FastAPI + uvicorn.
 
     python deploy/serving/server.py --model_dir output_inference/dac_demo \
         [--host 127.0.0.1] [--port 18093] [--workers 1] [--pool_size 2] [--cpu_threads 1] \
-        [--disable_mkldnn] [--max_body_mb 20] [--max_pixels 40000000] [--threshold 0.0] \
+        [--disable_mkldnn] [--max_body_mb 20] [--max_pixels 40000000] \
+        [--score_threshold 0.0] [--nms_threshold N] \
+        [--slice_infer [--slice_size 640 640] [--overlap_ratio 0.25 0.25] \
+         [--combine_method nms|concat] [--match_threshold 0.6] [--match_metric ios|iou]] \
         [--request_timeout 60] [--max_queue 8] [--max_connections 256] \
         [--timeout_keep_alive 5] [--access_log]
 
@@ -11,7 +14,11 @@ Service name ``dac_detr``:
 
 * ``POST /dac_detr/prediction`` with ``{"key": ["image"], "value": ["<base64 JPEG/PNG/BMP>"],
   "logid": 1}`` answers ``{"err_no": 0, "err_msg": "", "key": ["detections"],
-  "value": ["<JSON list of {class_id, label, score, bbox [x1, y1, x2, y2]}>"], "tensors": []}``.
+  "value": ["<JSON list of {class_id, label, score, bbox [x1, y1, x2, y2]}>"], "tensors": []}``,
+  boxes clipped to the image, scores >= ``--score_threshold`` (``--threshold``, its older name),
+  NMS at ``--nms_threshold`` when given (the detections of an export at that threshold). With
+  ``--slice_infer`` every image is run in overlapping tiles and the tiles' detections merged
+  (ppdet's slice flags; an image smaller than a tile is one tile).
   Every request that is refused gets ``err_no`` != 0 and an ``err_msg`` of its own (body not
   JSON, wrong keys, bad base64, not an image, an image over ``--max_pixels`` or of an aspect ratio
   the model cannot take, body over the limit, server busy, no answer in time); the connection is
@@ -71,7 +78,9 @@ from ppdet.utils.logger import setup_logger  # noqa: E402
 from ppdet_dac.data.image_io import (DEFAULT_MAX_PIXELS, check_image_size,  # noqa: E402
                                      check_max_pixels)
 from ppdet_dac.engine.predictor import (DEVICES, Predictor, add_cpu_options,  # noqa: E402
-                                        detection_records, mkldnn_from_args, split_detections)
+                                        add_detection_options, detection_options_from_args,
+                                        detection_records, mkldnn_from_args)
+from ppdet_dac.engine.slicing import SliceConfig  # noqa: E402
 
 logger = setup_logger("dac_detr_server")
 setup_logger("uvicorn")  # uvicorn's own lines (start, shutdown, bad HTTP) in ppdet's format
@@ -167,21 +176,21 @@ def response(err_no=OK, err_msg="", value=None):
 class DetectionService:
     """A fixed pool of predictors, each on its own thread, and the request -> answer logic.
 
-    ``parse(body)`` checks a request (JSON, base64, the image header: size and aspect ratio);
-    ``submit(image)`` admits it (at most pool_size running + max_queue waiting; beyond, a busy
-    RequestError at once) and returns a concurrent Future of the detection records.
+    ``parse(body)`` checks a request (JSON, base64, the image header: size and aspect ratio, of
+    the tiles when the predictor slices); ``submit(image)`` admits it (at most pool_size running
+    + max_queue waiting; beyond, a busy RequestError at once) and returns a concurrent Future of
+    the detection records. The predictor's options (score and NMS thresholds, slicing) apply.
     """
 
-    def __init__(self, predictor, pool_size=2, threshold=0.0, max_queue=8,
-                 max_pixels=DEFAULT_MAX_PIXELS):
+    def __init__(self, predictor, pool_size=2, max_queue=8, max_pixels=DEFAULT_MAX_PIXELS):
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}")
-        self.label_list, self.threshold = predictor.label_list, float(threshold)
+        self.label_list = predictor.label_list
         self.pool_size, self.max_queue = int(pool_size), int(max_queue)
         self.max_pixels = check_max_pixels(max_pixels)
-        self.preprocessor = predictor.preprocessor
+        self.check_size = predictor.check_size
         self._idle = queue.SimpleQueue()
         self._idle.put(predictor)
         for _ in range(pool_size - 1):
@@ -200,7 +209,7 @@ class DetectionService:
         what = f"the image in {INPUT_KEY!r}"
         try:
             height, width = check_image_size(image, self.max_pixels, what)
-            self.preprocessor.check_size(height, width, what)
+            self.check_size(height, width, what)
         except ValueError as err:  # not an image, over max_pixels, too thin for the model
             raise RequestError(INPUT_PARAMS_ERROR, str(err))
         return image, logid
@@ -225,14 +234,13 @@ class DetectionService:
         predictor = self._idle.get()
         try:
             try:
-                feeds = predictor.preprocessor.batch([image])
+                image = predictor.load(image)
             except ValueError as err:  # pixel data that do not decode
                 raise RequestError(INPUT_PARAMS_ERROR, f"value of {INPUT_KEY!r}: {err}")
-            bbox, bbox_num = predictor.run(feeds)
+            detections = predictor.detect(image)
         finally:
             self._idle.put(predictor)
-        return detection_records(split_detections(bbox, bbox_num)[0], self.label_list,
-                                 self.threshold)
+        return detection_records(detections, self.label_list)
 
     def close(self):
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -249,9 +257,11 @@ class ServingOptions:
     enable_mkldnn: bool = True
     max_body_mb: float = 20.0
     max_pixels: int = DEFAULT_MAX_PIXELS
-    threshold: float = 0.0
+    score_threshold: float = 0.0
     request_timeout: float = 60.0
     max_queue: int = 8
+    nms_threshold: float = None
+    slicing: SliceConfig = None
 
     @property
     def max_body_bytes(self):
@@ -498,13 +508,15 @@ class _Server(uvicorn.Server):
 def load_predictor(options):
     """The Predictor of ``options`` (raises naming what is wrong with the model directory)."""
     return Predictor(options.model_dir, device=options.device, cpu_threads=options.cpu_threads,
-                     enable_mkldnn=options.enable_mkldnn, max_pixels=options.max_pixels)
+                     enable_mkldnn=options.enable_mkldnn, max_pixels=options.max_pixels,
+                     nms_threshold=options.nms_threshold,
+                     score_threshold=options.score_threshold, slicing=options.slicing)
 
 
 def build_service(options, predictor=None):
     """The predictor pool of ``options`` (around ``predictor`` when given)."""
     return DetectionService(predictor or load_predictor(options), options.pool_size,
-                            options.threshold, options.max_queue, options.max_pixels)
+                            options.max_queue, options.max_pixels)
 
 
 def create_app(options):
@@ -608,8 +620,9 @@ def parse_args(argv=None):
     add_cpu_options(parser)
     parser.add_argument("--device", default="CPU", type=str.upper, choices=DEVICES)
     parser.add_argument("--max_body_mb", type=float, default=20.0, help="request body limit")
-    parser.add_argument("--threshold", type=float, default=0.0,
-                        help="return detections with score >= this")
+    add_detection_options(parser)
+    parser.add_argument("--threshold", dest="score_threshold", type=float,
+                        default=argparse.SUPPRESS, help="the older name of --score_threshold")
     parser.add_argument("--request_timeout", type=float, default=60.0,
                         help="seconds from a request's header to its answer (upload, queue and "
                              "inference); then err_no 1")
@@ -627,6 +640,7 @@ def parse_args(argv=None):
     parser.add_argument("--access_log", action="store_true", help="log one line per request")
     args = parser.parse_args(argv)
     args.enable_mkldnn = mkldnn_from_args(args, parser)
+    args.detection = detection_options_from_args(args, parser)
     for name, minimum in (("workers", 1), ("pool_size", 1), ("max_queue", 0),
                           ("max_connections", 1)):
         if getattr(args, name) < minimum:
@@ -646,7 +660,9 @@ def main(argv=None):
     start = time.perf_counter()
     options = ServingOptions(args.model_dir, args.device, args.pool_size, args.cpu_threads,
                              args.enable_mkldnn, args.max_body_mb, args.max_pixels,
-                             args.threshold, args.request_timeout, args.max_queue)
+                             args.detection["score_threshold"], args.request_timeout,
+                             args.max_queue, args.detection["nms_threshold"],
+                             args.detection["slicing"])
     try:
         predictor = load_predictor(options)  # checks the model before the port is bound
     except (OSError, ValueError) as err:  # no model there, bad infer_cfg.yml, ...
@@ -667,10 +683,12 @@ def main(argv=None):
     write_serving_files(args.model_dir, predictor, port)
 
     def banner():
+        sliced = options.slicing
         print(f"{SERVICE} serving on http://{host}:{port}{PREDICT_PATH} (workers "
               f"{args.workers}, pool {args.pool_size}, oneDNN "
-              f"{'on' if args.enable_mkldnn else 'off'}, ready in "
-              f"{time.perf_counter() - start:.1f} s)", flush=True)
+              f"{'on' if args.enable_mkldnn else 'off'}"
+              + (f", sliced {sliced.slice_size[0]}x{sliced.slice_size[1]}" if sliced else "")
+              + f", ready in {time.perf_counter() - start:.1f} s)", flush=True)
 
     # uvicorn restores these handlers after its graceful shutdown and re-raises the signal it
     # caught; these make that a no-op, so the process exits 0 after a SIGTERM.

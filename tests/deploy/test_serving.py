@@ -148,12 +148,26 @@ def _assert_same_detections(answer, expected):
                                [[d["score"]] + d["bbox"] for d in expected], rtol=0, atol=1e-4)
 
 
-def test_good_request_equals_predictor(server, reference, exported):
+def _assert_inside(answer, width, height):
+    boxes = np.array([d["bbox"] for d in json.loads(answer["value"][0])])
+    assert boxes.min() >= 0 and boxes[:, [0, 2]].max() <= width and \
+        boxes[:, [1, 3]].max() <= height
+
+
+def test_good_request_equals_predictor(server, reference, exported, predictor):
+    """The answers are the predictor's detections: boxes clipped to the image (the graph's own
+    boxes cross its border)."""
+    import cv2
     for path in exported.images:
         status, answer = server.post_image(_read(path))
         assert status == 200
         assert answer["err_msg"] == ""
         _assert_same_detections(answer, reference[path])
+        height, width = cv2.imread(path).shape[:2]
+        raw = predictor.run_model(predictor.preprocessor.batch([path]))["bbox"]
+        assert raw[:, 2:].min() < 0 or raw[:, [2, 4]].max() > width or \
+            raw[:, [3, 5]].max() > height
+        _assert_inside(answer, width, height)
 
 
 BAD_REQUESTS = {
@@ -392,12 +406,48 @@ def test_serving_files_written(server, exported):
     assert os.path.abspath(conf["model_config"]) == os.path.abspath(model_dir)
 
 
-def test_client_prints_detections(server, exported):
-    out = subprocess.run([sys.executable, os.path.join(REPO, "deploy", "serving", "client.py"),
-                          "--image_file", exported.images[0], "--url", server.url,
-                          "--threshold", "0"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert f"{exported.images[0]}: " in out.stdout and " detections with score >= 0" in out.stdout
+def _client(*args, returncode=0):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "deploy", "serving", "client.py")]
+                         + list(args), capture_output=True, text=True, timeout=120)
+    assert out.returncode == returncode, out.stdout + out.stderr
+    return out
+
+
+def test_client_takes_the_printed_url_the_base_url_or_host_and_port(server, exported):
+    """client.py --url with the URL of the server's 'serving on' line, with the base URL (also
+    without scheme), and --host/--port: the same answer; --url with --port is refused."""
+    printed = next(ln for ln in server.lines if "serving on http://" in ln)
+    printed = printed.split("serving on ")[1].split()[0]
+    assert printed.endswith("/dac_detr/prediction")
+    image = exported.images[0]
+    forms = [["--url", printed], ["--url", server.url], ["--url", server.url + "/"],
+             ["--url", f"127.0.0.1:{server.port}"],
+             ["--host", "127.0.0.1", "--port", str(server.port)]]
+    outputs = [_client("--image_file", image, "--threshold", "0", *form).stdout
+               for form in forms]
+    assert f"{image}: " in outputs[0] and " detections with score >= 0" in outputs[0]
+    assert len(outputs[0].splitlines()) > 1 and all(out == outputs[0] for out in outputs)
+    refused = _client("--image_file", image, "--url", server.url, "--port", "1", returncode=2)
+    assert "give --url or --host/--port, not both" in refused.stderr
+
+
+def test_client_prediction_url_forms():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "dac_serving_client", os.path.join(REPO, "deploy", "serving", "client.py"))
+    client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(client)
+    full = "http://10.0.0.5:8080/dac_detr/prediction"
+    for url in ("http://10.0.0.5:8080", "http://10.0.0.5:8080/", "10.0.0.5:8080", full,
+                full + "/"):
+        assert client.prediction_url(url) == full, url
+    assert client.prediction_url("https://example.org/detect/") == \
+        "https://example.org/detect/dac_detr/prediction"   # a proxy's prefix is kept
+    assert client.prediction_url(None, "10.0.0.5", 8080) == full
+    assert client.prediction_url(None, "::1", 8080) == "http://[::1]:8080/dac_detr/prediction"
+    for bad in ("ftp://10.0.0.5/", "http://", "http://10.0.0.5:8080/?x=1"):
+        with pytest.raises(ValueError, match="--url"):
+            client.prediction_url(bad)
 
 
 def test_sigterm_shuts_down_cleanly(server, exported):
@@ -438,5 +488,42 @@ def test_two_worker_processes(exported, reference):
         assert len(pids) == 2 and srv.proc.pid not in pids
         path = exported.images[1]
         _assert_same_detections(srv.post_image(_read(path))[1], reference[path])
+    finally:
+        assert srv.stop() == 0
+
+
+def test_sliced_server_with_thresholds(exported, tmp_path):
+    """--slice_infer with the grid's cell size, --nms_threshold and --score_threshold: answers
+    equal the predictor with the same options (two requests at once on the pool of two, and an
+    image smaller than a tile), boxes inside the image; a 4000 x 257 image, too thin for the
+    model whole, is answered in tiles."""
+    from _deploy_helpers import TILE_H, TILE_W, demo_grid
+    from ppdet_dac.engine.predictor import Predictor, detection_records
+    from ppdet_dac.engine.slicing import SliceConfig
+
+    grid = str(tmp_path / "grid.jpg")   # under the test server's 0.5 MB body limit
+    demo_grid(exported.data_dir, grid)
+    thin = encoded_image(257, 4000)
+    predictor = Predictor(exported.model_dirs["op"], nms_threshold=0.2, score_threshold=0.02,
+                          slicing=SliceConfig((TILE_H, TILE_W), (0, 0)))
+    images = [_read(grid), _read(grid), _read(exported.images[1]), thin]
+    expected = [detection_records(predictor.predict([im])[0], predictor.label_list)
+                for im in images]
+    srv = Server(exported.model_dirs["op"], "--slice_infer", "--slice_size", str(TILE_H),
+                 str(TILE_W), "--overlap_ratio", "0", "0", "--nms_threshold", "0.2",
+                 "--score_threshold", "0.02")
+    try:
+        assert any(f"sliced {TILE_H}x{TILE_W}" in line for line in srv.lines)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            answers = list(pool.map(lambda im: srv.post_image(im)[1], images))
+        for answer, records, size in zip(answers, expected, [(640, 480), (640, 480), (200, 300),
+                                                              (4000, 257)]):
+            if records:
+                _assert_same_detections(answer, records)
+                _assert_inside(answer, *size)
+            else:
+                assert answer["err_no"] == 0 and json.loads(answer["value"][0]) == []
+        whole = Predictor(exported.model_dirs["op"], nms_threshold=0.2, score_threshold=0.02)
+        assert len(json.loads(answers[0]["value"][0])) > len(whole.predict([grid])[0])
     finally:
         assert srv.stop() == 0

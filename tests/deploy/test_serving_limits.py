@@ -33,14 +33,6 @@ def _server_module():
     return sys.modules[name]
 
 
-class _Preprocessor:
-    def check_size(self, h, w, what="the image"):
-        return h, w
-
-    def batch(self, images):
-        return {"image": np.zeros((len(images), 3, 2, 2), np.float32)}
-
-
 class GatedPredictor:
     """Answers one detection per image once ``gate`` is set; counts the runs it started."""
 
@@ -49,15 +41,20 @@ class GatedPredictor:
     def __init__(self, gate=None, started=None):
         self.gate = gate or threading.Event()
         self.started = started if started is not None else []
-        self.preprocessor = _Preprocessor()
 
     def clone(self):
         return GatedPredictor(self.gate, self.started)
 
-    def run(self, feeds):
+    def check_size(self, h, w, what="the image"):
+        return h, w
+
+    def load(self, image):
+        return np.zeros((2, 2, 3), np.uint8)
+
+    def detect(self, image):
         self.started.append(time.monotonic())
         assert self.gate.wait(GATE_TIMEOUT), "test gate never opened"
-        return np.array([[0, 0.9, 1, 2, 3, 4]], np.float32), np.array([1], np.int32)
+        return np.array([[0, 0.9, 1, 2, 3, 4]], np.float32)
 
 
 @pytest.fixture
@@ -69,7 +66,7 @@ def make_server():
 
     def make(pool_size=1, max_queue=1, request_timeout=30.0, max_body_mb=1.0, **config):
         predictor = GatedPredictor()
-        service = server_mod.DetectionService(predictor, pool_size, 0.0, max_queue)
+        service = server_mod.DetectionService(predictor, pool_size, max_queue)
         options = server_mod.ServingOptions("unused", pool_size=pool_size, max_queue=max_queue,
                                             request_timeout=request_timeout,
                                             max_body_mb=max_body_mb)
