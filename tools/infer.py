@@ -28,12 +28,11 @@ import sys
 import cv2
 import numpy as np
 import paddle
-from ppdet.engine import Trainer
 from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, check_max_pixels, decode_checked
-from ppdet_dac.engine import config_from_args
+from ppdet_dac.engine import DACTrainer, config_from_args
 from ppdet_dac.engine.export import (class_names, input_limits, num_output_labels,
                                      test_preprocess_steps)
 from ppdet_dac.engine.predictor import (Preprocessor, add_detection_options, clip_detections,
@@ -144,7 +143,7 @@ def main(argv=None):
     cfg = config_from_args(args)
     paths = list_images(args.infer_img, args.infer_dir)
     max_pixels = pixel_limit(cfg, args.max_pixels)
-    trainer = Trainer(cfg, mode="test")
+    trainer = DACTrainer(cfg, mode="test")   # weights read without unpickling code
     trainer.load_weights(cfg.weights)
     names = class_names(cfg, num_output_labels(trainer.model, cfg))
     preprocessor = Preprocessor(test_preprocess_steps(cfg), f"{args.config} TestReader",

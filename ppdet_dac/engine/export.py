@@ -43,12 +43,13 @@ import yaml
 from paddle.static import InputSpec
 from ppdet.core.workspace import create
 from ppdet.data.source.category import get_categories
-from ppdet.utils.checkpoint import load_pretrain_weight
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac import ops
 from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
 from ppdet_dac.modeling.post_process import DACNMSPostProcess
+
+from .checkpoint import load_weights_file
 
 logger = setup_logger(__name__)
 
@@ -283,7 +284,7 @@ def build_model(cfg, weights):
         prefix = weights[:-len(".pdparams")] if weights.endswith(".pdparams") else weights
         if not os.path.isfile(prefix + ".pdparams"):
             raise FileNotFoundError(f"weights {weights!r}: no file {prefix}.pdparams")
-        load_pretrain_weight(model, weights)
+        model.set_state_dict(load_weights_file(weights)[1])   # restricted reader, no token
     else:
         logger.warning("no weights given: exporting randomly initialised parameters")
     model.eval()
