@@ -1,8 +1,10 @@
 """Write the synthetic shapes dataset used by the demo configs (no network needed).
 
     python tools/make_demo_data.py [--root dataset/demo] [--seed 0] [--num-train 240] [--num-val 60]
+        [--voc]
 
-Skips a split that is already complete with the same settings; --force rewrites it.
+Skips a split that is already complete with the same settings; --force rewrites it. --voc also
+writes the splits as Pascal VOC (root/voc/: XML files, train.txt / val.txt, label_list.txt).
 """
 import argparse
 import time
@@ -26,6 +28,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-size", type=int, default=288, help="largest image side (px)")
     parser.add_argument("--max-objects", type=int, default=6, help="objects per image, at most")
     parser.add_argument("--force", action="store_true", help="regenerate even when complete")
+    parser.add_argument("--voc", action="store_true",
+                        help="also write Pascal VOC annotations of the same boxes (root/voc/)")
     return parser.parse_args(argv)
 
 
@@ -35,7 +39,7 @@ def main(argv=None):
     status = make_demo_data(args.root, seed=args.seed, num_train=args.num_train,
                             num_val=args.num_val, num_empty_train=args.num_empty_train,
                             min_size=args.min_size, max_size=args.max_size,
-                            max_objects=args.max_objects, force=args.force)
+                            max_objects=args.max_objects, force=args.force, voc=args.voc)
     logger.info(f"demo data in {args.root}: {status} ({time.time() - start:.1f} s)")
     return status
 

@@ -28,6 +28,10 @@ Differences from ``ppdet.data.source.COCODataSet`` (2.6.0):
   follow the order of the file's ``categories`` list, exactly as ppdet's ``get_categories``
   (used by the COCO metric) numbers them.
 
+The rules live in module functions (``checked_image_size``, ``clean_boxes``, ``new_skip_logs``,
+with ``CocoNames`` saying how messages name images and boxes) that ``DACVOCDataSet``
+(``ppdet_dac.data.voc``) and ``tools/x2coco.py`` share.
+
 Empty images: the official code (torchvision ``CocoDetection``) trains on every image id in
 instances_train2017.json, including the ~1k without annotations, so the COCO config sets
 ``allow_empty: true`` for TrainDataset; the class default stays ppdet's ``False``.
@@ -117,6 +121,86 @@ class _SkipLog:
                            f"{self.id_name} {_first_few(self.ids)})")
 
 
+class CocoNames:
+    """How messages name the images and boxes of a COCO annotation file: by image id and
+    annotation id (``DACVOCDataSet`` names its XML files and objects instead)."""
+
+    image_ids, box_ids = "image ids", "annotation ids"
+
+    def __init__(self, anno_file):
+        self.anno_file = anno_file
+
+    def image(self, img):
+        return f"image id {img['id']}"
+
+    def image_key(self, img):
+        return img["id"]
+
+    def size_source(self, img):
+        return self.anno_file
+
+    def box(self, ann):
+        return f"annotation id {ann.get('id')}"
+
+    def box_key(self, ann):
+        return ann.get("id")
+
+    def box_value(self, ann, well_formed):
+        box = ann.get("bbox")
+        return f"bbox [x, y, w, h] = {list(box)}" if well_formed else f"bbox {box!r}"
+
+
+def new_skip_logs(names):
+    """The skip counters of one annotation file, by kind: 'missing', 'size', 'malformed',
+    'degenerate'."""
+    return {"missing": _SkipLog("images", "file missing or empty", names.image_ids),
+            "size": _SkipLog("images", "width/height not a number > 0", names.image_ids),
+            "malformed": _SkipLog("malformed boxes", "bbox not 4 finite numbers", names.box_ids),
+            "degenerate": _SkipLog("degenerate boxes", "no area inside the image",
+                                   names.box_ids)}
+
+
+def checked_image_size(img, names, skips, im_path):
+    """(width, height) of image entry ``img`` as floats, or None after logging a skip to
+    ``skips['size']`` when either is not a finite number > 0."""
+    im_w, im_h = img.get("width"), img.get("height")
+    if not all(_is_number(v) and math.isfinite(v) and v > 0 for v in (im_w, im_h)):
+        skips["size"].add(names.image_key(img), f"skipping {names.image(img)} ({im_path}): "
+                          f"width {im_w!r} / height {im_h!r} in {names.size_source(img)} must "
+                          "be numbers > 0")
+        return None
+    return float(im_w), float(im_h)
+
+
+def clean_boxes(img, im_w, im_h, annotations, names, skips, load_crowd=False):
+    """[(annotation, [x1, y1, x2, y2] clamped to the image)] of the non-ignored (and, unless
+    ``load_crowd``, non-crowd) ``annotations`` of ``img``; a bbox that is not 4 finite
+    numbers goes to ``skips['malformed']``, one without area inside the image to
+    ``skips['degenerate']``, each with a log line."""
+    kept = []
+    for ann in annotations:
+        if ann.get("ignore", False) or (ann.get("iscrowd", 0) and not load_crowd):
+            continue
+        box = ann.get("bbox")
+        problem = _box_problem(box)
+        if problem:
+            skips["malformed"].add(names.box_key(ann), f"skipping {names.box(ann)} of "
+                                   f"{names.image(img)}: {names.box_value(ann, False)} "
+                                   f"{problem}")
+            continue
+        x, y, w, h = (float(v) for v in box)
+        x1, y1 = min(max(x, 0.0), im_w), min(max(y, 0.0), im_h)
+        x2, y2 = min(max(x + w, 0.0), im_w), min(max(y + h, 0.0), im_h)
+        if x2 - x1 <= 0 or y2 - y1 <= 0:
+            skips["degenerate"].add(names.box_key(ann), f"skipping degenerate box of "
+                                    f"{names.image(img)} ({names.box(ann)}): "
+                                    f"{names.box_value(ann, True)} has no area inside the "
+                                    f"{im_w:g}x{im_h:g} image")
+            continue
+        kept.append((ann, [x1, y1, x2, y2]))
+    return kept
+
+
 class _QuietDecodeCompose:
     """ppdet's ``Compose`` (same ops, same order) without its warning with a traceback for an
     ``ImageDecodeError``: the dataset reports an undecodable file in one line, or the error
@@ -160,7 +244,8 @@ class DACCOCODataSet(COCODataSet):
 
     Records hold 'im_file', 'im_id' [1], 'h', 'w', 'gt_bbox' float32 [n, 4] (pixel xyxy,
     clamped), 'gt_class' int32 [n, 1] (0..K-1 in ``categories`` order), 'is_crowd' int32 [n, 1]
-    and, when asked for, 'gt_poly' (the raw segmentation of each kept box).
+    and, when asked for, 'gt_poly' (the raw segmentation of each kept box) and 'difficult'
+    int32 [n, 1] (an annotation's ``difficult`` flag, 0 when absent).
     """
 
     def __init__(self, dataset_dir=None, image_dir=None, anno_path=None, data_fields=("image",),
@@ -252,31 +337,6 @@ class DACCOCODataSet(COCODataSet):
             by_image.setdefault(ann.get("image_id"), []).append(ann)
         return by_image
 
-    def _clean_boxes(self, img_id, im_w, im_h, annotations, skips):
-        """Keep non-ignored (and, unless load_crowd, non-crowd) boxes, clamped to the image;
-        malformed and degenerate boxes go to ``skips['malformed' / 'degenerate']``."""
-        kept = []
-        for ann in annotations:
-            if ann.get("ignore", False) or (ann.get("iscrowd", 0) and not self.load_crowd):
-                continue
-            box = ann.get("bbox")
-            problem = _box_problem(box)
-            if problem:
-                skips["malformed"].add(ann.get("id"), f"skipping annotation id {ann.get('id')} "
-                                       f"of image id {img_id}: bbox {box!r} {problem}")
-                continue
-            x, y, w, h = (float(v) for v in box)
-            x1, y1 = min(max(x, 0.0), im_w), min(max(y, 0.0), im_h)
-            x2, y2 = min(max(x + w, 0.0), im_w), min(max(y + h, 0.0), im_h)
-            if x2 - x1 <= 0 or y2 - y1 <= 0:
-                skips["degenerate"].add(ann.get("id"), f"skipping degenerate box of image id "
-                                        f"{img_id} (annotation id {ann.get('id')}): bbox [x, y, "
-                                        f"w, h] = {list(box)} has no area inside the "
-                                        f"{im_w:g}x{im_h:g} image")
-                continue
-            kept.append((ann, [x1, y1, x2, y2]))
-        return kept
-
     def _record(self, img, im_path, kept):
         rec = {"im_file": im_path, "im_id": np.array([img["id"]]),
                "h": float(img["height"]), "w": float(img["width"])}
@@ -290,41 +350,41 @@ class DACCOCODataSet(COCODataSet):
             "is_crowd": np.array([int(a.get("iscrowd", 0)) for a, _ in kept],
                                  dtype=np.int32).reshape(n, 1),
             "gt_poly": [a.get("segmentation") for a, _ in kept],
+            "difficult": np.array([int(a.get("difficult", 0)) for a, _ in kept],
+                                  dtype=np.int32).reshape(n, 1),
         }
         rec.update({k: v for k, v in gt.items() if k in self.data_fields})
         return rec
 
+    def _load_annotations(self):
+        """(file named in messages, the annotations as a COCO dict, their CocoNames)."""
+        anno_file, anno = self._load_json()
+        return anno_file, anno, CocoNames(anno_file)
+
     def parse_dataset(self):
         """Build ``self.roidbs`` from the annotation file (rules in the module docstring)."""
-        anno_file, anno = self._load_json()
+        anno_file, anno, names = self._load_annotations()
         self._categories(anno_file, anno)
         self.load_image_only = "annotations" not in anno
         if self.load_image_only:
             logger.warning(f"{anno_file} has no 'annotations': loading images only")
         by_image = self._annotations_by_image(anno_file, anno)
         image_root = self._image_root()
-        skips = {"missing": _SkipLog("images", "file missing or empty", "image ids"),
-                 "size": _SkipLog("images", "width/height not a number > 0", "image ids"),
-                 "malformed": _SkipLog("malformed boxes", "bbox not 4 finite numbers",
-                                       "annotation ids"),
-                 "degenerate": _SkipLog("degenerate boxes", "no area inside the image",
-                                        "annotation ids")}
+        skips = new_skip_logs(names)
         records, empty_records = [], []
         num_no_boxes = 0
         for img in sorted(anno["images"], key=lambda im: im["id"]):
             im_path = os.path.join(image_root, img["file_name"])
             if not os.path.isfile(im_path) or os.path.getsize(im_path) == 0:
                 reason = "missing" if not os.path.exists(im_path) else "empty or not a file"
-                skips["missing"].add(img["id"], f"skipping image id {img['id']}: file "
+                skips["missing"].add(names.image_key(img), f"skipping {names.image(img)}: file "
                                      f"{im_path} is {reason}")
                 continue
-            im_w, im_h = img.get("width"), img.get("height")
-            if not all(_is_number(v) and math.isfinite(v) and v > 0 for v in (im_w, im_h)):
-                skips["size"].add(img["id"], f"skipping image id {img['id']} ({im_path}): width "
-                                  f"{im_w!r} / height {im_h!r} in {anno_file} must be numbers > 0")
+            size = checked_image_size(img, names, skips, im_path)
+            if size is None:
                 continue
-            im_w, im_h = float(im_w), float(im_h)
-            kept = self._clean_boxes(img["id"], im_w, im_h, by_image.get(img["id"], []), skips)
+            kept = clean_boxes(img, *size, by_image.get(img["id"], []), names, skips,
+                               self.load_crowd)
             if not kept and not self.load_image_only:
                 num_no_boxes += 1
                 if not self.allow_empty:

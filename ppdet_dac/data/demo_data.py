@@ -10,6 +10,13 @@ Layout written under ``root`` (``dataset/demo`` by default)::
     train/000001.jpg ...          val/000001.jpg ...
     annotations/instances_train.json, annotations/instances_val.json
 
+and, with ``voc=True``, the same boxes as Pascal VOC in ppdet's VOCDataSet layout (the images
+are shared; list paths are relative to ``root``)::
+
+    voc/train/000001.xml ...      voc/val/000001.xml ...
+    voc/train.txt, voc/val.txt    ('train/000001.jpg voc/train/000001.xml' per line)
+    voc/label_list.txt            (circle, square, triangle: category ids 1, 3, 5 in order)
+
 Generation is deterministic: every image is drawn from its own generator seeded by
 ``(seed, split, index)``, so the same arguments give byte-identical files. A split is skipped
 when its annotation file already exists, records the same generator settings and all its
@@ -24,6 +31,8 @@ import cv2
 import numpy as np
 from ppdet.utils.logger import setup_logger
 
+from ppdet_dac.data.voc import write_voc_xml
+
 logger = setup_logger(__name__)
 
 # (category id, name); ids are intentionally not contiguous and do not start at 0.
@@ -32,6 +41,7 @@ SPLIT_SEED_OFFSET = {"train": 0, "val": 1}
 JPEG_QUALITY = 92
 MAX_OCCLUSION = 0.35      # a new shape may hide at most this fraction of an earlier box
 MAX_PLACEMENT_TRIES = 60  # per image; fewer objects are kept when the image is crowded
+VOC_DIR = "voc"
 
 
 def _rng(seed, split, index):
@@ -223,9 +233,47 @@ def generate_split(root, split, num_images, seed=0, num_empty=0, min_size=224, m
     return anno
 
 
+def _whole(value):
+    """int(value) when it is a whole number (VOC files hold pixel indices), else value."""
+    return int(value) if float(value).is_integer() else value
+
+
+def write_voc_split(root, split):
+    """Write split ``split`` of the COCO dataset under ``root`` as Pascal VOC (layout in the
+    module docstring): a COCO box [x, y, w, h] becomes xmin = x + 1, ymin = y + 1,
+    xmax = x + w, ymax = y + h (VOC's 1-based, inclusive pixel indices). Returns the list file.
+    """
+    with open(os.path.join(root, "annotations", f"instances_{split}.json")) as handle:
+        anno = json.load(handle)
+    categories = sorted(anno["categories"], key=lambda cat: cat["id"])
+    name_of = {cat["id"]: cat["name"] for cat in categories}
+    xml_dir = os.path.join(root, VOC_DIR, split)
+    os.makedirs(xml_dir, exist_ok=True)
+    objects = {img["id"]: [] for img in anno["images"]}
+    for ann in anno["annotations"]:
+        x, y, w, h = ann["bbox"]
+        objects[ann["image_id"]].append(
+            (name_of[ann["category_id"]], [_whole(x + 1), _whole(y + 1), _whole(x + w),
+                                           _whole(y + h)], 0))
+    lines = []
+    for img in anno["images"]:
+        stem = os.path.splitext(img["file_name"])[0]
+        write_voc_xml(os.path.join(xml_dir, f"{stem}.xml"), img["file_name"], img["width"],
+                      img["height"], objects[img["id"]])
+        lines.append(f"{split}/{img['file_name']} {VOC_DIR}/{split}/{stem}.xml\n")
+    with open(os.path.join(root, VOC_DIR, "label_list.txt"), "w") as handle:
+        handle.writelines(f"{cat['name']}\n" for cat in categories)
+    list_file = os.path.join(root, VOC_DIR, f"{split}.txt")
+    with open(list_file + ".tmp", "w") as handle:
+        handle.writelines(lines)
+    os.replace(list_file + ".tmp", list_file)
+    return list_file
+
+
 def make_demo_data(root="dataset/demo", seed=0, num_train=240, num_val=60, num_empty_train=8,
-                   min_size=224, max_size=288, max_objects=6, force=False):
-    """Create the demo dataset under ``root`` unless it is already present and complete.
+                   min_size=224, max_size=288, max_objects=6, force=False, voc=False):
+    """Create the demo dataset under ``root`` unless it is already present and complete; with
+    ``voc`` also (always anew) its Pascal VOC form (``write_voc_split``).
 
     Returns a dict ``{split: 'generated' | 'skipped'}``.
     """
@@ -243,4 +291,7 @@ def make_demo_data(root="dataset/demo", seed=0, num_train=240, num_val=60, num_e
         status[split] = "generated"
         logger.info(f"demo data: wrote {num_images} images / {len(anno['annotations'])} boxes "
                     f"to {root}/{split} in {time.time() - start:.1f} s")
+    if voc:
+        for split in plan:
+            logger.info(f"demo data: {split} as Pascal VOC: {write_voc_split(root, split)}")
     return status

@@ -1,4 +1,4 @@
-"""Helpers for the data tests: tiny hand-made COCO datasets, the loader probe runner."""
+"""Helpers for the data tests: tiny hand-made COCO and VOC datasets, the loader probe runner."""
 import json
 import os
 import subprocess
@@ -76,3 +76,47 @@ def run_probe(args, timeout=120):
         pytest.fail(f"loader probe {args} failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}"
                     f"\n{proc.stderr[-4000:]}")
     return proc
+
+
+def paint_voc_image(path, width, height, boxes_voc=()):
+    """Write a lossless PNG: flat BACKGROUND with the pixels of each VOC box painted
+    BOX_COLOUR, read as 1-based inclusive pixel indices (columns xmin..xmax, rows ymin..ymax)."""
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = BACKGROUND
+    for xmin, ymin, xmax, ymax in boxes_voc:
+        image[int(ymin) - 1:int(ymax), int(xmin) - 1:int(xmax)] = BOX_COLOUR
+    cv2.imwrite(path, image[:, :, ::-1])
+
+
+def write_voc(root, samples, labels, list_name="train.txt", label_name="label_list.txt"):
+    """Write a Pascal-VOC set under ``root`` in ppdet's layout: images/<stem>.png,
+    xml/<stem>.xml, the list file ('images/<stem>.png xml/<stem>.xml' per line, relative to
+    ``root``) and the label list.
+
+    samples: dicts {stem, width, height, objects: [(name, [xmin, ymin, xmax, ymax],
+        difficult)], paint?: bool (default True), xml_size?: (width, height) written to the
+        XML instead}; values are written as str(value) (None leaves the element out). Painted
+        images get their boxes whose four values are integers (``paint_voc_image``).
+    Returns (list file path, label file path)."""
+    from ppdet_dac.data.voc import write_voc_xml
+    for folder in ("images", "xml"):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+    lines = []
+    for sample in samples:
+        stem = sample["stem"]
+        if sample.get("paint", True):
+            boxes = [box for _, box, _ in sample["objects"]
+                     if all(isinstance(v, int) and not isinstance(v, bool) for v in box)]
+            paint_voc_image(os.path.join(root, "images", f"{stem}.png"), sample["width"],
+                            sample["height"], boxes)
+        width, height = sample.get("xml_size", (sample["width"], sample["height"]))
+        write_voc_xml(os.path.join(root, "xml", f"{stem}.xml"), f"{stem}.png", width, height,
+                      sample["objects"])
+        lines.append(f"images/{stem}.png xml/{stem}.xml\n")
+    list_file = os.path.join(root, list_name)
+    with open(list_file, "w") as f:
+        f.writelines(lines)
+    label_file = os.path.join(root, label_name)
+    with open(label_file, "w") as f:
+        f.writelines(f"{name}\n" for name in labels)
+    return list_file, label_file

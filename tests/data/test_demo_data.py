@@ -146,3 +146,14 @@ def test_cli_writes_and_then_skips(tmp_path):
     assert len(os.listdir(tmp_path / "d" / "train")) == 3
     assert _load(str(tmp_path / "d"), "val")["info"]["generator"]["seed"] == 5
     assert cli.main(args) == {"train": "skipped", "val": "skipped"}
+    # --voc: the same boxes as VOC files next to the COCO ones, the images shared
+    assert cli.main(args + ["--voc"]) == {"train": "skipped", "val": "skipped"}
+    voc = tmp_path / "d" / "voc"
+    assert (voc / "label_list.txt").read_text() == "circle\nsquare\ntriangle\n"
+    assert (voc / "val.txt").read_text() == ("val/000001.jpg voc/val/000001.xml\n"
+                                             "val/000002.jpg voc/val/000002.xml\n")
+    val = _load(str(tmp_path / "d"), "val")
+    x, y, w, h = val["annotations"][0]["bbox"]
+    xml = (voc / "val" / "000001.xml").read_text()
+    assert (f"<xmin>{int(x) + 1}</xmin>" in xml and f"<ymin>{int(y) + 1}</ymin>" in xml
+            and f"<xmax>{int(x + w)}</xmax>" in xml and f"<ymax>{int(y + h)}</ymax>" in xml)
