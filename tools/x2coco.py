@@ -1,0 +1,64 @@
+r"""Convert a Pascal-VOC dataset to a COCO annotation file (ppdet's x2coco.py command line).
+
+    python tools/x2coco.py --dataset_type voc \
+        --voc_anno_dir dataset/voc --voc_anno_list dataset/voc/train.txt \
+        --voc_label_list dataset/voc/label_list.txt --voc_out_name annotations/train.json \
+        [--output_dir dataset/voc]
+
+``--voc_anno_list`` lines are '<image path> <xml path>' (ppdet's VOCDataSet lists; both paths
+relative to ``--voc_anno_dir``, whose images the COCO file then names by that path) or one XML
+path or id per line (VOC's ImageSets/Main/*.txt; '.xml' is added; the image is the XML's
+``<filename>``). The output is ``--output_dir``/``--voc_out_name``. Class k of the label list
+(one name per line) gets category id k + 1. Box convention and the rules for bad entries:
+``ppdet_dac.data.voc`` (VOC's 1-based inclusive xmin..xmax becomes x = xmin - 1,
+w = xmax - xmin + 1). Only ``--dataset_type voc`` is supported.
+"""
+import argparse
+import json
+import os
+import sys
+
+import ppdet_dac  # noqa: F401  (first: drops known-harmless import notices)
+from ppdet.utils.logger import setup_logger
+
+from ppdet_dac.data.voc import convert_voc
+
+logger = setup_logger("x2coco")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset_type", required=True, choices=["voc"],
+                        help="the source format (only 'voc')")
+    parser.add_argument("--voc_anno_dir", required=True,
+                        help="folder the list's XML paths are relative to")
+    parser.add_argument("--voc_anno_list", required=True,
+                        help="list file: '<image> <xml>' or '<xml or id>' per line")
+    parser.add_argument("--voc_label_list", required=True, help="class names, one per line")
+    parser.add_argument("--voc_out_name", default="voc.json",
+                        help="output COCO file, relative to --output_dir")
+    parser.add_argument("--output_dir", default="./", help="folder of the output file")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Convert as the arguments say; returns the path written. ValueError /
+    FileNotFoundError name the file at fault."""
+    args = parse_args(argv)
+    coco = convert_voc(args.voc_anno_dir, args.voc_anno_list, args.voc_label_list)
+    out = os.path.join(args.output_dir, args.voc_out_name)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".tmp", "w") as handle:
+        json.dump(coco, handle)
+    os.replace(out + ".tmp", out)
+    logger.info(f"{args.voc_anno_list}: wrote {len(coco['images'])} images, "
+                f"{len(coco['annotations'])} boxes and {len(coco['categories'])} categories to "
+                f"{out}")
+    return out
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"x2coco.py: error: {err}")
