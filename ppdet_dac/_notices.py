@@ -8,11 +8,19 @@
   notice is dropped only then, so a value the user chose still gets Paddle's warning.
 * ``Warning: Unable to use numba in PP-Tracking ...``: ppdet's multi-object-tracking code (not
   used here) prints it when numba is absent.
+
+At export (``export_notices_dropped``), Paddle 3.3's PIR tracing says three things that do not
+concern the exported graph: its C++ log line "Paddle static graph(PIR) not support input out
+tensor for now!!!!!", the Python warning "Tensor do not have 'place' interface for pir graph
+mode" (its own full_like/zeros_like ask for a device while tracing), and "Found 'dict' in given
+outputs" (the graph's named outputs are sorted by name; the exporter writes them into
+infer_cfg.yml in that order). pycocotools' prints while the class names are read go too.
 """
 import contextlib
 import os
 import re
 import sys
+import tempfile
 import warnings
 
 _ALWAYS = (re.compile(r"^Warning: Unable to use numba in PP-Tracking"),)
@@ -63,3 +71,40 @@ def known_notices_dropped():
             finally:
                 out.flush()
                 err.flush()
+
+
+_EXPORT_LOG = (re.compile(r"Paddle static graph\(PIR\) not support input out tensor"),)
+
+
+@contextlib.contextmanager
+def c_stderr_dropped(patterns):
+    """Within the block, lines written to file descriptor 2 (C++ logs, which Python's
+    ``sys.stderr`` does not see) that match one of ``patterns`` are dropped; the others are
+    written to the real stderr when the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(p.search(line) for p in patterns):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def export_notices_dropped():
+    """The known notices of tracing and saving a model (module docstring), dropped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Tensor do not have 'place' interface",
+                                category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"Found 'dict' in given outputs",
+                                category=UserWarning)
+        with c_stderr_dropped(_EXPORT_LOG):
+            yield

@@ -34,7 +34,9 @@ at that threshold. infer_cfg.yml's ``NMS`` records the exported selection (``nms
 ``nms_top_k``, ``keep_top_k``) and, for ``class_id_mode: coco_raw``, ``label_map`` (model label
 -> output label, -1 = dropped).
 """
+import contextlib
 import importlib
+import io
 import os
 from collections import OrderedDict
 
@@ -46,6 +48,7 @@ from ppdet.data.source.category import get_categories
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac import ops
+from ppdet_dac._notices import export_notices_dropped
 from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
 from ppdet_dac.modeling.post_process import DACNMSPostProcess
 
@@ -186,7 +189,8 @@ def class_names(cfg, num_labels):
             raise ValueError(f"the class names come from TestDataset's annotation file "
                              f"{anno_file!r}, which is not there, and the model has {num_labels} "
                              f"classes (not COCO's {len(COCO_RAW_CATEGORY_IDS)}): {hint}")
-        clsid2catid, catid2name = get_categories(cfg["metric"], anno_file=anno_file)
+        with contextlib.redirect_stdout(io.StringIO()):   # pycocotools' loading prints
+            clsid2catid, catid2name = get_categories(cfg["metric"], anno_file=anno_file)
         names = [str(catid2name[clsid2catid[i]]) for i in sorted(clsid2catid)]
     if len(names) != num_labels:
         raise ValueError(f"{source} gives {len(names)} class names but the model outputs "
@@ -308,9 +312,11 @@ def export_model(cfg, weights, output_dir, attention="op"):
     _mark_not_to_static()
     previous = ops.force_reference(attention == "reference")
     try:
-        static_model = paddle.jit.to_static(DeployGraph(model),
-                                            input_spec=input_spec(image_shape), full_graph=True)
-        paddle.jit.save(static_model, os.path.join(output_dir, MODEL_PREFIX))
+        with export_notices_dropped():   # Paddle's PIR tracing notices (ppdet_dac/_notices.py)
+            static_model = paddle.jit.to_static(DeployGraph(model),
+                                                input_spec=input_spec(image_shape),
+                                                full_graph=True)
+            paddle.jit.save(static_model, os.path.join(output_dir, MODEL_PREFIX))
     finally:
         ops.force_reference(previous)
     path = write_infer_config(content, output_dir)

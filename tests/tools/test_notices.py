@@ -45,3 +45,29 @@ def test_line_filter_drops_only_whole_matching_lines():
     stream.flush()
     assert sink.getvalue() == "keep this\npartial"
     assert len(known_patterns({})) == 1   # without the marker only the numba notice is dropped
+
+
+def test_c_level_stderr_lines_are_filtered(capfd):
+    """C++ logs reach file descriptor 2 directly: matching lines are dropped, others kept."""
+    import re
+    from ppdet_dac._notices import c_stderr_dropped
+    with c_stderr_dropped([re.compile(r"not support input out tensor")]):
+        os.write(2, b"W1203 eager_utils.cc:3584] Paddle static graph(PIR) not support input out "
+                    b"tensor for now!!!!!\nE1203 a real error\n")
+    assert capfd.readouterr().err == "E1203 a real error\n"
+
+
+def test_export_prints_only_its_own_log(tmp_path):
+    """tools/export_model.py: no PIR tracing notices, no pycocotools prints, no warnings."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "export_model.py"), "-c",
+         os.path.join(REPO, "configs", "demo", "dac_demo.yml"), "-o", "weights=",
+         "label_list=[a,b,c]", f"TestDataset.dataset_dir={tmp_path}",
+         "--output_dir", str(tmp_path / "out")],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.strip()]
+    foreign = [l for l in lines if not l.startswith("[") and not l.startswith("exported to ")]
+    assert foreign == []
+    assert any("exported DACDETR" in l for l in lines)
