@@ -3,7 +3,13 @@ import os
 
 from ppdet.core.workspace import load_config, merge_config
 
+from ppdet.utils.logger import setup_logger
+
+from ppdet_dac.data.image_sizes import apply_image_sizes, describe_image_sizes
+
 from .config_keys import check_config_file, check_config_keys
+
+logger = setup_logger(__name__)
 
 # ppdet's own tools pick the device from these flags, in this order.
 DEVICE_FLAGS = (("use_gpu", "gpu"), ("use_npu", "npu"), ("use_xpu", "xpu"), ("use_mlu", "mlu"))
@@ -17,10 +23,12 @@ def check_section_keys(cfg, source):
 
 def load_checked_config(path, opts=None):
     """load_config(path) + the -o overrides ``opts``, after every key of both was checked
-    (``config_keys.check_config_file``).
+    (``config_keys.check_config_file``), with the image-size keys (``train_sizes``,
+    ``train_max_size``, ``eval_size``, ``eval_max_size``) filled into the readers
+    (``ppdet_dac.data.image_sizes``; the sizes are logged in one line).
 
     Raises FileNotFoundError naming ``path`` (or a missing ``_BASE_`` file) when it does not
-    exist, ValueError naming the file or ``-o`` entry and the unknown key.
+    exist, ValueError naming the file or ``-o`` entry and the unknown key or bad size.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
@@ -28,6 +36,15 @@ def load_checked_config(path, opts=None):
     cfg = load_config(path)
     if opts:
         merge_config(opts)
+
+    def where(key):
+        return f"{path} with -o {key}={opts[key]}" if opts and key in opts else path
+
+    apply_image_sizes(cfg, where)
+    sizes = describe_image_sizes(cfg)
+    if sizes:
+        logger.info(f"image sizes: {sizes} (-o train_sizes=[...] train_max_size=N "
+                    "eval_size=N eval_max_size=N)")
     return cfg
 
 

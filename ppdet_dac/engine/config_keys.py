@@ -88,6 +88,14 @@ TOP_LEVEL_KEYS = {
     "label_list": "ppdet_dac.engine.export.class_names: class names of tools/export_model.py "
                   "(infer_cfg.yml) and tools/infer.py",
     "export": "ppdet Trainer.export (not tools/export_model.py)",
+    "map_type": "ppdet Trainer: VOC metric (metric: VOC), '11point' or 'integral'",
+    "train_sizes": "ppdet_dac.data.image_sizes via load_checked_config: TrainReader short sides",
+    "train_max_size": "ppdet_dac.data.image_sizes via load_checked_config: TrainReader long-side "
+                      "cap",
+    "eval_size": "ppdet_dac.data.image_sizes via load_checked_config: EvalReader / TestReader "
+                 "short side",
+    "eval_max_size": "ppdet_dac.data.image_sizes via load_checked_config: EvalReader / "
+                     "TestReader long-side cap",
 }
 # Keys inside a top-level mapping of TOP_LEVEL_KEYS.
 NESTED_KEYS = {"export": {"post_process", "nms", "benchmark", "fuse_conv_bn"}}

@@ -3,7 +3,10 @@
 Run in a fresh interpreter by the data tests (ppdet's global config is process-global):
 
     python tests/data/loader_probe.py --config CFG --out OUT.pkl [--mode train|eval|test]
-        [--override JSON] [--flip-prob P] [--batches N] [--seed S] [--workers W]
+        [--override JSON] [--flip-prob P] [--batches N] [--seed S] [--workers W] [--opts JSON]
+
+--opts loads the config as the tools do (ppdet_dac.engine.load_checked_config, with JSON as the
+-o overrides); without it, with ppdet's plain load_config.
 
 The pickle holds {'batches': [{key: ndarray | [ndarray per image]}], 'dataset': class name,
 'catid2clsid': {...}, 'records': number of records} or, when building the dataset or its
@@ -44,12 +47,23 @@ def main():
     parser.add_argument("--batches", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--opts", default=None, help="JSON -o overrides: load as the tools do")
     args = parser.parse_args()
 
     random.seed(args.seed)
     np.random.seed(args.seed)
     paddle.seed(args.seed)
-    cfg = load_config(args.config)
+    if args.opts is not None:
+        import json
+        from ppdet_dac.engine import load_checked_config
+        try:
+            cfg = load_checked_config(args.config, json.loads(args.opts))
+        except ValueError as err:
+            with open(args.out, "wb") as f:
+                pickle.dump({"error": (type(err).__name__, str(err))}, f)
+            return
+    else:
+        cfg = load_config(args.config)
     if args.override:
         import json
         merge_config(json.loads(args.override))
