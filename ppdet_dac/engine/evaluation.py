@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 import paddle
-from ppdet.metrics import COCOMetric
+from ppdet.metrics import COCOMetric, VOCMetric
 from ppdet.utils.logger import setup_logger
 
 from .distributed import all_gather_objects, world
@@ -32,7 +32,7 @@ from .distributed import all_gather_objects, world
 logger = setup_logger(__name__)
 
 __all__ = ["ShardedBatches", "evaluate_metrics", "fresh_iterator", "EvaluationError",
-           "DACCOCOMetric", "coco_box_eval", "PR_CURVE_DIR"]
+           "DACCOCOMetric", "DACVOCMetric", "coco_box_eval", "PR_CURVE_DIR"]
 
 PR_CURVE_DIR = "bbox_pr_curve"
 
@@ -81,8 +81,19 @@ def fresh_iterator(reader, batch_sampler=None):
         loader.batch_sampler = own
 
 
+# batch fields a metric other than COCO reads besides im_id (ppdet's VOCMetric: the ground truth
+# in the resized image, and the scale back to the original)
+METRIC_INPUTS = ("gt_bbox", "gt_class", "difficult", "scale_factor")
+
+
+def _to_host(value):
+    if isinstance(value, (list, tuple)):
+        return [_to_host(v) for v in value]
+    return value.numpy() if isinstance(value, paddle.Tensor) else value
+
+
 def _host(outputs):
-    return {k: v.numpy() if isinstance(v, paddle.Tensor) else v for k, v in outputs.items()}
+    return {k: _to_host(v) for k, v in outputs.items()}
 
 
 def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
@@ -128,9 +139,10 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
             for i, data in enumerate(batches):
                 with paddle.amp.auto_cast(**amp):
                     outs = model(data)
-                im_id = data["im_id"]
-                records.append((batch_ids[i] if batch_ids is not None else i,
-                                im_id.numpy() if isinstance(im_id, paddle.Tensor) else im_id,
+                inputs = {} if metric == "COCO" else {
+                    k: _to_host(data[k]) for k in METRIC_INPUTS if k in data}
+                inputs["im_id"] = _to_host(data["im_id"])
+                records.append((batch_ids[i] if batch_ids is not None else i, inputs,
                                 _host(outs)))
         except Exception as err:   # several ranks: raised on every rank after the gather
             if nranks < 2:
@@ -155,11 +167,11 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
     if ids != expected:
         raise RuntimeError(f"sharded evaluation lost or repeated batches: got {ids}, expected "
                            f"{expected}")
-    num_images = sum(int(np.asarray(r[1]).shape[0]) for r in records)
+    num_images = sum(int(np.asarray(r[1]["im_id"]).shape[0]) for r in records)
     tic = time.time()
-    for _, im_id, outs in records:
+    for _, inputs, outs in records:
         for m in trainer._metrics:
-            m.update({"im_id": im_id}, outs)
+            m.update(inputs, outs)
     results = {}
     for m in trainer._metrics:
         m.accumulate()
@@ -280,3 +292,27 @@ class DACCOCOMetric(COCOMetric):
             path, self.anno_file, self.classwise,
             os.path.join(self.output_eval, PR_CURVE_DIR) if self.classwise else None,
             self.verbose, img_ids=self.img_ids)
+
+
+class DACVOCMetric(VOCMetric):
+    """ppdet's VOCMetric (mAP at IoU 0.5) with its per-class precision/recall curves in
+    ``output_dir``/voc_pr_curve/ (ppdet draws them into the working directory)."""
+
+    def __init__(self, output_dir, **kwargs):
+        super().__init__(**kwargs)
+        self.output_dir = output_dir
+
+    def _in_output_dir(self):
+        os.makedirs(self.output_dir, exist_ok=True)
+        return contextlib.chdir(self.output_dir)   # ppdet's DetectionMAP writes 'voc_pr_curve/'
+
+    def log(self):
+        with self._in_output_dir():
+            super().log()
+        if self.detection_map.classwise:
+            logger.info("per-class precision/recall curves: "
+                        f"{os.path.join(self.output_dir, 'voc_pr_curve')}")
+
+    def get_results(self):
+        with self._in_output_dir():
+            return super().get_results()

@@ -49,7 +49,8 @@ from ppdet.utils.logger import setup_logger
 from .checkpoint import (ITER_PREFIX, latest_checkpoint, load_checkpoint, load_weights_file,
                          remove_checkpoint, rng_state, save_checkpoint)
 from .distributed import all_gather_objects, broadcast_from_rank0, no_interrupt
-from .evaluation import DACCOCOMetric, EvaluationError, evaluate_metrics, fresh_iterator
+from .evaluation import (DACCOCOMetric, DACVOCMetric, EvaluationError, evaluate_metrics,
+                         fresh_iterator)
 from .optimizer import use_official_clip
 
 logger = setup_logger(__name__)
@@ -195,10 +196,18 @@ class DACTrainer(Trainer):
         """ppdet's metrics, the COCO one as DACCOCOMetric (outputs in ``eval_output_dir``,
         pycocotools' prints summarised unless ``verbose``)."""
         if self.mode not in ("train", "eval") or (self.mode == "train" and not validate) or \
-                self.cfg.metric != "COCO":
+                self.cfg.metric not in ("COCO", "VOC"):
             super()._init_metrics(validate)
             return
         dataset = self.cfg["EvalDataset"] if self.mode == "train" else self.dataset
+        if self.cfg.metric == "VOC":
+            self._metrics = [DACVOCMetric(
+                output_dir=self.eval_output_dir(), label_list=dataset.get_label_list(),
+                class_num=self.cfg.num_classes, map_type=self.cfg.get("map_type", "11point"),
+                classwise=bool(self.cfg.get("classwise", False)),
+                output_eval=self.cfg.get("output_eval"),
+                save_prediction_only=self.cfg.get("save_prediction_only", False))]
+            return
         self._metrics = [DACCOCOMetric(
             anno_file=dataset.get_anno(), output_eval=self.eval_output_dir(),
             verbose=bool(self.cfg.get("verbose", False)),
@@ -359,6 +368,8 @@ class DACTrainer(Trainer):
         if not hasattr(self, "_val_loader"):
             from ppdet.core.workspace import create
             dataset = self.cfg["EvalDataset"] = create("EvalDataset")()
+            if self.cfg.get("metric") == "VOC":   # per-image ground-truth lists, as ppdet's eval
+                self.cfg["EvalReader"]["collate_batch"] = False
             sampler = paddle.io.BatchSampler(dataset, batch_size=self.cfg.EvalReader["batch_size"])
             self._val_loader = create("EvalReader")(dataset, self.cfg.worker_num,
                                                     batch_sampler=sampler)
@@ -374,7 +385,7 @@ class DACTrainer(Trainer):
             self._init_metrics(validate=True)
         results = evaluate_metrics(self, loader, source=self.cfg.get("filename", "config"))
         self.model.train()
-        bbox = results.get("COCOMetric", {}).get("bbox")
+        bbox = (results.get("COCOMetric") or results.get("VOCMetric") or {}).get("bbox")
         return float(bbox[0]) if bbox is not None else None
 
     def _validate_weights(self):

@@ -66,10 +66,6 @@ def test_voc_set_trains_and_evaluates_with_coco_ap(voc_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="ppdet_dac/engine/evaluation.py gives the metrics only "
-                   "im_id; ppdet's VOCMetric also reads the batch's gt_bbox, gt_class, "
-                   "difficult and scale_factor (KeyError 'gt_bbox'). Remove this mark when it "
-                   "passes them.")
 def test_voc_set_evaluates_with_ppdet_voc_metric(voc_run):
     config, _, train, save_dir = voc_run
     assert train.returncode == 0
@@ -82,3 +78,6 @@ def test_voc_set_evaluates_with_ppdet_voc_metric(voc_run):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert re.search(r"mAP\(0\.50, 11point\) = \d+\.\d\d%", log), log[-3000:]
+    # the per-class curves go to the run's folder, not the working directory
+    assert (save_dir / "voc" / "voc_pr_curve").is_dir()
+    assert not (save_dir / "voc_pr_curve").exists()
