@@ -21,9 +21,12 @@ Differences from ``ppdet.data.source.COCODataSet`` (2.6.0):
   dataset logs the file once and serves the next decodable image instead, so a training run
   keeps going, until ``max_consecutive_decode_errors`` images in a row (default 50; counted
   per loader process) or every image failed to decode: then ``UnreadableDatasetError`` names
-  the image folder and the first bad files. With ``on_decode_error: raise`` (use it for
-  evaluation, where a substitute image would distort the metric) the error propagates. Either
-  way the ``ImageDecodeError`` is not logged with a traceback by ppdet's ``Compose``.
+  the image folder and the first bad files. With ``on_decode_error: raise`` the error
+  propagates. With ``on_decode_error: report`` (evaluation: a substitute image would distort
+  the metric) every image is decoded once when the dataset is loaded; the undecodable ones are
+  left out, each named in the log with one summary, and the COCO metric counts only the images
+  evaluated. Either way the ``ImageDecodeError`` is not logged with a traceback by ppdet's
+  ``Compose``.
 * **No pycocotools** at parse time (it prints to stdout); the JSON is read directly. Class ids
   follow the order of the file's ``categories`` list, exactly as ppdet's ``get_categories``
   (used by the COCO metric) numbers them.
@@ -48,6 +51,7 @@ from ppdet.core.workspace import register, serializable
 from ppdet.data.source.coco import COCODataSet
 from ppdet.utils.logger import setup_logger
 
+from ppdet_dac.data.image_io import decode_bgr
 from ppdet_dac.data.transforms import ImageDecodeError
 
 logger = setup_logger(__name__)
@@ -56,7 +60,7 @@ logger = setup_logger(__name__)
 MAX_SKIP_LINES = 20
 # ids / files named in a summary or an error
 NAMED_IN_SUMMARY = 5
-DECODE_ERROR_MODES = ("skip", "raise")
+DECODE_ERROR_MODES = ("skip", "raise", "report")
 DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS = 50
 
 
@@ -238,7 +242,9 @@ class DACCOCODataSet(COCODataSet):
 
     Args (as COCODataSet, plus):
         on_decode_error (str): 'skip' -- an image that cannot be decoded at load time is logged
-            and replaced by the next decodable one; 'raise' -- the ImageDecodeError propagates.
+            and replaced by the next decodable one; 'raise' -- the ImageDecodeError propagates;
+            'report' -- every image is decoded once in ``parse_dataset`` and the undecodable
+            ones are left out of the dataset, named in the log (for evaluation).
         max_consecutive_decode_errors (int): with 'skip', this many undecodable images met in a
             row by one loader process stop the run with UnreadableDatasetError (default 50).
 
@@ -397,6 +403,8 @@ class DACCOCODataSet(COCODataSet):
         if self.allow_empty and empty_records:
             empty_records = self._sample_empty(empty_records, len(records))
         self.roidbs = records + empty_records
+        if self.on_decode_error == "report":
+            self.roidbs = self._decodable(anno_file, self.roidbs)
         self._summarise(anno_file, len(anno["images"]), skips, num_no_boxes,
                         len(empty_records))
         listed = (f"of the {len(anno['images'])} images listed: {skips['missing'].count} missing"
@@ -410,6 +418,26 @@ class DACCOCODataSet(COCODataSet):
                              f"({listed}; {len(anno.get('annotations', []))} annotations, "
                              f"{skips['malformed'].count} malformed and "
                              f"{skips['degenerate'].count} degenerate boxes skipped)")
+
+    def _decodable(self, anno_file, records):
+        """``records`` without the images that do not decode (on_decode_error: report), each
+        named in a warning (the first few) and all counted in one summary."""
+        kept, bad = [], []
+        for record in records:
+            with open(record["im_file"], "rb") as handle:
+                if decode_bgr(handle.read()) is None:
+                    bad.append(record["im_file"])
+                    if len(bad) <= MAX_SKIP_LINES:
+                        logger.warning(f"{record['im_file']} (image id "
+                                       f"{int(np.asarray(record['im_id']).reshape(-1)[0])}) "
+                                       "cannot be decoded: left out of the evaluation")
+                    continue
+            kept.append(record)
+        if bad:
+            logger.warning(f"{anno_file}: {len(bad)} of {len(records)} images cannot be decoded "
+                           f"and are left out; they do not count in the metric "
+                           f"({_first_few([os.path.basename(f) for f in bad])})")
+        return kept
 
     def _summarise(self, anno_file, num_listed, skips, num_no_boxes, num_empty_kept):
         for kind, skip_log in skips.items():

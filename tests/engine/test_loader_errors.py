@@ -1,7 +1,7 @@
 """A data error stops the tool with its own message within seconds, never a hang: ppdet's readers
 (Train/Eval/Test, with and without workers) raise the reader's exception in the caller's thread;
 tools/train.py --eval and tools/eval.py with an undecodable val image (``on_decode_error:
-raise``) and tools/train.py with a train file without 'annotations' exit non-zero naming the
+raise``; with the configs' ``report`` evaluation names the image, leaves it out and finishes) and tools/train.py with a train file without 'annotations' exit non-zero naming the
 file; the epoch trained before the failed evaluation keeps its checkpoint. (tools/infer.py skips
 such files before its reader: tests/deploy/test_visualize_cli.py.)"""
 import json
@@ -55,6 +55,20 @@ def broken(tmp_path_factory):
     return config, str(bad), root
 
 
+@pytest.fixture(scope="module")
+def broken_raise(broken):
+    """``broken`` with the evaluation set on ``on_decode_error: raise`` (the configs' default
+    'report' leaves undecodable images out when the dataset loads)."""
+    config, bad, root = broken
+    text = open(config).read()
+    line = next(l for l in text.splitlines() if l.startswith("EvalDataset:"))
+    os.makedirs(os.path.join(str(root), "raise"), exist_ok=True)
+    strict = os.path.join(str(root), "raise", "tiny.yml")   # same config name: output/tiny
+    with open(strict, "w") as handle:
+        handle.write(text.replace(line, line[:-1] + ", on_decode_error: raise}"))
+    return strict, bad, root
+
+
 def _run(args, cwd):
     tic = time.time()
     proc = subprocess.run([PYTHON, *args], cwd=str(cwd), env=child_env(), capture_output=True,
@@ -66,8 +80,8 @@ def _last_line(proc):
     return proc.stderr.strip().splitlines()[-1]
 
 
-def test_reader_errors_reach_the_caller(broken, tmp_path):
-    config, bad, root = broken
+def test_reader_errors_reach_the_caller(broken_raise, tmp_path):
+    config, bad, root = broken_raise
     good = str(root / "data" / "val" / "000001.jpg")
     out = tmp_path / "results.json"
     proc, _ = _run(["-c", READER_PROBE, config, bad, good, str(out)], REPO)
@@ -82,8 +96,8 @@ def test_reader_errors_reach_the_caller(broken, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_eval_with_an_undecodable_val_image(broken, tmp_path):
-    config, bad, root = broken
+def test_train_eval_with_an_undecodable_val_image(broken_raise, tmp_path):
+    config, bad, root = broken_raise
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     out = tmp_path / "out"
@@ -131,3 +145,25 @@ def test_train_file_without_annotations(broken, tmp_path):
         "reads; training and evaluation need the box annotations (a file of images alone is "
         "for TestDataset)")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_eval_reports_an_undecodable_image_and_finishes(broken, tmp_path):
+    """on_decode_error: report (the configs' default): tools/eval.py names the file, leaves it
+    out of the metric and finishes with exit status 0."""
+    config, bad, _ = broken
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    out = tmp_path / "out"
+    proc, _ = _run([os.path.join(REPO, "tools", "train.py"), "-c", config, "-o",
+                    f"save_dir={out}"], cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, seconds = _run([os.path.join(REPO, "tools", "eval.py"), "-c", config, "-o",
+                          f"weights={out / 'tiny' / 'model_final'}",
+                          f"output_eval={tmp_path / 'eval'}"], cwd)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and seconds < PROMPT_S, log[-3000:]
+    assert f"{bad} (image id 2) cannot be decoded: left out of the evaluation" in log
+    assert "1 of 2 images cannot be decoded and are left out" in log
+    assert "evaluated 1 images" in log
+    assert os.listdir(cwd) == []
