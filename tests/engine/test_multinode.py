@@ -177,7 +177,9 @@ def test_a_data_error_in_sharded_evaluation_stops_every_rank(tiny, reference, tm
     start = time.time()
     cmd = launch_cmd(tmp_path / "log", PROBE, "none", "eval", "-c", tiny, "--output_eval",
                      tmp_path / "eval", "-o", f"weights={reference / 'model_final'}",
-                     "EvalReader.batch_size=2", f"EvalDataset.dataset_dir={data}")
+                     "EvalReader.batch_size=2", f"EvalDataset.dataset_dir={data}",
+                     # 'report' (the configs' default) leaves the image out; 'raise' stops
+                     "EvalDataset.on_decode_error=raise")
     proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
                           timeout=600)
     elapsed = time.time() - start
