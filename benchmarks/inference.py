@@ -112,8 +112,8 @@ def main(argv=None):
     from ppdet_dac import ops
     from ppdet_dac.data.demo_data import make_demo_data
     from ppdet_dac.engine import load_checked_config
-    from ppdet_dac.engine.export import build_model, export_model
-    from ppdet_dac.engine.predictor import Predictor
+    from ppdet_dac.deploy.export import build_model, export_model
+    from ppdet_dac.deploy.predictor import Predictor
 
     paddle.set_device("cpu")
     cfg = load_checked_config(args.config)

@@ -23,9 +23,9 @@ from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.engine import load_checked_config
-from ppdet_dac.engine.analysis import (analyze_checkpoint, build_eval_loader, checkpoint_epochs,
+from ppdet_dac.analysis.queries import (analyze_checkpoint, build_eval_loader, checkpoint_epochs,
                                        plot_curves, read_csv, write_csv)
-from ppdet_dac.engine.dump import build_model, load_model_weights
+from ppdet_dac.analysis.dump import build_model, load_model_weights
 
 logger = setup_logger("analyze_queries")
 

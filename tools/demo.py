@@ -22,7 +22,7 @@ from ppdet_dac.data.demo_data import make_demo_data
 from ppdet_dac.engine import (DACTrainer, check_pretrain_weights, fetch_pretrain_weights,
                               load_checked_config, load_pretrain_weights)
 from ppdet_dac.engine.evaluation import evaluate_metrics
-from ppdet_dac.engine.visualize import save_detections
+from ppdet_dac.deploy.visualize import save_detections
 
 logger = setup_logger("demo")
 

@@ -1,7 +1,7 @@
 """Dump a model's raw outputs (or training losses and gradients) on a preprocessed input to an .npz.
 
 For exact comparisons with another implementation of the same model, or for checking a weight
-conversion. Eval mode (keys: see ppdet_dac/engine/dump.py):
+conversion. Eval mode (keys: see ppdet_dac/analysis/dump.py):
 
     python tools/dump_outputs.py -c configs/dac_cdn_ice_r50.yml -o weights=W.pdparams \\
         --input X.npy [--mask M.npy] [--topk-indices I.npy] [--dtype float64] \\
@@ -38,7 +38,7 @@ import paddle
 from ppdet.utils.cli import ArgsParser
 
 from ppdet_dac.engine import load_checked_config
-from ppdet_dac.engine.dump import (DTYPES, build_model, dump_eval_outputs, dump_train_losses,
+from ppdet_dac.analysis.dump import (DTYPES, build_model, dump_eval_outputs, dump_train_losses,
                                    load_dn_noise, load_input, load_targets, save_npz)
 
 

@@ -25,7 +25,7 @@ import os
 from ppdet.utils.cli import ArgsParser
 
 from ppdet_dac.engine import config_from_args
-from ppdet_dac.engine.export import ATTENTION_MODES, export_model
+from ppdet_dac.deploy.export import ATTENTION_MODES, export_model
 
 
 def parse_args(argv=None):

@@ -16,7 +16,7 @@ skipped.
 
 ``--nms_threshold`` sets the post-processor's NMS IoU threshold (as ``-o
 DACNMSPostProcess.nms_iou_threshold=N``); ``--score_threshold`` drops lower-scoring detections;
-``--slice_infer`` runs each image in overlapping tiles (ppdet's flags, ppdet_dac.engine.slicing),
+``--slice_infer`` runs each image in overlapping tiles (ppdet's flags, ppdet_dac.deploy.slicing),
 preprocessed as the exported model's predictor does (the TestReader's transforms).
 """
 import _threads  # noqa: F401  (before paddle: CPU thread count)
@@ -33,13 +33,13 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, check_max_pixels, decode_checked
 from ppdet_dac.engine import DACTrainer, config_from_args
-from ppdet_dac.engine.export import (class_names, input_limits, num_output_labels,
+from ppdet_dac.deploy.export import (class_names, input_limits, num_output_labels,
                                      test_preprocess_steps)
-from ppdet_dac.engine.predictor import (Preprocessor, add_detection_options, clip_detections,
+from ppdet_dac.deploy.predictor import (Preprocessor, add_detection_options, clip_detections,
                                         detection_options_from_args, filter_scores,
                                         image_sizes, list_images, save_results,
                                         split_detections, write_summary)
-from ppdet_dac.engine.slicing import sliced_detections
+from ppdet_dac.deploy.slicing import sliced_detections
 
 logger = setup_logger("tools.infer")
 

@@ -17,7 +17,7 @@ detections >= --score_threshold) and <output_dir>/summary.json ({images, succeed
 ``--nms_threshold`` re-runs the class-wise NMS at another IoU threshold (the detections of an
 export at that threshold, without re-exporting); ``--slice_infer`` runs large images in
 overlapping tiles of ``--slice_size`` (``--batch_size`` tiles per run) and merges the tiles'
-detections (ppdet's flags; see ppdet_dac/engine/slicing.py).
+detections (ppdet's flags; see ppdet_dac/deploy/slicing.py).
 
 On CPU oneDNN is on unless ``--disable_mkldnn`` (ppdet's ``--enable_mkldnn`` is accepted).
 A file that cannot be read, is not an image, declares more than ``--max_pixels`` pixels or has
@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from ppdet.utils.logger import setup_logger  # noqa: E402
 
 from ppdet_dac.data.image_io import check_max_pixels  # noqa: E402
-from ppdet_dac.engine.predictor import (DEVICES, RUN_MODES, Predictor,  # noqa: E402
+from ppdet_dac.deploy.predictor import (DEVICES, RUN_MODES, Predictor,  # noqa: E402
                                         add_cpu_options, add_detection_options,
                                         detection_options_from_args, list_images,
                                         mkldnn_from_args, predict_files, save_results,

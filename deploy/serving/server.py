@@ -77,10 +77,10 @@ from ppdet.utils.logger import setup_logger  # noqa: E402
 
 from ppdet_dac.data.image_io import (DEFAULT_MAX_PIXELS, check_image_size,  # noqa: E402
                                      check_max_pixels)
-from ppdet_dac.engine.predictor import (DEVICES, Predictor, add_cpu_options,  # noqa: E402
+from ppdet_dac.deploy.predictor import (DEVICES, Predictor, add_cpu_options,  # noqa: E402
                                         add_detection_options, detection_options_from_args,
                                         detection_records, mkldnn_from_args)
-from ppdet_dac.engine.slicing import SliceConfig  # noqa: E402
+from ppdet_dac.deploy.slicing import SliceConfig  # noqa: E402
 
 logger = setup_logger("dac_detr_server")
 setup_logger("uvicorn")  # uvicorn's own lines (start, shutdown, bad HTTP) in ppdet's format

@@ -44,8 +44,8 @@ import paddle
 from ppdet.core.workspace import create
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.engine.checkpoint import load_weights_file
 from ppdet_dac.interop import mapping
+from ppdet_dac.interop.paddle_files import load_weights_file
 from ppdet_dac.modeling.denoising import DNNoise
 
 logger = setup_logger(__name__)

@@ -16,7 +16,8 @@ import re
 import numpy as np
 from ppdet.utils.logger import setup_logger
 
-from .checkpoint import ITER_PREFIX, NOT_RESUMABLE, read_file
+from ppdet_dac.engine.checkpoint import ITER_PREFIX, NOT_RESUMABLE
+from ppdet_dac.interop.paddle_files import read_file
 
 logger = setup_logger(__name__)
 

@@ -9,7 +9,7 @@
 
   - ``op``: the compiled ``ms_deform_attn`` custom op (fast). A process that runs the model must
     register the op library first (``ppdet_dac.ops.register_op_library()``; the predictor in
-    ``ppdet_dac.engine.predictor`` does it when ``infer_cfg.yml`` says ``attention: op``).
+    ``ppdet_dac.deploy.predictor`` does it when ``infer_cfg.yml`` says ``attention: op``).
   - ``reference``: the pure-Paddle ``grid_sample`` path (portable; the one paddle2onnx converts).
 
   and the input-size limits of the graph, ``feature_strides`` (the encoder levels) and
@@ -50,9 +50,8 @@ from ppdet.utils.logger import setup_logger
 from ppdet_dac import ops
 from ppdet_dac._notices import export_notices_dropped
 from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
+from ppdet_dac.interop.paddle_files import load_weights_file
 from ppdet_dac.modeling.post_process import DACNMSPostProcess
-
-from .checkpoint import load_weights_file
 
 logger = setup_logger(__name__)
 

@@ -1,7 +1,7 @@
 """Paddle Inference predictor for an exported ppdet_dac model (shared by deploy/ and tools/).
 
 ``Predictor(model_dir)`` reads ``infer_cfg.yml`` and the model (``model.json`` or
-``model.pdmodel`` + ``model.pdiparams``) written by ``ppdet_dac.engine.export``, registers the
+``model.pdmodel`` + ``model.pdiparams``) written by ``ppdet_dac.deploy.export``, registers the
 ms_deform_attn op library when the model was exported with ``attention: op``, and turns images
 (file paths, encoded bytes or BGR arrays) into detections: one float32 [N, 6] array per image,
 rows (label, score, x1, y1, x2, y2) in original-image pixels, clipped to the image.
@@ -14,7 +14,7 @@ in deploy/python/infer.py, tools/infer.py and the service):
   equals that of an export at this threshold, without re-exporting.
 * ``score_threshold``: detections below it are dropped (the same as dropping them after an
   export, as a score filter commutes with greedy NMS and the top-k cut).
-* ``slicing`` (``ppdet_dac.engine.slicing.SliceConfig``): large images in overlapping tiles,
+* ``slicing`` (``ppdet_dac.deploy.slicing.SliceConfig``): large images in overlapping tiles,
   detections mapped back and merged.
 
 Boxes are clipped to the image in every output of ``run`` / ``predict`` (and so in the tools, the
@@ -50,9 +50,9 @@ from ppdet.utils.logger import setup_logger
 from ppdet_dac import ops
 from ppdet_dac.data.image_io import (DEFAULT_MAX_PIXELS, ImageSizeError, check_max_pixels,
                                      decode_checked, read_bgr)
-from ppdet_dac.engine.slicing import (COMBINE_METHODS, MATCH_METRICS, SliceConfig,
+from ppdet_dac.deploy.slicing import (COMBINE_METHODS, MATCH_METRICS, SliceConfig,
                                       sliced_detections)
-from ppdet_dac.engine.visualize import draw_detections
+from ppdet_dac.deploy.visualize import draw_detections
 
 logger = setup_logger(__name__)
 

@@ -84,8 +84,8 @@ TOP_LEVEL_KEYS = {
                    "save_dir/<config name>); tools/eval.py: --output_eval",
     "bias": "ppdet Trainer: COCO metric",
     "IouType": "ppdet Trainer: COCO metric",
-    "draw_threshold": "ppdet_dac.engine.export (infer_cfg.yml)",
-    "label_list": "ppdet_dac.engine.export.class_names: class names of tools/export_model.py "
+    "draw_threshold": "ppdet_dac.deploy.export (infer_cfg.yml)",
+    "label_list": "ppdet_dac.deploy.export.class_names: class names of tools/export_model.py "
                   "(infer_cfg.yml) and tools/infer.py",
     "export": "ppdet Trainer.export (not tools/export_model.py)",
     "map_type": "ppdet Trainer: VOC metric (metric: VOC), '11point' or 'integral'",
@@ -101,7 +101,7 @@ TOP_LEVEL_KEYS = {
 NESTED_KEYS = {"export": {"post_process", "nms", "benchmark", "fuse_conv_bn"}}
 # Reader keys besides the reader classes' arguments: ppdet's DetDataset.set_kwargs reads the
 # *_epoch keys (the reader passes its **kwargs on); TestReader.inputs_def.image_shape is read by
-# ppdet_dac.engine.export and ppdet's Trainer.export.
+# ppdet_dac.deploy.export and ppdet's Trainer.export.
 READER_KEYS = {"mixup_epoch", "cutmix_epoch", "mosaic_epoch", "pre_img_epoch"}
 TEST_READER_KEYS = {"inputs_def": {"image_shape"}}
 TRANSFORM_LISTS = ("sample_transforms", "batch_transforms")

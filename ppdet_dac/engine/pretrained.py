@@ -198,7 +198,7 @@ def load_pretrain_weights(model, path):
     import paddle
     from ppdet.utils.checkpoint import match_state_dict
 
-    from .checkpoint import weights_only
+    from ppdet_dac.interop.paddle_files import weights_only
     weights = weights_only(paddle.load(path), path)   # a ppdet_dac checkpoint's token left out
     own = model.state_dict()
     matched = match_state_dict(own, weights)

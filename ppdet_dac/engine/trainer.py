@@ -46,8 +46,10 @@ from ppdet.engine.callbacks import ComposeCallback, LogPrinter, VisualDLWriter
 from ppdet.utils import stats
 from ppdet.utils.logger import setup_logger
 
-from .checkpoint import (ITER_PREFIX, latest_checkpoint, load_checkpoint, load_weights_file,
-                         remove_checkpoint, rng_state, save_checkpoint)
+from ppdet_dac.interop.paddle_files import load_weights_file
+
+from .checkpoint import (ITER_PREFIX, latest_checkpoint, load_checkpoint, remove_checkpoint,
+                         rng_state, save_checkpoint)
 from .distributed import all_gather_objects, broadcast_from_rank0, no_interrupt
 from .evaluation import (DACCOCOMetric, DACVOCMetric, EvaluationError, evaluate_metrics,
                          fresh_iterator)

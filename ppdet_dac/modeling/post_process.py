@@ -27,7 +27,7 @@ Implementation notes (what is exact and why):
   candidate ranking inside a class and for the final order and the top-300 cut. Which of several
   tied pairs enter the top-10000 is left to ``paddle.topk``.
 * Boxes are not clipped to the image (the official code does not clip); the deployment outputs
-  clip them (``ppdet_dac.engine.predictor``), the evaluation keeps them as they are.
+  clip them (``ppdet_dac.deploy.predictor``), the evaluation keeps them as they are.
 """
 import paddle
 import paddle.nn.functional as F

@@ -62,7 +62,7 @@ class Exported:
     def __init__(self, root):
         from ppdet_dac.data.demo_data import make_demo_data
         from ppdet_dac.engine import load_checked_config
-        from ppdet_dac.engine.export import build_model, export_model
+        from ppdet_dac.deploy.export import build_model, export_model
 
         self.root = root
         self.data_dir = os.path.join(root, "demo")
@@ -86,7 +86,7 @@ class Exported:
             self.images.append(path)
 
     def dygraph_model(self):
-        from ppdet_dac.engine.export import build_model
+        from ppdet_dac.deploy.export import build_model
         return build_model(self.cfg, self.weights)
 
 

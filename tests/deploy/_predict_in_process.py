@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from ppdet_dac.engine.predictor import Predictor
+from ppdet_dac.deploy.predictor import Predictor
 
 
 def main(feeds_path, out_path, *model_dirs):

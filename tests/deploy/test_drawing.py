@@ -1,4 +1,4 @@
-"""Drawn detections (ppdet_dac.engine.visualize): labels inside the image and clear of each
+"""Drawn detections (ppdet_dac.deploy.visualize): labels inside the image and clear of each
 other for near-duplicate and border boxes, drawn where the layout puts them, boxes clipped."""
 import itertools
 
@@ -25,7 +25,7 @@ def _intersection(a, b):
 
 
 def test_labels_stay_inside_and_do_not_overlap():
-    from ppdet_dac.engine.visualize import label_boxes
+    from ppdet_dac.deploy.visualize import label_boxes
 
     placed = label_boxes((HEIGHT, WIDTH, 3), _scene(), NAMES, threshold=0.0)
     assert len(placed) == len(_scene())
@@ -38,7 +38,7 @@ def test_labels_stay_inside_and_do_not_overlap():
 
 
 def test_drawing_puts_each_label_in_its_rectangle_and_clips_boxes():
-    from ppdet_dac.engine.visualize import _color, draw_detections, label_boxes
+    from ppdet_dac.deploy.visualize import _color, draw_detections, label_boxes
 
     image = np.full((HEIGHT, WIDTH, 3), 40, np.uint8)
     canvas, drawn = draw_detections(image, _scene(), NAMES, threshold=0.0)
@@ -58,7 +58,7 @@ def test_drawing_puts_each_label_in_its_rectangle_and_clips_boxes():
 
 
 def test_labels_grow_with_the_image():
-    from ppdet_dac.engine.visualize import label_boxes
+    from ppdet_dac.deploy.visualize import label_boxes
 
     row = np.array([[0, 0.9, 100, 100, 300, 300]], np.float32)
     small = label_boxes((400, 400, 3), row, NAMES)[0][3]

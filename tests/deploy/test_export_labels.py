@@ -19,7 +19,7 @@ def _demo_cfg(tmp_path, **opts):
 
 def test_missing_annotations_on_a_3_class_model_stop_the_export(exported, tmp_path,
                                                                  restore_global_config):
-    from ppdet_dac.engine.export import export_model
+    from ppdet_dac.deploy.export import export_model
 
     cfg = _demo_cfg(tmp_path)
     out = tmp_path / "model"
@@ -36,8 +36,8 @@ def test_missing_annotations_on_a_3_class_model_stop_the_export(exported, tmp_pa
 def test_label_list_option_names_the_classes(exported, tmp_path, restore_global_config):
     """-o label_list=[...] (checked as a config key) goes to infer_cfg.yml and the predictor's
     detections carry those names."""
-    from ppdet_dac.engine.export import export_model
-    from ppdet_dac.engine.predictor import Predictor, detection_records
+    from ppdet_dac.deploy.export import export_model
+    from ppdet_dac.deploy.predictor import Predictor, detection_records
 
     cfg = _demo_cfg(tmp_path, label_list=NAMES)
     out = export_model(cfg, exported.weights, str(tmp_path / "model"), "reference")
@@ -50,7 +50,7 @@ def test_label_list_option_names_the_classes(exported, tmp_path, restore_global_
 
 
 def test_label_list_file_and_counts(exported, tmp_path, restore_global_config):
-    from ppdet_dac.engine.export import class_names
+    from ppdet_dac.deploy.export import class_names
 
     labels = tmp_path / "labels.txt"
     labels.write_text("background\n" + "\n".join(NAMES) + "\n\n")
@@ -64,7 +64,7 @@ def test_label_list_file_and_counts(exported, tmp_path, restore_global_config):
 
 def test_annotation_file_with_another_class_count_is_refused(exported, tmp_path,
                                                              restore_global_config):
-    from ppdet_dac.engine.export import class_names
+    from ppdet_dac.deploy.export import class_names
 
     cfg = _demo_cfg(tmp_path, TestDataset={"dataset_dir": exported.data_dir})
     assert class_names(cfg, 3) == ["circle", "square", "triangle"]
@@ -76,7 +76,7 @@ def test_annotation_file_with_another_class_count_is_refused(exported, tmp_path,
 def test_coco_model_without_annotations_gets_coco_names(tmp_path, restore_global_config):
     """class_id_mode coco_raw: the graph maps the 91 raw ids to COCO's 80 classes, whose names
     are then the right ones even without the annotation file."""
-    from ppdet_dac.engine.export import build_model, class_names, num_output_labels
+    from ppdet_dac.deploy.export import build_model, class_names, num_output_labels
 
     cfg = _demo_cfg(tmp_path, num_classes=91, DACDETR={"class_id_mode": "coco_raw"})
     n = num_output_labels(build_model(cfg, None), cfg)

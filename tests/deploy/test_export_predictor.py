@@ -29,7 +29,7 @@ def test_preprocess_matches_ppdet_reader(exported):
     """The predictor's numpy preprocessing gives the tensors ppdet's TestReader ops give."""
     from ppdet.data.transform import operators as ppdet_ops
     from ppdet_dac.data.transforms import DACDecode
-    from ppdet_dac.engine.predictor import Preprocessor, InferConfig
+    from ppdet_dac.deploy.predictor import Preprocessor, InferConfig
 
     pre = Preprocessor(InferConfig(exported.model_dirs["op"]).preprocess)
     reader = exported.cfg["TestReader"]["sample_transforms"]
@@ -45,7 +45,7 @@ def test_preprocess_matches_ppdet_reader(exported):
 
 
 def test_batch_padding_and_mask(exported):
-    from ppdet_dac.engine.predictor import Preprocessor, InferConfig
+    from ppdet_dac.deploy.predictor import Preprocessor, InferConfig
 
     pre = Preprocessor(InferConfig(exported.model_dirs["op"]).preprocess)
     feeds = pre.batch(exported.images)
@@ -63,7 +63,7 @@ def test_batch_padding_and_mask(exported):
 def test_predictor_in_fresh_process_matches_dygraph(exported, tmp_path):
     """Both attention modes, two input sizes and a padded batch of both: a new process (which has
     to register the op itself) reproduces the dygraph detections."""
-    from ppdet_dac.engine.predictor import Preprocessor, InferConfig
+    from ppdet_dac.deploy.predictor import Preprocessor, InferConfig
 
     pre = Preprocessor(InferConfig(exported.model_dirs["op"]).preprocess)
     feeds = [pre.batch([path]) for path in exported.images] + [pre.batch(exported.images)]
@@ -89,7 +89,7 @@ def test_predictor_in_fresh_process_matches_dygraph(exported, tmp_path):
 def test_onednn_is_the_default_and_agrees_with_plain_kernels(exported):
     """oneDNN (its placement pass dropped) is on unless switched off, and gives the detections of
     Paddle's plain CPU kernels."""
-    from ppdet_dac.engine.predictor import Predictor
+    from ppdet_dac.deploy.predictor import Predictor
 
     default = Predictor(exported.model_dirs["op"], cpu_threads=2)
     plain = Predictor(exported.model_dirs["op"], enable_mkldnn=False)
@@ -136,8 +136,8 @@ def test_onednn_agrees_on_r50_at_800x1066(exported, tmp_path, restore_global_con
     import paddle
 
     from ppdet_dac.engine import load_checked_config
-    from ppdet_dac.engine.export import build_model, export_model
-    from ppdet_dac.engine.predictor import Predictor
+    from ppdet_dac.deploy.export import build_model, export_model
+    from ppdet_dac.deploy.predictor import Predictor
 
     cfg = load_checked_config(os.path.join(REPO, "configs", "dac_cdn_ice_r50.yml"))
     paddle.seed(11)
@@ -176,7 +176,7 @@ def test_thin_image_rule_is_the_models(exported):
     (run here without the check): the rule is checked against the model on both sides of
     its boundary."""
     import cv2
-    from ppdet_dac.engine.predictor import ImageShapeError, Predictor
+    from ppdet_dac.deploy.predictor import ImageShapeError, Predictor
 
     predictor = Predictor(exported.model_dirs["op"])
     pre = predictor.preprocessor
@@ -200,7 +200,7 @@ def test_thin_image_rule_is_the_models(exported):
 
 
 def test_predictor_rejects_bad_model_dir(tmp_path, exported):
-    from ppdet_dac.engine.predictor import Predictor
+    from ppdet_dac.deploy.predictor import Predictor
 
     with pytest.raises(FileNotFoundError, match="infer_cfg.yml"):
         Predictor(str(tmp_path))

@@ -24,7 +24,7 @@ def _convert_module():
 def test_onnxruntime_matches_predictor(exported, tmp_path):
     convert = _convert_module()
     onnx_file = convert.convert(exported.model_dirs["reference"], str(tmp_path / "model.onnx"))
-    from ppdet_dac.engine.predictor import Predictor
+    from ppdet_dac.deploy.predictor import Predictor
 
     predictor = Predictor(exported.model_dirs["reference"])
     detector = convert.OnnxDetector(onnx_file)

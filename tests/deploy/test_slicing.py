@@ -1,4 +1,4 @@
-"""Sliced inference (ppdet_dac.engine.slicing, --slice_infer): tile layout, merging, a stand-in
+"""Sliced inference (ppdet_dac.deploy.slicing, --slice_infer): tile layout, merging, a stand-in
 detector on a large image with many small objects, and the exported model on a grid of demo
 images, in process and through deploy/python/infer.py and tools/infer.py."""
 import json
@@ -14,7 +14,7 @@ from _deploy_helpers import (DEMO_CONFIG, GRID_COLS, GRID_ROWS, REPO, TILE_H, TI
 def test_windows_of_the_issue_photo():
     """1249 x 1035 at ppdet's defaults (640 x 640, overlap 0.25): starts every 640 - 160 = 480
     px, the last tile flush with the far edge."""
-    from ppdet_dac.engine.slicing import SliceConfig
+    from ppdet_dac.deploy.slicing import SliceConfig
 
     windows = SliceConfig().windows(1035, 1249)
     xs, ys = [0, 480, 609], [0, 395]
@@ -28,7 +28,7 @@ def test_windows_of_the_issue_photo():
 @pytest.mark.parametrize("size,overlap", [((640, 640), (0.25, 0.25)), ((96, 160), (0.2, 0.5)),
                                           ((101, 33), (0.0, 0.9))])
 def test_windows_cover_the_image_with_the_overlap_asked(size, overlap):
-    from ppdet_dac.engine.slicing import SliceConfig
+    from ppdet_dac.deploy.slicing import SliceConfig
 
     height, width = 1035, 1249
     config = SliceConfig(size, overlap)
@@ -47,7 +47,7 @@ def test_windows_cover_the_image_with_the_overlap_asked(size, overlap):
 
 
 def test_bad_slice_options_name_the_option():
-    from ppdet_dac.engine.slicing import SliceConfig
+    from ppdet_dac.deploy.slicing import SliceConfig
 
     for kwargs, message in (({"slice_size": (0, 640)}, "slice_size"),
                             ({"overlap_ratio": (1.0, 0.2)}, "overlap_ratio"),
@@ -72,7 +72,7 @@ def test_merge_is_greedy_classwise_nms(metric):
     """On 300 random boxes of 3 classes: kept boxes of a class overlap each other by at most the
     threshold, every dropped box overlaps a kept, higher-scoring one of its class by more, rows
     are unchanged and sorted by score."""
-    from ppdet_dac.engine.slicing import SliceConfig, merge_detections
+    from ppdet_dac.deploy.slicing import SliceConfig, merge_detections
 
     rng = np.random.default_rng(3)
     xy = rng.uniform(0, 200, (300, 2))
@@ -137,7 +137,7 @@ def test_sliced_stand_in_finds_every_small_object_once():
     """120 objects of 40 px in a 1249 x 1035 image, tiles of 256 px overlapping by 64: merged
     with ios, each object once, with its whole box and its own score; concat keeps the cut
     parts and the duplicates of the overlaps."""
-    from ppdet_dac.engine.slicing import SliceConfig, sliced_detections
+    from ppdet_dac.deploy.slicing import SliceConfig, sliced_detections
 
     image, boxes = _scene()
     detect = _colour_detector(boxes)
@@ -201,8 +201,8 @@ def test_sliced_grid_equals_per_cell_inference(exported, grid):
     """Slicing the grid at the cell size, no overlap: concat gives exactly every cell's own
     detections, mapped to the grid; the default merge (nms, ios 0.6) keeps a subset with the
     cells' own scores and boxes, only dropping what a better box of the same cell covers."""
-    from ppdet_dac.engine.predictor import Predictor
-    from ppdet_dac.engine.slicing import SliceConfig
+    from ppdet_dac.deploy.predictor import Predictor
+    from ppdet_dac.deploy.slicing import SliceConfig
 
     path, cells = grid
     whole = Predictor(exported.model_dirs["op"])
@@ -221,8 +221,8 @@ def test_sliced_grid_equals_per_cell_inference(exported, grid):
 def test_infer_tools_slice_infer(exported, grid, tmp_path, tool):
     """deploy/python/infer.py and tools/infer.py with --slice_infer (and the thresholds): the
     exported predictor's sliced detections, boxes inside the image."""
-    from ppdet_dac.engine.predictor import Predictor
-    from ppdet_dac.engine.slicing import SliceConfig
+    from ppdet_dac.deploy.predictor import Predictor
+    from ppdet_dac.deploy.slicing import SliceConfig
 
     path, cells = grid
     flags = ["--slice_infer", "--slice_size", str(TILE_H), str(TILE_W), "--overlap_ratio",
@@ -261,7 +261,7 @@ def test_slice_and_threshold_flags(script):
     service's --threshold is --score_threshold's older name."""
     import importlib.util
 
-    from ppdet_dac.engine.slicing import SliceConfig
+    from ppdet_dac.deploy.slicing import SliceConfig
 
     spec = importlib.util.spec_from_file_location(
         "slice_flags_" + os.path.basename(os.path.dirname(script)),

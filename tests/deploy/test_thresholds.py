@@ -20,7 +20,7 @@ def strict_export(exported, tmp_path_factory):
     """The session's weights exported with nms_iou_threshold STRICT (the global config is put
     back afterwards)."""
     from ppdet_dac.engine import load_checked_config
-    from ppdet_dac.engine.export import export_model
+    from ppdet_dac.deploy.export import export_model
 
     with global_config_restored():
         cfg = load_checked_config(DEMO_CONFIG, {
@@ -37,7 +37,7 @@ def test_nms_threshold_equals_an_export_at_that_threshold(exported, strict_expor
     """The 0.8 export run with nms_threshold 0.2 gives bit for bit the 0.2 export's detections
     (one image at a time and a padded batch of two), which differ from the 0.8 ones; the
     graph's own outputs are untouched."""
-    from ppdet_dac.engine.predictor import Predictor
+    from ppdet_dac.deploy.predictor import Predictor
 
     loose = Predictor(exported.model_dirs["op"])
     rerun = Predictor(exported.model_dirs["op"], nms_threshold=STRICT)
@@ -60,7 +60,7 @@ def test_nms_threshold_equals_an_export_at_that_threshold(exported, strict_expor
 
 
 def test_score_threshold_drops_the_lower_rows(exported):
-    from ppdet_dac.engine.predictor import Predictor
+    from ppdet_dac.deploy.predictor import Predictor
 
     full = Predictor(exported.model_dirs["op"]).predict(exported.images)
     cut = float(np.median(np.concatenate(full)[:, 1]))
@@ -76,7 +76,7 @@ def test_reselect_maps_coco_raw_labels_as_the_model_does():
     import paddle
 
     from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
-    from ppdet_dac.engine.predictor import reselect
+    from ppdet_dac.deploy.predictor import reselect
     from ppdet_dac.modeling.detector import DACDETR
     from ppdet_dac.modeling.post_process import DACNMSPostProcess
 
@@ -103,7 +103,7 @@ def test_reselect_maps_coco_raw_labels_as_the_model_does():
 def test_export_without_candidates_refuses_nms_threshold(exported, tmp_path):
     """An infer_cfg.yml without output_names / NMS (as exports made before them): the first two
     outputs serve as before; nms_threshold is refused naming the file."""
-    from ppdet_dac.engine.predictor import Predictor
+    from ppdet_dac.deploy.predictor import Predictor
 
     old = tmp_path / "old"
     shutil.copytree(exported.model_dirs["op"], old)

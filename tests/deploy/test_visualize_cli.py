@@ -15,7 +15,7 @@ NUM_DRAWN = 3
 
 def _changed_pixels_lie_on_boxes(original, drawn, rows, label_names, threshold):
     """Every changed pixel is on a box edge (inside the image) or in its label's rectangle."""
-    from ppdet_dac.engine.visualize import label_boxes
+    from ppdet_dac.deploy.visualize import label_boxes
 
     allowed = np.zeros(original.shape[:2], dtype=bool)
     for _, _, (x1, y1, x2, y2), (rx1, ry1, rx2, ry2) in label_boxes(original.shape, rows,
@@ -48,8 +48,8 @@ def assert_clipped(rows, raw, height, width):
 def test_deploy_infer_draws_boxes_at_detections(exported, tmp_path):
     """deploy/python/infer.py's JSON: the graph's detections with boxes clipped to the image;
     its PNG: exactly those above the threshold drawn, labels in their layout rectangles."""
-    from ppdet_dac.engine.predictor import Predictor
-    from ppdet_dac.engine.visualize import draw_detections
+    from ppdet_dac.deploy.predictor import Predictor
+    from ppdet_dac.deploy.visualize import draw_detections
 
     image = exported.images[0]
     predictor = Predictor(exported.model_dirs["op"])
@@ -86,7 +86,7 @@ def test_deploy_infer_draws_boxes_at_detections(exported, tmp_path):
 
 def test_dygraph_tool_agrees_with_exported_model(exported, tmp_path):
     """tools/infer.py (dygraph, ppdet's reader) gives the exported model's detections."""
-    from ppdet_dac.engine.predictor import Predictor, detection_records
+    from ppdet_dac.deploy.predictor import Predictor, detection_records
 
     image = exported.images[1]
     run_python([os.path.join("tools", "infer.py"), "-c", DEMO_CONFIG,
@@ -145,7 +145,7 @@ def _check_reported(out_dir, folder, bad, stdout, good_detections):
 
 def test_deploy_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp_path):
     from _deploy_helpers import run_process
-    from ppdet_dac.engine.predictor import Predictor, detection_records
+    from ppdet_dac.deploy.predictor import Predictor, detection_records
 
     folder = tmp_path / "images"
     bad = _folder_with_bad_files(exported, folder)
@@ -167,7 +167,7 @@ def test_deploy_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp_
 
 def test_dygraph_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp_path):
     from _deploy_helpers import run_process
-    from ppdet_dac.engine.predictor import Predictor, detection_records
+    from ppdet_dac.deploy.predictor import Predictor, detection_records
 
     folder = tmp_path / "images"
     bad = _folder_with_bad_files(exported, folder)

@@ -106,5 +106,5 @@ def worker_logs(log_dir):
 
 def load_params(path):
     """{name: ndarray} of a .pdparams file (a checkpoint's token left out)."""
-    from ppdet_dac.engine.checkpoint import TOKEN_KEY
+    from ppdet_dac.interop.paddle_files import TOKEN_KEY
     return {k: v.numpy() for k, v in paddle.load(str(path)).items() if k != TOKEN_KEY}

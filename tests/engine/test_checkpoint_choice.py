@@ -104,7 +104,7 @@ def test_schedule_mismatch_names_what_does_not_fit_the_epochs():
 def test_query_analysis_numbers_epochs_as_the_checkpoints(tmp_path):
     """N.pdparams is epoch N, model_final the epoch its .pdstate records (here 5 with snapshots
     every 2 epochs, not the 4 after the highest number); best_model and iter_* are no epochs."""
-    from ppdet_dac.engine.analysis import checkpoint_epochs
+    from ppdet_dac.analysis.queries import checkpoint_epochs
     for name, epochs_done, step in (("1", 2, 0), ("3", 4, 0), ("iter_9", 4, 1),
                                     ("best_model", 2, 0), ("model_final", 6, 0)):
         model = paddle.nn.Linear(2, 2)

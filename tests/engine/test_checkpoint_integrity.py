@@ -14,9 +14,9 @@ import pytest
 
 from _engine_helpers import PYTHON, REPO, child_env
 
-from ppdet_dac.engine.checkpoint import (TOKEN_KEY, latest_checkpoint, load_checkpoint,
-                                         load_weights_file, read_checkpoint, read_file,
+from ppdet_dac.engine.checkpoint import (latest_checkpoint, load_checkpoint, read_checkpoint,
                                          remove_stale_temporaries, save_checkpoint)
+from ppdet_dac.interop.paddle_files import TOKEN_KEY, load_weights_file, read_file
 
 # Run A writes checkpoint 1; run B rewrites it and is killed (SIGKILL) while writing the
 # .pdopt, after its .pdparams is in place: B's weights next to A's optimizer state and .pdstate.
@@ -91,7 +91,7 @@ def test_interrupted_rewrite_is_refused_and_its_partial_file_removed(tmp_path, c
 
 def test_every_file_holds_the_token_and_loaders_leave_it_out(tmp_path):
     from ppdet.utils.checkpoint import load_pretrain_weight, load_weight
-    from ppdet_dac.engine.dump import load_model_weights
+    from ppdet_dac.analysis.dump import load_model_weights
     from ppdet_dac.engine.pretrained import load_pretrain_weights
     model, opt = _model()
     base = str(tmp_path / "0")

@@ -43,7 +43,7 @@ def test_loss_falls_and_every_epoch_is_evaluated(tmp_path):
     # one epoch number: ppdet's "Epoch: [k]", our epoch lines, checkpoint names and log lines,
     # the "best" lines, and the epochs the query analysis gives the checkpoints
     import paddle
-    from ppdet_dac.engine.analysis import checkpoint_epochs
+    from ppdet_dac.analysis.queries import checkpoint_epochs
     assert sorted({int(k) for k in re.findall(r"Epoch: \[(\d+)\]", log)}) == list(range(6))
     names = [str(k) for k in range(5)] + ["model_final"]
     saved = re.findall(r"saved checkpoint \S+/(\w+) \(end of epoch (\d+), iteration (\d+)\)", log)

@@ -1,4 +1,4 @@
-"""Query affinity counts (ppdet_dac/engine/analysis.py) against hand counts, its CSV / PNG
+"""Query affinity counts (ppdet_dac/analysis/queries.py) against hand counts, its CSV / PNG
 outputs, checkpoint ordering, the pixel frame of the predictions, and tools/analyze_queries.py
 on the demo model."""
 import csv
@@ -12,7 +12,7 @@ import pytest
 
 from _common import REPO
 
-from ppdet_dac.engine.analysis import (QueryAffinityCounter, analyze_checkpoint,
+from ppdet_dac.analysis.queries import (QueryAffinityCounter, analyze_checkpoint,
                                        checkpoint_epochs, count_queries_per_gt, plot_curves,
                                        read_csv, write_csv)
 

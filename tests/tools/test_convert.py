@@ -424,7 +424,7 @@ def test_gradients_in_the_official_layout_round_trip(official_rows, r50_model):
     """Known gradients on every trainable R50 parameter (d/dp sum(p * c) = c) -> the dump's
     gradient_arrays: exactly the official trainable keys (tied duplicates included), in the
     official shapes; back through the forward converter they are the same arrays."""
-    from ppdet_dac.engine.dump import gradient_arrays
+    from ppdet_dac.analysis.dump import gradient_arrays
 
     expected = _official_trainable_keys(official_rows)
     with open(KEY_LIST, encoding="utf-8") as handle:

@@ -13,7 +13,7 @@ from _common import REPO
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import dump_outputs  # noqa: E402
 
-from ppdet_dac.engine.dump import make_dn_noise, num_dn_rows  # noqa: E402
+from ppdet_dac.analysis.dump import make_dn_noise, num_dn_rows  # noqa: E402
 from ppdet_dac.modeling.criterion import DEFAULT_WEIGHTS  # noqa: E402
 
 CONFIG = os.path.join(REPO, "configs", "demo", "dac_demo.yml")
@@ -206,7 +206,7 @@ def test_coco_raw_labels_are_the_model_ids():
     """class_id_mode coco_raw: post_labels are the model's own class ids (raw COCO ids), not
     dataset indices, and the npz says so."""
     from _common import build_tiny_detector
-    from ppdet_dac.engine.dump import dump_eval_outputs
+    from ppdet_dac.analysis.dump import dump_eval_outputs
     from ppdet_dac.modeling.detector import DACDETR
 
     tiny = build_tiny_detector(num_classes=91)
@@ -305,7 +305,7 @@ class _FrozenDetach:
 def _train_inputs(files):
     """The model and inputs the CLI builds for train64."""
     from ppdet_dac.engine import load_checked_config
-    from ppdet_dac.engine.dump import build_model, load_dn_noise, load_input, load_targets
+    from ppdet_dac.analysis.dump import build_model, load_dn_noise, load_input, load_targets
 
     cfg = load_checked_config(CONFIG)
     model = build_model(cfg, str(files / "w_grad"))
@@ -343,7 +343,7 @@ def test_train_gradients_match_finite_differences(files, train64):
     """float64, replayed noise, forced top-k: for parameters of five kinds, the dumped gradient
     (official name and layout) of the largest entry equals the central difference of loss_total
     with eps 1e-6 (stop-gradients frozen at the unperturbed point, see _FrozenDetach)."""
-    from ppdet_dac.engine.dump import dump_train_losses
+    from ppdet_dac.analysis.dump import dump_train_losses
 
     model, inputs = _train_inputs(files)
     params = dict(model.named_parameters())
@@ -389,7 +389,7 @@ def test_dump_loss_and_grad_norm_equal_the_model_own_training_step(files):
     """The plain float32 --train dump against DACDETR's own training forward (the ppdet input
     dict, as the trainer calls it) and Paddle's own parameter gradients."""
     from ppdet_dac.engine import load_checked_config
-    from ppdet_dac.engine.dump import build_model, load_dn_noise
+    from ppdet_dac.analysis.dump import build_model, load_dn_noise
 
     dumped = _dump(files, *_train_args(files), out="train_plain.npz")
     model = build_model(load_checked_config(CONFIG), str(files / "w"))
