@@ -1,12 +1,18 @@
 """`make demo`: the whole job on the bundled demo data, on CPU.
 
 1. writes the synthetic shapes dataset to dataset/demo (skipped when present);
-2. trains the demo config (DAC-DETR by default), evaluating COCO AP after every epoch;
+2. trains the demo config (DAC-DETR by default; ``--eval_every_epoch`` adds COCO AP after each
+   epoch);
 3. evaluates the final weights and prints the COCO AP;
-4. draws the detections of one val image to output/demo/<config>_val_detections.png.
+4. draws the detections of one val image to output/demo/<config>_val_detections.png;
+5. prints the time of each part and the total. ``make demo`` passes ``--started_at`` (the time
+   it began, before setting up), so the total includes the setup.
 
-    python tools/demo.py [-c configs/demo/dac_demo.yml] [-o key=value ...]
+    python tools/demo.py [-c configs/demo/dac_demo.yml] [--started_at SECONDS] [-o key=value ...]
 """
+import time
+
+STARTED = time.time()   # before the imports: they are part of the demo's time
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
 
@@ -19,12 +25,31 @@ from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.demo_data import make_demo_data
+from ppdet_dac.deploy.visualize import save_detections
 from ppdet_dac.engine import (DACTrainer, check_pretrain_weights, fetch_pretrain_weights,
                               load_checked_config, load_pretrain_weights)
 from ppdet_dac.engine.evaluation import evaluate_metrics
-from ppdet_dac.deploy.visualize import save_detections
 
 logger = setup_logger("demo")
+
+
+class Stopwatch:
+    """Seconds per named part of the demo, measured back to back from ``start``."""
+
+    def __init__(self, start):
+        self.mark = start
+        self.parts = {}
+
+    def lap(self, name):
+        now = time.time()
+        self.parts[name] = self.parts.get(name, 0.0) + now - self.mark
+        self.mark = now
+
+    def summary(self):
+        total = sum(self.parts.values())
+        minutes, seconds = divmod(round(total), 60)
+        detail = ", ".join(f"{name} {value:.0f} s" for name, value in self.parts.items())
+        return f"demo total: {minutes} min {seconds:02d} s ({detail})"
 
 
 def main(argv=None):
@@ -34,12 +59,30 @@ def main(argv=None):
     parser.add_argument("--draw_threshold", type=float, default=0.3,
                         help="draw detections scoring at least this (IA-BCE scores follow the "
                              "predicted IoU, so they run lower than focal-loss scores)")
+    parser.add_argument("--eval_every_epoch", action="store_true",
+                        help="also evaluate after every epoch (slower; shows the AP per epoch)")
+    parser.add_argument("--keep_data", action="store_true",
+                        help="use the datasets the config names as they are (no generation)")
+    parser.add_argument("--started_at", type=float, default=None,
+                        help="time.time() when the whole job began (make demo: before its "
+                             "setup); the total printed at the end counts from it")
     parser.set_defaults(config="configs/demo/dac_demo.yml")
     args = parser.parse_args(argv)
+    watch = Stopwatch(STARTED)
+    if args.started_at is not None:
+        if not 0 <= STARTED - args.started_at < 86400:
+            parser.error(f"--started_at {args.started_at} is not a time of the last day "
+                         f"(this process started at {STARTED:.0f})")
+        watch = Stopwatch(args.started_at)
+        watch.lap("setup")
+        watch.mark = STARTED
 
     cfg = load_checked_config(args.config, args.opt)
     pretrain = check_pretrain_weights(cfg, args.config)   # the demo configs say `none`
-    make_demo_data(cfg["TrainDataset"]["dataset_dir"])
+    watch.lap("start-up")
+    if not args.keep_data:
+        make_demo_data(cfg["TrainDataset"]["dataset_dir"])
+        watch.lap("data")
     paddle.set_device("cpu")
     set_random_seed(args.seed)
 
@@ -49,12 +92,14 @@ def main(argv=None):
     trainer.set_seed(args.seed)
     if pretrain:
         load_pretrain_weights(trainer.model, pretrain)
-    trainer.train(validate=True)
+    trainer.train(validate=args.eval_every_epoch)
+    watch.lap("training")
 
     evaluator = DACTrainer(cfg, mode="eval")   # outputs in output/<config>/, not ./
     evaluator.load_weights(cfg.weights)
     stats = evaluate_metrics(evaluator)["COCOMetric"]["bbox"]
     logger.info(f"demo COCO AP (IoU 0.50:0.95) = {stats[0]:.4f}, AP50 = {stats[1]:.4f}")
+    watch.lap("evaluation")
 
     image_path = evaluator.dataset.roidbs[0]["im_file"]
     predictor = DACTrainer(cfg, mode="test")
@@ -68,6 +113,9 @@ def main(argv=None):
                             threshold=args.draw_threshold)
     logger.info(f"drew {drawn} detections (score >= {args.draw_threshold}) of {image_path} "
                 f"to {out_path}")
+    watch.lap("drawing")
+    logger.info(watch.summary())
+    return {"ap": stats[0], "ap50": stats[1], "drawn": drawn, "parts": watch.parts}
 
 
 if __name__ == "__main__":
