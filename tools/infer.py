@@ -38,7 +38,7 @@ from ppdet_dac.deploy.export import (class_names, input_limits, num_output_label
 from ppdet_dac.deploy.predictor import (Preprocessor, add_detection_options, clip_detections,
                                         detection_options_from_args, filter_scores,
                                         image_sizes, list_images, save_results,
-                                        split_detections, write_summary)
+                                        print_run_outcome, split_detections)
 from ppdet_dac.deploy.slicing import sliced_detections
 
 logger = setup_logger("tools.infer")
@@ -166,15 +166,7 @@ def main(argv=None):
     ordered = sorted(by_path)
     json_path = save_results(ordered, [by_path[p] for p in ordered], args.output_dir, names,
                              args.draw_threshold)
-    summary = write_summary(args.output_dir, len(paths), failures, json_path)
-    print(f"{len(ordered)} of {len(paths)} images; results in {json_path} and "
-          f"{args.output_dir}/")
-    if failures:
-        print(f"{len(failures)} file(s) skipped (listed in {summary}):")
-        for failure in failures:
-            print(f"  {failure['file']}: {failure['error']}")
-        return 1
-    return 0
+    return print_run_outcome(len(ordered), len(paths), failures, json_path, args.output_dir)
 
 
 if __name__ == "__main__":

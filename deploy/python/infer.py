@@ -41,8 +41,8 @@ from ppdet_dac.data.image_io import check_max_pixels  # noqa: E402
 from ppdet_dac.deploy.predictor import (DEVICES, RUN_MODES, Predictor,  # noqa: E402
                                         add_cpu_options, add_detection_options,
                                         detection_options_from_args, list_images,
-                                        mkldnn_from_args, predict_files, save_results,
-                                        write_summary)
+                                        mkldnn_from_args, predict_files, print_run_outcome,
+                                        save_results)
 
 logger = setup_logger("dac_detr_infer")
 
@@ -88,7 +88,6 @@ def run(args):
     good = list(results)
     json_path = save_results(good, [results[p] for p in good], args.output_dir,
                              predictor.label_list, threshold)
-    summary = write_summary(args.output_dir, len(paths), failures, json_path)
     for path in good:
         dets = results[path]
         shown = dets[dets[:, 1] >= threshold]
@@ -97,14 +96,8 @@ def run(args):
             name = predictor.label_list[int(label)] if int(label) < len(predictor.label_list) \
                 else str(int(label))
             print(f"  {name:<12s} {score:.3f}  [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
-    print(f"{len(good)} of {len(paths)} images in {elapsed:.2f} s; results in {json_path} and "
-          f"{args.output_dir}/")
-    if failures:
-        print(f"{len(failures)} file(s) skipped (listed in {summary}):")
-        for failure in failures:
-            print(f"  {failure['file']}: {failure['error']}")
-        return 1
-    return 0
+    return print_run_outcome(len(good), len(paths), failures, json_path, args.output_dir,
+                             elapsed)
 
 
 def main(argv=None):

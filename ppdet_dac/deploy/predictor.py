@@ -806,3 +806,20 @@ def write_summary(output_dir, num_images, failures, detections_json):
         json.dump({"images": int(num_images), "succeeded": int(num_images) - len(failures),
                    "failed": list(failures), "detections": detections_json}, f, indent=1)
     return path
+
+
+def print_run_outcome(done, num_images, failures, detections_json, output_dir, elapsed=None):
+    """Write ``summary.json`` (``write_summary``) and print the last lines of an inference run
+    over files: how many went through (in ``elapsed`` seconds when given), where the results
+    are, and each file skipped. Returns the exit status: 0 when every image went through, 1 when
+    some were skipped."""
+    summary = write_summary(output_dir, num_images, failures, detections_json)
+    took = "" if elapsed is None else f" in {elapsed:.2f} s"
+    print(f"{done} of {num_images} images{took}; results in {detections_json} and "
+          f"{output_dir}/")
+    if not failures:
+        return 0
+    print(f"{len(failures)} file(s) skipped (listed in {summary}):")
+    for failure in failures:
+        print(f"  {failure['file']}: {failure['error']}")
+    return 1
