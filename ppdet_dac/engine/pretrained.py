@@ -7,7 +7,10 @@ training config must say what it wants, so a backbone never starts from random w
 accident:
 
 * missing or empty: ``ValueError`` naming the config file (``check_pretrain_weights``);
-* ``none`` (any case): train from scratch on purpose, said in one INFO line;
+* ``none`` (any case): train from scratch on purpose, said in one INFO line; a ``ValueError``
+  when the backbone's section keeps ``freeze_norm: true`` (ppdet's ResNet default): frozen
+  BatchNorm layers that never saw pretrained statistics stay the identity, so the backbone would
+  train without any normalisation (slowly: the demo model reached half its AP that way);
 * a URL: ``WEIGHTS_HOME/<file name>`` when it is there, with no network access at all (ppdet
   would ask the server for the file's MD5 first); otherwise one process per node (local rank 0)
   downloads it with bounded timeouts, and one all-reduce tells every rank whether that worked, so
@@ -65,16 +68,42 @@ def check_pretrain_weights(cfg, config_path):
                          f"`none`, got {value!r}")
     value = value.strip()
     if value.lower() == SCRATCH:
+        frozen = _backbone_with_frozen_norm(cfg)
+        if frozen:
+            raise ValueError(
+                f"{config_path}: `pretrain_weights: none` with `{frozen}.freeze_norm: true`: "
+                "frozen BatchNorm layers keep their initial statistics (mean 0, variance 1) and "
+                "affine (1, 0), so a backbone trained from scratch would have no normalisation "
+                f"at all. Set `{frozen}.freeze_norm: false` (as configs/demo/dac_demo.yml does), "
+                "or give ImageNet weights in `pretrain_weights`.")
         logger.info(f"{config_path}: pretrain_weights is `none`: the backbone trains from scratch "
                     "(random initial weights)")
         return None
     return value
 
 
-def _suggestion(cfg):
+def _backbone_name(cfg):
     architecture = cfg.get("architecture")
     section = cfg.get(architecture) if architecture else None
-    backbone = section.get("backbone") if hasattr(section, "get") else None
+    return section.get("backbone") if hasattr(section, "get") else None
+
+
+def _backbone_with_frozen_norm(cfg):
+    """The backbone's name when its config section freezes its norms (``freeze_norm`` is True,
+    set or as the class default), else None."""
+    name = _backbone_name(cfg)
+    section = cfg.get(name) if name else None
+    if not hasattr(section, "__getitem__"):
+        return None
+    try:
+        value = section["freeze_norm"]   # a ppdet SchemaDict answers with the class default
+    except KeyError:
+        return None
+    return name if value is True else None
+
+
+def _suggestion(cfg):
+    backbone = _backbone_name(cfg)
     if backbone in DEFAULT_URLS:
         return f"{backbone}: {DEFAULT_URLS[backbone]}"
     return "; ".join(f"{name}: {url}" for name, url in DEFAULT_URLS.items())

@@ -78,6 +78,36 @@ def test_none_means_from_scratch_said_in_one_info_line(value, pretrained_log):
     assert "cfg.yml" in lines[0].getMessage() and "from scratch" in lines[0].getMessage()
 
 
+@pytest.mark.parametrize("section,refused", [
+    ({"depth": 18, "freeze_norm": True}, True),
+    ({"depth": 18, "freeze_norm": False}, False),
+    ({"depth": 18}, False),                       # a plain dict without the key: nothing said
+])
+def test_from_scratch_with_frozen_norms_is_refused_by_name(section, refused):
+    cfg = _cfg(pretrain_weights="none", ResNet=section)
+    if not refused:
+        assert check_pretrain_weights(cfg, "cfg.yml") is None
+        return
+    with pytest.raises(ValueError) as info:
+        check_pretrain_weights(cfg, "configs/mine.yml")
+    assert str(info.value).startswith(
+        "configs/mine.yml: `pretrain_weights: none` with `ResNet.freeze_norm: true`")
+    assert "`ResNet.freeze_norm: false`" in str(info.value)
+    # with ImageNet weights frozen norms are the recipe: the value is passed on
+    assert check_pretrain_weights(dict(cfg, pretrain_weights=R50_URL), "c.yml") == R50_URL
+
+
+def test_from_scratch_frozen_norm_default_of_ppdet_resnet_is_seen():
+    # ppdet's ResNet freezes its norms by default: a config that leaves the key out is refused
+    from ppdet.core.workspace import global_config
+    schema = global_config["ResNet"]
+    section = schema.copy()
+    section.pop("freeze_norm", None)
+    assert section["freeze_norm"] is True       # the class default, through the SchemaDict
+    with pytest.raises(ValueError, match=r"^c\.yml: `pretrain_weights: none` with `ResNet"):
+        check_pretrain_weights(_cfg(pretrain_weights="none", ResNet=section), "c.yml")
+
+
 def test_a_url_or_path_is_passed_on():
     assert check_pretrain_weights(_cfg(pretrain_weights=f" {R50_URL} "), "c.yml") == R50_URL
     assert check_pretrain_weights(_cfg(pretrain_weights="w/r50.pdparams"), "c.yml") == \
