@@ -320,12 +320,13 @@ EVERY_CONFIG = textwrap.dedent("""
     import copy, sys
     import ppdet_dac
     from ppdet.core import workspace
-    from ppdet_dac.engine import load_checked_config
+    from ppdet_dac.engine import check_pretrain_weights, load_checked_config
     registered = dict(workspace.global_config)   # the class schemas, before any config
     for path in sys.argv[1:]:
         workspace.global_config.clear()          # each config on its own (the config is global)
         workspace.global_config.update({k: copy.copy(v) for k, v in registered.items()})
         cfg = load_checked_config(path)
+        check_pretrain_weights(cfg, path)        # e.g. from scratch with frozen norms: refused
         print('VALUE', path, cfg.get('pretrain_weights'), cfg[cfg.architecture]['backbone'])
 """)
 
