@@ -34,15 +34,17 @@ logger = setup_logger("demo")
 
 
 class Stopwatch:
-    """Seconds per named part of the demo, measured back to back from ``start``."""
+    """Seconds per named part of the demo, measured back to back from ``start``: the parts add
+    up to the time from ``start`` to the last lap."""
 
     def __init__(self, start):
         self.mark = start
         self.parts = {}
 
-    def lap(self, name):
-        now = time.time()
-        self.parts[name] = self.parts.get(name, 0.0) + now - self.mark
+    def lap(self, name, now=None):
+        """The part ``name`` ends at ``now`` (default: this moment); the next one starts there."""
+        now = time.time() if now is None else now
+        self.parts[name] = now - self.mark
         self.mark = now
 
     def summary(self):
@@ -68,14 +70,12 @@ def main(argv=None):
                              "setup); the total printed at the end counts from it")
     parser.set_defaults(config="configs/demo/dac_demo.yml")
     args = parser.parse_args(argv)
-    watch = Stopwatch(STARTED)
+    if args.started_at is not None and not 0 <= STARTED - args.started_at < 86400:
+        parser.error(f"--started_at {args.started_at} is not a time of the last day "
+                     f"(this process started at {STARTED:.0f})")
+    watch = Stopwatch(STARTED if args.started_at is None else args.started_at)
     if args.started_at is not None:
-        if not 0 <= STARTED - args.started_at < 86400:
-            parser.error(f"--started_at {args.started_at} is not a time of the last day "
-                         f"(this process started at {STARTED:.0f})")
-        watch = Stopwatch(args.started_at)
-        watch.lap("setup")
-        watch.mark = STARTED
+        watch.lap("setup", now=STARTED)   # make setup: everything before this process
 
     cfg = load_checked_config(args.config, args.opt)
     pretrain = check_pretrain_weights(cfg, args.config)   # the demo configs say `none`
