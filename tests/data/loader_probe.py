@@ -80,10 +80,14 @@ def main():
     else:
         batches = []
         while len(batches) < args.batches:
+            before = len(batches)
             for batch in loader:
                 batches.append({k: _to_numpy(v) for k, v in batch.items()})
                 if len(batches) >= args.batches:
                     break
+            if len(batches) == before:   # an epoch without a batch: never more than that
+                raise SystemExit(f"the {capital}Reader yields no batch from "
+                                 f"{len(dataset.roidbs)} records (batch_size, drop_last)")
         result.update(batches=batches, dataset=type(dataset).__name__,
                       catid2clsid=getattr(dataset, "catid2clsid", None),
                       records=len(dataset.roidbs))

@@ -71,21 +71,22 @@ def _cxcywh_to_pixels(box, hw):
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_demo_train_reader_on_handmade_sample(tmp_path, handmade, flip):
-    config = _config(tmp_path, ["configs/demo/demo_data.yml"], handmade)
+    # the demo's 4 images a step would drop both records (drop_last): 2 here
+    config = _config(tmp_path, ["configs/demo/demo_data.yml"], handmade, "  batch_size: 2\n")
     result, _ = _probe(tmp_path, config, "--flip-prob", "1" if flip else "0")
     assert result["dataset"] == "DACCOCODataSet" and result["records"] == 2
     assert result["catid2clsid"] == {3: 0, 7: 1}
     (batch,) = result["batches"]
     image, pad_mask = batch["image"], batch["pad_mask"]
-    # image 1: short side 100 -> s in 160..224, but the long side is capped at 256 -> 128 x 256;
+    # image 1: short side 100 -> s in 128..160, but the long side is capped at 192 -> 96 x 192;
     # image 2 (square, empty) -> s x s; padded to the larger of each
-    np.testing.assert_array_equal(batch["im_shape"][0], [128, 256])
+    np.testing.assert_array_equal(batch["im_shape"][0], [96, 192])
     s = int(batch["im_shape"][1][0])
-    assert s in (160, 176, 192, 208, 224) and batch["im_shape"][1][1] == s
-    np.testing.assert_allclose(batch["scale_factor"][0], [1.28, 1.28], rtol=1e-6)
-    assert image.shape == (2, 3, s, 256) and image.dtype == np.float32
-    assert pad_mask.shape == (2, s, 256)
-    for i, (h, w) in enumerate([(128, 256), (s, s)]):
+    assert s in (128, 144, 160) and batch["im_shape"][1][1] == s
+    np.testing.assert_allclose(batch["scale_factor"][0], [0.96, 0.96], rtol=1e-6)
+    assert image.shape == (2, 3, s, 192) and image.dtype == np.float32
+    assert pad_mask.shape == (2, s, 192)
+    for i, (h, w) in enumerate([(96, 192), (s, s)]):
         assert pad_mask[i, :h, :w].min() == 1 and pad_mask[i].sum() == h * w
         assert np.abs(image[i][:, pad_mask[i] == 0]).max(initial=0) == 0
     # boxes: normalised cx, cy, w, h; flipped horizontally when asked
@@ -96,19 +97,19 @@ def test_demo_train_reader_on_handmade_sample(tmp_path, handmade, flip):
     np.testing.assert_array_equal(batch["gt_class"][0], [[1]])
     assert batch["gt_bbox"][1].shape == (0, 4) and batch["gt_class"][1].shape == (0, 1)
     # the box and the white pixels coincide, on whichever side they ended up
-    np.testing.assert_allclose(_white_extent(image[0], (128, 256)),
-                               _cxcywh_to_pixels(batch["gt_bbox"][0][0], (128, 256)), atol=1.5)
+    np.testing.assert_allclose(_white_extent(image[0], (96, 192)),
+                               _cxcywh_to_pixels(batch["gt_bbox"][0][0], (96, 192)), atol=1.5)
 
 
 def test_demo_eval_reader(tmp_path, handmade):
     config = _config(tmp_path, ["configs/demo/demo_data.yml"], handmade)
     result, _ = _probe(tmp_path, config, "--mode", "eval", "--batches", "2")
     first, second = result["batches"]
-    # Resize [192, 256] keep_ratio: scale = min(192 / short, 256 / long)
-    np.testing.assert_array_equal(first["im_shape"], [[128, 256]])
-    np.testing.assert_allclose(first["scale_factor"], [[1.28, 1.28]], rtol=1e-6)
-    np.testing.assert_array_equal(second["im_shape"], [[192, 192]])
-    assert first["image"].shape == (1, 3, 128, 256) and first["pad_mask"].min() == 1
+    # Resize [160, 224] keep_ratio: scale = min(160 / short, 224 / long)
+    np.testing.assert_array_equal(first["im_shape"], [[112, 224]])
+    np.testing.assert_allclose(first["scale_factor"], [[1.12, 1.12]], rtol=1e-6)
+    np.testing.assert_array_equal(second["im_shape"], [[160, 160]])
+    assert first["image"].shape == (1, 3, 112, 224) and first["pad_mask"].min() == 1
     assert [int(b["im_id"][0][0]) for b in (first, second)] == [1, 2]
 
 
@@ -177,7 +178,7 @@ def test_loader_survives_an_undecodable_image(tmp_path):
                [(3, "square")])
     with open(root / "images" / "0003.png", "wb") as f:
         f.write(b"\x89PNG broken")
-    config = _config(tmp_path, ["configs/demo/demo_data.yml"], root)
+    config = _config(tmp_path, ["configs/demo/demo_data.yml"], root, "  batch_size: 2\n")
     result, stdout = _probe(tmp_path, config, "--batches", "2")
     ids = [int(i) for b in result["batches"] for i in b["im_id"][:, 0]]
     assert 3 not in ids and len(ids) == 4

@@ -23,12 +23,12 @@ CONFIGS = sorted(os.path.relpath(p, REPO) for p in
 DEMO = "configs/demo/dac_demo.yml"
 R50 = "configs/dac_cdn_ice_r50.yml"
 COCO_TRAIN = [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800]
-DEMO_TRAIN = [160, 176, 192, 208, 224]
+DEMO_TRAIN = [128, 144, 160]
 # the values that the shipped readers are written with
-SHIPPED = {DEMO: dict(train_sizes=DEMO_TRAIN, train_max_size=256, eval_size=192,
-                      eval_max_size=256),
-           "configs/demo/dac_demo_voc.yml": dict(train_sizes=DEMO_TRAIN, train_max_size=256,
-                                                 eval_size=192, eval_max_size=256),
+SHIPPED = {DEMO: dict(train_sizes=DEMO_TRAIN, train_max_size=192, eval_size=160,
+                      eval_max_size=224),
+           "configs/demo/dac_demo_voc.yml": dict(train_sizes=DEMO_TRAIN, train_max_size=192,
+                                                 eval_size=160, eval_max_size=224),
            R50: dict(train_sizes=COCO_TRAIN, train_max_size=1333, eval_size=800,
                      eval_max_size=1333)}
 NORMALIZE = {"NormalizeImage": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
@@ -96,7 +96,7 @@ def test_one_key_changes_only_its_argument():
         "RandomShortSideResize": {"short_side_sizes": DEMO_TRAIN, "max_size": 400}}
     for reader in ("EvalReader", "TestReader"):
         assert cfg[reader]["sample_transforms"][1] == {
-            "Resize": {"target_size": [192, 300], "keep_ratio": True}}
+            "Resize": {"target_size": [160, 300], "keep_ratio": True}}
         assert cfg[reader]["sample_transforms"][2] == NORMALIZE
 
 
@@ -116,7 +116,7 @@ def _where(key):
     (dict(eval_max_size=12.5), "eval_max_size must be an integer > 0 (pixels), got 12.5"),
     (dict(train_max_size="big"), "train_max_size must be an integer > 0 (pixels), got 'big'"),
     (dict(train_sizes=[300]), "x.yml with -o train_sizes=...: TrainReader.sample_transforms[2]."
-     "RandomShortSideResize would resize the short side to 300 but cap the long side at 256 "
+     "RandomShortSideResize would resize the short side to 300 but cap the long side at 192 "
      "(train_max_size); give train_max_size >= max(train_sizes)"),
     (dict(eval_size=400, eval_max_size=300), "x.yml with -o eval_size=...: EvalReader."
      "sample_transforms[1].Resize would resize the short side to 400 but cap the long side at "
@@ -158,7 +158,7 @@ def handmade_config(tmp_path_factory):
     for section in ("TrainDataset", "EvalDataset", "TestDataset"):
         text += (f"{section}: {{dataset_dir: {root}, image_dir: images, "
                  "anno_path: annotations/instances.json}\n")
-    text += "TrainReader: {shuffle: false}\n"
+    text += "TrainReader: {shuffle: false, batch_size: 2}\n"   # 2 records: the demo takes 4
     path = root / "sizes.yml"
     path.write_text(text)
     return path
