@@ -19,6 +19,10 @@ Training dump (``dump_train_losses``; forced top-k and float64 work as in the ev
   loss/<name> []                 unweighted term, the official ``loss_dict`` value (float64)
   loss_weight/<name> []          its weight in the total
   loss_total []                  the model's weighted sum, the loss that is backpropagated
+  enc_topk_indices [B, Q]        the proposals the decoder started from in this training forward
+                                 (the eval top-k differs where the backbone has BatchNorm
+                                 layers that learn: training mode normalises with the batch's
+                                 statistics); pass it back with a forced top-k to replay it
   grad_total_norm []             float64 global L2 norm of the gradients of all trainable
                                  parameters, before clipping: what the official
                                  ``clip_grad_norm_(model.parameters(), 0.1)`` returns
@@ -338,9 +342,10 @@ def dump_train_losses(model, image, mask, gt_labels, gt_boxes, dn_noise=None, se
     model.clear_gradients(set_to_zero=False)
     model.train()
     try:
-        losses = _train_forward(model, image, mask, gt_labels, gt_boxes, dn_noise, topk_indices,
-                                dtype)
+        losses, topk = _train_forward(model, image, mask, gt_labels, gt_boxes, dn_noise,
+                                      topk_indices, dtype)
         result = _loss_arrays(losses, criterion.weights, dtype)
+        result["enc_topk_indices"] = topk
         if gradients:
             losses["loss"].backward()
             result.update(gradient_arrays(model))
@@ -351,7 +356,8 @@ def dump_train_losses(model, image, mask, gt_labels, gt_boxes, dn_noise=None, se
 
 
 def _train_forward(model, image, mask, gt_labels, gt_boxes, dn_noise, topk_indices, dtype):
-    """Backbone, transformer (training mode) and criterion -> the criterion's loss dict."""
+    """Backbone, transformer (training mode) and criterion -> (the criterion's loss dict, the
+    two-stage top-k indices [B, Q] int64 numpy)."""
     if mask is None:
         mask = np.zeros([image.shape[0], image.shape[2], image.shape[3]], dtype=bool)
     labels = [paddle.to_tensor(l.astype("int64")) for l in gt_labels]
@@ -360,7 +366,7 @@ def _train_forward(model, image, mask, gt_labels, gt_boxes, dn_noise, topk_indic
     out = model.transformer(
         feats, paddle.to_tensor(mask), labels, boxes, dn_noise=dn_noise,
         topk_indices=None if topk_indices is None else paddle.to_tensor(topk_indices))
-    return model.criterion(out, labels, boxes)
+    return model.criterion(out, labels, boxes), out["topk_indices"].numpy().astype("int64")
 
 
 def _loss_arrays(losses, weights, dtype):

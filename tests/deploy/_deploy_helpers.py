@@ -56,6 +56,32 @@ def encoded_image(height, width, ext=".png", value=128):
     return data.tobytes()
 
 
+def measure_batch_norm(backbone, data_dir, size=160):
+    """Give the BatchNorm layers of a randomly initialised ``backbone`` the statistics of the
+    demo val images (as training would), so the model computes on normalised activations like a
+    trained one: one forward pass in training mode with momentum 0 (each layer's running mean and
+    variance become those of its input in this batch), then eval mode again. Without it every
+    BatchNorm is the identity and the activations of the random network grow layer by layer."""
+    val = os.path.join(data_dir, "val")
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    images = [(cv2.resize(cv2.imread(os.path.join(val, name))[:, :, ::-1], (size, size)) / 255.0
+               - mean) / std for name in sorted(os.listdir(val))]
+    batch = paddle.to_tensor(np.stack(images).transpose(0, 3, 1, 2).astype("float32"))
+    norms = [layer for layer in backbone.sublayers() if isinstance(layer, paddle.nn.BatchNorm2D)]
+    assert norms, "the backbone has no BatchNorm2D layer"
+    momenta = [layer._momentum for layer in norms]
+    backbone.train()
+    try:
+        for layer in norms:
+            layer._momentum = 0.0
+        with paddle.no_grad():
+            backbone({"image": batch})
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer._momentum = momentum
+        backbone.eval()
+
+
 class Exported:
     """Paths of the session's export: weights, the two model dirs, the demo data and images."""
 
@@ -71,6 +97,7 @@ class Exported:
                                        {"TestDataset": {"dataset_dir": self.data_dir}})
         paddle.seed(7)
         model = build_model(self.cfg, None)
+        measure_batch_norm(model.backbone, self.data_dir)
         self.weights = os.path.join(root, "random_weights.pdparams")
         paddle.save(model.state_dict(), self.weights)
         self.model_dirs = {mode: export_model(self.cfg, self.weights,

@@ -115,9 +115,9 @@ def test_train_eval_with_an_undecodable_val_image(broken_raise, tmp_path):
            f"{out / 'tiny' / 'model_final'} is written" in log
     assert not (out / "tiny" / "best_model.pdstate").exists()
     assert os.listdir(cwd) == []
-    # epoch 1 puts the demo schedule's milestone (4) after the end: one warning line
+    # epoch 1 puts the demo schedule's milestone (3) after the end: one warning line
     warnings = [line for line in log.splitlines() if "does not fit epoch: 1" in line]
-    assert len(warnings) == 1 and "PiecewiseDecay milestones [4]" in warnings[0]
+    assert len(warnings) == 1 and "PiecewiseDecay milestones [3]" in warnings[0]
 
     # tools/eval.py on the same data and these weights
     proc, seconds = _run([os.path.join(REPO, "tools", "eval.py"), "-c", config,

@@ -443,9 +443,13 @@ def test_train_forced_topk_is_used(files, train32):
         assert abs(float(train32[k]) - float(plain[k])) > 1e-4 * abs(float(plain[k])), k
     for k in ("loss/loss_ce_enc", "loss/loss_bbox_enc", "loss/loss_giou_enc"):
         assert float(train32[k]) == float(plain[k]), k
-    # forcing the model's own choice (the eval top-k: the encoder has no train-only layers)
-    # reproduces the plain run
-    own = _dump(files, out="eval_grad_weights.npz", weights="w_grad")["enc_topk_indices"]
+    # forcing the model's own choice of that training forward reproduces the plain run; the
+    # eval top-k is another one (the backbone's BatchNorm normalises with the batch's
+    # statistics in training mode, with its running ones in eval mode)
+    own = plain["enc_topk_indices"]
+    assert own.shape == (B, NUM_QUERIES) and own.dtype == np.int64
+    evaluated = _dump(files, out="eval_grad_weights.npz", weights="w_grad")["enc_topk_indices"]
+    assert (own != evaluated).any()
     np.save(files / "own_train.npy", own)
     same = _dump(files, *_train_args(files, files / "own_train.npy"), out="train_same.npz",
                  weights="w_grad")
