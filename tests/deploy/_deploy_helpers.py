@@ -15,6 +15,9 @@ import paddle
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DEMO_CONFIG = os.path.join(REPO, "configs", "demo", "dac_demo.yml")
+EXPORT_SIZE, EXPORT_MAX_SIZE = 192, 256   # the exported test reader's resize (see Exported)
+# -o entries giving tools/infer.py on DEMO_CONFIG the exported model's test reader
+SIZE_OPTS = [f"eval_size={EXPORT_SIZE}", f"eval_max_size={EXPORT_MAX_SIZE}"]
 PYTHON = sys.executable
 
 
@@ -93,8 +96,11 @@ class Exported:
         self.root = root
         self.data_dir = os.path.join(root, "demo")
         make_demo_data(self.data_dir, num_train=2, num_val=4, num_empty_train=0)
+        # the test reader at short side 192, long side <= 256: the sizes the hand-worked numbers
+        # of the deployment tests (thin-image limits, slicing windows) are computed for
         self.cfg = load_checked_config(DEMO_CONFIG,
-                                       {"TestDataset": {"dataset_dir": self.data_dir}})
+                                       {"TestDataset": {"dataset_dir": self.data_dir},
+                                        "eval_size": EXPORT_SIZE, "eval_max_size": EXPORT_MAX_SIZE})
         paddle.seed(7)
         model = build_model(self.cfg, None)
         measure_batch_norm(model.backbone, self.data_dir)

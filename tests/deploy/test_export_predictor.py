@@ -139,7 +139,10 @@ def test_onednn_agrees_on_r50_at_800x1066(exported, tmp_path, restore_global_con
     from ppdet_dac.deploy.export import build_model, export_model
     from ppdet_dac.deploy.predictor import Predictor
 
-    cfg = load_checked_config(os.path.join(REPO, "configs", "dac_cdn_ice_r50.yml"))
+    # the recipe's test size, said explicitly: ppdet's config is global, and the session's
+    # export (``exported``) set the top-level size keys for the demo model
+    cfg = load_checked_config(os.path.join(REPO, "configs", "dac_cdn_ice_r50.yml"),
+                              {"eval_size": 800, "eval_max_size": 1333})
     paddle.seed(11)
     weights = str(tmp_path / "r50_random.pdparams")
     paddle.save(build_model(cfg, None).state_dict(), weights)

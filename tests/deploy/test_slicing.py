@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from _deploy_helpers import (DEMO_CONFIG, GRID_COLS, GRID_ROWS, REPO, TILE_H, TILE_W,
+from _deploy_helpers import (DEMO_CONFIG, GRID_COLS, GRID_ROWS, REPO, SIZE_OPTS, TILE_H, TILE_W,
                              demo_grid, run_python)
 
 
@@ -235,7 +235,7 @@ def test_infer_tools_slice_infer(exported, grid, tmp_path, tool):
     else:   # concat: dygraph and exported scores differ in the last bits, NMS ties could flip
         run_python([os.path.join("tools", "infer.py"), "-c", DEMO_CONFIG,
                     "-o", f"weights={exported.weights}",
-                    f"TestDataset.dataset_dir={exported.data_dir}", "--infer_img", path,
+                    f"TestDataset.dataset_dir={exported.data_dir}", *SIZE_OPTS, "--infer_img", path,
                     "--output_dir", str(tmp_path), "--draw_threshold", "0.0",
                     "--combine_method", "concat"] + flags)
         model_dir, combine = exported.model_dirs["reference"], "concat"

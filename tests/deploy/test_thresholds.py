@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from _deploy_helpers import DEMO_CONFIG, global_config_restored
+from _deploy_helpers import DEMO_CONFIG, EXPORT_MAX_SIZE, EXPORT_SIZE, global_config_restored
 
 STRICT = 0.2   # the demo exports at 0.8; on the random demo weights 0.2 changes the top 100
 
@@ -25,6 +25,7 @@ def strict_export(exported, tmp_path_factory):
     with global_config_restored():
         cfg = load_checked_config(DEMO_CONFIG, {
             "TestDataset": {"dataset_dir": exported.data_dir},
+            "eval_size": EXPORT_SIZE, "eval_max_size": EXPORT_MAX_SIZE,
             "DACNMSPostProcess": {"nms_iou_threshold": STRICT}})
         out = export_model(cfg, exported.weights,
                            str(tmp_path_factory.mktemp("strict") / "model"), "op")

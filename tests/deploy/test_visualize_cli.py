@@ -8,7 +8,7 @@ import os
 import cv2
 import numpy as np
 
-from _deploy_helpers import DEMO_CONFIG, run_python
+from _deploy_helpers import DEMO_CONFIG, SIZE_OPTS, run_python
 
 NUM_DRAWN = 3
 
@@ -91,6 +91,7 @@ def test_dygraph_tool_agrees_with_exported_model(exported, tmp_path):
     image = exported.images[1]
     run_python([os.path.join("tools", "infer.py"), "-c", DEMO_CONFIG,
                 "-o", f"weights={exported.weights}", f"TestDataset.dataset_dir={exported.data_dir}",
+                *SIZE_OPTS,
                 "--infer_img", image, "--output_dir", str(tmp_path), "--draw_threshold", "0.0"])
     with open(tmp_path / "detections.json") as f:
         (path, dy), = json.load(f).items()
@@ -178,7 +179,7 @@ def test_dygraph_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp
     out_dir = tmp_path / "out"
     proc = run_process([os.path.join("tools", "infer.py"), "-c", DEMO_CONFIG,
                         "-o", f"weights={exported.weights}",
-                        f"TestDataset.dataset_dir={exported.data_dir}",
+                        f"TestDataset.dataset_dir={exported.data_dir}", *SIZE_OPTS,
                         "--infer_dir", str(folder), "--output_dir", str(out_dir),
                         "--draw_threshold", "0.0"], returncode=1)
     assert "3 file(s) skipped" in proc.stdout
