@@ -267,7 +267,7 @@ def test_coco_form_is_the_loaded_images_and_boxes(tmp_path):
 
 def test_eval_batches_give_ppdet_voc_metric_what_it_reads(tmp_path):
     """The VOC demo config's evaluation data with ppdet's `metric: VOC` fields: batches (2
-    images, Resize [192, 256]) carry gt_bbox in the resized image, gt_class, difficult and
+    images, Resize [160, 224]) carry gt_bbox in the resized image, gt_class, difficult and
     scale_factor, from which VOCMetric scores detections in original pixels: all found ->
     mAP 1; the car missed (IoU < 0.5) -> car AP 0, tree AP 1 (the difficult tree ignored)."""
     import pickle
@@ -289,9 +289,10 @@ def test_eval_batches_give_ppdet_voc_metric_what_it_reads(tmp_path):
     run_probe(["--config", str(config), "--out", str(out), "--mode", "eval"])
     with open(out, "rb") as f:
         (batch,) = pickle.load(f)["batches"]
-    np.testing.assert_allclose(batch["scale_factor"], [[1.28, 1.28], [1.92, 1.92]], rtol=1e-6)
+    # scale min(160 / short, 224 / long): 200x100 -> min(1.6, 1.12); 100x100 -> 1.6
+    np.testing.assert_allclose(batch["scale_factor"], [[1.12, 1.12], [1.6, 1.6]], rtol=1e-6)
     np.testing.assert_allclose(batch["gt_bbox"][0], np.array([[20, 10, 80, 50],
-                                                              [100, 50, 150, 90]]) * 1.28,
+                                                              [100, 50, 150, 90]]) * 1.12,
                                rtol=1e-6)
     np.testing.assert_array_equal(batch["difficult"][0], [[0], [1]])
     np.testing.assert_array_equal(batch["gt_class"][1], [[0]])
