@@ -25,11 +25,12 @@ demo:
 	@start=$$(date +%s.%N) && $(MAKE) --no-print-directory setup && \
 		echo "$(PY) tools/demo.py --started_at $$start" && $(PY) tools/demo.py --started_at $$start
 
+# pytest prints the 25 slowest tests and, on its last line, the total time.
 test: setup onnx cuda-build
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q --durations=25 -m "not slow" tests
 
 onnx: setup
 	$(PIP) install -q -r requirements-onnx.txt
