@@ -49,7 +49,7 @@ from ppdet.core.workspace import create
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.interop import mapping
-from ppdet_dac.interop.paddle_files import load_weights_file
+from ppdet_dac.interop.weights import load_model_weights as _load_weights
 from ppdet_dac.modeling.denoising import DNNoise
 
 logger = setup_logger(__name__)
@@ -74,30 +74,12 @@ def build_model(cfg, weights=None):
 
 
 def load_model_weights(model, path):
-    """Load a ``.pdparams`` file (``path`` with or without the suffix) into ``model``, read by
-    ``checkpoint.load_weights_file`` (no code run, the checkpoint token left out).
-
-    Every parameter and buffer of the model must be present with the same shape; a missing or
-    extra key or a wrong shape raises ValueError naming the file and the keys.
-    Returns the file actually read.
+    """Load a ``.pdparams`` file (``path`` with or without the suffix) into ``model`` by
+    ``ppdet_dac.interop.weights.load_model_weights`` (restricted reader, no code run; every
+    model tensor must be in the file with its shape, else one ValueError naming the file and
+    what does not fit). Returns the file actually read.
     """
-    path, state = load_weights_file(path)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    if missing or extra:
-        raise ValueError(f"{path}: weights do not match the model: {len(missing)} missing key(s) "
-                         f"{missing[:5]}, {len(extra)} unexpected key(s) {extra[:5]}")
-    wrong = [(k, list(state[k].shape), list(v.shape)) for k, v in own.items()
-             if list(state[k].shape) != list(v.shape)]
-    if wrong:
-        k, got, want = wrong[0]
-        raise ValueError(f"{path}: {len(wrong)} parameter(s) have the wrong shape, e.g. '{k}' is "
-                         f"{got} in the file but {want} in the model")
-    model.set_state_dict({k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v
-                          for k, v in state.items()})
-    logger.info(f"loaded weights from {path}")
-    return path
+    return _load_weights(model, path)
 
 
 # -- inputs ------------------------------------------------------------------------------------

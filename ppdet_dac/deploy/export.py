@@ -50,7 +50,7 @@ from ppdet.utils.logger import setup_logger
 from ppdet_dac import ops
 from ppdet_dac._notices import export_notices_dropped
 from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
-from ppdet_dac.interop.paddle_files import load_weights_file
+from ppdet_dac.interop.weights import load_model_weights
 from ppdet_dac.modeling.post_process import DACNMSPostProcess
 
 logger = setup_logger(__name__)
@@ -284,10 +284,7 @@ def build_model(cfg, weights):
     """create(cfg.architecture) in eval mode with ``weights`` (a .pdparams path or its prefix)."""
     model = create(cfg.architecture)
     if weights:
-        prefix = weights[:-len(".pdparams")] if weights.endswith(".pdparams") else weights
-        if not os.path.isfile(prefix + ".pdparams"):
-            raise FileNotFoundError(f"weights {weights!r}: no file {prefix}.pdparams")
-        model.set_state_dict(load_weights_file(weights)[1])   # restricted reader, no token
+        load_model_weights(model, weights)   # restricted reader; every tensor must fit
     else:
         logger.warning("no weights given: exporting randomly initialised parameters")
     model.eval()

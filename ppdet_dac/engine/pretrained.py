@@ -17,6 +17,9 @@ accident:
   a failed download ends every rank with ``PretrainWeightsError`` (ppdet's ``_download_dist``
   leaves the other ranks polling a lock file that nobody removes);
 * a local path: ``FileNotFoundError`` naming it when neither it nor ``<it>.pdparams`` exists.
+
+The file (local or downloaded) is read without running code (``load_pretrain_weights``): a
+pickle that asks for any object besides arrays and containers is refused, naming it.
 """
 import base64
 import binascii
@@ -216,31 +219,15 @@ def _content_md5(header):
 
 
 def load_pretrain_weights(model, path):
-    """Load the .pdparams ``path`` into ``model`` the ppdet way (names matched by suffix, so an
-    ImageNet backbone file fills ``backbone.*``), keeping the model's own initialisation for
-    every tensor whose shape differs: fine-tuning a converted COCO model on K classes re-starts
-    the class heads and the denoising label embedding. One log line lists what was kept.
+    """Load the .pdparams ``path`` (from ``fetch_pretrain_weights``: a local file or a URL's
+    download) into ``model`` the ppdet way (names matched by suffix, so an ImageNet backbone file
+    fills ``backbone.*``), through the restricted reader (a crafted file runs no code), keeping
+    the model's own initialisation for every tensor whose shape differs: fine-tuning a converted
+    COCO model on K classes re-starts the class heads and the denoising label embedding.
 
-    Returns {'loaded': [model names], 'reinitialised': [names whose shape differs],
-    'absent': [model names the file does not have]}.
+    ValueError naming the file when no backbone tensor was loaded; one warning line (counts,
+    first names) when some were not. Returns {'loaded', 'reinitialised', 'absent', 'unused'}
+    (lists of names, see ``ppdet_dac.interop.weights.load_pretrained``).
     """
-    import paddle
-    from ppdet.utils.checkpoint import match_state_dict
-
-    from ppdet_dac.interop.paddle_files import weights_only
-    weights = weights_only(paddle.load(path), path)   # a ppdet_dac checkpoint's token left out
-    own = model.state_dict()
-    matched = match_state_dict(own, weights)
-    values = {k: paddle.to_tensor(matched[k]).astype(own[k].dtype) if k in matched else v
-              for k, v in own.items()}   # every key given: no per-key "skip" warnings
-    model.set_dict(values)
-    left = [k for k in own if k not in matched]
-    named = {k for k in left if any(k == w or k.endswith("." + w) for w in weights)}
-    summary = {"loaded": sorted(matched), "reinitialised": sorted(named),
-               "absent": sorted(set(left) - named)}
-    logger.info(f"{path}: loaded {len(matched)} of {len(own)} tensors"
-                + (f"; kept the initialisation of {len(named)} whose shape differs (e.g. the "
-                   f"class heads for another class count): {', '.join(summary['reinitialised'])}"
-                   if named else "")
-                + (f"; {len(summary['absent'])} not in the file" if summary["absent"] else ""))
-    return summary
+    from ppdet_dac.interop.weights import load_pretrained
+    return load_pretrained(model, path)

@@ -46,7 +46,7 @@ from ppdet.engine.callbacks import ComposeCallback, LogPrinter, VisualDLWriter
 from ppdet.utils import stats
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.interop.paddle_files import load_weights_file
+from ppdet_dac.interop.weights import load_model_weights
 
 from .checkpoint import (ITER_PREFIX, latest_checkpoint, load_checkpoint, remove_checkpoint,
                          rng_state, save_checkpoint)
@@ -219,21 +219,13 @@ class DACTrainer(Trainer):
             save_prediction_only=self.cfg.get("save_prediction_only", False))]
 
     def load_weights(self, weights):
-        """``weights=`` (eval, test): a .pdparams (path with or without the suffix, or URL)
-        into the model as ppdet's ``load_pretrain_weight`` does (names matched by suffix,
-        tensors of another shape skipped with a log line), read by ``load_weights_file``."""
-        from ppdet.utils.checkpoint import match_state_dict
+        """``weights=`` (eval, test): a .pdparams (path with or without the suffix, or URL) into
+        the model by ``load_model_weights``: every model tensor must be in the file with its
+        shape, else one ValueError naming the file and what does not fit."""
         if self.is_loaded_weights:
             return
         self.start_epoch = 0
-        path, weights = load_weights_file(weights)
-        own = self.model.state_dict()
-        matched = match_state_dict(own, weights)
-        for key, value in matched.items():
-            value = value if isinstance(value, paddle.Tensor) else paddle.to_tensor(value)
-            matched[key] = value if value.dtype == own[key].dtype else value.astype(own[key].dtype)
-        self.model.set_dict(matched)
-        logger.info(f"loaded weights from {path} ({len(matched)} of {len(own)} tensors)")
+        load_model_weights(self.model, weights)
 
     def _on_accelerator(self):
         return bool(self.cfg.get("use_gpu", False)) and paddle.is_compiled_with_cuda()
