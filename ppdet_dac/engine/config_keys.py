@@ -38,6 +38,8 @@ from ppdet.data.transform.operators import BaseOperator
 from ppdet.optimizer import optimizer as ppdet_optimizer
 from ppdet.optimizer.adamw import build_adamwdl
 
+from .config_values import check_config_values
+
 __all__ = ["TOP_LEVEL_KEYS", "READER_KEYS", "check_config_file", "check_config_keys"]
 
 # Top-level keys that are neither a registered class's section nor a `__shared__` argument of
@@ -135,12 +137,18 @@ _RawLoader.yaml_constructors = {tag: fn for tag, fn in yaml.Loader.yaml_construc
 _RawLoader.add_multi_constructor("!", _construct_tagged)
 
 
-def _read_with_bases(path, files, parent=None):
+def _read_with_bases(path, files, chain=()):
     """The merged config of ``path`` and its ``_BASE_`` files (as ppdet's load_config merges
-    them); appends (file, its own keys) to ``files``, lowest priority first."""
+    them); appends (file, its own keys) to ``files``, lowest priority first. ``chain``: the
+    files whose ``_BASE_`` led here; a file already in it is a ValueError naming the cycle."""
     if not os.path.isfile(path):
-        where = f" (a {BASE_KEY} file of {parent})" if parent else ""
+        where = f" (a {BASE_KEY} file of {chain[-1]})" if chain else ""
         raise FileNotFoundError(f"config file not found: {path}{where}")
+    real = [os.path.realpath(file) for file in chain]
+    if os.path.realpath(path) in real:
+        cycle = list(chain[real.index(os.path.realpath(path)):]) + [path]
+        raise ValueError(f"{chain[0]}: {BASE_KEY} cycle: {' -> '.join(cycle)} (each file "
+                         f"lists the next in {BASE_KEY}; ppdet would recurse forever)")
     with open(path) as handle:
         own = yaml.load(handle, Loader=_RawLoader) or {}
     if not isinstance(own, dict):
@@ -151,7 +159,7 @@ def _read_with_bases(path, files, parent=None):
         base = os.path.expanduser(base) if base.startswith("~") else base
         if not base.startswith("/"):
             base = os.path.join(os.path.dirname(path), base)
-        merged = dict_merge(merged, _read_with_bases(base, files, parent=path))
+        merged = dict_merge(merged, _read_with_bases(base, files, chain + (path,)))
     files.append((path, copy.deepcopy(own)))
     return dict_merge(merged, own)
 
@@ -184,16 +192,29 @@ def _opts_source(path, opts, keys):
     """'<path> with -o <the entries of opts that lead to keys (all when none does)>'."""
     entries = list(_flat_opts(opts))
     related = [(k, v) for k, v in entries if keys[:len(k)] == k or k[:len(keys)] == keys]
-    text = " ".join(f"{'.'.join(map(str, k))}={v}" for k, v in related or entries)
+    text = " ".join(f"{'.'.join(map(str, k))}={_shown(v)}" for k, v in related or entries)
     return f"{path} with -o {text}"
 
 
+def _shown(value, top=True):
+    """An -o value as str() shows it, with a ``!Class {...}`` that -o built shown so."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(item, False) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_shown(v, False)}" for k, v in value.items()) + "}"
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        args = ", ".join(f"{k}: {_shown(v, False)}" for k, v in vars(value).items())
+        return f"!{type(value).__name__} {{{args}}}"
+    return str(value) if top else repr(value)
+
+
 def check_config_file(path, opts=None):
-    """Check the keys of config file ``path`` (with its ``_BASE_`` files), then with the ``-o``
-    overrides ``opts`` (ppdet's ArgsParser dict) on top; see the module docstring.
+    """Check the keys and values of config file ``path`` (with its ``_BASE_`` files), then
+    with the ``-o`` overrides ``opts`` (ppdet's ArgsParser dict) on top; see the module
+    docstring and ``config_values``.
 
     Raises FileNotFoundError naming a missing file, ValueError naming the file or ``-o`` entry
-    and the unknown key.
+    and the unknown key or bad value, or the files of a ``_BASE_`` cycle.
     """
     files = []
     merged = _read_with_bases(path, files)
@@ -203,9 +224,11 @@ def check_config_file(path, opts=None):
         return path if owner == path else f"{path} ({BASE_KEY} {owner})"
 
     check_config_keys(merged, in_file)
+    check_config_values(merged, in_file)
     if opts:
         merged = dict_merge(merged, copy.deepcopy(opts))
         check_config_keys(merged, lambda keys: _opts_source(path, opts, keys))
+        check_config_values(merged, lambda keys: _opts_source(path, opts, keys))
 
 
 def check_config_keys(cfg, source):
