@@ -11,7 +11,9 @@ path or id per line (VOC's ImageSets/Main/*.txt; '.xml' is added; the image is t
 ``<filename>``). The output is ``--output_dir``/``--voc_out_name``. Class k of the label list
 (one name per line) gets category id k + 1. Box convention and the rules for bad entries:
 ``ppdet_dac.data.voc`` (VOC's 1-based inclusive xmin..xmax becomes x = xmin - 1,
-w = xmax - xmin + 1). Only ``--dataset_type voc`` is supported.
+w = xmax - xmin + 1). Only ``--dataset_type voc`` is supported. A list that names the same
+image twice is refused (ValueError naming the list and the file), as evaluation would refuse the
+COCO file (``ppdet_dac.data.duplicates``).
 """
 import argparse
 import json
@@ -21,6 +23,7 @@ import sys
 import ppdet_dac  # noqa: F401  (first: drops known-harmless import notices)
 from ppdet.utils.logger import setup_logger
 
+from ppdet_dac.data.duplicates import check_no_duplicates
 from ppdet_dac.data.voc import convert_voc
 
 logger = setup_logger("x2coco")
@@ -46,6 +49,7 @@ def main(argv=None):
     FileNotFoundError name the file at fault."""
     args = parse_args(argv)
     coco = convert_voc(args.voc_anno_dir, args.voc_anno_list, args.voc_label_list)
+    check_no_duplicates(coco, args.voc_anno_list)
     out = os.path.join(args.output_dir, args.voc_out_name)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + ".tmp", "w") as handle:

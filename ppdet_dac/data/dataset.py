@@ -27,6 +27,13 @@ Differences from ``ppdet.data.source.COCODataSet`` (2.6.0):
   left out, each named in the log with one summary, and the COCO metric counts only the images
   evaluated. Either way the ``ImageDecodeError`` is not logged with a traceback by ppdet's
   ``Compose``.
+* **Duplicated ids** (``ppdet_dac.data.duplicates``): an image id or image file listed twice,
+  or an annotation id used twice, is refused with one ValueError naming the file and the ids
+  when evaluating, and resolved with one warning when training (the first entry of an image id
+  or file is kept, a later entry of the same file is dropped with its annotations, repeated
+  annotation ids are renumbered). ``duplicates: auto`` (default) resolves for a training
+  dataset (``gt_bbox`` among the ``data_fields`` and ``on_decode_error`` not ``report``) and
+  refuses otherwise; ``refuse`` / ``resolve`` choose explicitly.
 * **No pycocotools** at parse time (it prints to stdout); the JSON is read directly. Class ids
   follow the order of the file's ``categories`` list, exactly as ppdet's ``get_categories``
   (used by the COCO metric) numbers them.
@@ -51,6 +58,7 @@ from ppdet.core.workspace import register, serializable
 from ppdet.data.source.coco import COCODataSet
 from ppdet.utils.logger import setup_logger
 
+from ppdet_dac.data.duplicates import check_no_duplicates, resolution_note, resolve_duplicates
 from ppdet_dac.data.image_io import decode_bgr
 from ppdet_dac.data.transforms import ImageDecodeError
 
@@ -61,6 +69,7 @@ MAX_SKIP_LINES = 20
 # ids / files named in a summary or an error
 NAMED_IN_SUMMARY = 5
 DECODE_ERROR_MODES = ("skip", "raise", "report")
+DUPLICATE_MODES = ("auto", "refuse", "resolve")
 DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS = 50
 
 
@@ -247,6 +256,9 @@ class DACCOCODataSet(COCODataSet):
             ones are left out of the dataset, named in the log (for evaluation).
         max_consecutive_decode_errors (int): with 'skip', this many undecodable images met in a
             row by one loader process stop the run with UnreadableDatasetError (default 50).
+        duplicates (str): duplicated image ids / image files / annotation ids are 'refuse'd
+            (one ValueError) or 'resolve'd (one warning; first entry kept, module docstring);
+            'auto' (default): resolve for training data, refuse for evaluation data.
 
     Records hold 'im_file', 'im_id' [1], 'h', 'w', 'gt_bbox' float32 [n, 4] (pixel xyxy,
     clamped), 'gt_class' int32 [n, 1] (0..K-1 in ``categories`` order), 'is_crowd' int32 [n, 1]
@@ -257,13 +269,17 @@ class DACCOCODataSet(COCODataSet):
     def __init__(self, dataset_dir=None, image_dir=None, anno_path=None, data_fields=("image",),
                  sample_num=-1, load_crowd=False, allow_empty=False, empty_ratio=1.,
                  repeat=1, on_decode_error="skip",
-                 max_consecutive_decode_errors=DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS):
+                 max_consecutive_decode_errors=DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS,
+                 duplicates="auto"):
         super().__init__(dataset_dir=dataset_dir, image_dir=image_dir, anno_path=anno_path,
                          data_fields=data_fields, sample_num=sample_num, load_crowd=load_crowd,
                          allow_empty=allow_empty, empty_ratio=empty_ratio, repeat=repeat)
         if on_decode_error not in DECODE_ERROR_MODES:
             raise ValueError(f"on_decode_error must be one of {DECODE_ERROR_MODES}, "
                              f"got {on_decode_error!r}")
+        if duplicates not in DUPLICATE_MODES:
+            raise ValueError(f"duplicates must be one of {DUPLICATE_MODES}, got {duplicates!r}")
+        self.duplicates = duplicates
         limit = max_consecutive_decode_errors
         if not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"DACCOCODataSet.max_consecutive_decode_errors must be an integer "
@@ -367,9 +383,24 @@ class DACCOCODataSet(COCODataSet):
         anno_file, anno = self._load_json()
         return anno_file, anno, CocoNames(anno_file)
 
+    def _without_duplicates(self, anno_file, anno):
+        """``anno`` refused or resolved by ``self.duplicates`` (module docstring)."""
+        mode = self.duplicates
+        if mode == "auto":
+            training = "gt_bbox" in self.data_fields and self.on_decode_error != "report"
+            mode = "resolve" if training else "refuse"
+        if mode == "refuse":
+            check_no_duplicates(anno, anno_file)
+            return anno
+        resolved, report = resolve_duplicates(anno)
+        if report:
+            logger.warning(resolution_note(report, anno, resolved, anno_file))
+        return resolved
+
     def parse_dataset(self):
         """Build ``self.roidbs`` from the annotation file (rules in the module docstring)."""
         anno_file, anno, names = self._load_annotations()
+        anno = self._without_duplicates(anno_file, anno)
         self._categories(anno_file, anno)
         self.load_image_only = "annotations" not in anno
         if self.load_image_only:

@@ -291,7 +291,8 @@ class DACVOCDataSet(DACCOCODataSet):
     Args: as VOCDataSet (``dataset_dir``, ``image_dir``, ``anno_path`` = the list file,
         ``label_list`` = the label file, ``data_fields``, ``sample_num``, ``allow_empty``,
         ``empty_ratio``, ``repeat``) plus DACCOCODataSet's ``on_decode_error`` and
-        ``max_consecutive_decode_errors``.
+        ``max_consecutive_decode_errors`` and ``duplicates`` (an XML listed twice is an image
+        file listed twice).
 
     Records as DACCOCODataSet's, plus 'difficult' int32 [n, 1] when in ``data_fields``.
     ``get_anno()`` is the COCO form of the loaded images and boxes (for ``metric: COCO``);
@@ -301,12 +302,14 @@ class DACVOCDataSet(DACCOCODataSet):
     def __init__(self, dataset_dir=None, image_dir=None, anno_path=None, data_fields=("image",),
                  sample_num=-1, label_list=None, allow_empty=False, empty_ratio=1., repeat=1,
                  on_decode_error="skip",
-                 max_consecutive_decode_errors=DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS):
+                 max_consecutive_decode_errors=DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS,
+                 duplicates="auto"):
         super().__init__(dataset_dir=dataset_dir, image_dir=image_dir, anno_path=anno_path,
                          data_fields=data_fields, sample_num=sample_num, load_crowd=False,
                          allow_empty=allow_empty, empty_ratio=empty_ratio, repeat=repeat,
                          on_decode_error=on_decode_error,
-                         max_consecutive_decode_errors=max_consecutive_decode_errors)
+                         max_consecutive_decode_errors=max_consecutive_decode_errors,
+                         duplicates=duplicates)
         self.label_list = label_list
         self._boxes_of_image = {}
         self._coco_categories = None

@@ -13,7 +13,9 @@ A rank whose batches fail (a data error) tells the others at that gather: every 
 COCO metric (``DACCOCOMetric``): ``bbox.json`` and the per-class precision/recall curves
 (``bbox_pr_curve/``) are written to the metric's ``output_eval`` folder, never the working
 directory, and pycocotools' prints are replaced by one summary line and the per-class AP table
-(``verbose`` shows them).
+(``verbose`` shows them). An annotation file with duplicated image ids, image files or
+annotation ids is refused (one ValueError naming them, ``ppdet_dac.data.duplicates``):
+pycocotools would silently keep one of each in its index and the AP would be wrong.
 """
 import contextlib
 import io
@@ -26,6 +28,8 @@ import numpy as np
 import paddle
 from ppdet.metrics import COCOMetric, VOCMetric
 from ppdet.utils.logger import setup_logger
+
+from ppdet_dac.data.duplicates import check_no_duplicates
 
 from .distributed import all_gather_objects, world
 
@@ -201,13 +205,19 @@ def coco_box_eval(json_path, anno_file, classwise=False, pr_curve_dir=None, verb
     Logs one summary line and, with ``classwise``, the per-class AP table; with
     ``pr_curve_dir`` also draws each class's precision/recall curve (IoU 0.5) there.
     pycocotools' own prints are shown with ``verbose`` only (and when it raises).
+    Raises ValueError naming ``anno_file`` and the ids when it has duplicated ids.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+    with open(anno_file) as handle:
+        gt = json.load(handle)
+    check_no_duplicates(gt, anno_file)
     printed = io.StringIO()
     try:
         with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(printed):
-            coco_gt = COCO(anno_file)
+            coco_gt = COCO()
+            coco_gt.dataset = gt
+            coco_gt.createIndex()
             coco_eval = COCOeval(coco_gt, coco_gt.loadRes(json_path), "bbox")
             left_out = [] if img_ids is None else sorted(set(coco_gt.getImgIds()) - set(img_ids))
             if left_out:
@@ -261,6 +271,9 @@ class DACCOCOMetric(COCOMetric):
     paths logged; pycocotools' prints summarised unless ``verbose`` (``coco_box_eval``)."""
 
     def __init__(self, anno_file, output_eval, verbose=False, **kwargs):
+        if anno_file and os.path.isfile(anno_file):   # duplicated ids: refused before inference
+            with open(anno_file) as handle:
+                check_no_duplicates(json.load(handle), anno_file)
         os.makedirs(output_eval, exist_ok=True)
         super().__init__(anno_file, output_eval=output_eval, **kwargs)
         self.verbose = verbose
