@@ -54,13 +54,10 @@ class Rule:
         return not self.increasing or all(a < b for a, b in zip(value, value[1:]))
 
     def text(self):
-        """'an integer >= 1', 'a number in [0, 1]', 'a non-empty list of integers >= 0', ..."""
+        """'an integer >= 1', 'a number in [0, 1]', 'a list of integers >= 0, strictly
+        increasing', ..."""
         if self.kind == "bool":
             return "true or false"
-        one = {"int": "an integer", "number": "a number"}[self.kind]
-        many = {"int": "integers", "number": "numbers"}[self.kind]
-        listed = f"a {'' if self.empty else 'non-empty '}list of {many}"
-        noun = {"one": one, "list": listed, "either": f"{one} or {listed}"}[self.shape]
         if self.low is not None and self.high is not None:
             bounds = (f" in {'(' if self.open_low else '['}{self.low}, {self.high}"
                       f"{')' if self.open_high else ']'}")
@@ -70,9 +67,13 @@ class Rule:
             bounds = f" {'<' if self.open_high else '<='} {self.high}"
         else:
             bounds = ""
+        one = {"int": "an integer", "number": "a number"}[self.kind] + bounds
+        many = {"int": "integers", "number": "numbers"}[self.kind] + bounds
+        listed = f"a {'' if self.empty else 'non-empty '}list of {many}"
         if self.increasing:
-            bounds += ", strictly increasing"
-        return noun + bounds + (" (or null)" if self.optional else "")
+            listed += ", strictly increasing"
+        text = {"one": one, "list": listed, "either": f"{one} or {listed}"}[self.shape]
+        return text + (" (or null)" if self.optional else "")
 
 
 def count(low=1, optional=False):
