@@ -6,9 +6,10 @@
         [--slice_infer [--slice_size 640 640] [--overlap_ratio 0.25 0.25] \
          [--combine_method nms|concat] [--match_threshold 0.6] [--match_metric ios|iou]]
 
-Writes <output_dir>/<image name>.png, <output_dir>/detections.json and
-<output_dir>/summary.json, in the same format as deploy/python/infer.py (the exported model), so
-the two can be compared directly; boxes are clipped to the image. A file that cannot be read, is
+Writes <output_dir>/<image file name>.png (x.jpg -> x.jpg.png), <output_dir>/detections.json
+and <output_dir>/summary.json, in the same format as deploy/python/infer.py (the exported
+model), so the two can be compared directly; an --output_dir that holds the input images is
+refused and files of other formats in --infer_dir are named at the end (as there); boxes are clipped to the image. A file that cannot be read, is
 not an image, declares more than --max_pixels pixels (default: the TestReader's DACDecode
 max_pixels) or has an aspect ratio the model cannot take is reported (name and reason) and
 skipped; the others are processed and written, and the exit status is 1 when any file was
@@ -19,6 +20,7 @@ DACNMSPostProcess.nms_iou_threshold=N``); ``--score_threshold`` drops lower-scor
 ``--slice_infer`` runs each image in overlapping tiles (ppdet's flags, ppdet_dac.deploy.slicing),
 preprocessed as the exported model's predictor does (the TestReader's transforms).
 """
+import _decode_limit  # noqa: F401  (first: OpenCV's own pixel limit, before anything imports cv2)
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
 
@@ -35,9 +37,10 @@ from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, check_max_pixels, decode
 from ppdet_dac.engine import DACTrainer, config_from_args
 from ppdet_dac.deploy.export import (class_names, input_limits, num_output_labels,
                                      test_preprocess_steps)
-from ppdet_dac.deploy.predictor import (Preprocessor, add_detection_options, clip_detections,
+from ppdet_dac.deploy.predictor import (Preprocessor, add_detection_options,
+                                        check_output_dir, clip_detections,
                                         detection_options_from_args, filter_scores,
-                                        image_sizes, list_images, save_results,
+                                        image_sizes, list_inputs, save_results,
                                         print_run_outcome, split_detections)
 from ppdet_dac.deploy.slicing import sliced_detections
 
@@ -141,7 +144,8 @@ def main(argv=None):
     args = parse_args(argv)
     options = vars(args).pop("detection")  # the tool's own, not merged into the config
     cfg = config_from_args(args)
-    paths = list_images(args.infer_img, args.infer_dir)
+    paths, unsupported = list_inputs(args.infer_img, args.infer_dir)
+    check_output_dir(args.output_dir, paths, args.infer_dir)   # before the model is loaded
     max_pixels = pixel_limit(cfg, args.max_pixels)
     trainer = DACTrainer(cfg, mode="test")   # weights read without unpickling code
     trainer.load_weights(cfg.weights)
@@ -165,9 +169,14 @@ def main(argv=None):
             by_path[path] = sliced_detections(image, slicing, detect)
     ordered = sorted(by_path)
     json_path = save_results(ordered, [by_path[p] for p in ordered], args.output_dir, names,
-                             args.draw_threshold)
-    return print_run_outcome(len(ordered), len(paths), failures, json_path, args.output_dir)
+                             args.draw_threshold, args.infer_dir)
+    return print_run_outcome(len(ordered), len(paths), failures, json_path, args.output_dir,
+                             unsupported=unsupported)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (OSError, ValueError) as err:   # no images there, an output folder refused, ...
+        logger.error(str(err))
+        sys.exit(2)

@@ -8,6 +8,7 @@ several machines).
 
 A rank that fails stops every rank with its error (ppdet_dac.engine.distributed).
 """
+import _decode_limit  # noqa: F401  (first: OpenCV's own pixel limit, before anything imports cv2)
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
 

@@ -9,10 +9,13 @@
          [--combine_method nms|concat] [--match_threshold 0.6] [--match_metric ios|iou]] \
         [--batch_size B] [--output_dir output]
 
-Writes <output_dir>/<image name>.png (boxes, labels and scores >= threshold),
-<output_dir>/detections.json ({image: [{class_id, label, score, bbox [x1, y1, x2, y2]}]}, the
-detections >= --score_threshold) and <output_dir>/summary.json ({images, succeeded, failed:
-[{file, error}], detections}). Boxes are clipped to the image.
+Writes <output_dir>/<image file name>.png (x.jpg -> x.jpg.png; boxes, labels and scores >=
+threshold), <output_dir>/detections.json ({image: [{class_id, label, score, bbox [x1, y1, x2,
+y2]}]}, the detections >= --score_threshold) and <output_dir>/summary.json ({images, succeeded,
+failed: [{file, error}], unsupported: [files of --image_dir not read], detections}). Boxes are
+clipped to the image. An --output_dir that holds the input images is refused
+(ppdet_dac/deploy/outputs.py); files of other formats than JPEG/PNG/BMP in --image_dir are not
+read and are named at the end.
 
 ``--nms_threshold`` re-runs the class-wise NMS at another IoU threshold (the detections of an
 export at that threshold, without re-exporting); ``--slice_infer`` runs large images in
@@ -26,12 +29,17 @@ are processed and written, and the exit status is 1 when any file was skipped.
 A model exported with ``--attention op`` needs the ms_deform_attn op library built
 (``pip install --no-build-isolation -e .``); the predictor registers it.
 """
-import argparse
 import os
-import sys
-import time
+import runpy
 
-import numpy as np
+# first, before anything imports cv2: OpenCV's own pixel limit from --max_pixels
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+                            "_decode_limit.py"))
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
@@ -40,9 +48,9 @@ from ppdet.utils.logger import setup_logger  # noqa: E402
 from ppdet_dac.data.image_io import check_max_pixels  # noqa: E402
 from ppdet_dac.deploy.predictor import (DEVICES, RUN_MODES, Predictor,  # noqa: E402
                                         add_cpu_options, add_detection_options,
-                                        detection_options_from_args, list_images,
-                                        mkldnn_from_args, predict_files, print_run_outcome,
-                                        save_results)
+                                        check_output_dir, detection_options_from_args,
+                                        list_inputs, mkldnn_from_args, predict_files,
+                                        print_run_outcome, save_results)
 
 logger = setup_logger("dac_detr_infer")
 
@@ -76,7 +84,8 @@ def parse_args(argv=None):
 
 def run(args):
     """Predict, write the results; returns the exit status (1 when a file was skipped)."""
-    paths = list_images(args.image_file, args.image_dir)
+    paths, unsupported = list_inputs(args.image_file, args.image_dir)
+    check_output_dir(args.output_dir, paths, args.image_dir)   # before the model is loaded
     predictor = Predictor(args.model_dir, device=args.device, cpu_threads=args.cpu_threads,
                           enable_mkldnn=args.enable_mkldnn, run_mode=args.run_mode,
                           max_pixels=args.max_pixels, batch_size=args.batch_size,
@@ -87,7 +96,7 @@ def run(args):
     elapsed = time.perf_counter() - start
     good = list(results)
     json_path = save_results(good, [results[p] for p in good], args.output_dir,
-                             predictor.label_list, threshold)
+                             predictor.label_list, threshold, args.image_dir)
     for path in good:
         dets = results[path]
         shown = dets[dets[:, 1] >= threshold]
@@ -97,7 +106,7 @@ def run(args):
                 else str(int(label))
             print(f"  {name:<12s} {score:.3f}  [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
     return print_run_outcome(len(good), len(paths), failures, json_path, args.output_dir,
-                             elapsed)
+                             elapsed, unsupported)
 
 
 def main(argv=None):
