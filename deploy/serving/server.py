@@ -44,7 +44,13 @@ At start it also writes a PaddleServing pipeline ``config.yml`` and
 ``serving_server_conf.prototxt`` (feed/fetch variables) into the model directory, so the same
 directory can be served by a real PaddleServing install (optional; see deploy/serving/README.md).
 """
-import argparse
+import os
+import runpy
+
+# first, before anything imports cv2: OpenCV's own pixel limit from --max_pixels
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+                            "_decode_limit.py"))
+import argparse  # noqa: E402
 import asyncio
 import base64
 import binascii
