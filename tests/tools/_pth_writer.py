@@ -212,3 +212,22 @@ def synthetic_state_dict(rows, seed=0):
     for key, shape, alias in rows:
         state[key] = state[alias] if alias else rng.standard_normal(shape).astype(np.float32)
     return state
+
+
+class _Declared:
+    size = 0
+
+    def __init__(self, numel):
+        self.size = numel
+
+
+def declared_tensor_pickle(numel, shape=None, stride=None, storage="FloatStorage"):
+    """The bytes of a zip checkpoint's data.pkl holding {'w': tensor} over storage '0', which
+    declares ``numel`` elements of ``storage`` (no data is made: for crafted files whose records
+    are written separately); the tensor is ``shape`` / ``stride`` (default: the whole storage)."""
+    shape = (numel,) if shape is None else tuple(shape)
+    stride = _contiguous_strides(shape) if stride is None else tuple(stride)
+    buffer = io.BytesIO()
+    pickler = _Pickler(buffer, legacy=False)
+    pickler.dump({"w": _Tensor(_StorageRef("0", storage, _Declared(numel)), 0, shape, stride)})
+    return buffer.getvalue()
