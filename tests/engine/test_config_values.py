@@ -175,17 +175,35 @@ def test_a_file_value_overridden_by_a_good_opt_is_still_refused(tmp_path):
     assert _error(str(user), {"epoch": 2}) == f"{user}: epoch must be an integer >= 1, got 0"
 
 
-def test_legitimate_edge_values_pass():
-    """Bounds that real runs use: no workers, no iteration checkpoints, no denoising, no
-    clip, an empty (constant) schedule, thresholds 0 and 1, warm-up from 0."""
-    check_config_file(DEMO, {
-        "worker_num": 0, "snapshot_iter": 0, "draw_threshold": 0.0,
-        "OptimizerBuilder": {"clip_grad_by_norm": None},
-        "DACTransformer": {"num_denoising": 0, "two_stage": False, "dropout": 0.0},
-        "DACNMSPostProcess": {"nms_iou_threshold": 1},
-        "LearningRate": {"base_lr": 1, "schedulers": [
-            {"name": "PiecewiseDecay", "milestones": [], "gamma": [], "use_warmup": True},
-            {"name": "LinearWarmup", "steps": 0, "start_factor": 0.0}]}})
+# (a value at the edge that real runs use: passes, the value just beyond it: refused)
+EDGES = [
+    ({"worker_num": 0}, {"worker_num": -1}),                      # no workers
+    ({"snapshot_iter": 0}, {"snapshot_iter": -1}),                # no iteration checkpoints
+    ({"draw_threshold": 0.0}, {"draw_threshold": -0.01}),
+    ({"draw_threshold": 1}, {"draw_threshold": 1.01}),
+    ({"LearningRate": {"base_lr": 0.00000001}}, {"LearningRate": {"base_lr": 0}}),
+    ({"OptimizerBuilder": {"clip_grad_by_norm": None}},           # no clip
+     {"OptimizerBuilder": {"clip_grad_by_norm": -1.0}}),
+    ({"DACTransformer": {"num_denoising": 0}}, {"DACTransformer": {"num_denoising": -1}}),
+    ({"DACTransformer": {"dropout": 0.0}}, {"DACTransformer": {"dropout": 1}}),
+    ({"DACNMSPostProcess": {"nms_iou_threshold": 1.0}},
+     {"DACNMSPostProcess": {"nms_iou_threshold": 1.5}}),
+    # a constant schedule, and a warm-up from 0
+    ({"LearningRate": {"schedulers": [{"name": "PiecewiseDecay", "milestones": [],
+                                       "gamma": [], "use_warmup": True}]}},
+     {"LearningRate": {"schedulers": [{"name": "PiecewiseDecay", "milestones": [2, 2],
+                                       "gamma": [0.1, 0.01]}]}}),
+    ({"LearningRate": {"schedulers": [{"name": "LinearWarmup", "steps": 0,
+                                       "start_factor": 0.0}]}},
+     {"LearningRate": {"schedulers": [{"name": "LinearWarmup", "steps": 0,
+                                       "start_factor": -0.1}]}}),
+]
+
+
+@pytest.mark.parametrize("good, bad", EDGES)
+def test_edge_values_pass_and_the_next_value_is_refused(good, bad):
+    check_config_file(DEMO, good)
+    assert " must be " in _error(DEMO, bad)
 
 
 # --- _BASE_ cycles -------------------------------------------------------------------------
@@ -209,20 +227,18 @@ def test_two_file_base_cycle_is_named_before_ppdet_recurses(tmp_path):
 
 
 def test_three_file_base_cycle_reached_from_another_file_is_named(tmp_path):
+    """Named from the file where it closes; two bases sharing a base (a diamond) are no
+    cycle."""
+    left = _user_config(tmp_path, {"epoch": 2}, name="left.yml")
+    right = _user_config(tmp_path, {"log_iter": 5}, name="right.yml")
+    diamond = tmp_path / "diamond.yml"
+    diamond.write_text(f"_BASE_: ['{left.name}', '{right.name}']\n")
+    check_config_file(str(diamond))
     a, b, c = _cycle(tmp_path, ["a.yml", "b.yml", "c.yml"])
     user = tmp_path / "user.yml"
     user.write_text("_BASE_: ['b.yml']\n")
     message = _error(str(user))
     assert message.startswith(f"{user}: _BASE_ cycle: {b} -> {c} -> {a} -> {b} (")
-
-
-def test_a_file_used_twice_without_a_cycle_passes(tmp_path):
-    """Two bases sharing a base (a diamond) are no cycle."""
-    left = _user_config(tmp_path, {"epoch": 2}, name="left.yml")
-    right = _user_config(tmp_path, {"log_iter": 5}, name="right.yml")
-    user = tmp_path / "user.yml"
-    user.write_text(f"_BASE_: ['{left.name}', '{right.name}']\n")
-    check_config_file(str(user))
 
 
 # --- the tool --------------------------------------------------------------------------------
