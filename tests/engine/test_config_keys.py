@@ -214,13 +214,13 @@ TOOLS_SCRIPT = textwrap.dedent("""
     import ppdet_dac
     from ppdet.core.workspace import global_config
     config, out = sys.argv[1], sys.argv[2]
-    typo = ["-c", config, "-o", "epcoh=1"]
+    extra = {"infer": ["--infer_img", "x.png"], "dump_outputs": ["--input", "x.npy", "--out",
+                                                                  "y.npz"]}
     runs = [   # (label, tool module, argv); the device flag is checked after loading: last
-        ("train", "train", typo), ("eval", "eval", typo),
-        ("infer", "infer", typo + ["--infer_img", "x.png"]),
-        ("export_model", "export_model", typo),
-        ("dump_outputs", "dump_outputs", typo + ["--input", "x.npy", "--out", "y.npz"]),
-        ("analyze_queries", "analyze_queries", typo), ("demo", "demo", typo),
+        (name + suffix, name, ["-c", config, "-o", entry] + extra.get(name, []))
+        for suffix, entry in (("", "epcoh=1"), (" value", "LearningRate.base_lr=-1"))
+        for name in ("train", "eval", "infer", "export_model", "dump_outputs",
+                     "analyze_queries", "demo")] + [
         ("train_option", "train", ["-c", config, "-o", "amp=true"]),
         ("eval_device", "eval", ["-c", config, "-o", "use_npu=true"]),
     ]
@@ -236,7 +236,8 @@ TOOLS_SCRIPT = textwrap.dedent("""
 
 
 def test_every_tool_stops_before_loading(tmp_path):
-    """train, eval, infer, export, dump, query analysis and demo share the check; a tool's own
+    """train, eval, infer, export, dump, query analysis and demo share the key and value
+    checks (a typo, a learning rate of -1: refused before ppdet loads the config); a tool's own
     option cannot be given with -o (merge_args would replace the -o value); a device flag
     needs that device in the Paddle build (this one is built for CPU, maybe CUDA)."""
     out = tmp_path / "messages.json"
@@ -247,10 +248,14 @@ def test_every_tool_stops_before_loading(tmp_path):
     messages = json.loads(out.read_text())
     expected = ("configs/demo/dac_demo.yml with -o epcoh=1: unknown key 'epcoh' (top level); "
                 "did you mean 'epoch'?")
+    value = ("configs/demo/dac_demo.yml with -o LearningRate.base_lr=-1: LearningRate.base_lr "
+             "must be a number > 0, got -1")
     for tool in ("train", "eval", "infer", "export_model", "dump_outputs", "analyze_queries",
                  "demo"):
         assert messages[tool] == expected, tool
         assert messages[tool + " loaded"] is False, tool
+        assert messages[tool + " value"] == value, tool
+        assert messages[tool + " value loaded"] is False, tool
     assert messages["train_option"] == (
         "configs/demo/dac_demo.yml with -o amp=True: 'amp' is an option of this tool, whose "
         "value replaces the -o one; pass --amp instead")
