@@ -58,6 +58,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import os
 import queue
 import signal
@@ -94,9 +95,14 @@ setup_logger("uvicorn")  # uvicorn's own lines (start, shutdown, bad HTTP) in pp
 SERVICE = "dac_detr"
 PREDICT_PATH = f"/{SERVICE}/prediction"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 18093
+MAX_DEFAULT_GRACE = 20.0   # s; orchestrators send SIGKILL 30 s after SIGTERM
 INPUT_KEY, OUTPUT_KEY = "image", "detections"
 # error numbers of PaddleServing's pipeline (ChannelDataErrcode)
 OK, TIMEOUT, TYPE_ERROR, CLIENT_ERROR, NO_SERVICE, UNKNOWN, INPUT_PARAMS_ERROR = 0, 1, 3, 5, 7, 8, 9
+
+
+# scope key that ServingProtocol sets when it closes a connection whose request is unfinished
+CUT_OFF = "dac_detr.cut_off"
 
 
 class RequestError(Exception):
@@ -148,30 +154,64 @@ class HealthResponse(BaseModel):
 
 
 # ---------------------------------------------------------------- request -> response
+def _short(value, limit=60):
+    """repr of ``value`` cut to ``limit`` characters (messages stay one short line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+MAX_LOGID = 2 ** 64 - 1   # PaddleServing's logid is a uint64
+
+
 def decode_request(body):
-    """Body bytes -> (encoded image bytes, logid); RequestError naming what is wrong."""
+    """Body bytes -> (encoded image bytes, logid); RequestError naming what is wrong.
+
+    Any malformed body is a RequestError (err_no 9, one line), never an exception of its own:
+    invalid UTF-8, bad JSON, nesting too deep for the parser, integers of more digits than
+    Python converts, wrong types."""
     try:
         request = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RequestError(INPUT_PARAMS_ERROR, f"request body is not JSON: {err}")
+    except RecursionError:
+        raise RequestError(INPUT_PARAMS_ERROR, "request body is not acceptable JSON: nested too "
+                                               "deeply") from None
+    except json.JSONDecodeError as err:
+        raise RequestError(INPUT_PARAMS_ERROR, f"request body is not JSON: {err}") from None
+    except UnicodeDecodeError as err:
+        raise RequestError(INPUT_PARAMS_ERROR, f"request body is not UTF-8 JSON: {err.reason} "
+                                               f"at byte {err.start}") from None
+    except ValueError as err:  # an integer of more digits than Python converts
+        raise RequestError(INPUT_PARAMS_ERROR, "request body is not acceptable JSON: "
+                                               f"{str(err).split(';')[0][:200]}") from None
     if not isinstance(request, dict):
         raise RequestError(INPUT_PARAMS_ERROR, "request body must be a JSON object with "
-                                               "'key' and 'value' lists")
+                                               "'key' and 'value' lists, got JSON "
+                                               f"{_json_type(request)}")
     keys, values = request.get("key"), request.get("value")
     if not isinstance(keys, list) or not isinstance(values, list) or len(keys) != len(values):
         raise RequestError(INPUT_PARAMS_ERROR, "'key' and 'value' must be lists of equal length")
     if keys != [INPUT_KEY]:
-        raise RequestError(INPUT_PARAMS_ERROR, f"expected key [{INPUT_KEY!r}], got {keys!r}")
+        raise RequestError(INPUT_PARAMS_ERROR, f"expected key [{INPUT_KEY!r}], got {_short(keys)}")
     if not isinstance(values[0], str):
-        raise RequestError(INPUT_PARAMS_ERROR, f"value of {INPUT_KEY!r} must be a base64 string")
+        raise RequestError(INPUT_PARAMS_ERROR, f"value of {INPUT_KEY!r} must be a base64 string, "
+                                               f"got JSON {_json_type(values[0])}")
+    logid = request.get("logid", 0)
+    if type(logid) is not int or not 0 <= logid <= MAX_LOGID:
+        raise RequestError(INPUT_PARAMS_ERROR, "'logid' must be an integer from 0 to 2^64 - 1, "
+                                               f"got {_short(logid)}")
     try:
         image = base64.b64decode(values[0], validate=True)
     except (binascii.Error, ValueError) as err:
         raise RequestError(INPUT_PARAMS_ERROR, f"value of {INPUT_KEY!r} is not valid base64: {err}")
     if not image:
         raise RequestError(INPUT_PARAMS_ERROR, f"value of {INPUT_KEY!r} is empty")
-    logid = request.get("logid", 0)
-    return image, logid if isinstance(logid, int) else 0
+    return image, logid
+
+
+def _json_type(value):
+    """The JSON name of a decoded value's type."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def response(err_no=OK, err_msg="", value=None):
@@ -268,6 +308,7 @@ class ServingOptions:
     max_queue: int = 8
     nms_threshold: float = None
     slicing: SliceConfig = None
+    body_timeout: float = 10.0
 
     @property
     def max_body_bytes(self):
@@ -296,8 +337,10 @@ async def _drain(request, received, limit):
             break
 
 
-async def _read_body(request, limit, timeout):
-    """The request body, at most ``limit`` bytes, within ``timeout`` s; RequestError else."""
+async def _read_body(request, limit, timeout, flag="--body_timeout"):
+    """The request body, at most ``limit`` bytes, within ``timeout`` s of its header (``flag``
+    names the limit that set it); RequestError else: 408, and the connection is closed, so a
+    client that stalls its upload frees its connection and request slot at the cut-off."""
     length = request.headers.get("content-length")
     if length is not None and not length.isdigit():
         raise RequestError(CLIENT_ERROR, f"bad Content-Length header {length!r}", 400, close=True)
@@ -320,10 +363,19 @@ async def _read_body(request, limit, timeout):
         return b"".join(chunks)
 
     try:
-        return await asyncio.wait_for(read(), timeout)
-    except asyncio.TimeoutError:
-        raise RequestError(TIMEOUT, f"request body not received within {timeout:g} s "
-                                    "(--request_timeout)", 408, close=True) from None
+        async with asyncio.timeout(timeout):
+            return await read()
+    except TimeoutError:
+        raise RequestError(TIMEOUT, f"request body not received within {timeout:g} s ({flag})",
+                           408, close=True) from None
+
+
+def _body_deadline(options):
+    """(seconds, flag): the upload's time limit, the shorter of --body_timeout and
+    --request_timeout."""
+    if options.body_timeout <= options.request_timeout:
+        return options.body_timeout, "--body_timeout"
+    return options.request_timeout, "--request_timeout"
 
 
 class ClientGone(Exception):
@@ -366,7 +418,8 @@ def build_app(service, options):
 
     app = FastAPI(title="DAC-DETR detection service",
                   description="PaddleServing pipeline protocol over HTTP (service "
-                              f"`{SERVICE}`).", version="1.0", lifespan=lifespan)
+                              f"`{SERVICE}`).", version="1.0", lifespan=lifespan,
+                  redirect_slashes=False)  # a trailing slash is a 404, no Location from Host
     request_schema = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": PredictionRequest.model_json_schema()}}}}
 
@@ -379,7 +432,7 @@ def build_app(service, options):
         start = time.monotonic()
         logid = 0
         try:
-            body = await _read_body(request, options.max_body_bytes, options.request_timeout)
+            body = await _read_body(request, options.max_body_bytes, *_body_deadline(options))
             image, logid = await run_in_threadpool(service.parse, body)
             future = service.submit(image)
             records = await _answer(request, future,
@@ -389,8 +442,11 @@ def build_app(service, options):
             return _json(response(err.err_no, str(err)), err.http_status, err.close,
                          err.retry_after)
         except (ClientGone, ClientDisconnect):
-            logger.info(f"{_client_name(request)} closed the connection before its answer "
-                        f"(logid {logid}); request dropped")
+            if CUT_OFF in request.scope:   # the connection was closed by ServingProtocol
+                logger.info(f"{_client_name(request)}: {request.scope[CUT_OFF]}")
+            else:
+                logger.info(f"{_client_name(request)} closed the connection before its answer "
+                            f"(logid {logid}); request dropped")
             return Response(status_code=499)  # nobody reads it
         except Exception as err:  # an internal failure still gets an answer (and a traceback)
             logger.exception(f"logid {logid}: prediction failed")
@@ -415,12 +471,14 @@ def build_app(service, options):
 
 # ---------------------------------------------------------------- connections (uvicorn)
 class ServingConfig(uvicorn.Config):
-    """uvicorn's Config plus max_connections (per worker) and the body limit that the answer to
-    an over-limit connection drains."""
+    """uvicorn's Config plus max_connections (per worker), and the body limit and body timeout
+    that the answer to an over-limit connection drains within."""
 
-    def __init__(self, app, max_connections=256, max_body_bytes=20 << 20, **kwargs):
+    def __init__(self, app, max_connections=256, max_body_bytes=20 << 20, body_timeout=10.0,
+                 **kwargs):
         super().__init__(app, **kwargs)
         self.max_connections, self.max_body_bytes = int(max_connections), int(max_body_bytes)
+        self.body_timeout = float(body_timeout)
 
 
 async def _refuse_connection(config, scope, receive, send):
@@ -428,10 +486,12 @@ async def _refuse_connection(config, scope, receive, send):
     if scope["type"] != "http":
         return
     received, more = 0, True
-    while more and received <= config.max_body_bytes:
-        message = await receive()
-        received += len(message.get("body", b""))
-        more = message["type"] == "http.request" and message.get("more_body", False)
+    with contextlib.suppress(TimeoutError):  # a stalled upload does not keep its slot
+        async with asyncio.timeout(config.body_timeout):
+            while more and received <= config.max_body_bytes:
+                message = await receive()
+                received += len(message.get("body", b""))
+                more = message["type"] == "http.request" and message.get("more_body", False)
     body = json.dumps(response(TIMEOUT, f"server busy: more than {config.max_connections} open "
                                         "connections (--max_connections); retry later")).encode()
     await send({"type": "http.response.start", "status": 503, "headers": [
@@ -484,10 +544,36 @@ class ServingProtocol(H11Protocol):
         self._cancel_header_timer()
         super().connection_lost(exc)
 
+    def shutdown(self):
+        """Graceful shutdown (SIGINT/SIGTERM): as uvicorn's (idle connections closed, answers in
+        progress finished), except that a connection still receiving its request body is
+        answered busy (503, err_no 1) and closed at once instead of being waited for.
+
+        Written against uvicorn 0.54.0's H11Protocol internals (``self.cycle`` and its
+        ``response_started`` / ``response_complete`` / ``disconnected`` flags, ``self.conn``):
+        uvicorn has no public way to end one request of a connection."""
+        cycle = self.cycle
+        if (cycle is None or cycle.response_started or cycle.disconnected
+                or self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing()):
+            super().shutdown()
+            return
+        body = json.dumps(response(TIMEOUT, "server shutting down before the request body "
+                                            "arrived; retry later")).encode()
+        for event in (h11.Response(status_code=503, reason=b"Service Unavailable", headers=[
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]),
+                h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        # the app, waiting for the body, gets a disconnect and its own answer is dropped
+        cycle.scope[CUT_OFF] = "request body incomplete at shutdown; answered busy and closed"
+        cycle.response_started = cycle.response_complete = cycle.disconnected = True
+        cycle.message_event.set()
+        self.transport.close()
+
 
 def make_config(app, host=DEFAULT_HOST, port=DEFAULT_PORT, workers=1, max_connections=256,
                 timeout_keep_alive=5.0, timeout_graceful_shutdown=None, access_log=False,
-                max_body_bytes=20 << 20):
+                max_body_bytes=20 << 20, body_timeout=10.0):
     """uvicorn configuration of the service (``app``: an ASGI app, or for workers > 1 a
     picklable factory)."""
     return ServingConfig(app, host=host, port=port, workers=workers, http=ServingProtocol,
@@ -495,7 +581,8 @@ def make_config(app, host=DEFAULT_HOST, port=DEFAULT_PORT, workers=1, max_connec
                          timeout_keep_alive=timeout_keep_alive,
                          timeout_graceful_shutdown=timeout_graceful_shutdown,
                          factory=workers > 1, max_connections=max_connections,
-                         max_body_bytes=max_body_bytes, proxy_headers=False)
+                         max_body_bytes=max_body_bytes, body_timeout=body_timeout,
+                         proxy_headers=False)
 
 
 class _Server(uvicorn.Server):
@@ -632,6 +719,9 @@ def parse_args(argv=None):
     parser.add_argument("--request_timeout", type=float, default=60.0,
                         help="seconds from a request's header to its answer (upload, queue and "
                              "inference); then err_no 1")
+    parser.add_argument("--body_timeout", type=float, default=10.0,
+                        help="seconds from a request's header to the end of its body; a client "
+                             "whose upload is slower is answered 408 (err_no 1) and cut off")
     parser.add_argument("--max_queue", type=int, default=8,
                         help="requests waiting for a predictor (per worker); more are answered "
                              "busy at once")
@@ -642,7 +732,8 @@ def parse_args(argv=None):
                              "(after connecting or after its last answer)")
     parser.add_argument("--timeout_graceful_shutdown", type=float, default=None,
                         help="on SIGTERM, seconds to finish the requests in flight (default: "
-                             "request_timeout + 5)")
+                             f"request_timeout + 5, at most {MAX_DEFAULT_GRACE:g}); uploads "
+                             "still arriving are answered busy at once")
     parser.add_argument("--access_log", action="store_true", help="log one line per request")
     args = parser.parse_args(argv)
     args.enable_mkldnn = mkldnn_from_args(args, parser)
@@ -651,7 +742,7 @@ def parse_args(argv=None):
                           ("max_connections", 1)):
         if getattr(args, name) < minimum:
             parser.error(f"--{name} must be >= {minimum}, got {getattr(args, name)}")
-    for name in ("max_body_mb", "request_timeout", "timeout_keep_alive"):
+    for name in ("max_body_mb", "request_timeout", "body_timeout", "timeout_keep_alive"):
         if not getattr(args, name) > 0:
             parser.error(f"--{name} must be > 0, got {getattr(args, name)}")
     try:
@@ -668,7 +759,7 @@ def main(argv=None):
                              args.enable_mkldnn, args.max_body_mb, args.max_pixels,
                              args.detection["score_threshold"], args.request_timeout,
                              args.max_queue, args.detection["nms_threshold"],
-                             args.detection["slicing"])
+                             args.detection["slicing"], args.body_timeout)
     try:
         predictor = load_predictor(options)  # checks the model before the port is bound
     except (OSError, ValueError) as err:  # no model there, bad infer_cfg.yml, ...
@@ -679,10 +770,11 @@ def main(argv=None):
     else:  # each worker process builds its own pool (this one only checked the model)
         app = functools.partial(create_app, options)
     grace = args.timeout_graceful_shutdown
+    if grace is None:
+        grace = min(args.request_timeout + 5, MAX_DEFAULT_GRACE)
     config = make_config(app, args.host, args.port, args.workers, args.max_connections,
-                         args.timeout_keep_alive,
-                         args.request_timeout + 5 if grace is None else grace, args.access_log,
-                         options.max_body_bytes)
+                         args.timeout_keep_alive, grace, args.access_log,
+                         options.max_body_bytes, _body_deadline(options)[0])
     sock = config.bind_socket()
     sock.listen(config.backlog)  # connections wait in the backlog until a worker accepts them
     host, port = sock.getsockname()[:2]
@@ -696,19 +788,36 @@ def main(argv=None):
               + (f", sliced {sliced.slice_size[0]}x{sliced.slice_size[1]}" if sliced else "")
               + f", ready in {time.perf_counter() - start:.1f} s)", flush=True)
 
+    if args.workers > 1:
+        del predictor  # each worker process builds its own
+    serve(config, sock, banner)
+    return 0
+
+
+def serve(config, sock, on_started):
+    """Serve ``config`` (make_config) on the listening ``sock`` in this main thread until
+    SIGINT/SIGTERM, then shut down gracefully; ``on_started()`` once it listens."""
     # uvicorn restores these handlers after its graceful shutdown and re-raises the signal it
     # caught; these make that a no-op, so the process exits 0 after a SIGTERM.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: None)
-    if args.workers == 1:
-        _Server(config, on_started=banner).run(sockets=[sock])
+    if config.workers == 1:
+        _Server(config, on_started=on_started).run(sockets=[sock])
     else:
-        del predictor
-        banner()
+        on_started()
         Multiprocess(config, sockets=[sock]).run()
     logger.info("server stopped")
-    return 0
+
+
+def exit_promptly(status):
+    """End the process with ``status`` once the log is flushed, without the interpreter's
+    teardown: unloading Paddle's native libraries takes about 2 s, which a SIGTERM's exit should
+    not wait for (nothing is left to clean up after the graceful shutdown)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_promptly(main())

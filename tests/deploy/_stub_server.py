@@ -1,0 +1,51 @@
+"""The service's command-line serving path (server.serve: its signal handling, uvicorn's graceful
+shutdown; server.exit_promptly) around a stand-in predictor that answers at once, for the SIGTERM tests:
+
+    python tests/deploy/_stub_server.py SERVER_PY BODY_TIMEOUT GRACE
+
+prints ``stub serving on port N`` once it listens; all other limits are long (60 s) so that only
+the shutdown itself can end a stalled upload.
+"""
+import importlib.util
+import sys
+
+import numpy as np
+
+
+class InstantPredictor:
+    """One detection per image, at once."""
+
+    label_list = ["thing"]
+
+    def clone(self):
+        return self
+
+    def check_size(self, h, w, what="the image"):
+        return h, w
+
+    def load(self, image):
+        return np.zeros((2, 2, 3), np.uint8)
+
+    def detect(self, image):
+        return np.array([[0, 0.9, 1, 2, 3, 4]], np.float32)
+
+
+def main(server_py, body_timeout, grace):
+    spec = importlib.util.spec_from_file_location("dac_serving_server", server_py)
+    server = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(server)
+    options = server.ServingOptions("unused", pool_size=1, max_queue=1, request_timeout=60.0,
+                                    max_body_mb=1.0, body_timeout=body_timeout)
+    app = server.build_app(server.DetectionService(InstantPredictor(), 1, 1), options)
+    config = server.make_config(app, port=0, timeout_keep_alive=60.0,
+                                timeout_graceful_shutdown=grace,
+                                max_body_bytes=options.max_body_bytes, body_timeout=body_timeout)
+    sock = config.bind_socket()
+    sock.listen(config.backlog)
+    port = sock.getsockname()[1]
+    server.serve(config, sock, lambda: print(f"stub serving on port {port}", flush=True))
+    server.exit_promptly(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]))
