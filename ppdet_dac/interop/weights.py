@@ -184,7 +184,7 @@ def load_pretrained(model, path):
             f"{summarise(backbone)}; the file's names, e.g. {summarise(sorted(state))}; "
             f"other shape {_mismatch_text(fit['mismatched'])}): weights of another backbone? "
             "tools/convert_backbone.py converts the official torchvision / Swin checkpoints")
-    short = [k for k in backbone if k not in fit["values"]]
+    short = sorted(k for k in backbone if k not in fit["values"])
     other = [m for m in fit["mismatched"] if m[0] in set(short)]
     if short:
         logger.warning(
