@@ -22,13 +22,15 @@ def check_section_keys(cfg, source):
 
 
 def load_checked_config(path, opts=None):
-    """load_config(path) + the -o overrides ``opts``, after every key of both was checked
-    (``config_keys.check_config_file``), with the image-size keys (``train_sizes``,
+    """load_config(path) + the -o overrides ``opts``, after every key and value of both was
+    checked (``config_keys.check_config_file``, ``config_values``; a ``_BASE_`` cycle is
+    named before ppdet's loader would recurse into it), with the image-size keys (``train_sizes``,
     ``train_max_size``, ``eval_size``, ``eval_max_size``) filled into the readers
     (``ppdet_dac.data.image_sizes``; the sizes are logged in one line).
 
     Raises FileNotFoundError naming ``path`` (or a missing ``_BASE_`` file) when it does not
-    exist, ValueError naming the file or ``-o`` entry and the unknown key or bad size.
+    exist, ValueError naming the file or ``-o`` entry and the unknown key or bad value or size,
+    or the files of a ``_BASE_`` cycle.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")

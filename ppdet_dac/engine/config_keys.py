@@ -22,6 +22,8 @@ the ``-o`` overrides and checks every key of the result (``check_config_keys``):
   ``!Class`` node: the class's arguments.
 
 The ValueError names the file that sets the key (or the ``-o`` entry) and the closest names.
+The same pass checks the values (``config_values``: learning rate > 0, batch size >= 1, ...)
+and names a ``_BASE_`` cycle (a -> b -> a) before ppdet's load_config would recurse into it.
 """
 import copy
 import difflib

@@ -12,6 +12,7 @@ divisor. Cross-key rules stay with their readers (``image_sizes``: caps against 
 ``trainer.schedule_mismatch``: milestones against ``epoch``, a warning).
 """
 import math
+import re
 
 __all__ = ["TOP_LEVEL", "SECTIONS", "SCHEDULERS", "TRANSFORMS", "check_config_values"]
 
@@ -99,8 +100,8 @@ def fraction(open_high=False):
     return Rule("number", 0, 1, open_high=open_high)
 
 
-SIZES = Rule("int", 1, shape="list")            # pixels
-SIZE = count(1)                        # pixels
+SIZES = Rule("int", 1, shape="list")   # pixels
+SIZE = count(1)                       # pixels
 
 # Top-level keys.
 TOP_LEVEL = {
@@ -184,24 +185,18 @@ def _check(mapping, rules, keys, where):
         if key in mapping and not rule.ok(mapping[key]):
             value = mapping[key]
             hint = ""
-            if isinstance(value, str) and _looks_numeric(value):
-                hint = (f" (YAML reads {value} as text: write it with a decimal point, e.g. "
-                        f"{_decimal(value)})")
+            match = _EXPONENT.fullmatch(value) if isinstance(value, str) else None
+            if match:
+                sign = match.group(3) or "+"
+                hint = (f" (YAML reads {value} as text: a float needs a decimal point and a "
+                        f"signed exponent, e.g. {match.group(1)}.{match.group(2) or '0'}e"
+                        f"{sign}{match.group(4)})")
             raise ValueError(f"{where(keys + (key,))}: {_render(keys + (key,))} must be "
                              f"{rule.text()}, got {value!r}{hint}")
 
 
-def _looks_numeric(text):
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _decimal(text):
-    mantissa, _, exponent = text.lower().partition("e")
-    return f"{mantissa}.0e{exponent}" if exponent and "." not in mantissa else text
+# A number in exponent form that PyYAML (YAML 1.1) reads as a string: 1e-4, 2E-3, 1.0e4.
+_EXPONENT = re.compile(r"([-+]?\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)")
 
 
 def _node(value):

@@ -41,8 +41,12 @@ BAD_OPTS = [
     ({"LearningRate": {"base_lr": 0.0}}, "LearningRate.base_lr=0.0",
      "LearningRate.base_lr must be a number > 0, got 0.0"),
     ({"LearningRate": {"base_lr": "1e-4"}}, "LearningRate.base_lr=1e-4",
-     "LearningRate.base_lr must be a number > 0, got '1e-4' (YAML reads 1e-4 as text: write "
-     "it with a decimal point, e.g. 1.0e-4)"),
+     "LearningRate.base_lr must be a number > 0, got '1e-4' (YAML reads 1e-4 as text: a float "
+     "needs a decimal point and a signed exponent, e.g. 1.0e-4)"),
+    ({"OptimizerBuilder": {"clip_grad_by_norm": "1.0e4"}},
+     "OptimizerBuilder.clip_grad_by_norm=1.0e4",
+     "OptimizerBuilder.clip_grad_by_norm must be a number > 0 (or null), got '1.0e4' (YAML reads "
+     "1.0e4 as text: a float needs a decimal point and a signed exponent, e.g. 1.0e+4)"),
     ({"epoch": "abc"}, "epoch=abc", "epoch must be an integer >= 1, got 'abc'"),
     ({"epoch": 0}, "epoch=0", "epoch must be an integer >= 1, got 0"),
     ({"epoch": 2.5}, "epoch=2.5", "epoch must be an integer >= 1, got 2.5"),
