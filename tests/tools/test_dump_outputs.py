@@ -202,6 +202,24 @@ def test_bad_inputs_are_named(files):
                            str(files / "x.npy"), "--out", str(files / "x.npz")])
 
 
+def test_weights_that_do_not_fit_are_refused_with_counts(files):
+    """The dumps (and tools/analyze_queries.py, same loader) load every tensor or nothing."""
+    state = {k: v for k, v in paddle.load(str(files / "w.pdparams")).items()}
+    dropped = sorted(state)[3]
+    del state[dropped]
+    state["neck.unknown.weight"] = paddle.zeros([2])
+    paddle.save(state, str(files / "w_short.pdparams"))
+    with pytest.raises(ValueError) as info:
+        _dump(files, weights="w_short", out="x.npz")
+    assert str(info.value) == (
+        f"{files / 'w_short.pdparams'}: the weights do not fit the model (another config?): "
+        f"{len(state) - 1} of {len(state)} model tensors found with their shape; missing 1 "
+        f"({dropped}); other shape 0; unused in the file 1 (neck.unknown.weight)")
+    with pytest.raises(ValueError, match=r"model_final\.pdopt is an optimizer state \(\.pdopt\), "
+                                         r"not model weights; use .*model_final\.pdparams"):
+        _dump(files, weights="model_final.pdopt", out="x.npz")
+
+
 def test_coco_raw_labels_are_the_model_ids():
     """class_id_mode coco_raw: post_labels are the model's own class ids (raw COCO ids), not
     dataset indices, and the npz says so."""
