@@ -3,8 +3,9 @@
 The files are Python pickles, which ``paddle.load`` unpickles without limits (a crafted file runs
 code). ``read_file`` unpickles only what ``paddle.save`` writes for a state dict (NumPy arrays,
 numbers, strings, lists, dicts, tuples, Paddle's random generator states) and refuses any other
-object, naming it; resume (``-r``), ``weights=`` of the tools, export and the dumps read through
-it. ``load_weights_file`` / ``weights_only`` leave out the token a training checkpoint carries in
+object, naming it; resume (``-r``), ``weights=`` of the tools, export, the dumps and
+``pretrain_weights`` (local or downloaded) read through it. Mapping a file onto a model (every
+tensor must fit) is ``ppdet_dac/interop/weights.py``. ``load_weights_file`` / ``weights_only`` leave out the token a training checkpoint carries in
 each of its files (``TOKEN_KEY``, see ``ppdet_dac/engine/checkpoint.py``).
 """
 import os
