@@ -157,7 +157,11 @@ def _read_with_bases(path, files, chain=()):
         raise ValueError(f"{path}: a config file must be a mapping of keys, not "
                          f"{type(own).__name__}")
     merged = {}
-    for base in list(own.pop(BASE_KEY, None) or []):
+    bases = own.pop(BASE_KEY, None) or []
+    if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
+        raise ValueError(f"{path}: {BASE_KEY} must be a list of config files, e.g. "
+                         f"{BASE_KEY}: ['base.yml'], not {bases!r}")
+    for base in bases:
         base = os.path.expanduser(base) if base.startswith("~") else base
         if not base.startswith("/"):
             base = os.path.join(os.path.dirname(path), base)

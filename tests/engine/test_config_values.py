@@ -245,6 +245,14 @@ def test_three_file_base_cycle_reached_from_another_file_is_named(tmp_path):
     assert message.startswith(f"{user}: _BASE_ cycle: {b} -> {c} -> {a} -> {b} (")
 
 
+def test_base_that_is_not_a_list_of_files_is_named(tmp_path):
+    """ppdet's loader would read `_BASE_: base.yml` letter by letter."""
+    user = tmp_path / "user.yml"
+    user.write_text("_BASE_: base.yml\n")
+    assert _error(str(user)) == (f"{user}: _BASE_ must be a list of config files, e.g. "
+                                 "_BASE_: ['base.yml'], not 'base.yml'")
+
+
 # --- the tool --------------------------------------------------------------------------------
 
 def test_train_refuses_learning_rate_minus_one_before_training(tmp_path):
