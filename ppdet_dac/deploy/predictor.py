@@ -35,8 +35,6 @@ On CPU the predictor runs with oneDNN (``enable_mkldnn=True``, the default): 2-3
 Paddle's plain CPU kernels with the same detections (benchmarks/RESULTS.md, tests/deploy).
 """
 import argparse
-import glob
-import json
 import math
 import os
 import threading
@@ -50,6 +48,9 @@ from ppdet.utils.logger import setup_logger
 from ppdet_dac import ops
 from ppdet_dac.data.image_io import (DEFAULT_MAX_PIXELS, ImageSizeError, check_max_pixels,
                                      decode_checked, read_bgr)
+from ppdet_dac.deploy.outputs import (  # noqa: F401  (the tools import them from here)
+    IMAGE_EXTS, check_output_dir, drawing_name, list_inputs, print_run_outcome, write_json,
+    write_summary)
 from ppdet_dac.deploy.slicing import (COMBINE_METHODS, MATCH_METRICS, SliceConfig,
                                       sliced_detections)
 from ppdet_dac.deploy.visualize import draw_detections
@@ -59,7 +60,6 @@ logger = setup_logger(__name__)
 INFER_CFG = "infer_cfg.yml"
 MODEL_FILES = ("model.json", "model.pdmodel")  # Paddle 3 (PIR) first, then the legacy program
 PARAMS_FILE = "model.pdiparams"
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 DEVICES = ("CPU", "GPU")
 RUN_MODES = ("paddle", "trt_fp32", "trt_fp16")
 
@@ -712,28 +712,19 @@ def detection_records(detections, label_list=None, threshold=0.0):
 
 
 def list_images(image_file=None, image_dir=None):
-    """The image paths from a file and/or a directory (sorted); FileNotFoundError when none."""
-    paths = []
-    if image_file:
-        if not os.path.isfile(image_file):
-            raise FileNotFoundError(f"image file not found: {image_file}")
-        paths.append(image_file)
-    if image_dir:
-        if not os.path.isdir(image_dir):
-            raise FileNotFoundError(f"image directory not found: {image_dir}")
-        found = [p for p in glob.glob(os.path.join(image_dir, "*"))
-                 if p.lower().endswith(IMAGE_EXTS)]
-        if not found:
-            raise FileNotFoundError(f"no {'/'.join(IMAGE_EXTS)} images in {image_dir}")
-        paths.extend(sorted(found))
-    if not paths:
-        raise ValueError("give an image file or an image directory")
-    return paths
+    """The image paths of ``list_inputs`` (the tools use ``list_inputs``, which also returns
+    the folder's files that are not read)."""
+    return list_inputs(image_file, image_dir)[0]
 
 
-def save_results(image_paths, detections, output_dir, label_list=None, threshold=0.5):
-    """Write <output_dir>/<image name>.png with the detections >= threshold drawn, and
-    <output_dir>/detections.json {image path: all detection records}. Returns the JSON path."""
+def save_results(image_paths, detections, output_dir, label_list=None, threshold=0.5,
+                 image_dir=None):
+    """Write <output_dir>/<image file name>.png (``outputs.drawing_name``: x.jpg -> x.jpg.png)
+    with the detections >= threshold drawn, and <output_dir>/detections.json {image path: all
+    detection records}. Returns the JSON path. ValueError (``outputs.check_output_dir``) when
+    ``output_dir`` holds the input images (or is ``image_dir``) or two drawings would share a
+    name."""
+    check_output_dir(output_dir, image_paths, image_dir)
     os.makedirs(output_dir, exist_ok=True)
     results = {}
     for path, dets in zip(image_paths, detections):
@@ -741,16 +732,13 @@ def save_results(image_paths, detections, output_dir, label_list=None, threshold
         if image is None:
             raise ValueError(f"cannot read image file {path}")
         canvas, _ = draw_detections(image, dets, label_list, threshold)
-        out = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+        out = os.path.join(output_dir, drawing_name(path))
         if not cv2.imwrite(out, canvas):
             raise OSError(f"cannot write {out}")
         results[path] = detection_records(dets, label_list)
         logger.info(f"{path}: {sum(r['score'] >= threshold for r in results[path])} detections "
                     f">= {threshold} drawn to {out}")
-    json_path = os.path.join(output_dir, "detections.json")
-    with open(json_path, "w") as f:
-        json.dump(results, f, indent=1)
-    return json_path
+    return write_json(os.path.join(output_dir, "detections.json"), results)
 
 
 def predict_files(predictor, paths, batch_size=1):
@@ -795,31 +783,3 @@ def predict_files(predictor, paths, batch_size=1):
             flush()
     flush()
     return results, failures
-
-
-def write_summary(output_dir, num_images, failures, detections_json):
-    """<output_dir>/summary.json: {"images", "succeeded", "failed": [{"file", "error"}],
-    "detections"} of a run over ``num_images`` files; returns its path."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "summary.json")
-    with open(path, "w") as f:
-        json.dump({"images": int(num_images), "succeeded": int(num_images) - len(failures),
-                   "failed": list(failures), "detections": detections_json}, f, indent=1)
-    return path
-
-
-def print_run_outcome(done, num_images, failures, detections_json, output_dir, elapsed=None):
-    """Write ``summary.json`` (``write_summary``) and print the last lines of an inference run
-    over files: how many went through (in ``elapsed`` seconds when given), where the results
-    are, and each file skipped. Returns the exit status: 0 when every image went through, 1 when
-    some were skipped."""
-    summary = write_summary(output_dir, num_images, failures, detections_json)
-    took = "" if elapsed is None else f" in {elapsed:.2f} s"
-    print(f"{done} of {num_images} images{took}; results in {detections_json} and "
-          f"{output_dir}/")
-    if not failures:
-        return 0
-    print(f"{len(failures)} file(s) skipped (listed in {summary}):")
-    for failure in failures:
-        print(f"  {failure['file']}: {failure['error']}")
-    return 1

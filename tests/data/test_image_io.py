@@ -92,4 +92,4 @@ def test_drawn_detections_use_the_stored_orientation(rotated_jpeg, tmp_path):
     assert save_detections(path, box, str(out), threshold=0.5) == 1
     assert cv2.imread(str(out)).shape == (H, W, 3)
     save_results([path], [box], str(tmp_path / "results"), threshold=0.5)
-    assert cv2.imread(str(tmp_path / "results" / "orientation6.png")).shape == (H, W, 3)
+    assert cv2.imread(str(tmp_path / "results" / "orientation6.jpg.png")).shape == (H, W, 3)

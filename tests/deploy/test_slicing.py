@@ -252,7 +252,7 @@ def test_infer_tools_slice_infer(exported, grid, tmp_path, tool):
     height, width = GRID_ROWS * TILE_H, GRID_COLS * TILE_W
     assert got[:, 2:].min() >= 0 and got[:, [2, 4]].max() <= width and \
         got[:, [3, 5]].max() <= height
-    assert (tmp_path / "grid.png").is_file()
+    assert (tmp_path / "grid.png.png").is_file()
 
 
 @pytest.mark.parametrize("script", ["deploy/python/infer.py", "deploy/serving/server.py"])

@@ -1,12 +1,14 @@
 """deploy/python/infer.py and tools/infer.py as CLIs: JSON results (boxes clipped to the image)
 and PNGs with the boxes drawn where the detections are; the dygraph tool agrees with the
 exported model; a folder with bad files is processed to its end, each bad file reported, exit
-status 1."""
+status 1; an output folder holding the inputs is refused, x.jpg and x.png get drawings of their
+own and files of other formats are named in the summary."""
 import json
 import os
 
 import cv2
 import numpy as np
+import pytest
 
 from _deploy_helpers import DEMO_CONFIG, SIZE_OPTS, run_python
 
@@ -61,7 +63,7 @@ def test_deploy_infer_draws_boxes_at_detections(exported, tmp_path):
                          "--model_dir", exported.model_dirs["op"], "--image_file", image,
                          "--output_dir", str(out_dir), "--threshold", repr(threshold)])
     assert f"{image}: " in stdout
-    png = out_dir / (os.path.splitext(os.path.basename(image))[0] + ".png")
+    png = out_dir / (os.path.basename(image) + ".png")
     assert png.is_file()
     drawn, original = cv2.imread(str(png)), cv2.imread(image)
     with open(out_dir / "detections.json") as f:
@@ -136,7 +138,7 @@ def _check_reported(out_dir, folder, bad, stdout, good_detections):
     assert set(results) == set(good_detections)
     for name, expected in good_detections.items():
         got = results[name]
-        assert (out_dir / (os.path.splitext(name)[0] + ".png")).is_file()
+        assert (out_dir / (name + ".png")).is_file()
         assert len(got) == len(expected) > 0
         assert [r["class_id"] for r in got] == [r["class_id"] for r in expected]
         np.testing.assert_allclose([[r["score"]] + r["bbox"] for r in got],
@@ -184,3 +186,64 @@ def test_dygraph_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp
                         "--draw_threshold", "0.0"], returncode=1)
     assert "3 file(s) skipped" in proc.stdout
     _check_reported(out_dir, folder, bad, proc.stdout, good)
+
+
+def _same_stem_folder(exported, folder):
+    """x.jpg and x.png (the two exported test images, different pictures) and an animated GIF,
+    a WebP and a TIFF the tools do not read. Returns {file name: bytes}."""
+    os.makedirs(folder)
+    first, second = (cv2.imread(p) for p in exported.images)
+    cv2.imwrite(str(folder / "x.jpg"), first)
+    cv2.imwrite(str(folder / "x.png"), second)
+    for name in ("anim.gif", "photo.webp", "scan.tiff"):
+        (folder / name).write_bytes(b"GIF89a not read")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _tool_args(tool, exported, folder, out_dir):
+    if tool == "deploy":
+        return [os.path.join("deploy", "python", "infer.py"), "--model_dir",
+                exported.model_dirs["reference"], "--image_dir", str(folder), "--output_dir",
+                str(out_dir), "--threshold", "0.0"]
+    return [os.path.join("tools", "infer.py"), "-c", DEMO_CONFIG, "-o",
+            f"weights={exported.weights}", f"TestDataset.dataset_dir={exported.data_dir}",
+            *SIZE_OPTS, "--infer_dir", str(folder), "--output_dir", str(out_dir),
+            "--draw_threshold", "0.0"]
+
+
+@pytest.mark.parametrize("tool", ["deploy", "dygraph"])
+def test_output_folder_holding_the_inputs_is_refused(exported, tmp_path, tool):
+    """--output_dir = the image folder: one error naming it, exit 2, the inputs untouched."""
+    from _deploy_helpers import run_process
+    folder = tmp_path / "images"
+    before = _same_stem_folder(exported, folder)
+    proc = run_process(_tool_args(tool, exported, folder, folder), returncode=2)
+    assert f"--output_dir {folder} holds the input images (x.jpg, x.png)" in proc.stderr + \
+        proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("tool", ["deploy", "dygraph"])
+def test_same_stem_images_get_their_own_drawings_and_other_formats_are_named(exported, tmp_path,
+                                                                              tool):
+    """x.jpg and x.png: two drawings (x.jpg.png, x.png.png), each of its own image; the GIF,
+    WebP and TIFF are named in summary.json and the closing lines; exit status 0."""
+    from _deploy_helpers import run_process
+    folder, out_dir = tmp_path / "images", tmp_path / "out"
+    _same_stem_folder(exported, folder)
+    proc = run_process(_tool_args(tool, exported, folder, out_dir), returncode=0)
+    for name in ("x.jpg", "x.png"):
+        drawn, original = cv2.imread(str(out_dir / (name + ".png"))), cv2.imread(
+            str(folder / name))
+        assert drawn.shape == original.shape   # the two images differ in size
+    with open(out_dir / "detections.json") as f:
+        assert sorted(os.path.basename(p) for p in json.load(f)) == ["x.jpg", "x.png"]
+    with open(out_dir / "summary.json") as f:
+        summary = json.load(f)
+    names = ["anim.gif", "photo.webp", "scan.tiff"]
+    assert [os.path.basename(p) for p in summary["unsupported"]] == names
+    assert summary["images"] == summary["succeeded"] == 2
+    assert "3 file(s) not read, unsupported format" in proc.stdout
+    for name in names:
+        assert f"  {folder / name}\n" in proc.stdout
