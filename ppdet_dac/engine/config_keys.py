@@ -28,10 +28,8 @@ and names a ``_BASE_`` cycle (a -> b -> a) before ppdet's load_config would recu
 import copy
 import difflib
 import inspect
-import os
 
 import paddle
-import yaml
 from ppdet.core.workspace import BASE_KEY, dict_merge, get_registered_modules
 from ppdet.data import source, transform
 from ppdet.data.reader import BaseDataLoader
@@ -40,6 +38,7 @@ from ppdet.data.transform.operators import BaseOperator
 from ppdet.optimizer import optimizer as ppdet_optimizer
 from ppdet.optimizer.adamw import build_adamwdl
 
+from .config_files import Tagged, owner_file, read_with_bases
 from .config_values import check_config_values
 
 __all__ = ["TOP_LEVEL_KEYS", "READER_KEYS", "check_config_file", "check_config_keys"]
@@ -114,78 +113,6 @@ SET_BY_OPTIMIZER_BUILDER = {"learning_rate": "from LearningRate", "parameters": 
                             "grad_clip": "from clip_grad_by_norm / clip_grad_by_value"}
 
 
-class _Tagged:
-    """A ``!Class`` node of a config file, not built: ``tag`` is the class name."""
-
-    def __init__(self, tag, value):
-        self.tag = tag
-        self.value = value
-
-
-def _construct_tagged(loader, suffix, node):
-    if isinstance(node, yaml.MappingNode):
-        return _Tagged(suffix, loader.construct_mapping(node, deep=True))
-    if isinstance(node, yaml.SequenceNode):
-        return _Tagged(suffix, loader.construct_sequence(node, deep=True))
-    return _Tagged(suffix, loader.construct_scalar(node))
-
-
-class _RawLoader(yaml.Loader):
-    """ppdet's YAML loader with ``!Class`` nodes kept as ``_Tagged`` instead of built."""
-
-
-_RawLoader.yaml_constructors = {tag: fn for tag, fn in yaml.Loader.yaml_constructors.items()
-                                if tag is None or not tag.startswith("!")}
-_RawLoader.add_multi_constructor("!", _construct_tagged)
-
-
-def _read_with_bases(path, files, chain=()):
-    """The merged config of ``path`` and its ``_BASE_`` files (as ppdet's load_config merges
-    them); appends (file, its own keys) to ``files``, lowest priority first. ``chain``: the
-    files whose ``_BASE_`` led here; a file already in it is a ValueError naming the cycle."""
-    if not os.path.isfile(path):
-        where = f" (a {BASE_KEY} file of {chain[-1]})" if chain else ""
-        raise FileNotFoundError(f"config file not found: {path}{where}")
-    real = [os.path.realpath(file) for file in chain]
-    if os.path.realpath(path) in real:
-        cycle = list(chain[real.index(os.path.realpath(path)):]) + [path]
-        raise ValueError(f"{chain[0]}: {BASE_KEY} cycle: {' -> '.join(cycle)} (each file "
-                         f"lists the next in {BASE_KEY}; ppdet would recurse forever)")
-    with open(path) as handle:
-        own = yaml.load(handle, Loader=_RawLoader) or {}
-    if not isinstance(own, dict):
-        raise ValueError(f"{path}: a config file must be a mapping of keys, not "
-                         f"{type(own).__name__}")
-    merged = {}
-    bases = own.pop(BASE_KEY, None) or []
-    if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
-        raise ValueError(f"{path}: {BASE_KEY} must be a list of config files, e.g. "
-                         f"{BASE_KEY}: ['base.yml'], not {bases!r}")
-    for base in bases:
-        base = os.path.expanduser(base) if base.startswith("~") else base
-        if not base.startswith("/"):
-            base = os.path.join(os.path.dirname(path), base)
-        merged = dict_merge(merged, _read_with_bases(base, files, chain + (path,)))
-    files.append((path, copy.deepcopy(own)))
-    return dict_merge(merged, own)
-
-
-def _owner(files, keys):
-    """The file of highest priority that sets the key path ``keys`` (a list or ``!Class`` value
-    is set as a whole, by one file)."""
-    for path, own in reversed(files):
-        node = own
-        for key in keys:
-            if not isinstance(node, dict):
-                return path
-            if key not in node:
-                break
-            node = node[key]
-        else:
-            return path
-    return files[-1][0]
-
-
 def _flat_opts(opts, prefix=()):
     for key, value in opts.items():
         if isinstance(value, dict) and value:
@@ -223,10 +150,10 @@ def check_config_file(path, opts=None):
     and the unknown key or bad value, or the files of a ``_BASE_`` cycle.
     """
     files = []
-    merged = _read_with_bases(path, files)
+    merged = read_with_bases(path, files)
 
     def in_file(keys):
-        owner = _owner(files, keys)
+        owner = owner_file(files, keys)
         return path if owner == path else f"{path} ({BASE_KEY} {owner})"
 
     check_config_keys(merged, in_file)
@@ -456,7 +383,7 @@ def _tagged_class(tag):
 
 def _check_tagged_nodes(value, keys, where):
     """The arguments of every ``!Class`` node under ``value``."""
-    if isinstance(value, _Tagged):
+    if isinstance(value, Tagged):
         cls = _tagged_class(value.tag)
         if cls is not None and isinstance(value.value, dict):
             accepted = _init_args(cls)

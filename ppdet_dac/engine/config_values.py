@@ -3,8 +3,8 @@ an epoch count of 'abc' stops the tools before anything is built, with one Value
 the file (or ``-o`` entry), the key, the rule and the value.
 
 ``check_config_values(cfg, where)`` checks the merged, unbuilt config (as
-``config_keys.check_config_file`` reads it: ``!Class`` nodes kept as objects with ``.tag`` and
-``.value``; ``-o`` may also give built scheduler objects) against the tables below. A key that
+``config_keys.check_config_file`` reads it: ``!Class`` nodes kept as ``config_files.Tagged``;
+``-o`` may also give built scheduler objects) against the tables below. A key that
 is absent is not checked (the class default applies); ``None`` passes only where the rule
 says so. The tables hold only rules that follow from what reads the key: a count of epochs,
 images, queries or layers, a probability, an IoU or score threshold, a learning rate or a
@@ -13,6 +13,8 @@ divisor. Cross-key rules stay with their readers (``image_sizes``: caps against 
 """
 import math
 import re
+
+from .config_files import Tagged
 
 __all__ = ["TOP_LEVEL", "SECTIONS", "SCHEDULERS", "TRANSFORMS", "check_config_values"]
 
@@ -202,7 +204,7 @@ _EXPONENT = re.compile(r"([-+]?\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)")
 def _node(value):
     """(class name, argument mapping) of a ``!Class`` node, a ``{name: Class, ...}`` mapping or
     a built object (-o builds ``!Class`` values); (None, None) otherwise."""
-    if hasattr(value, "tag") and hasattr(value, "value"):
+    if isinstance(value, Tagged):
         return value.tag, value.value if isinstance(value.value, dict) else {}
     if isinstance(value, dict):
         return value.get("name"), value
