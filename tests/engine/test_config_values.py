@@ -52,6 +52,9 @@ BAD_OPTS = [
     ({"epoch": 2.5}, "epoch=2.5", "epoch must be an integer >= 1, got 2.5"),
     ({"TrainReader": {"batch_size": 0}}, "TrainReader.batch_size=0",
      "TrainReader.batch_size must be an integer >= 1, got 0"),
+    # among several -o entries, the one at fault is named
+    ({"epoch": 2, "TrainReader": {"shuffle": False, "batch_size": 0}, "save_dir": "out"},
+     "TrainReader.batch_size=0", "TrainReader.batch_size must be an integer >= 1, got 0"),
     ({"EvalReader": {"batch_size": "two"}}, "EvalReader.batch_size=two",
      "EvalReader.batch_size must be an integer >= 1, got 'two'"),
     ({"TestReader": {"batch_size": -1}}, "TestReader.batch_size=-1",
