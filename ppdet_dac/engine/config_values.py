@@ -20,11 +20,11 @@ __all__ = ["TOP_LEVEL", "SECTIONS", "SCHEDULERS", "TRANSFORMS", "check_config_va
 
 
 class Rule:
-    """A value rule: ``kind`` 'int' (a YAML integer), 'number' (an integer or a finite float)
-    or 'bool' (true / false);
-    ``shape`` 'one' (a value), 'list' (a list of values, non-empty unless ``empty``) or
-    'either'; bounds ``low`` / ``high`` (inclusive, exclusive with ``open_low`` /
-    ``open_high``); ``increasing``: a list is strictly increasing; ``optional``: None passes."""
+    """A value rule. ``kind``: 'int' (a YAML integer), 'number' (an integer or a finite
+    float) or 'bool' (true / false); ``shape``: 'one' (a value), 'list' (a list of values,
+    non-empty unless ``empty``) or 'either'; ``low`` / ``high``: bounds, inclusive unless
+    ``open_low`` / ``open_high``; ``increasing``: a list is strictly increasing;
+    ``optional``: None passes."""
 
     def __init__(self, kind, low=None, high=None, open_low=False, open_high=False,
                  shape="one", empty=False, increasing=False, optional=False):
