@@ -59,7 +59,8 @@ def test_report_names_each_kind():
     report = DuplicateReport(anno)
     assert report.image_ids == [1] and report.annotation_ids == [5]
     assert report.files == {"a.jpg": [1, 2]}
-    assert not DuplicateReport({"images": anno["images"][1:], "annotations": anno["annotations"][:1]})
+    assert not DuplicateReport({"images": anno["images"][1:],
+                                "annotations": anno["annotations"][:1]})
 
 
 @pytest.mark.parametrize("settings", [{}, {"data_fields": TRAIN_FIELDS, "on_decode_error":
