@@ -115,17 +115,17 @@ def test_a_url_or_path_is_passed_on():
 
 
 def test_train_stops_before_reading_the_dataset_when_the_value_is_empty():
-    # dac_cdn_r50 reads dataset/coco, which is not there: the error must come first
-    start = time.time()
+    # dac_cdn_r50 reads dataset/coco, which is not there: the error must come first (reading
+    # the dataset would end with another error). The run takes ~9 s on an idle 2-core machine;
+    # the timeout only guards against a hang (>= 10x that under load).
     proc = subprocess.run([PYTHON, os.path.join(REPO, "tools", "train.py"), "-c",
                            "configs/dac_cdn_r50.yml", "-o", "pretrain_weights="],
-                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=120)
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(
         "ValueError: configs/dac_cdn_r50.yml: `pretrain_weights` is missing or empty"), last
     assert R50_URL in last
-    assert time.time() - start < 60
 
 
 # ------------------------------------------------------------------ local files
@@ -200,11 +200,20 @@ def test_download_with_wrong_md5_is_refused_and_not_cached(weights_home):
     assert not weights_home.exists() or os.listdir(weights_home) == []
 
 
-def test_unreachable_url_is_a_clear_error_in_bounded_time(weights_home):
-    start = time.time()
+def test_unreachable_url_is_a_clear_error_in_bounded_time(weights_home, monkeypatch):
+    """The bound on time is the timeouts the request is made with (a server that accepts and
+    never answers is cut off after them); a refused connection fails at once (~0.02 s: the
+    30 s limit below only guards against a hang)."""
+    import requests
+    timeouts = []
+    get = requests.get
+    monkeypatch.setattr(requests, "get",
+                        lambda *a, **k: timeouts.append(k.get("timeout")) or get(*a, **k))
+    start = time.monotonic()
     with pytest.raises(PretrainWeightsError) as info:
         fetch_pretrain_weights(REFUSED, "configs/x.yml")
-    assert time.time() - start < 30
+    assert time.monotonic() - start < 30
+    assert timeouts == [(pretrained.CONNECT_TIMEOUT_S, pretrained.READ_TIMEOUT_S)]
     message = str(info.value)
     assert message.startswith(f"configs/x.yml: cannot download pretrain_weights {REFUSED}: ")
     assert f"ppdet looks for this file at {weights_home / 'x.pdparams'}" in message
@@ -229,6 +238,11 @@ def test_each_rank_learns_a_failed_download(weights_home, monkeypatch):
     assert sent == [True, False]
 
 
+# the lines Paddle writes when a signal ends the process (C++ traceback, then the signal)
+_PADDLE_SIGNAL_MARKS = ("C++ Traceback", "Error Message Summary", "FatalError:", "[TimeInfo:",
+                        "[SignalInfo:")
+
+
 def test_two_ranks_both_stop_when_the_download_fails(tmp_path):
     """ppdet's _download_dist would leave rank 1 polling a lock file; here both ranks raise."""
     env = dict(child_env(), HOME=str(tmp_path))
@@ -242,7 +256,14 @@ def test_two_ranks_both_stop_when_the_download_fails(tmp_path):
     cache = tmp_path / ".cache" / "paddle" / "weights" / "x.pdparams"
     reasons = {0: "ConnectionError", 1: "the download failed on another process of this run"}
     for rank, reason in reasons.items():
-        last = open(tmp_path / "log" / f"workerlog.{rank}").read().strip().splitlines()[-1]
+        # the error is the last line a rank writes itself; the launcher's SIGTERM, sent when the
+        # other rank has failed, may still reach a rank while it exits and add Paddle's
+        # "[SignalInfo: *** SIGTERM ..." lines after it
+        lines = open(tmp_path / "log" / f"workerlog.{rank}").read().strip().splitlines()
+        signal_block = [i for i, line in enumerate(lines)
+                        if any(mark in line for mark in _PADDLE_SIGNAL_MARKS)]
+        lines = lines[:signal_block[0]] if signal_block else lines
+        last = [line for line in lines if line.strip() and not set(line.strip()) <= {"-"}][-1]
         assert last.startswith("ppdet_dac.engine.pretrained.PretrainWeightsError: "
                                f"configs/demo/dac_demo.yml: cannot download pretrain_weights "
                                f"{REFUSED}: "), last
