@@ -151,7 +151,7 @@ def read_header(data, what="image"):
     fmt = identify_format(data)
     if fmt is None:
         raise ImageHeaderError(f"cannot decode {what} ({len(data)} bytes): not a readable "
-                               f"{'/'.join(ACCEPTED_FORMATS)} image (unknown format)")
+                               f"{'/'.join(ACCEPTED_FORMATS)} image")
     if fmt not in _SIZE_READERS:
         raise UnsupportedFormatError(f"{what} is a {fmt} file: format {fmt} is not accepted "
                                      f"(only {', '.join(ACCEPTED_FORMATS)})")
