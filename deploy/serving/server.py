@@ -7,8 +7,8 @@ on FastAPI + uvicorn.
         [--score_threshold 0.0] [--nms_threshold N] \
         [--slice_infer [--slice_size 640 640] [--overlap_ratio 0.25 0.25] \
          [--combine_method nms|concat] [--match_threshold 0.6] [--match_metric ios|iou]] \
-        [--request_timeout 60] [--max_queue 8] [--max_connections 256] \
-        [--timeout_keep_alive 5] [--access_log]
+        [--request_timeout 60] [--body_timeout 10] [--max_queue 8] [--max_connections 256] \
+        [--timeout_keep_alive 5] [--timeout_graceful_shutdown S] [--access_log]
 
 Service name ``dac_detr``:
 
@@ -28,17 +28,20 @@ Service name ``dac_detr``:
 
 Limits: the request body (``--max_body_mb``, also for chunked bodies); the image size, read from
 the image header before anything is decoded (``--max_pixels``: decompression bombs are refused);
-``--request_timeout`` seconds per request, body upload included (408 / 504 with err_no 1); at most
+``--request_timeout`` seconds per request, body upload included (504 with err_no 1); the body
+within ``--body_timeout`` seconds of the header (408, err_no 1, and the connection closed); at most
 ``pool_size + max_queue`` requests admitted per worker, the next ones answered busy at once (503,
 err_no 1, Retry-After); ``--max_connections`` open connections per worker (beyond: 503 and closed);
 a connection that has not sent a complete request header within ``--timeout_keep_alive`` seconds
 (of connecting or of its previous answer) is closed. A client that hangs up is logged in one line;
-its queued request is dropped.
+its queued request is dropped. Malformed JSON of any shape is err_no 9 in one line; a trailing
+slash is a 404, never a redirect.
 
 It binds the loopback address unless ``--host`` says otherwise; each worker process
 (``--workers``) runs ``pool_size`` predictors (clones sharing the weights), with oneDNN on CPU
 unless ``--disable_mkldnn``. On SIGINT/SIGTERM it stops accepting, closes idle keep-alive
-connections at once, finishes the requests in flight and exits 0.
+connections at once, answers uploads still arriving busy (503) at once, finishes the requests in
+flight (``--timeout_graceful_shutdown``) and exits 0.
 
 At start it also writes a PaddleServing pipeline ``config.yml`` and
 ``serving_server_conf.prototxt`` (feed/fetch variables) into the model directory, so the same

@@ -140,7 +140,7 @@ def test_request_timeout_answers_and_drops_queued_work(make_server):
             assert status == 504 and answer["err_no"] == 1
             assert "no answer within" in answer["err_msg"] and "--request_timeout" in \
                 answer["err_msg"]
-        assert time.monotonic() - start < 15
+        assert time.monotonic() - start < 20   # 1.5 s + overhead: a hang guard
     # the queued prediction was dropped, the running one still holds its predictor
     wait_until(lambda: service.in_flight == 1)
     assert len(predictor.started) == 1
@@ -221,9 +221,9 @@ def test_silent_and_trickling_connections_are_closed(make_server):
     start = time.monotonic()
     dripping.start()
     try:
-        assert _closed_within(silent, 10)
-        assert _closed_within(trickle, 10)
-        assert time.monotonic() - start < 8
+        assert _closed_within(silent, 15)
+        assert _closed_within(trickle, 15)     # the drip would go on for 24 s
+        assert time.monotonic() - start < 15   # closed after 1 s; a hang guard
     finally:
         stop.set()
         dripping.join(10)
@@ -234,6 +234,7 @@ def test_silent_and_trickling_connections_are_closed(make_server):
 
 
 def test_shutdown_does_not_wait_for_idle_keep_alive(make_server):
+    """Shutdown takes about 0.2 s with the keep-alive connection; 5 s is the issue's bound."""
     srv, predictor, _ = make_server(timeout_keep_alive=120)
     predictor.gate.set()
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
