@@ -39,14 +39,15 @@ def cli_max_pixels(argv):
 
 def set_decode_limit(argv):
     """Set ``OPENCV_IO_MAX_IMAGE_PIXELS`` (unless already set) from ``argv``; the value in
-    effect. Logs a warning when cv2 is already loaded (then the variable comes too late)."""
-    limit = cli_max_pixels(argv) or DEFAULT_MAX_PIXELS
-    value = os.environ.setdefault(VARIABLE, str(limit))
+    effect. When cv2 is already loaded the variable comes too late: nothing is set (it would
+    only reach child processes) and a warning says so."""
     if "cv2" in sys.modules:
         logging.getLogger("ppdet_dac.decode_limit").warning(
-            f"cv2 was imported before {VARIABLE} was set: OpenCV's own pixel limit is not "
-            f"{value} in this process (import _decode_limit before anything else)")
-    return value
+            f"cv2 was imported before {VARIABLE} could be set: OpenCV's own pixel limit in this "
+            f"process is {os.environ.get(VARIABLE, 'its default, 2^30')} (import _decode_limit "
+            "before anything else)")
+        return os.environ.get(VARIABLE)
+    return os.environ.setdefault(VARIABLE, str(cli_max_pixels(argv) or DEFAULT_MAX_PIXELS))
 
 
 set_decode_limit(sys.argv[1:])

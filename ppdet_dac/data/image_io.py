@@ -104,20 +104,28 @@ def check_image_size(encoded, max_pixels=DEFAULT_MAX_PIXELS, what="image"):
     return height, width
 
 
-def decode_bgr(encoded):
+def decode_bgr(encoded, max_pixels=None):
     """Encoded image bytes (bytes / bytearray / memoryview / uint8 array) -> BGR uint8 [H, W, 3]
-    in stored orientation, or None when they are not a decodable image (no size check)."""
+    in stored orientation, or None when they are not a decodable image: empty, not a JPEG/PNG/BMP
+    by their magic bytes, an unreadable header, a header declaring more than ``max_pixels``
+    pixels (default: OpenCV's own limit in this process, ``decoder_pixel_limit``), or pixels
+    that do not decode. Use ``decode_checked`` for an error that says which."""
     data = encoded if isinstance(encoded, np.ndarray) else np.frombuffer(encoded, dtype=np.uint8)
     if data.size == 0:
         return None
     try:
+        check_image_size(data, decoder_pixel_limit() if max_pixels is None else max_pixels)
+    except ValueError:   # refused from the header: nothing decoded
+        return None
+    try:
         return cv2.imdecode(data, IMREAD_FLAGS)
-    except cv2.error:  # e.g. over OpenCV's own 2^30-pixel limit: not decodable here
+    except cv2.error:  # e.g. over OpenCV's own limit (OPENCV_IO_MAX_IMAGE_PIXELS)
         return None
 
 
 def decode_checked(encoded, max_pixels=DEFAULT_MAX_PIXELS, what="image"):
-    """``decode_bgr`` after ``check_image_size``: BGR uint8 [H, W, 3], never None.
+    """``check_image_size``, then the decode: BGR uint8 [H, W, 3] in stored orientation, never
+    None.
 
     Raises ImageSizeError (over ``max_pixels``, from the header, nothing decoded) or ValueError
     (not an image, or undecodable pixels), each naming ``what``.
@@ -136,8 +144,8 @@ def decode_checked(encoded, max_pixels=DEFAULT_MAX_PIXELS, what="image"):
 
 
 def read_bgr(path):
-    """The image file ``path`` -> BGR uint8 [H, W, 3] in stored orientation (as ``decode_bgr``),
-    or None when it cannot be read or decoded."""
+    """The image file ``path`` -> BGR uint8 [H, W, 3] in stored orientation, or None when it
+    cannot be read or ``decode_bgr`` refuses it."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError:

@@ -138,3 +138,15 @@ def test_unknown_bytes_are_not_an_image():
     for data in (b"GIF89a" + bytes(100), b"%PDF-1.4" + bytes(100)):
         assert identify_format(data) is None
         _refused(data, ImageHeaderError, "not a readable JPEG/PNG/BMP image")
+
+
+def test_plain_decode_refuses_what_the_check_refuses(png_polyglot):
+    """decode_bgr (drawing, the dataset's decodability scan) decodes only what the header check
+    passes: OpenCV's other formats and oversized headers give None, nothing decoded."""
+    from ppdet_dac.data.image_io import decode_bgr
+    webp, jpeg = small_image(".webp"), small_image(".jpg")
+    assert cv2.imdecode(np.frombuffer(webp, np.uint8), cv2.IMREAD_COLOR) is not None
+    assert decode_bgr(webp) is None and decode_bgr(polyglot_hdr(64, 64)) is None
+    assert decode_bgr(several_sof_jpeg()) is None
+    assert decode_bgr(png_polyglot, max_pixels=DEFAULT_MAX_PIXELS) is None
+    assert decode_bgr(jpeg).shape == (16, 24, 3) and decode_bgr(jpeg, max_pixels=383) is None

@@ -107,3 +107,15 @@ def test_command_line_value_and_default():
              ("--max_pixels", "many"): None, ("--max_pixels",): None, ("-o", "a=1"): None}
     for argv, expected in cases.items():
         assert _decode_limit.cli_max_pixels(list(argv)) == expected, argv
+
+
+def test_too_late_sets_nothing_and_warns(monkeypatch, caplog):
+    """In a process that has loaded cv2 already (this one) the variable would only reach child
+    processes: it is left alone, with a warning."""
+    monkeypatch.delenv(_decode_limit.VARIABLE, raising=False)
+    with caplog.at_level("WARNING", logger="ppdet_dac.decode_limit"):
+        assert _decode_limit.set_decode_limit(["--max_pixels", "5000"]) is None
+    assert _decode_limit.VARIABLE not in os.environ
+    assert [r.getMessage() for r in caplog.records] == [
+        "cv2 was imported before OPENCV_IO_MAX_IMAGE_PIXELS could be set: OpenCV's own pixel "
+        "limit in this process is its default, 2^30 (import _decode_limit before anything else)"]
