@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -18,6 +19,8 @@ from _deploy_helpers import DEMO_CONFIG, REPO, SIZE_OPTS
 
 PEAK_RSS_BOUND = 2 ** 30
 HANG_GUARD_S = 600       # a fresh process loads Paddle and the model first: seconds
+ANSWER_HANG_GUARD_S = 10  # a refusal from the header takes milliseconds (decoding the polyglot:
+                          # 12 s and 6 GB)
 OVER = "30000 x 30000 = 900000000 pixels, over the limit of 40000000 pixels"
 REASONS = {"a_polyglot.png": OVER, "b_radiance_15000.png": "format Radiance HDR is not accepted",
            "c_radiance_9000.jpg": "format Radiance HDR is not accepted",
@@ -136,7 +139,9 @@ def test_service_refuses_crafted_uploads(exported, crafted):
     server = Server(exported.model_dirs["op"])
     try:
         for name, data in files.items():
+            started = time.monotonic()
             _, answer = server.post_image(data)   # PaddleServing: HTTP 200, err_no != 0
+            assert time.monotonic() - started < ANSWER_HANG_GUARD_S, name
             assert answer["err_no"] != 0 and REASONS[name] in answer["err_msg"], (name, answer)
         assert server.proc.poll() is None
         peak = server.peak_rss()
