@@ -91,8 +91,8 @@ def _jpeg_size(data, what):
                 raise ImageHeaderError(f"{what}: JPEG has no SOF marker before its scan")
             return size
         if marker in (_SOI, _EOI):
-            raise ImageHeaderError(f"{what}: JPEG has a misplaced {'SOI' if marker == _SOI else 'EOI'}"
-                                   " marker before its scan")
+            name = "SOI" if marker == _SOI else "EOI"
+            raise ImageHeaderError(f"{what}: JPEG has a misplaced {name} marker before its scan")
         if marker not in _SOF and marker not in _SKIPPED:
             raise ImageHeaderError(f"{what}: JPEG has an unknown marker FF{marker:02X}")
         if pos + 2 > len(data):

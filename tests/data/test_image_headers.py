@@ -150,3 +150,30 @@ def test_plain_decode_refuses_what_the_check_refuses(png_polyglot):
     assert decode_bgr(several_sof_jpeg()) is None
     assert decode_bgr(png_polyglot, max_pixels=DEFAULT_MAX_PIXELS) is None
     assert decode_bgr(jpeg).shape == (16, 24, 3) and decode_bgr(jpeg, max_pixels=383) is None
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".bmp"])
+def test_mutated_headers_never_pass_with_another_size(ext):
+    """Random byte changes in the first 160 bytes of a small JPEG / BMP (the PNG's IHDR sits at
+    a fixed place, and its CRCs stop libpng on any change): whenever the check passes a file
+    and OpenCV decodes it, OpenCV's image has the size the check read (the header's)."""
+    rng = np.random.default_rng(0)
+    original = np.frombuffer(small_image(ext, 20, 30), np.uint8)
+    passed = decoded = 0
+    for _ in range(300):
+        data = original.copy()
+        where = rng.integers(0, 160, size=rng.integers(1, 4))
+        data[where] = rng.integers(0, 256, size=where.size)
+        try:
+            height, width = check_image_size(data, 10 ** 6)
+        except ValueError:
+            continue
+        passed += 1
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        except cv2.error:
+            continue
+        if image is not None:
+            decoded += 1
+            assert image.shape[:2] == (height, width), (where, data[where])
+    assert passed > 0 and decoded > 0   # the loop did check decodable files
