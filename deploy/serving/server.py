@@ -70,7 +70,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import h11
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -78,10 +77,12 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder, when imported
+
+from connection_limits import CUT_OFF, ServingConfig, ServingProtocol  # noqa: E402
 
 from ppdet.utils.logger import setup_logger  # noqa: E402
 
@@ -102,10 +103,6 @@ MAX_DEFAULT_GRACE = 20.0   # s; orchestrators send SIGKILL 30 s after SIGTERM
 INPUT_KEY, OUTPUT_KEY = "image", "detections"
 # error numbers of PaddleServing's pipeline (ChannelDataErrcode)
 OK, TIMEOUT, TYPE_ERROR, CLIENT_ERROR, NO_SERVICE, UNKNOWN, INPUT_PARAMS_ERROR = 0, 1, 3, 5, 7, 8, 9
-
-
-# scope key that ServingProtocol sets when it closes a connection whose request is unfinished
-CUT_OFF = "dac_detr.cut_off"
 
 
 class RequestError(Exception):
@@ -473,105 +470,9 @@ def build_app(service, options):
 
 
 # ---------------------------------------------------------------- connections (uvicorn)
-class ServingConfig(uvicorn.Config):
-    """uvicorn's Config plus max_connections (per worker), and the body limit and body timeout
-    that the answer to an over-limit connection drains within."""
-
-    def __init__(self, app, max_connections=256, max_body_bytes=20 << 20, body_timeout=10.0,
-                 **kwargs):
-        super().__init__(app, **kwargs)
-        self.max_connections, self.max_body_bytes = int(max_connections), int(max_body_bytes)
-        self.body_timeout = float(body_timeout)
-
-
-async def _refuse_connection(config, scope, receive, send):
-    """ASGI app of a connection beyond max_connections: 503 busy (err_no 1), then closed."""
-    if scope["type"] != "http":
-        return
-    received, more = 0, True
-    with contextlib.suppress(TimeoutError):  # a stalled upload does not keep its slot
-        async with asyncio.timeout(config.body_timeout):
-            while more and received <= config.max_body_bytes:
-                message = await receive()
-                received += len(message.get("body", b""))
-                more = message["type"] == "http.request" and message.get("more_body", False)
-    body = json.dumps(response(TIMEOUT, f"server busy: more than {config.max_connections} open "
-                                        "connections (--max_connections); retry later")).encode()
-    await send({"type": "http.response.start", "status": 503, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"), (b"retry-after", b"1")]})
-    await send({"type": "http.response.body", "body": body})
-
-
-class ServingProtocol(H11Protocol):
-    """uvicorn's h11 protocol with two additions: a connection beyond ``max_connections`` gets
-    a busy answer and is closed; a connection without a complete request header within
-    ``timeout_keep_alive`` seconds of connecting or of its last answer is closed (uvicorn alone
-    only times out idle keep-alive connections, and restarts that timer on every byte)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._header_timer = None
-
-    def connection_made(self, transport):
-        super().connection_made(transport)
-        if len(self.connections) > self.config.max_connections:
-            self.app = functools.partial(_refuse_connection, self.config)
-        self._arm_header_timer()
-
-    def _arm_header_timer(self):
-        self._cancel_header_timer()
-        self._header_timer = self.loop.call_later(self.timeout_keep_alive, self._header_timeout)
-
-    def _cancel_header_timer(self):
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _header_timeout(self):
-        self._header_timer = None
-        if self.conn.their_state is h11.IDLE:  # still no complete request header
-            self.timeout_keep_alive_handler()
-
-    def data_received(self, data):
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._cancel_header_timer()
-
-    def on_response_complete(self):
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm_header_timer()
-
-    def connection_lost(self, exc):
-        self._cancel_header_timer()
-        super().connection_lost(exc)
-
-    def shutdown(self):
-        """Graceful shutdown (SIGINT/SIGTERM): as uvicorn's (idle connections closed, answers in
-        progress finished), except that a connection still receiving its request body is
-        answered busy (503, err_no 1) and closed at once instead of being waited for.
-
-        Written against uvicorn 0.54.0's H11Protocol internals (``self.cycle`` and its
-        ``response_started`` / ``response_complete`` / ``disconnected`` flags, ``self.conn``):
-        uvicorn has no public way to end one request of a connection."""
-        cycle = self.cycle
-        if (cycle is None or cycle.response_started or cycle.disconnected
-                or self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing()):
-            super().shutdown()
-            return
-        body = json.dumps(response(TIMEOUT, "server shutting down before the request body "
-                                            "arrived; retry later")).encode()
-        for event in (h11.Response(status_code=503, reason=b"Service Unavailable", headers=[
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]),
-                h11.Data(data=body), h11.EndOfMessage()):
-            self.transport.write(self.conn.send(event))
-        # the app, waiting for the body, gets a disconnect and its own answer is dropped
-        cycle.scope[CUT_OFF] = "request body incomplete at shutdown; answered busy and closed"
-        cycle.response_started = cycle.response_complete = cycle.disconnected = True
-        cycle.message_event.set()
-        self.transport.close()
+def _busy_json(message):
+    """Body of a busy answer (err_no 1) that the connection layer sends by itself."""
+    return json.dumps(response(TIMEOUT, message)).encode()
 
 
 def make_config(app, host=DEFAULT_HOST, port=DEFAULT_PORT, workers=1, max_connections=256,
@@ -585,7 +486,7 @@ def make_config(app, host=DEFAULT_HOST, port=DEFAULT_PORT, workers=1, max_connec
                          timeout_graceful_shutdown=timeout_graceful_shutdown,
                          factory=workers > 1, max_connections=max_connections,
                          max_body_bytes=max_body_bytes, body_timeout=body_timeout,
-                         proxy_headers=False)
+                         busy_json=_busy_json, proxy_headers=False)
 
 
 class _Server(uvicorn.Server):
