@@ -33,11 +33,13 @@ def _load(root, split):
 
 @pytest.fixture(scope="module")
 def default_demo(tmp_path_factory):
-    """The default-size demo set, generated once for this module (timed)."""
+    """The default-size demo set, generated once for this module; (root, status, CPU seconds
+    the generation took in this process: unlike the wall clock, they do not grow with the
+    machine's load)."""
     root = str(tmp_path_factory.mktemp("demo") / "demo")
-    start = time.time()
+    start = time.process_time()
     status = make_demo_data(root)
-    return root, status, time.time() - start
+    return root, status, time.process_time() - start
 
 
 def test_same_seed_gives_identical_files(tmp_path):
@@ -54,7 +56,9 @@ def test_same_seed_gives_identical_files(tmp_path):
 def test_default_dataset_is_valid_coco(default_demo):
     root, status, seconds = default_demo
     assert status == {"train": "generated", "val": "generated"}
-    assert seconds < 30, f"generation took {seconds:.1f} s"
+    # ~4 CPU s on the 2-core machine; the bound is 10x that (a regression to seconds per image
+    # fails it, a busy machine does not)
+    assert seconds < 40, f"generation took {seconds:.1f} CPU s"
     cat_ids = sorted(cid for cid, _ in DEMO_CATEGORIES)
     assert cat_ids != list(range(len(cat_ids))), "demo ids must exercise the id mapping"
     for split, num_images in (("train", 240), ("val", 60)):

@@ -8,14 +8,14 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 
 from _engine_helpers import PYTHON, REPO, child_env, make_tiny_setup
 
-TIMEOUT_S = 240   # a hang fails the test here
-PROMPT_S = 90     # a run here takes ~5-20 s on 2 cores (start, model, 2 steps)
+# A run here takes ~5-20 s on 2 cores (start, model, 2 steps); a hang fails the test at this
+# limit (a hang guard, well over 10x a run, so a busy machine does not fail it).
+TIMEOUT_S = 300
 GARBAGE = b"garbage"
 
 
@@ -37,11 +37,9 @@ def _write(data, name, content):
 
 
 def _train(config, tmp_path, *overrides):
-    tic = time.time()
-    proc = subprocess.run([PYTHON, os.path.join(REPO, "tools", "train.py"), "-c", config,
+    return subprocess.run([PYTHON, os.path.join(REPO, "tools", "train.py"), "-c", config,
                            "-o", f"save_dir={tmp_path / 'out'}", *overrides], cwd=str(tmp_path),
                           env=child_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
-    return proc, time.time() - tic
 
 
 @pytest.mark.slow
@@ -64,10 +62,10 @@ def test_skipped_items_are_named_and_training_finishes(tiny, tmp_path):
     shutil.copytree(data / "train", images)
     (images / "000003.jpg").write_bytes(GARBAGE)
 
-    proc, seconds = _train(config, tmp_path, "TrainDataset.anno_path=annotations/skips.json",
-                           "TrainDataset.image_dir=train_skips")
+    proc = _train(config, tmp_path, "TrainDataset.anno_path=annotations/skips.json",
+                  "TrainDataset.image_dir=train_skips")
     log = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and seconds < PROMPT_S, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{anno_file}: skipped 1 of 5 images (file missing or empty; image ids 5)" in log
     assert (f"{anno_file}: skipped 5 malformed boxes (bbox not 4 finite numbers; annotation ids "
             "101, 102, 103, 104, 105)") in log
@@ -135,8 +133,8 @@ STOP_CASES = ["unknown_category", "malformed_json", "empty_annotation_list",
 def test_bad_data_stops_with_one_message_naming_the_file(tiny, tmp_path, case):
     config, data, anno = tiny
     overrides, expected = _stop_cases(data, anno)[case]
-    proc, seconds = _train(config, tmp_path, *overrides)
-    assert proc.returncode == 1 and seconds < PROMPT_S, (seconds, proc.stderr[-3000:])
+    proc = _train(config, tmp_path, *overrides)
+    assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     if expected.endswith("..."):
         assert last.startswith(expected[:-3].rstrip()), last

@@ -12,7 +12,6 @@ import pathlib
 import re
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -141,12 +140,11 @@ def test_sharded_evaluation_equals_one_process(tiny, reference, tmp_path):
 
 def test_a_failing_rank_stops_every_rank_with_its_error(tiny, tmp_path):
     # rank 1 raises at iteration 2 and its process stays alive (as a rank on another machine
-    # whose peers would wait in NCCL until its timeout); rank 0 is waiting in an all-reduce
-    start = time.time()
+    # whose peers would wait in NCCL until its timeout); rank 0 is waiting in an all-reduce.
+    # The wait's limit is a hang guard (the run takes ~10-30 s), not a measure of promptness.
     node0, node1 = _two_nodes(tmp_path, tiny, "fail", "hold:1:2")
     try:
         code = node0.wait(timeout=300)
-        elapsed = time.time() - start
     finally:
         for proc in (node0, node1):
             if proc.poll() is None:
@@ -158,10 +156,9 @@ def test_a_failing_rank_stops_every_rank_with_its_error(tiny, tmp_path):
     assert error in log1
     assert code != 0
     assert "a rank of this run failed: rank 1 on " in log0 and error in log0, log0[-3000:]
-    assert "Stopping rank 0 as well" in log0
     # without the guard, gloo ends rank 0's wait after 30 s with a bare TIMEOUT naming no cause
-    # (NCCL would wait 30 minutes); with it, rank 0 stops a few seconds after the failure
-    assert elapsed < 120, elapsed
+    # (NCCL would wait 30 minutes): these lines, not the time taken, show the guard stopped it
+    assert "Stopping rank 0 as well" in log0
 
 
 def test_a_data_error_in_sharded_evaluation_stops_every_rank(tiny, reference, tmp_path):
@@ -174,19 +171,17 @@ def test_a_data_error_in_sharded_evaluation_stops_every_rank(tiny, reference, tm
                     data / "annotations")
     bad = data / "val" / "000003.jpg"
     bad.write_bytes(b"garbage")
-    start = time.time()
     cmd = launch_cmd(tmp_path / "log", PROBE, "none", "eval", "-c", tiny, "--output_eval",
                      tmp_path / "eval", "-o", f"weights={reference / 'model_final'}",
                      "EvalReader.batch_size=2", f"EvalDataset.dataset_dir={data}",
                      # 'report' (the configs' default) leaves the image out; 'raise' stops
                      "EvalDataset.on_decode_error=raise")
     proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
-                          timeout=600)
-    elapsed = time.time() - start
+                          timeout=600)   # a hang guard: a rank left waiting would hang here
     logs = worker_logs(tmp_path / "log")
     assert proc.returncode != 0
     error = re.compile(r"EvaluationError: tiny: evaluation failed on 1 of 2 ranks: rank \d: "
                        rf"ImageDecodeError: cannot decode image file {re.escape(str(bad))} ")
+    # both logs name the failing rank and file: neither rank waited out the gather's timeout
     for log in logs:
         assert error.search(log), log[-3000:]
-    assert elapsed < 120, elapsed
