@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import paddle
@@ -37,26 +36,37 @@ def _epoch_lines(log):
     return [line.split("INFO: ")[1] for line in log.splitlines() if ": mean loss" in line]
 
 
-def test_resume_after_kill_gives_identical_parameters(tiny, straight_run, tmp_path):
-    straight = straight_run[0]
-    resumed = str(tmp_path / "resumed")
+def _probed_run(tiny, out, marker):
+    """The same command each time: tools/train.py -r auto, SIGKILLed at iteration 6 (epoch 1,
+    after 2 of its 4 batches, iter_6 written) unless ``marker`` exists; (returncode, log)."""
+    cmd = [PYTHON, PROBE, f"kill:0:6:{marker}", "train", "-c", tiny, "--seed", "3", "-r", "auto",
+           "-o", f"save_dir={out}", *SNAPSHOTS]
+    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
+                          timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr
 
-    # Same run, killed (SIGKILL) once the epoch-0 checkpoint is complete, then resumed.
-    cmd = [PYTHON, os.path.join(REPO, "tools", "train.py"), "-c", tiny, "--seed", "3",
-           "-o", f"save_dir={resumed}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    marker = os.path.join(resumed, "tiny", "0.pdstate")
-    deadline = time.time() + 300
-    while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert os.path.exists(marker)
-    # a resumed run takes no pretrain weights (this URL would fail: nothing listens there)
-    run_train(tiny, "--seed", "3", "-o", f"save_dir={resumed}",
+
+@pytest.fixture(scope="module")
+def killed_run(tiny, tmp_path_factory):
+    """The probed run killed (SIGKILL) in the middle of epoch 1, once, for both resume tests:
+    (save_dir, marker, log). Its epoch-0 checkpoint was complete before the kill."""
+    root = tmp_path_factory.mktemp("killed")
+    out, marker = root / "out", root / "killed"
+    code, log = _probed_run(tiny, out, marker)
+    assert code == -signal.SIGKILL, log[-3000:]
+    return out, marker, log
+
+
+def test_resume_after_kill_gives_identical_parameters(tiny, straight_run, killed_run, tmp_path):
+    straight = straight_run[0]
+    killed = killed_run[0] / "tiny"
+    assert os.path.exists(killed / "0.pdstate")
+    # resumed from the killed run's epoch-0 checkpoint into a folder of its own; a resumed run
+    # takes no pretrain weights (this URL would fail: nothing listens there)
+    resumed = str(tmp_path / "resumed")
+    run_train(tiny, "--seed", "3", "-o", f"save_dir={resumed}", *SNAPSHOTS,
               "pretrain_weights=http://127.0.0.1:9/unreachable.pdparams",
-              "-r", os.path.join(resumed, "tiny", "0"))
+              "-r", str(killed / "0"))
 
     a = load_params(os.path.join(straight, "model_final.pdparams"))
     b = load_params(os.path.join(resumed, "tiny", "model_final.pdparams"))
@@ -71,30 +81,20 @@ def test_resume_after_kill_gives_identical_parameters(tiny, straight_run, tmp_pa
 
 
 def test_mid_epoch_kill_and_auto_resume_give_identical_parameters(tiny, straight_run,
-                                                                   tmp_path):
+                                                                   killed_run):
     straight, straight_log = straight_run
     # iteration checkpoints: every step except the epoch ends (4, 8), the 2 newest kept
     assert sorted(os.listdir(straight)) == [
         f"{base}{s}" for base in ("0", "iter_6", "iter_7", "model_final")
         for s in (".pdopt", ".pdparams", ".pdstate")]
     assert paddle.load(os.path.join(straight, "iter_6.pdstate"))["epoch_step"] == 2
-    out, marker = tmp_path / "out", tmp_path / "killed"
-    # the same command three times. 1: -r auto starts fresh; SIGKILL at iteration 6 (epoch 1,
-    # after 2 of its 4 batches, iter_6 written)
-    cmd = [PYTHON, PROBE, f"kill:0:6:{marker}", "train", "-c", tiny, "--seed", "3", "-r", "auto",
-           "-o", f"save_dir={out}", *SNAPSHOTS]
-
-    def run():
-        proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
-                              timeout=600)
-        return proc.returncode, proc.stdout + proc.stderr
-
-    code, log = run()
-    assert code == -signal.SIGKILL, log[-3000:]
+    # the same command three times. 1 (killed_run): -r auto starts fresh; SIGKILL at
+    # iteration 6
+    out, marker, log = killed_run
     assert "no complete checkpoint" in log and marker.exists()
     assert not (out / "tiny" / "model_final.pdstate").exists()
     # 2: resumes from iter_6, skips the 2 trained batches, completes as the uninterrupted run
-    code, log = run()
+    code, log = _probed_run(tiny, out, marker)
     assert code == 0, log[-3000:]
     assert f"resuming from {out / 'tiny' / 'iter_6'}," in log
     assert "epoch 1: resuming at batch 2 of 4" in log
@@ -106,7 +106,7 @@ def test_mid_epoch_kill_and_auto_resume_give_identical_parameters(tiny, straight
     # epoch 1's mean loss covers its 2 batches before the kill too
     assert _epoch_lines(log) == _epoch_lines(straight_log)[1:]
     # 3: finds the finished run and trains nothing
-    code, log = run()
+    code, log = _probed_run(tiny, out, marker)
     assert code == 0 and f"resuming from {out / 'tiny' / 'model_final'}," in log
     assert "saved checkpoint" not in log and "Epoch: [" not in log
 
