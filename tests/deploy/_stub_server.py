@@ -1,5 +1,6 @@
-"""The service's command-line serving path (server.serve: its signal handling, uvicorn's graceful
-shutdown; server.exit_promptly) around a stand-in predictor that answers at once, for the SIGTERM tests:
+"""The service's command-line serving path (server.serve: its signal handling, uvicorn's
+graceful shutdown; server.exit_promptly) around a stand-in predictor that answers at once, for
+the SIGTERM tests:
 
     python tests/deploy/_stub_server.py SERVER_PY BODY_TIMEOUT GRACE
 
