@@ -25,9 +25,14 @@ demo:
 	@start=$$(date +%s.%N) && $(MAKE) --no-print-directory setup && \
 		echo "$(PY) tools/demo.py --started_at $$start" && $(PY) tools/demo.py --started_at $$start
 
-# pytest prints the 25 slowest tests and, on its last line, the total time.
-test: setup onnx cuda-build
-	$(PY) -m pytest -q --durations=25 tests
+# Prints the 25 slowest tests, pytest's own total, then this target's total (setup and builds
+# included); the exit status is pytest's.
+test:
+	@start=$$(date +%s) && $(MAKE) --no-print-directory setup onnx cuda-build && \
+	tests=$$(date +%s) && echo "$(PY) -m pytest -q --durations=25 tests" && \
+	{ $(PY) -m pytest -q --durations=25 tests; rc=$$?; } && end=$$(date +%s) && \
+	echo "make test total: $$((end - start)) s (setup and builds $$((tests - start)) s, pytest $$((end - tests)) s)" && \
+	exit $$rc
 
 test-fast: setup
 	$(PY) -m pytest -q --durations=25 -m "not slow" tests
