@@ -30,7 +30,6 @@ Reading: the three files are Python pickles; they are read with the restricted r
 import glob
 import os
 import random
-import re
 import uuid
 
 import numpy as np
@@ -39,6 +38,7 @@ import paddle
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.interop.paddle_files import TOKEN_KEY, read_file, weights_only
+from ppdet_dac.utils.atomic import TEMPORARY, write_with
 
 logger = setup_logger(__name__)
 
@@ -52,8 +52,6 @@ _SUFFIXES = (".pdparams", ".pdopt", ".pdstate")
 # kept for its AP, written before that epoch's own checkpoint.
 NOT_RESUMABLE = ("best_model",)
 ITER_PREFIX = "iter_"   # the iteration checkpoints (snapshot_iter): iter_<global iteration>
-# The temporary files of atomic_save: .<file name>.<8 hex digits>.tmp
-_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
 
 
 def checkpoint_base(path):
@@ -65,18 +63,10 @@ def checkpoint_base(path):
 
 
 def atomic_save(obj, path):
-    """paddle.save ``obj`` to ``path`` through a temporary file in the same folder + rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        paddle.save(obj, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """paddle.save ``obj`` to ``path`` through a temporary file in the same folder + rename
+    (``ppdet_dac.utils.atomic.write_with``)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_with(path, lambda tmp: paddle.save(obj, tmp))
 
 
 def remove_stale_temporaries(folder):
@@ -84,7 +74,7 @@ def remove_stale_temporaries(folder):
     while writing; nothing else writes there while a run saves or resumes); returns them."""
     removed = []
     for path in glob.glob(os.path.join(glob.escape(folder), ".*.tmp")):
-        if not _TEMPORARY.match(os.path.basename(path)):
+        if not TEMPORARY.match(os.path.basename(path)):
             continue
         try:
             size = os.path.getsize(path)

@@ -28,6 +28,8 @@ import numpy as np
 import paddle
 from ppdet.utils.logger import setup_logger
 
+from ppdet_dac.utils.atomic import write_with
+
 logger = setup_logger(__name__)
 
 COPY, LINEAR, QKV_WEIGHT, QKV_BIAS = "copy", "linear", "qkv_weight", "qkv_bias"
@@ -585,16 +587,9 @@ def state_specs(layer):
 def save_pdparams(state, dst):
     """paddle.save ``state`` to ``dst`` atomically (temporary file in the same folder + rename)."""
     dst = os.path.abspath(os.fspath(dst))
-    folder = os.path.dirname(dst)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(dst)}.{os.getpid()}.tmp.pdparams")
-    try:
-        paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    write_with(dst, lambda tmp: paddle.save({k: paddle.to_tensor(v) for k, v in state.items()},
+                                            tmp))
     logger.info(f"wrote {len(state)} tensors to {dst}")
     return dst
 
