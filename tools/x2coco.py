@@ -25,6 +25,7 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.duplicates import check_no_duplicates
 from ppdet_dac.data.voc import convert_voc
+from ppdet_dac.utils.atomic import atomic_open
 
 logger = setup_logger("x2coco")
 
@@ -52,9 +53,8 @@ def main(argv=None):
     check_no_duplicates(coco, args.voc_anno_list)
     out = os.path.join(args.output_dir, args.voc_out_name)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".tmp", "w") as handle:
+    with atomic_open(out, "w") as handle:
         json.dump(coco, handle)
-    os.replace(out + ".tmp", out)
     logger.info(f"{args.voc_anno_list}: wrote {len(coco['images'])} images, "
                 f"{len(coco['annotations'])} boxes and {len(coco['categories'])} categories to "
                 f"{out}")

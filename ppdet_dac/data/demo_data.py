@@ -32,6 +32,7 @@ import numpy as np
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.voc import write_voc_xml
+from ppdet_dac.utils.atomic import atomic_open, write_text
 
 logger = setup_logger(__name__)
 
@@ -226,10 +227,8 @@ def generate_split(root, split, num_images, seed=0, num_empty=0, min_size=224, m
                        for cid, name in DEMO_CATEGORIES],
     }
     anno_path = os.path.join(anno_dir, f"instances_{split}.json")
-    tmp_path = anno_path + ".tmp"
-    with open(tmp_path, "w") as f:
+    with atomic_open(anno_path, "w") as f:
         json.dump(anno, f)
-    os.replace(tmp_path, anno_path)
     return anno
 
 
@@ -264,9 +263,7 @@ def write_voc_split(root, split):
     with open(os.path.join(root, VOC_DIR, "label_list.txt"), "w") as handle:
         handle.writelines(f"{cat['name']}\n" for cat in categories)
     list_file = os.path.join(root, VOC_DIR, f"{split}.txt")
-    with open(list_file + ".tmp", "w") as handle:
-        handle.writelines(lines)
-    os.replace(list_file + ".tmp", list_file)
+    write_text(list_file, "".join(lines))
     return list_file
 
 

@@ -18,6 +18,8 @@ import glob
 import json
 import os
 
+from ppdet_dac.utils.atomic import atomic_open
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 DRAWING_SUFFIX = ".png"
 # files named in a message
@@ -89,10 +91,8 @@ def check_output_dir(output_dir, image_paths, image_dir=None, flag="--output_dir
 
 def write_json(path, value):
     """Write ``value`` as JSON to ``path`` atomically (a temporary file, then renamed)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as handle:
+    with atomic_open(path, "w") as handle:
         json.dump(value, handle, indent=1)
-    os.replace(tmp, path)
     return path
 
 

@@ -28,6 +28,8 @@ import os
 
 from ppdet.utils.logger import setup_logger
 
+from ppdet_dac.utils.atomic import atomic_open
+
 logger = setup_logger(__name__)
 
 __all__ = ["DEFAULT_URLS", "PretrainWeightsError", "check_pretrain_weights",
@@ -178,12 +180,15 @@ def _on_any_rank(flag):
     return bool(int(value.numpy()[0]))
 
 
+class _Mismatch(Exception):
+    """The download's MD5 is not the server's Content-MD5 (the file is not kept)."""
+
+
 def _download(url, dest):
     """Download ``url`` to ``dest`` (through a temporary file, renamed into place when complete
     and its Content-MD5, when the server sends one, matches). Returns None, or why it failed."""
     import requests
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    part = f"{dest}.{os.getpid()}.part"
     logger.info(f"downloading {url} to {dest}")
     try:
         with requests.get(url, stream=True,
@@ -191,19 +196,18 @@ def _download(url, dest):
             if response.status_code != 200:
                 return f"HTTP status {response.status_code}"
             md5 = hashlib.md5()
-            with open(part, "wb") as handle:
+            with atomic_open(dest, "wb") as handle:   # moved to dest only when the MD5 fits
                 for chunk in response.iter_content(_CHUNK):
                     handle.write(chunk)
                     md5.update(chunk)
-            expected = _content_md5(response.headers.get("content-md5"))
-        if expected and expected != md5.hexdigest():
-            return f"MD5 {md5.hexdigest()} of the download differs from the server's {expected}"
-        os.replace(part, dest)
+                expected = _content_md5(response.headers.get("content-md5"))
+                if expected and expected != md5.hexdigest():
+                    raise _Mismatch(f"MD5 {md5.hexdigest()} of the download differs from the "
+                                    f"server's {expected}")
+    except _Mismatch as exc:
+        return str(exc)
     except (requests.RequestException, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"
-    finally:
-        if os.path.exists(part):
-            os.remove(part)
     logger.info(f"downloaded {dest} ({os.path.getsize(dest) / 2 ** 20:.1f} MiB)")
     return None
 
