@@ -21,7 +21,8 @@ def tiny_detector():
 def dataset_log(caplog):
     """Capture records of ppdet_dac's data loggers (ppdet loggers do not propagate to root)."""
     import logging
-    names = ["ppdet_dac.data.dataset", "ppdet_dac.data.transforms", "ppdet_dac.data.demo_data"]
+    names = ["ppdet_dac.data.dataset", "ppdet_dac.data.annotations", "ppdet_dac.data.transforms",
+             "ppdet_dac.data.demo_data"]
     loggers = [logging.getLogger(n) for n in names]
     for lg in loggers:
         lg.addHandler(caplog.handler)

@@ -2,7 +2,8 @@
 
 Differences from ``ppdet.data.source.COCODataSet`` (2.6.0):
 
-* **Annotation rules (spec §4.2, DETR's ``ConvertCocoPolysToMask``):** ``iscrowd`` annotations
+* **Annotation rules (docs/algorithm.md#10-data-recipe, DETR's ``ConvertCocoPolysToMask``):**
+  ``iscrowd`` annotations
   are dropped (unless ``load_crowd``), boxes are clamped to the image, and boxes whose width or
   height is <= 0 after clamping are skipped with a log line naming the image id and the box.
   The ``area`` field is not used for filtering (ppdet drops boxes with ``area <= 0``; DETR
@@ -38,19 +39,17 @@ Differences from ``ppdet.data.source.COCODataSet`` (2.6.0):
   follow the order of the file's ``categories`` list, exactly as ppdet's ``get_categories``
   (used by the COCO metric) numbers them.
 
-The rules live in module functions (``checked_image_size``, ``clean_boxes``, ``new_skip_logs``,
-with ``CocoNames`` saying how messages name images and boxes) that ``DACVOCDataSet``
-(``ppdet_dac.data.voc``) and ``tools/x2coco.py`` share.
+The rules live in ``ppdet_dac.data.annotations`` (``checked_image_size``, ``clean_boxes``,
+``new_skip_logs``, the structure checks of ``read_coco_json``, ``class_ids`` and
+``annotations_by_image``), which ``DACVOCDataSet`` (``ppdet_dac.data.voc``) and
+``tools/x2coco.py`` share.
 
 Empty images: the official code (torchvision ``CocoDetection``) trains on every image id in
 instances_train2017.json, including the ~1k without annotations, so the COCO config sets
 ``allow_empty: true`` for TrainDataset; the class default stays ppdet's ``False``.
 """
-import json
-import math
 import os
 import random
-import traceback
 
 import numpy as np
 import ppdet.data.source as ppdet_source
@@ -58,16 +57,15 @@ from ppdet.core.workspace import register, serializable
 from ppdet.data.source.coco import COCODataSet
 from ppdet.utils.logger import setup_logger
 
+from ppdet_dac.data.annotations import (MAX_SKIP_LINES, NAMED_IN_SUMMARY, CocoNames,
+                                        annotations_by_image, checked_image_size, class_ids,
+                                        clean_boxes, first_few, new_skip_logs, read_coco_json)
 from ppdet_dac.data.duplicates import check_no_duplicates, resolution_note, resolve_duplicates
 from ppdet_dac.data.image_io import decode_bgr
-from ppdet_dac.data.transforms import ImageDecodeError
+from ppdet_dac.data.transforms import ImageDecodeError, QuietDecodeCompose
 
 logger = setup_logger(__name__)
 
-# at most this many individual skip lines per kind of problem; the summary gives the total
-MAX_SKIP_LINES = 20
-# ids / files named in a summary or an error
-NAMED_IN_SUMMARY = 5
 DECODE_ERROR_MODES = ("skip", "raise", "report")
 DUPLICATE_MODES = ("auto", "refuse", "resolve")
 DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS = 50
@@ -77,171 +75,6 @@ class UnreadableDatasetError(RuntimeError):
     """Training cannot go on: too many images in a row, or all of them, cannot be decoded.
 
     The message names the image folder and the first undecodable files."""
-
-
-def _is_number(value):
-    """A JSON number (int or float; not a boolean, a string or null)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) \
-        and not isinstance(value, (bool, np.bool_))
-
-
-def _box_problem(box):
-    """None when ``box`` is [x, y, w, h] of finite numbers, else what is wrong with it."""
-    if not isinstance(box, (list, tuple)) or len(box) != 4:
-        return "is not [x, y, w, h]"
-    if not all(_is_number(v) for v in box):
-        return "has a value that is not a number"
-    if not all(math.isfinite(v) for v in box):
-        return "has a non-finite value"
-    return None
-
-
-def _first_few(items):
-    """'a, b, c' for at most NAMED_IN_SUMMARY items, then ' and N more'."""
-    items = list(items)
-    text = ", ".join(str(i) for i in items[:NAMED_IN_SUMMARY])
-    if len(items) > NAMED_IN_SUMMARY:
-        text += f" and {len(items) - NAMED_IN_SUMMARY} more"
-    return text
-
-
-class _SkipLog:
-    """Counts skipped items of one kind (remembering their ids), logging the first
-    MAX_SKIP_LINES of them."""
-
-    def __init__(self, what, why, id_name):
-        self.what, self.why, self.id_name = what, why, id_name
-        self.ids = []
-
-    @property
-    def count(self):
-        return len(self.ids)
-
-    def add(self, item_id, message):
-        self.ids.append(item_id)
-        if self.count <= MAX_SKIP_LINES:
-            logger.warning(message)
-        elif self.count == MAX_SKIP_LINES + 1:
-            logger.warning(f"more skipped {self.what} ({self.why}) follow; only their number "
-                           "is reported below")
-
-    def summary(self, anno_file, total=None):
-        """One warning naming the file, the count (of ``total``) and the first ids (nothing
-        when empty)."""
-        if self.ids:
-            of = "" if total is None else f" of {total}"
-            logger.warning(f"{anno_file}: skipped {self.count}{of} {self.what} ({self.why}; "
-                           f"{self.id_name} {_first_few(self.ids)})")
-
-
-class CocoNames:
-    """How messages name the images and boxes of a COCO annotation file: by image id and
-    annotation id (``DACVOCDataSet`` names its XML files and objects instead)."""
-
-    image_ids, box_ids = "image ids", "annotation ids"
-
-    def __init__(self, anno_file):
-        self.anno_file = anno_file
-
-    def image(self, img):
-        return f"image id {img['id']}"
-
-    def image_key(self, img):
-        return img["id"]
-
-    def size_source(self, img):
-        return self.anno_file
-
-    def box(self, ann):
-        return f"annotation id {ann.get('id')}"
-
-    def box_key(self, ann):
-        return ann.get("id")
-
-    def box_value(self, ann, well_formed):
-        box = ann.get("bbox")
-        return f"bbox [x, y, w, h] = {list(box)}" if well_formed else f"bbox {box!r}"
-
-
-def new_skip_logs(names):
-    """The skip counters of one annotation file, by kind: 'missing', 'size', 'malformed',
-    'degenerate'."""
-    return {"missing": _SkipLog("images", "file missing or empty", names.image_ids),
-            "size": _SkipLog("images", "width/height not a number > 0", names.image_ids),
-            "malformed": _SkipLog("malformed boxes", "bbox not 4 finite numbers", names.box_ids),
-            "degenerate": _SkipLog("degenerate boxes", "no area inside the image",
-                                   names.box_ids)}
-
-
-def checked_image_size(img, names, skips, im_path):
-    """(width, height) of image entry ``img`` as floats, or None after logging a skip to
-    ``skips['size']`` when either is not a finite number > 0."""
-    im_w, im_h = img.get("width"), img.get("height")
-    if not all(_is_number(v) and math.isfinite(v) and v > 0 for v in (im_w, im_h)):
-        skips["size"].add(names.image_key(img), f"skipping {names.image(img)} ({im_path}): "
-                          f"width {im_w!r} / height {im_h!r} in {names.size_source(img)} must "
-                          "be numbers > 0")
-        return None
-    return float(im_w), float(im_h)
-
-
-def clean_boxes(img, im_w, im_h, annotations, names, skips, load_crowd=False):
-    """[(annotation, [x1, y1, x2, y2] clamped to the image)] of the non-ignored (and, unless
-    ``load_crowd``, non-crowd) ``annotations`` of ``img``; a bbox that is not 4 finite
-    numbers goes to ``skips['malformed']``, one without area inside the image to
-    ``skips['degenerate']``, each with a log line."""
-    kept = []
-    for ann in annotations:
-        if ann.get("ignore", False) or (ann.get("iscrowd", 0) and not load_crowd):
-            continue
-        box = ann.get("bbox")
-        problem = _box_problem(box)
-        if problem:
-            skips["malformed"].add(names.box_key(ann), f"skipping {names.box(ann)} of "
-                                   f"{names.image(img)}: {names.box_value(ann, False)} "
-                                   f"{problem}")
-            continue
-        x, y, w, h = (float(v) for v in box)
-        x1, y1 = min(max(x, 0.0), im_w), min(max(y, 0.0), im_h)
-        x2, y2 = min(max(x + w, 0.0), im_w), min(max(y + h, 0.0), im_h)
-        if x2 - x1 <= 0 or y2 - y1 <= 0:
-            skips["degenerate"].add(names.box_key(ann), f"skipping degenerate box of "
-                                    f"{names.image(img)} ({names.box(ann)}): "
-                                    f"{names.box_value(ann, True)} has no area inside the "
-                                    f"{im_w:g}x{im_h:g} image")
-            continue
-        kept.append((ann, [x1, y1, x2, y2]))
-    return kept
-
-
-class _QuietDecodeCompose:
-    """ppdet's ``Compose`` (same ops, same order) without its warning with a traceback for an
-    ``ImageDecodeError``: the dataset reports an undecodable file in one line, or the error
-    itself names it. Other errors are logged like ``Compose`` does and re-raised."""
-
-    def __init__(self, compose):
-        self.compose = compose
-
-    def __getattr__(self, name):
-        compose = self.__dict__.get("compose")
-        if compose is None:        # e.g. while unpickling
-            raise AttributeError(name)
-        return getattr(compose, name)
-
-    def __call__(self, data):
-        ops = getattr(self.compose, "transforms_cls", None)
-        if ops is None:
-            return self.compose(data)
-        for op in ops:
-            try:
-                data = op(data)
-            except ImageDecodeError:
-                raise
-            except Exception as err:   # logged as ppdet's Compose does, then re-raised
-                logger.warning(f"fail to map sample transform [{op}] with error: {err} and "
-                               f"stack:\n{traceback.format_exc()}")
-                raise
-        return data
 
 
 @register
@@ -311,53 +144,14 @@ class DACCOCODataSet(COCODataSet):
     # -- parsing ---------------------------------------------------------------------------
     def _load_json(self):
         anno_file = self._anno_file()
-        if not os.path.isfile(anno_file):
-            raise FileNotFoundError(f"annotation file not found: {anno_file}")
-        try:
-            with open(anno_file) as f:
-                anno = json.load(f)
-        except ValueError as err:
-            raise ValueError(f"{anno_file} is not valid JSON: {err}") from err
-        if not isinstance(anno, dict):
-            raise ValueError(f"{anno_file}: the top level is not a JSON object")
-        for key in ("images", "categories"):
-            if not isinstance(anno.get(key), list):
-                raise ValueError(f"{anno_file}: missing or non-list '{key}'")
-        if not isinstance(anno.get("annotations", []), list):
-            raise ValueError(f"{anno_file}: 'annotations' is not a list")
-        for k, img in enumerate(anno["images"]):
-            if not isinstance(img, dict) or not isinstance(img.get("id"), int) \
-                    or isinstance(img.get("id"), bool) or not isinstance(img.get("file_name"), str):
-                raise ValueError(f"{anno_file}: images[{k}] needs an integer 'id' and a "
-                                 f"'file_name' string, got {str(img)[:200]}")
-        return anno_file, anno
+        return anno_file, read_coco_json(anno_file)
 
     def _categories(self, anno_file, anno):
-        cat_ids = []
-        for cat in anno["categories"]:
-            if "id" not in cat:
-                raise ValueError(f"{anno_file}: a category has no 'id': {cat}")
-            cat_ids.append(cat["id"])
-        if len(set(cat_ids)) != len(cat_ids):
-            raise ValueError(f"{anno_file}: duplicate category ids in {cat_ids}")
-        self.catid2clsid = {cid: i for i, cid in enumerate(cat_ids)}
-        self.cname2cid = {cat.get("name", str(cat["id"])): self.catid2clsid[cat["id"]]
-                          for cat in anno["categories"]}
+        self.catid2clsid, self.cname2cid = class_ids(anno_file, anno)
 
     def _annotations_by_image(self, anno_file, anno):
         """image id -> its annotations; raises ValueError on the first unknown category id."""
-        by_image = {}
-        for k, ann in enumerate(anno.get("annotations", [])):
-            if not isinstance(ann, dict):
-                raise ValueError(f"{anno_file}: annotations[{k}] is not an object: "
-                                 f"{str(ann)[:200]}")
-            if ann.get("category_id") not in self.catid2clsid:
-                raise ValueError(
-                    f"{anno_file}: annotation id {ann.get('id')} (image id {ann.get('image_id')})"
-                    f" has category_id {ann.get('category_id')!r}, which is not in 'categories' "
-                    f"(known ids: {sorted(self.catid2clsid)})")
-            by_image.setdefault(ann.get("image_id"), []).append(ann)
-        return by_image
+        return annotations_by_image(anno_file, anno, self.catid2clsid)
 
     def _record(self, img, im_path, kept):
         rec = {"im_file": im_path, "im_id": np.array([img["id"]]),
@@ -467,7 +261,7 @@ class DACCOCODataSet(COCODataSet):
         if bad:
             logger.warning(f"{anno_file}: {len(bad)} of {len(records)} images cannot be decoded "
                            f"and are left out; they do not count in the metric "
-                           f"({_first_few([os.path.basename(f) for f in bad])})")
+                           f"({first_few([os.path.basename(f) for f in bad])})")
         return kept
 
     def _summarise(self, anno_file, num_listed, skips, num_no_boxes, num_empty_kept):
@@ -497,8 +291,8 @@ class DACCOCODataSet(COCODataSet):
 
     def set_transform(self, transform):
         """As ppdet's, with ppdet's ``Compose`` kept from logging an ImageDecodeError with a
-        traceback (``_QuietDecodeCompose``)."""
-        super().set_transform(_QuietDecodeCompose(transform))
+        traceback (``QuietDecodeCompose``)."""
+        super().set_transform(QuietDecodeCompose(transform))
 
     def __getitem__(self, idx):
         """ppdet's sample for ``idx``; with on_decode_error='skip' an undecodable image is
@@ -543,7 +337,7 @@ class DACCOCODataSet(COCODataSet):
         root = self._image_root()
         files = [os.path.relpath(f, root) for f in self._undecodable_files]
         return UnreadableDatasetError(f"{root}: {what}; undecodable files include "
-                                      f"{_first_few(files)} ({len(self._undecodable)} in all); "
+                                      f"{first_few(files)} ({len(self._undecodable)} in all); "
                                       "check that the images are JPEG/PNG/BMP files that open")
 
 

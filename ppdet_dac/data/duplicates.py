@@ -22,14 +22,7 @@ few ids of each kind and their counts). Training data is resolved by ``resolve_d
 """
 import os
 
-# ids named in a message, per kind
-NAMED = 5
-
-
-def _first_few(items):
-    items = list(items)
-    text = ", ".join(str(i) for i in items[:NAMED])
-    return text + (f" and {len(items) - NAMED} more" if len(items) > NAMED else "")
+from ppdet_dac.data.annotations import first_few
 
 
 def _repeated(keys):
@@ -71,15 +64,15 @@ class DuplicateReport:
         parts = []
         if self.image_ids:
             parts.append(f"{len(self.image_ids)} image ids listed more than once "
-                         f"({_first_few(self.image_ids)})")
+                         f"({first_few(self.image_ids)})")
         if self.files:
             named = [f"{name} as ids {'/'.join(str(i) for i in ids)}"
                      for name, ids in self.files.items()]
             parts.append(f"{len(self.files)} image files listed under more than one id "
-                         f"({_first_few(named)})")
+                         f"({first_few(named)})")
         if self.annotation_ids:
             parts.append(f"{len(self.annotation_ids)} annotation ids used more than once "
-                         f"({_first_few(self.annotation_ids)})")
+                         f"({first_few(self.annotation_ids)})")
         return "; ".join(parts)
 
 

@@ -7,9 +7,14 @@ attribute 'shape'``, naming no file. ``DACDecode`` produces the same sample keys
 training. Decoding ignores the EXIF orientation tag, as the official code's PIL reading does
 (``ppdet_dac.data.image_io``, shared with inference and drawing).
 
+``QuietDecodeCompose`` wraps ppdet's ``Compose`` so that an ``ImageDecodeError`` is not logged
+with a traceback (the dataset logs it in one line).
+
 The op is registered with ppdet's ``register_op`` and attached to ``ppdet.data.transform``,
 which is where the reader looks op names up.
 """
+import traceback
+
 import cv2
 import numpy as np
 import ppdet.data.transform as ppdet_transform
@@ -81,6 +86,36 @@ class DACDecode(BaseOperator):
         sample["im_shape"] = np.array(im.shape[:2], dtype=np.float32)
         sample["scale_factor"] = np.array([1.0, 1.0], dtype=np.float32)
         return sample
+
+
+class QuietDecodeCompose:
+    """ppdet's ``Compose`` (same ops, same order) without its warning with a traceback for an
+    ``ImageDecodeError``: the dataset reports an undecodable file in one line, or the error
+    itself names it. Other errors are logged like ``Compose`` does and re-raised."""
+
+    def __init__(self, compose):
+        self.compose = compose
+
+    def __getattr__(self, name):
+        compose = self.__dict__.get("compose")
+        if compose is None:        # e.g. while unpickling
+            raise AttributeError(name)
+        return getattr(compose, name)
+
+    def __call__(self, data):
+        ops = getattr(self.compose, "transforms_cls", None)
+        if ops is None:
+            return self.compose(data)
+        for op in ops:
+            try:
+                data = op(data)
+            except ImageDecodeError:
+                raise
+            except Exception as err:   # logged as ppdet's Compose does, then re-raised
+                logger.warning(f"fail to map sample transform [{op}] with error: {err} and "
+                               f"stack:\n{traceback.format_exc()}")
+                raise
+        return data
 
 
 # the reader resolves op names with getattr(ppdet.data.transform, name)

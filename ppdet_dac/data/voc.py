@@ -14,7 +14,7 @@ xmax = c1 + 1. In the continuous 0-based coordinates of COCO (and of training) i
 convert exactly, both ways. (ppdet's ``x2coco.py`` and ``VOCDataSet`` take ``xmin`` as the left
 edge and ``xmax - xmin`` as the width: one pixel to the right/below and one pixel smaller.)
 
-**Rules** (the COCO reader's, through the same code, ``ppdet_dac.data.dataset``): boxes are
+**Rules** (the COCO reader's, through the same code, ``ppdet_dac.data.annotations``): boxes are
 clamped to the image; skipped with a log line each and one summary naming the list file: an
 image whose file is missing or empty, an image whose ``<size>`` is not two numbers > 0, a
 ``<bndbox>`` whose four values are not finite numbers (missing, text, nan, inf), a box without
@@ -39,8 +39,9 @@ from ppdet.core.workspace import register, serializable
 from ppdet.data.source.voc import pascalvoc_label
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.data.dataset import (DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS, DACCOCODataSet,
-                                    _is_number, checked_image_size, clean_boxes, new_skip_logs)
+from ppdet_dac.data.annotations import checked_image_size, clean_boxes, is_number, new_skip_logs
+from ppdet_dac.data.dataset import DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS, DACCOCODataSet
+from ppdet_dac.utils.atomic import write_text
 
 logger = setup_logger(__name__)
 
@@ -123,7 +124,7 @@ def _number(text):
 def voc_box_to_xywh(values):
     """COCO [x, y, w, h] of VOC [xmin, ymin, xmax, ymax] (1-based, inclusive; see the module
     docstring); ``values`` unchanged when one of them is not a number."""
-    if not all(_is_number(v) for v in values):
+    if not all(is_number(v) for v in values):
         return list(values)
     xmin, ymin, xmax, ymax = values
     return [xmin - 1.0, ymin - 1.0, xmax - xmin + 1.0, ymax - ymin + 1.0]
@@ -231,7 +232,7 @@ def voc_to_coco(samples, labels, base_dir, list_file, label_source):
                 raise ValueError(f"{xml_path}: object {number} has <difficult> "
                                  f"{obj['difficult']!r}; it must be 0 or 1")
             box = voc_box_to_xywh([_number(v) for v in obj["bndbox"]])
-            area = box[2] * box[3] if all(_is_number(v) for v in box) else 0.0
+            area = box[2] * box[3] if all(is_number(v) for v in box) else 0.0
             ann_id = len(annotations) + 1
             names.object_of_box[ann_id] = (number, obj["name"], obj["bndbox"])
             annotations.append({"id": ann_id, "image_id": image_id,
@@ -382,10 +383,7 @@ class DACVOCDataSet(DACCOCODataSet):
         path = os.path.join(COCO_CACHE_DIR, f"{stem}-{digest}.json")
         if not os.path.isfile(path):
             os.makedirs(COCO_CACHE_DIR, exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
+            write_text(path, text)
         logger.info(f"{self._anno_file()}: its {len(images)} loaded images and "
                     f"{len(annotations)} boxes in COCO form: {path}")
         self._coco_file = path

@@ -14,7 +14,7 @@ import pytest
 
 from _data_helpers import REPO, run_probe, write_coco
 from ppdet_dac.data.image_sizes import apply_image_sizes, describe_image_sizes
-from ppdet_dac.engine.config_keys import _read_with_bases
+from ppdet_dac.engine.config_files import read_with_bases
 
 READERS = ("TrainReader", "EvalReader", "TestReader")
 CONFIGS = sorted(os.path.relpath(p, REPO) for p in
@@ -37,7 +37,7 @@ NORMALIZE = {"NormalizeImage": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.
 
 def _load(config, **keys):
     """The merged config of ``config`` and its _BASE_ files (plain dicts), keys added."""
-    cfg = _read_with_bases(os.path.join(REPO, config), [])
+    cfg = read_with_bases(os.path.join(REPO, config), [])
     cfg.update(keys)
     return cfg
 
