@@ -104,7 +104,6 @@ def server_throughput(model_dir, image_path, concurrency, requests, pool_size, t
 def main(argv=None):
     args = parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before paddle: dygraph's math threads
-    sys.path.insert(0, REPO)
     import ppdet_dac  # noqa: F401  (registers classes before load_config)
     import cv2
     import paddle

@@ -21,7 +21,7 @@ Only ``attention: reference`` exports convert (ONNX has no ms_deform_attn op); t
 takes batch size 1 (a paddle2onnx limit of multiclass_nms3). Its outputs are the graph's
 (infer_cfg.yml ``output_names``): ``bbox`` and ``bbox_num`` unclipped at the exported NMS
 threshold, then the NMS candidates; clipping to the image and the inference-time thresholds are
-the Paddle predictor's (ppdet_dac.deploy.predictor), to be reproduced by an ONNX application.
+the Paddle predictor's (ppdet_dac.deploy.postprocess), to be reproduced by an ONNX application.
 """
 import argparse
 import os
@@ -29,12 +29,10 @@ import subprocess
 import sys
 
 import numpy as np
+from ppdet.utils.logger import setup_logger
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-
-from ppdet.utils.logger import setup_logger  # noqa: E402
-
-from ppdet_dac.deploy.predictor import InferConfig, Predictor, find_model_file  # noqa: E402
+from ppdet_dac.deploy.infer_config import InferConfig, find_model_file
+from ppdet_dac.deploy.predictor import Predictor
 
 logger = setup_logger("dac_detr_onnx")
 

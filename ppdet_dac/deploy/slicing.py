@@ -17,43 +17,41 @@ object; merging keeps one detection per object:
 
 Detections keep the scores their tile gave them.
 """
-import dataclasses
+from typing import Annotated, Literal
 
 import numpy as np
 import paddle
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ppdet_dac.deploy.validation import describe_validation_error
 
 COMBINE_METHODS = ("nms", "concat")
 MATCH_METRICS = ("ios", "iou")
 
+_Pixels = Annotated[int, Field(gt=0)]
+_Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
 
-@dataclasses.dataclass(frozen=True)
-class SliceConfig:
+
+class SliceConfig(BaseModel):
     """ppdet's slice options: slice_size [h, w] pixels, overlap_ratio [h, w] in [0, 1),
-    combine_method, match_threshold, match_metric. Raises ValueError naming the bad option."""
-    slice_size: tuple = (640, 640)
-    overlap_ratio: tuple = (0.25, 0.25)
-    combine_method: str = "nms"
-    match_threshold: float = 0.6
-    match_metric: str = "ios"
+    combine_method, match_threshold in [0, 1], match_metric (positional in this order, or by
+    name). Frozen and comparable; a bad option is one ValueError naming it."""
+    model_config = ConfigDict(frozen=True)
 
-    def __post_init__(self):
-        size, ratio = tuple(self.slice_size), tuple(self.overlap_ratio)
-        if len(size) != 2 or any(int(v) != v or v < 1 for v in size):
-            raise ValueError(f"slice_size must be two positive integers (height width), got "
-                             f"{list(size)}")
-        if len(ratio) != 2 or any(not 0.0 <= v < 1.0 for v in ratio):
-            raise ValueError(f"overlap_ratio must be two numbers in [0, 1) (height width), got "
-                             f"{list(ratio)}")
-        if self.combine_method not in COMBINE_METHODS:
-            raise ValueError(f"combine_method must be one of {COMBINE_METHODS}, got "
-                             f"{self.combine_method!r}")
-        if self.match_metric not in MATCH_METRICS:
-            raise ValueError(f"match_metric must be one of {MATCH_METRICS}, got "
-                             f"{self.match_metric!r}")
-        if not 0.0 <= self.match_threshold <= 1.0:
-            raise ValueError(f"match_threshold must be in [0, 1], got {self.match_threshold}")
-        object.__setattr__(self, "slice_size", tuple(int(v) for v in size))
-        object.__setattr__(self, "overlap_ratio", tuple(float(v) for v in ratio))
+    slice_size: tuple[_Pixels, _Pixels] = (640, 640)
+    overlap_ratio: tuple[_Ratio, _Ratio] = (0.25, 0.25)
+    combine_method: Literal[COMBINE_METHODS] = "nms"
+    match_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
+    match_metric: Literal[MATCH_METRICS] = "ios"
+
+    def __init__(self, slice_size=(640, 640), overlap_ratio=(0.25, 0.25), combine_method="nms",
+                 match_threshold=0.6, match_metric="ios"):
+        try:
+            super().__init__(slice_size=slice_size, overlap_ratio=overlap_ratio,
+                             combine_method=combine_method, match_threshold=match_threshold,
+                             match_metric=match_metric)
+        except ValidationError as err:
+            raise ValueError(describe_validation_error(err)) from None
 
     def tile_size(self, height, width):
         """(rows, cols) of every tile of a height x width image."""

@@ -74,7 +74,7 @@ def test_dac_decode_matches_pil_and_the_annotated_size(rotated_jpeg, dataset_log
 
 def test_inference_decode_matches_training_decode(rotated_jpeg):
     from ppdet.data.transform import DACDecode
-    from ppdet_dac.deploy.predictor import decode_image
+    from ppdet_dac.deploy.preprocess import decode_image
     path, official = rotated_jpeg
     training = DACDecode()({"im_file": path})["image"]
     for source in (path, open(path, "rb").read()):   # tools / deploy infer, serving (bytes)
@@ -84,7 +84,7 @@ def test_inference_decode_matches_training_decode(rotated_jpeg):
 
 
 def test_drawn_detections_use_the_stored_orientation(rotated_jpeg, tmp_path):
-    from ppdet_dac.deploy.predictor import save_results
+    from ppdet_dac.deploy.folder_run import save_results
     from ppdet_dac.deploy.visualize import save_detections
     path, _ = rotated_jpeg
     box = np.array([[0, 0.9, 4, 4, 60, 20]], np.float32)   # only fits the stored 48 x 80 image

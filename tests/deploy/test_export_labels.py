@@ -37,7 +37,8 @@ def test_label_list_option_names_the_classes(exported, tmp_path, restore_global_
     """-o label_list=[...] (checked as a config key) goes to infer_cfg.yml and the predictor's
     detections carry those names."""
     from ppdet_dac.deploy.export import export_model
-    from ppdet_dac.deploy.predictor import Predictor, detection_records
+    from ppdet_dac.deploy.postprocess import detection_records
+    from ppdet_dac.deploy.predictor import Predictor
 
     cfg = _demo_cfg(tmp_path, label_list=NAMES)
     out = export_model(cfg, exported.weights, str(tmp_path / "model"), "reference")

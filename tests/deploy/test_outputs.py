@@ -9,7 +9,7 @@ import pytest
 
 from _deploy_helpers import encoded_image
 from ppdet_dac.deploy.outputs import check_output_dir, list_inputs, print_run_outcome
-from ppdet_dac.deploy.predictor import save_results
+from ppdet_dac.deploy.folder_run import save_results
 
 BOX = np.array([[0, 0.9, 4, 4, 30, 20]], np.float32)
 

@@ -122,7 +122,7 @@ def predictor(exported):
 @pytest.fixture(scope="module")
 def reference(exported, predictor):
     """The in-process predictor's detections for the test images (what the server must say)."""
-    from ppdet_dac.deploy.predictor import detection_records
+    from ppdet_dac.deploy.postprocess import detection_records
     return {path: detection_records(predictor.predict([path])[0], predictor.label_list)
             for path in exported.images}
 
@@ -223,7 +223,7 @@ def test_image_sizes_the_model_cannot_take_are_answered(server, size, bomb):
 def test_thinnest_image_the_model_takes_is_answered(server, predictor):
     """One row more than the refused 4000 x 257: 17 resized rows give 140 >= 100 positions, and
     the service answers exactly what the predictor computes."""
-    from ppdet_dac.deploy.predictor import detection_records
+    from ppdet_dac.deploy.postprocess import detection_records
     for width, height in ((4000, 258), (258, 4000)):
         data = encoded_image(height, width)
         expected = detection_records(predictor.predict([data])[0], predictor.label_list)
@@ -511,7 +511,8 @@ def test_sliced_server_with_thresholds(exported, tmp_path):
     image smaller than a tile), boxes inside the image; a 4000 x 257 image, too thin for the
     model whole, is answered in tiles."""
     from _deploy_helpers import TILE_H, TILE_W, demo_grid
-    from ppdet_dac.deploy.predictor import Predictor, detection_records
+    from ppdet_dac.deploy.postprocess import detection_records
+    from ppdet_dac.deploy.predictor import Predictor
     from ppdet_dac.deploy.slicing import SliceConfig
 
     grid = str(tmp_path / "grid.jpg")   # under the test server's 0.5 MB body limit

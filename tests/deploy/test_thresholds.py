@@ -77,7 +77,7 @@ def test_reselect_maps_coco_raw_labels_as_the_model_does():
     import paddle
 
     from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
-    from ppdet_dac.deploy.predictor import reselect
+    from ppdet_dac.deploy.postprocess import reselect
     from ppdet_dac.modeling.detector import DACDETR
     from ppdet_dac.modeling.post_process import DACNMSPostProcess
 

@@ -88,7 +88,8 @@ def test_deploy_infer_draws_boxes_at_detections(exported, tmp_path):
 
 def test_dygraph_tool_agrees_with_exported_model(exported, tmp_path):
     """tools/infer.py (dygraph, ppdet's reader) gives the exported model's detections."""
-    from ppdet_dac.deploy.predictor import Predictor, detection_records
+    from ppdet_dac.deploy.postprocess import detection_records
+    from ppdet_dac.deploy.predictor import Predictor
 
     image = exported.images[1]
     run_python([os.path.join("tools", "infer.py"), "-c", DEMO_CONFIG,
@@ -148,7 +149,8 @@ def _check_reported(out_dir, folder, bad, stdout, good_detections):
 
 def test_deploy_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp_path):
     from _deploy_helpers import run_process
-    from ppdet_dac.deploy.predictor import Predictor, detection_records
+    from ppdet_dac.deploy.postprocess import detection_records
+    from ppdet_dac.deploy.predictor import Predictor
 
     folder = tmp_path / "images"
     bad = _folder_with_bad_files(exported, folder)
@@ -170,7 +172,8 @@ def test_deploy_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp_
 
 def test_dygraph_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp_path):
     from _deploy_helpers import run_process
-    from ppdet_dac.deploy.predictor import Predictor, detection_records
+    from ppdet_dac.deploy.postprocess import detection_records
+    from ppdet_dac.deploy.predictor import Predictor
 
     folder = tmp_path / "images"
     bad = _folder_with_bad_files(exported, folder)
