@@ -9,7 +9,7 @@ is absent is not checked (the class default applies); ``None`` passes only where
 says so. The tables hold only rules that follow from what reads the key: a count of epochs,
 images, queries or layers, a probability, an IoU or score threshold, a learning rate or a
 divisor. Cross-key rules stay with their readers (``image_sizes``: caps against sizes;
-``trainer.schedule_mismatch``: milestones against ``epoch``, a warning).
+``run_settings.schedule_mismatch``: milestones against ``epoch``, a warning).
 """
 import math
 import re

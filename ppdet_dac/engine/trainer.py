@@ -27,11 +27,13 @@ metrics, log/VisualDL callbacks); this subclass keeps that and replaces the loop
 Epochs are numbered from 0 everywhere, as ppdet does (``Epoch: [0]``, ``0.pdparams``): the log
 lines, the checkpoint names, the "best" lines, ``history`` and the query analysis CSV.
 
+The evaluation methods live in ``trainer_eval.py`` (``TrainerEvaluation``), the settings read
+from the config (checkpoint folder, ``-r auto``, the schedule check) in ``run_settings.py``.
+
 Several ranks: rank 0 writes the checkpoints, holding the random states of every rank (one
 gather at each checkpoint); every rank reads them on resume, so ``save_dir`` must be on a file
 system all machines share.
 """
-import copy
 import glob
 import math
 import os
@@ -48,75 +50,18 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.interop.weights import load_model_weights
 
-from .checkpoint import (ITER_PREFIX, latest_checkpoint, load_checkpoint, remove_checkpoint,
-                         rng_state, save_checkpoint)
-from .distributed import all_gather_objects, broadcast_from_rank0, no_interrupt
-from .evaluation import (DACCOCOMetric, DACVOCMetric, EvaluationError, evaluate_metrics,
-                         fresh_iterator)
+from .checkpoint import ITER_PREFIX, load_checkpoint, remove_checkpoint, rng_state, save_checkpoint
+from .distributed import all_gather_objects, no_interrupt
+from .evaluation import EvaluationError, fresh_iterator
 from .optimizer import use_official_clip
+from .run_settings import (AUTO_RESUME, DEFAULT_MAX_CHECKPOINTS, auto_resume_checkpoint,
+                           checkpoint_dir, schedule_mismatch, whole_number)
+from .trainer_eval import TrainerEvaluation, require_annotations
 
 logger = setup_logger(__name__)
 
 __all__ = ["DACTrainer", "AUTO_RESUME", "auto_resume_checkpoint", "checkpoint_dir",
            "schedule_mismatch"]
-
-AUTO_RESUME = "auto"
-DEFAULT_MAX_CHECKPOINTS = 2
-
-
-def checkpoint_dir(cfg):
-    """The folder of a run's checkpoints: ``save_dir/<config file name>``."""
-    return os.path.join(cfg.get("save_dir", "output"), cfg.get("filename", "model"))
-
-
-def auto_resume_checkpoint(cfg):
-    """``-r auto``: the newest complete checkpoint in ``checkpoint_dir(cfg)`` (rank 0 looks, every
-    rank gets its answer), or None for a fresh start."""
-    folder = checkpoint_dir(cfg)
-    found = latest_checkpoint(folder) if dist.get_rank() == 0 else None
-    found = broadcast_from_rank0(found)
-    if found:
-        logger.info(f"-r {AUTO_RESUME}: resuming from {found}, the newest complete checkpoint")
-    else:
-        logger.info(f"-r {AUTO_RESUME}: no complete checkpoint in {folder}; starting a fresh run")
-    return found
-
-
-def schedule_mismatch(cfg):
-    """One sentence on the ``LearningRate`` schedulers whose epoch settings do not fit
-    ``cfg.epoch`` (a milestone at or after the end of training, a cosine over another number of
-    epochs, a warm-up as long as the run), or None when they fit."""
-    epoch = int(cfg["epoch"])
-    found = []
-    for scheduler in (cfg.get("LearningRate") or {}).get("schedulers") or []:
-        name = type(scheduler).__name__
-        late = [m for m in getattr(scheduler, "milestones", None) or [] if m >= epoch]
-        if late:
-            found.append(f"{name} milestones {late} lie at or after the end of training (epochs "
-                         f"0-{epoch - 1}): the learning rate never decays there")
-        max_epochs = getattr(scheduler, "max_epochs", None)
-        if max_epochs is not None and max_epochs != epoch:
-            found.append(f"{name} max_epochs is {max_epochs}, not {epoch}")
-        warmup = getattr(scheduler, "epochs", None)
-        if warmup is not None and warmup >= epoch:
-            found.append(f"{name} warms up for {warmup} epochs, the whole run")
-    if not found:
-        return None
-    example = (f", e.g. -o epoch={epoch} \"LearningRate.schedulers=[!PiecewiseDecay "
-               f"{{milestones: [{epoch - 1}], gamma: 0.1, use_warmup: false}}]\" (the 1x recipe: "
-               "the rate drops for the last epoch)" if epoch >= 2 else "")
-    return (f"{cfg.get('filename', 'config')}: the LearningRate schedule does not fit epoch: "
-            f"{epoch}: {'; '.join(found)}. Nothing is rescaled: give the schedule for {epoch} "
-            f"epochs{example}, or use a config made for {epoch} epochs")
-
-
-def _whole_number(cfg, key, default, minimum):
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{cfg.get('filename', 'config')}: {key} must be a whole number >= "
-                         f"{minimum}, got {value!r}")
-    return value
-
 
 class _SkipBatches:
     """A batch sampler without the first ``skip`` batches of ``sampler`` (their indices are
@@ -150,15 +95,6 @@ def _host_values(outputs):
     return dict(zip(names, values.numpy().tolist()))
 
 
-def _require_annotations(dataset, section):
-    """A COCO file without an 'annotations' list cannot train or evaluate (ppdet would load
-    its images alone and fail later on a missing ``gt_bbox``)."""
-    if getattr(dataset, "load_image_only", False):
-        raise ValueError(f"{dataset.get_anno()}: no 'annotations' in this file, which the "
-                         f"{section} reads; training and evaluation need the box annotations "
-                         "(a file of images alone is for TestDataset)")
-
-
 class _LoggedValue(float):
     """A host float that ppdet's TrainingStats can read (it calls ``.numpy()`` on each term)."""
 
@@ -166,7 +102,7 @@ class _LoggedValue(float):
         return float(self)
 
 
-class DACTrainer(Trainer):
+class DACTrainer(TrainerEvaluation, Trainer):
     """Trainer(cfg, mode) as in ppdet; ``train``, ``resume_weights`` and eval are ours."""
 
     def __init__(self, cfg, mode="train"):
@@ -177,9 +113,9 @@ class DACTrainer(Trainer):
         self.history = []   # per snapshot epoch: {'epoch', 'loss' (mean over the epoch), 'ap'}
         self._epoch_losses = []      # the logged loss of each step of the current epoch
         self.save_dir = checkpoint_dir(self.cfg)
-        self.snapshot_iter = _whole_number(self.cfg, "snapshot_iter", 0, 0)
-        self.max_checkpoints = _whole_number(self.cfg, "max_checkpoints",
-                                             DEFAULT_MAX_CHECKPOINTS, 1)
+        self.snapshot_iter = whole_number(self.cfg, "snapshot_iter", 0, 0)
+        self.max_checkpoints = whole_number(self.cfg, "max_checkpoints",
+                                            DEFAULT_MAX_CHECKPOINTS, 1)
         if self.optimizer is not None:   # train mode: one group, one clip over all gradients
             use_official_clip(self.optimizer,
                               f"{self.cfg.get('filename', 'config')}: OptimizerBuilder")
@@ -187,36 +123,7 @@ class DACTrainer(Trainer):
             logger.warning("--amp needs a GPU; training on CPU in float32")
             self.use_amp = False
         if mode in ("train", "eval"):
-            _require_annotations(self.dataset, f"{mode.capitalize()}Dataset")
-
-    def eval_output_dir(self):
-        """Where evaluation writes bbox.json and bbox_pr_curve/: ``output_eval``, else the
-        checkpoint folder."""
-        return self.cfg.get("output_eval") or checkpoint_dir(self.cfg)
-
-    def _init_metrics(self, validate=False):
-        """ppdet's metrics, the COCO one as DACCOCOMetric (outputs in ``eval_output_dir``,
-        pycocotools' prints summarised unless ``verbose``)."""
-        if self.mode not in ("train", "eval") or (self.mode == "train" and not validate) or \
-                self.cfg.metric not in ("COCO", "VOC"):
-            super()._init_metrics(validate)
-            return
-        dataset = self.cfg["EvalDataset"] if self.mode == "train" else self.dataset
-        if self.cfg.metric == "VOC":
-            self._metrics = [DACVOCMetric(
-                output_dir=self.eval_output_dir(), label_list=dataset.get_label_list(),
-                class_num=self.cfg.num_classes, map_type=self.cfg.get("map_type", "11point"),
-                classwise=bool(self.cfg.get("classwise", False)),
-                output_eval=self.cfg.get("output_eval"),
-                save_prediction_only=self.cfg.get("save_prediction_only", False))]
-            return
-        self._metrics = [DACCOCOMetric(
-            anno_file=dataset.get_anno(), output_eval=self.eval_output_dir(),
-            verbose=bool(self.cfg.get("verbose", False)),
-            clsid2catid={v: k for k, v in dataset.catid2clsid.items()},
-            classwise=bool(self.cfg.get("classwise", False)),
-            bias=1 if self.cfg.get("bias", False) else 0, IouType=self.cfg.get("IouType", "bbox"),
-            save_prediction_only=self.cfg.get("save_prediction_only", False))]
+            require_annotations(self.dataset, f"{mode.capitalize()}Dataset")
 
     def load_weights(self, weights):
         """``weights=`` (eval, test): a .pdparams (path with or without the suffix, or URL) into
@@ -357,54 +264,6 @@ class DACTrainer(Trainer):
                 f"checkpoint in {self.save_dir} holds the last good state. Lower the learning "
                 "rate or check the data of this iteration.")
         return values
-
-    def _eval_loader(self):
-        if not hasattr(self, "_val_loader"):
-            from ppdet.core.workspace import create
-            dataset = self.cfg["EvalDataset"] = create("EvalDataset")()
-            if self.cfg.get("metric") == "VOC":   # per-image ground-truth lists, as ppdet's eval
-                self.cfg["EvalReader"]["collate_batch"] = False
-            sampler = paddle.io.BatchSampler(dataset, batch_size=self.cfg.EvalReader["batch_size"])
-            self._val_loader = create("EvalReader")(dataset, self.cfg.worker_num,
-                                                    batch_sampler=sampler)
-            _require_annotations(dataset, "EvalDataset")
-        return self._val_loader
-
-    def _validate(self):
-        """COCO evaluation of the current weights on the eval split, every rank running its
-        share; returns box AP on rank 0, None on the others."""
-        loader = self._eval_loader()
-        if not self._metrics and self._local_rank == 0:   # only rank 0 runs the metric
-            self.cfg["classwise"] = True
-            self._init_metrics(validate=True)
-        results = evaluate_metrics(self, loader, source=self.cfg.get("filename", "config"))
-        self.model.train()
-        bbox = (results.get("COCOMetric") or results.get("VOCMetric") or {}).get("bbox")
-        return float(bbox[0]) if bbox is not None else None
-
-    def _validate_weights(self):
-        """``_validate`` of the weights a checkpoint's .pdparams holds (the EMA weights with
-        EMA); the raw weights are back in the model afterwards, also when it raises."""
-        if not self.use_ema:
-            return self._validate()
-        raw = copy.deepcopy(self.model.state_dict())
-        self.model.set_dict(self.ema.apply())
-        try:
-            return self._validate()
-        finally:
-            self.model.set_dict(raw)
-            self.model.train()
-
-    def evaluate(self):
-        """Eval mode: COCO evaluation of the loaded weights on EvalDataset, sharded over the
-        ranks of a launched run; returns the results on rank 0 ({} on the others). AMP
-        (``amp``) and ``print_flops`` as in ppdet's ``evaluate``."""
-        if self.cfg.get("print_flops", False) and self._local_rank == 0:
-            from ppdet.core.workspace import create
-            self._flops(create("EvalReader")(self.dataset, self.cfg.worker_num,
-                                             self._eval_batch_sampler))
-        return evaluate_metrics(self, self.loader, source=self.cfg.get("filename", "config"),
-                                use_amp=self.use_amp)
 
     def train(self, validate=False):
         """Train from ``start_epoch`` to ``cfg.epoch``; see the module docstring."""

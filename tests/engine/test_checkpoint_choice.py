@@ -7,7 +7,7 @@ import pytest
 
 from ppdet_dac.engine.checkpoint import latest_checkpoint, remove_checkpoint, save_checkpoint
 from ppdet_dac.engine.evaluation import ShardedBatches
-from ppdet_dac.engine.trainer import _whole_number
+from ppdet_dac.engine.run_settings import whole_number as _whole_number
 
 
 def _write(folder, name, global_iter, mtime_ns):
