@@ -3,7 +3,14 @@
 Importing this package registers every ppdet_dac class with ppdet's workspace, so it must run
 before ``ppdet.core.workspace.load_config`` in every entry point.
 """
-import zlib  # noqa: F401  (first: paddle 2.6.x clashes with a late-loaded shared zlib)
+import sys
+
+from ._decode_limit import set_decode_limit
+
+# first, before ppdet / cv2 load: OpenCV's own pixel limit from --max_pixels (_decode_limit.py)
+set_decode_limit(sys.argv[1:], warn_if_late=False)
+
+import zlib  # noqa: F401,E402  (before paddle: paddle 2.6.x clashes with a late-loaded zlib)
 
 from ._notices import known_notices_dropped  # noqa: E402
 

@@ -13,9 +13,8 @@ the object's class), averaged per object. Writes a CSV and a PNG plot.
 instance the baseline's) to the plot, not to the CSV. With --plot-only nothing is run: the rows
 of the --extra-csv files are plotted to PREFIX.png.
 """
-import _decode_limit  # noqa: F401  (first: OpenCV's own pixel limit, before anything imports cv2)
 import _threads  # noqa: F401  (before paddle: CPU thread count)
-import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
+import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
 import os
 

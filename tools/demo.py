@@ -13,9 +13,8 @@
 import time
 
 STARTED = time.time()   # before the imports: they are part of the demo's time
-import _decode_limit  # noqa: F401  (first: OpenCV's own pixel limit, before anything imports cv2)
 import _threads  # noqa: F401  (before paddle: CPU thread count)
-import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
+import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
 import os
 

@@ -7,9 +7,8 @@ checkpoint folder); -v shows pycocotools' own prints.
     python tools/eval.py -c configs/demo/dac_demo.yml -o weights=output/dac_demo/model_final
     python -m paddle.distributed.launch tools/eval.py -c configs/dac_cdn_r50.yml -o weights=...
 """
-import _decode_limit  # noqa: F401  (first: OpenCV's own pixel limit, before anything imports cv2)
 import _threads  # noqa: F401  (before paddle: CPU thread count)
-import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
+import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
 import argparse
 

@@ -8,9 +8,8 @@ several machines).
 
 A rank that fails stops every rank with its error (ppdet_dac.engine.distributed).
 """
-import _decode_limit  # noqa: F401  (first: OpenCV's own pixel limit, before anything imports cv2)
 import _threads  # noqa: F401  (before paddle: CPU thread count)
-import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
+import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
 import paddle.distributed as dist
 from ppdet.engine import init_parallel_env, set_random_seed

@@ -1,16 +1,17 @@
-"""The service's command-line serving path (server.serve: its signal handling, uvicorn's
-graceful shutdown; server.exit_promptly) around a stand-in predictor that answers at once, for
+"""The service's command-line serving path (serving.serve: its signal handling, uvicorn's
+graceful shutdown; serving.exit_promptly) around a stand-in predictor that answers at once, for
 the SIGTERM tests:
 
-    python tests/deploy/_stub_server.py SERVER_PY BODY_TIMEOUT GRACE
+    python tests/deploy/_stub_server.py BODY_TIMEOUT GRACE
 
 prints ``stub serving on port N`` once it listens; all other limits are long (60 s) so that only
 the shutdown itself can end a stalled upload.
 """
-import importlib.util
 import sys
 
 import numpy as np
+
+from ppdet_dac.deploy import serving as server
 
 
 class InstantPredictor:
@@ -31,10 +32,7 @@ class InstantPredictor:
         return np.array([[0, 0.9, 1, 2, 3, 4]], np.float32)
 
 
-def main(server_py, body_timeout, grace):
-    spec = importlib.util.spec_from_file_location("dac_serving_server", server_py)
-    server = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(server)
+def main(body_timeout, grace):
     options = server.ServingOptions("unused", pool_size=1, max_queue=1, request_timeout=60.0,
                                     max_body_mb=1.0, body_timeout=body_timeout)
     app = server.build_app(server.DetectionService(InstantPredictor(), 1, 1), options)
@@ -49,4 +47,4 @@ def main(server_py, body_timeout, grace):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]))
+    main(float(sys.argv[1]), float(sys.argv[2]))

@@ -4,7 +4,6 @@ Busy answers, per-request timeouts, slow uploads, the connection cap, the header
 silent and trickling connections, and shutdown with an idle keep-alive connection."""
 import base64
 import http.client
-import importlib.util
 import json
 import os
 import select
@@ -20,21 +19,11 @@ import numpy as np
 import pytest
 
 from _deploy_helpers import REPO, encoded_image
+from ppdet_dac.deploy import serving as server_mod
 
 IMAGE = encoded_image(30, 40)
 BODY = json.dumps({"key": ["image"], "value": [base64.b64encode(IMAGE).decode()]}).encode()
 GATE_TIMEOUT = 60  # the stand-in never waits longer than this for its gate
-
-
-def _server_module():
-    name = "dac_serving_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, f"{REPO}/deploy/serving/server.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 class GatedPredictor:
@@ -65,7 +54,6 @@ class GatedPredictor:
 def make_server():
     """make_server(pool_size=, max_queue=, request_timeout=, body_timeout=, **uvicorn options) ->
     (InProcessServer, GatedPredictor, DetectionService); all stopped at the end."""
-    server_mod = _server_module()
     made = []
 
     def make(pool_size=1, max_queue=1, request_timeout=30.0, max_body_mb=1.0,
@@ -331,7 +319,7 @@ def test_sigterm_with_stalled_uploads_exits_within_5_s(tmp_path):
     60 s shutdown grace: SIGTERM answers the uploads busy at once and the process exits 0 within
     5 s (orchestrators send SIGKILL 30 s after SIGTERM)."""
     proc = subprocess.Popen([sys.executable, f"{REPO}/tests/deploy/_stub_server.py",
-                             f"{REPO}/deploy/serving/server.py", "60", "60"], cwd=REPO,
+                             "60", "60"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONPATH=REPO))
     lines = []

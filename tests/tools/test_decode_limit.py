@@ -1,6 +1,9 @@
-"""OpenCV's own pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS, tools/_decode_limit.py) is set before cv2
-is loaded in every entry point that decodes images, from --max_pixels when given: even a header
-our check misreads cannot decode more than the limit."""
+"""OpenCV's own pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS, ppdet_dac/_decode_limit.py) is set before
+cv2 is loaded in every entry point that decodes images, from --max_pixels when given: even a
+header our check misreads cannot decode more than the limit. ``import ppdet_dac`` sets it (its
+``__init__`` runs the guard first), so each entry point imports ppdet_dac before anything that
+loads cv2."""
+import ast
 import os
 import re
 import subprocess
@@ -9,17 +12,31 @@ import sys
 import pytest
 
 from _common import REPO
+from ppdet_dac import _decode_limit
 from ppdet_dac.data import image_io
-
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import _decode_limit  # noqa: E402
 
 ENTRY_POINTS = ["tools/train.py", "tools/eval.py", "tools/infer.py", "tools/demo.py",
                 "tools/dump_outputs.py", "tools/analyze_queries.py", "deploy/python/infer.py",
                 "deploy/serving/server.py"]
-GUARD_LINES = ("import _decode_limit", "runpy.run_path(")
+GUARD = re.compile(r"^(import|from) ppdet_dac\b")   # runs ppdet_dac/__init__.py: the guard
 # an import of any of these loads cv2 (directly or through ppdet / ppdet_dac)
-LOADS_CV2 = re.compile(r"^(import|from) (cv2|ppdet|ppdet_dac|paddle|_threads)\b")
+LOADS_CV2 = re.compile(r"^(import|from) (cv2|ppdet|ppdet_dac|paddle)\b")
+# imported before ppdet_dac by the tools (CPU thread count): must load nothing of the above
+THREADS_HELPER = "tools/_threads.py"
+
+
+def _imported_modules(path):
+    """Names of the modules the file at ``path`` imports (any depth of its syntax tree)."""
+    with open(os.path.join(REPO, path)) as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add("." * node.level + (node.module or ""))
+    return names
+
 
 # Runs an entry point in this process as `python SCRIPT ARGS --help` would (its imports, then
 # argparse's help and exit), then decodes, bypassing our header check, a 1-bit PNG of LIMIT
@@ -68,10 +85,17 @@ def test_every_entry_point_sets_the_limit_before_loading_cv2():
     for script in ENTRY_POINTS:
         with open(os.path.join(REPO, script)) as f:
             lines = f.read().splitlines()
-        guard = [i for i, line in enumerate(lines) if line.startswith(GUARD_LINES)]
         loads = [i for i, line in enumerate(lines) if LOADS_CV2.match(line)]
-        assert guard and loads and guard[0] < loads[0], \
-            f"{script}: the guard (line {guard[:1]}) must come before line {loads[0] + 1}"
+        assert loads and GUARD.match(lines[loads[0]]), \
+            f"{script}: line {loads[0] + 1 if loads else '?'} loads cv2 before ppdet_dac's guard"
+    # what runs before ppdet_dac's guard loads none of it
+    for path in (THREADS_HELPER, "ppdet_dac/_decode_limit.py"):
+        assert _imported_modules(path) <= {"os", "sys", "logging"}, path
+    with open(os.path.join(REPO, "ppdet_dac", "__init__.py")) as f:
+        init = [line for line in f.read().splitlines() if line.strip()]
+    guard = init.index("set_decode_limit(sys.argv[1:], warn_if_late=False)")
+    before = [ln for ln in init[:guard] if ln.startswith(("import ", "from "))]
+    assert before == ["import sys", "from ._decode_limit import set_decode_limit"], before
 
 
 @pytest.mark.parametrize("script, args, limit", [
@@ -88,8 +112,8 @@ def test_opencv_refuses_more_than_the_limit_in_a_fresh_entry_point(script, args,
 
 def test_a_users_own_setting_is_kept_and_a_larger_limit_refused():
     env = dict(os.environ, **{_decode_limit.VARIABLE: "5000"})
-    code = ("import sys; sys.argv[1:] = ['--max_pixels', '9000']; sys.path.insert(0, 'tools'); "
-            "import _decode_limit, os; from ppdet_dac.data.image_io import check_max_pixels; "
+    code = ("import sys; sys.argv[1:] = ['--max_pixels', '9000']; "
+            "import ppdet_dac, os; from ppdet_dac.data.image_io import check_max_pixels; "
             "print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS']); print(check_max_pixels(5000)); "
             "check_max_pixels(9000, '--max_pixels')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,

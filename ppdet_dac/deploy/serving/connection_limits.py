@@ -1,6 +1,23 @@
-"""The service's connection layer on uvicorn's h11 protocol: a connection cap, a header timeout
-that trickled bytes do not restart, a body timeout for connections over the cap, and a graceful
-shutdown that does not wait for uploads still arriving (deploy/serving/server.py uses it)."""
+"""The service's connection layer on uvicorn's h11 protocol: the one part of the service that
+uvicorn cannot be configured to do, and the one module that relies on its internals.
+
+Written against uvicorn 0.54.0 and h11 0.16.0 (pinned in requirements-base.txt;
+tests/deploy/test_serving_limits.py exercises every override). Each override and why:
+
+* ``ServingConfig``: uvicorn's Config has no options for the ones below; it carries them.
+* a connection cap that answers: uvicorn's ``limit_concurrency`` answers a bare 503 *per
+  request*; beyond ``max_connections`` open connections a connection here gets the
+  protocol's busy JSON (err_no 1) after its body is drained (``body_timeout``), then closed.
+* a header timeout: uvicorn only times out idle keep-alive connections and restarts that
+  timer on every byte received, so a client trickling one header byte at a time holds its
+  connection forever; here a request header must be complete within ``timeout_keep_alive``
+  seconds of connecting or of the previous answer (uvicorn has no header/idle-before-first-
+  byte timeout).
+* a shutdown that does not wait for uploads: on SIGTERM uvicorn waits for a request whose body
+  is still arriving (up to the whole grace period); here such a connection is answered busy
+  (503, err_no 1) and closed at once, through ``H11Protocol``'s ``cycle`` / ``conn`` attributes
+  (uvicorn has no public way to end one request of a connection).
+"""
 import asyncio
 import contextlib
 import functools

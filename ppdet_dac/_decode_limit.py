@@ -1,6 +1,7 @@
-"""OpenCV's own pixel limit, set before anything imports cv2. Imported FIRST by every entry point
-that decodes images (tools/*.py as ``import _decode_limit``; deploy/python/infer.py and
-deploy/serving/server.py run this file by path).
+"""OpenCV's own pixel limit, set before anything imports cv2. ``ppdet_dac/__init__.py`` imports
+this module first, so ``import ppdet_dac`` (or any ``ppdet_dac.*``) before anything that loads
+cv2 sets it in every entry point that decodes images (tools/*.py, deploy/python/infer.py,
+deploy/serving/server.py). It imports nothing but the standard library.
 
 ``cv2.imdecode`` refuses an image of more than ``OPENCV_IO_MAX_IMAGE_PIXELS`` pixels before
 allocating it; OpenCV reads the variable once, when it is loaded (ppdet and ppdet_dac load it, so
@@ -37,17 +38,19 @@ def cli_max_pixels(argv):
     return number if number is not None and 1 <= number <= MAX_PIXELS_CEILING else None
 
 
-def set_decode_limit(argv):
+def set_decode_limit(argv, warn_if_late=True):
     """Set ``OPENCV_IO_MAX_IMAGE_PIXELS`` (unless already set) from ``argv``; the value in
     effect. When cv2 is already loaded the variable comes too late: nothing is set (it would
-    only reach child processes) and a warning says so."""
+    only reach child processes) and, with ``warn_if_late``, a warning says so. (``import
+    ppdet_dac`` calls it without the warning: a program or notebook that loads paddle or cv2
+    first uses ppdet_dac as a library; the entry points that decode images import ppdet_dac
+    first, which tests/tools/test_decode_limit.py checks.)"""
     if "cv2" in sys.modules:
+        if not warn_if_late:
+            return os.environ.get(VARIABLE)
         logging.getLogger("ppdet_dac.decode_limit").warning(
             f"cv2 was imported before {VARIABLE} could be set: OpenCV's own pixel limit in this "
             f"process is {os.environ.get(VARIABLE, 'its default, 2^30')} (import _decode_limit "
             "before anything else)")
         return os.environ.get(VARIABLE)
     return os.environ.setdefault(VARIABLE, str(cli_max_pixels(argv) or DEFAULT_MAX_PIXELS))
-
-
-set_decode_limit(sys.argv[1:])
