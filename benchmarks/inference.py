@@ -71,8 +71,7 @@ def server_throughput(model_dir, image_path, concurrency, requests, pool_size, t
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
 
-    sys.path.insert(0, os.path.join(REPO, "deploy", "serving"))
-    import server as server_mod
+    from ppdet_dac.deploy import serving as server_mod
 
     options = server_mod.ServingOptions(model_dir, pool_size=pool_size, cpu_threads=threads,
                                         enable_mkldnn=enable_mkldnn, request_timeout=600,
