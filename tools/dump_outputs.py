@@ -31,9 +31,8 @@ Keys written:
                                transformer.decoder.{class,bbox}_embed.* keys repeat the arrays of
                                {class,bbox}_embed.*; frozen parameters have no entry.
 """
-import _decode_limit  # noqa: F401  (first: OpenCV's own pixel limit, before anything imports cv2)
 import _threads  # noqa: F401  (before paddle: CPU thread count)
-import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
+import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
 import paddle
 from ppdet.utils.cli import ArgsParser

@@ -20,9 +20,8 @@ DACNMSPostProcess.nms_iou_threshold=N``); ``--score_threshold`` drops lower-scor
 ``--slice_infer`` runs each image in overlapping tiles (ppdet's flags, ppdet_dac.deploy.slicing),
 preprocessed as the exported model's predictor does (the TestReader's transforms).
 """
-import _decode_limit  # noqa: F401  (first: OpenCV's own pixel limit, before anything imports cv2)
 import _threads  # noqa: F401  (before paddle: CPU thread count)
-import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
+import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
 import os
 import sys

@@ -29,13 +29,10 @@ are processed and written, and the exit status is 1 when any file was skipped.
 A model exported with ``--attention op`` needs the ms_deform_attn op library built
 (``pip install --no-build-isolation -e .``); the predictor registers it.
 """
-import os
-import runpy
+import ppdet_dac  # noqa: F401  (first, before anything loads cv2: sets OpenCV's pixel limit)
 
-# first, before anything imports cv2: OpenCV's own pixel limit from --max_pixels
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
-                            "_decode_limit.py"))
 import argparse  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
