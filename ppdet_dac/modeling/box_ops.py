@@ -8,12 +8,6 @@ def box_cxcywh_to_xyxy(boxes):
     return paddle.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
 
 
-def box_xyxy_to_cxcywh(boxes):
-    """boxes: [..., 4] (x1, y1, x2, y2) -> [..., 4] (cx, cy, w, h)."""
-    x1, y1, x2, y2 = paddle.unbind(boxes, axis=-1)
-    return paddle.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=-1)
-
-
 def _area(boxes):
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 

@@ -45,17 +45,18 @@ class DACDecoderLayer(nn.Layer):
         init.xavier_(self.self_attn.out_proj.weight)
         init.constant_(self.self_attn.out_proj.bias, 0.0)
 
-    def self_attention(self, tgt, query_pos, attn_mask=None):
-        """tgt, query_pos: [B, Q, C]; attn_mask: [Q, Q] bool, True = may attend. -> [B, Q, C]."""
+    def self_attention(self, tgt, query_pos, attn_allowed=None):
+        """tgt, query_pos: [B, Q, C]; attn_allowed: [Q, Q] bool, True = may attend. -> [B, Q, C]."""
         q = k = tgt + query_pos
-        out = self.self_attn(q, k, tgt, attn_mask=attn_mask)
+        out = self.self_attn(q, k, tgt, attn_mask=attn_allowed)
         return self.norm_sa(tgt + self.dropout_sa(out))
 
     def cross_attention_ffn(self, tgt, query_pos, ref_input, memory, spatial_shapes,
-                            level_start_index, memory_mask):
-        """Cross-attention into the encoder memory, then the FFN. ref_input: [B, Q, L, 4]."""
+                            level_start_index, memory_padding):
+        """Cross-attention into the encoder memory, then the FFN. ref_input: [B, Q, L, 4];
+        memory_padding: [B, S] bool, True = padding."""
         out = self.cross_attn(tgt + query_pos, ref_input, memory, spatial_shapes,
-                              level_start_index, memory_mask)
+                              level_start_index, memory_padding)
         return self.ffn(self.norm_ca(tgt + self.dropout_ca(out)))
 
 
@@ -98,16 +99,16 @@ class DACDecoder(nn.Layer):
         self.num_layers = num_layers
 
     def forward(self, tgt, init_ref, query_pos, memory, spatial_shapes, level_start_index,
-                valid_ratios, memory_mask, class_heads, box_heads, attn_mask=None,
+                valid_ratios, memory_padding, class_heads, box_heads, attn_allowed=None,
                 run_c_stream=False, all_layers=True):
         """
         tgt: [B, Q, C] content queries (DN queries first in training); query_pos: [B, Q, C].
         init_ref: [B, Q, 4] sigmoid-space (cx, cy, w, h) initial reference boxes (no gradient),
           refined layer by layer; or [B, Q, 2] (x, y) reference points, kept by every layer
           (one-stage Deformable-DETR without box refinement).
-        memory: [B, S, C]; memory_mask: [B, S] bool (True = padding); valid_ratios: [B, L, 2].
+        memory: [B, S, C]; memory_padding: [B, S] bool (True = padding); valid_ratios: [B, L, 2].
         class_heads / box_heads: per-layer heads, shared by both streams.
-        attn_mask: [Q, Q] bool, True = may attend (None = full attention).
+        attn_allowed: [Q, Q] bool, True = may attend (None = full attention).
         run_c_stream: also run DAC's C-stream (training only).
         all_layers: predict logits for every layer (training) or only the last (inference).
 
@@ -125,9 +126,9 @@ class DACDecoder(nn.Layer):
         logits_o, boxes_o, logits_c, boxes_c = [], [], [], []
         for lid, layer in enumerate(self.layers):
             last = lid == self.num_layers - 1
-            cross_args = (memory, spatial_shapes, level_start_index, memory_mask)
+            cross_args = (memory, spatial_shapes, level_start_index, memory_padding)
 
-            after_self_attn = layer.self_attention(out_o, query_pos, attn_mask)
+            after_self_attn = layer.self_attention(out_o, query_pos, attn_allowed)
             out_o = layer.cross_attention_ffn(after_self_attn, query_pos,
                                               chain_o.reference.unsqueeze(2) * ratios, *cross_args)
             box = chain_o.step(box_heads[lid](out_o))

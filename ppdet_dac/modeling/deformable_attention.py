@@ -49,18 +49,18 @@ class MSDeformableAttention(nn.Layer):
             init.constant_(layer.bias, 0.0)
 
     def forward(self, query, reference_points, value, spatial_shapes, level_start_index,
-                value_mask=None):
+                value_padding=None):
         """
         query: [B, Lq, C]; value: [B, S, C] with S = Σ H_l·W_l.
         reference_points: [B, Lq, L, 2] (x, y) or [B, Lq, L, 4] (cx, cy, w, h), normalised.
         spatial_shapes: int64 [L, 2] (H, W); level_start_index: int64 [L].
-        value_mask: [B, S] bool, True = padding (those values are zeroed).
+        value_padding: [B, S] bool, True = padding (those values are zeroed).
         Returns [B, Lq, C].
         """
         bs, len_q = query.shape[0], query.shape[1]
         value = self.value_proj(value)
-        if value_mask is not None:
-            value = value * paddle.logical_not(value_mask).astype(value.dtype).unsqueeze(-1)
+        if value_padding is not None:
+            value = value * paddle.logical_not(value_padding).astype(value.dtype).unsqueeze(-1)
         value = value.reshape([bs, -1, self.num_heads, self.head_dim])
         offsets = self.sampling_offsets(query).reshape(
             [bs, len_q, self.num_heads, self.num_levels, self.num_points, 2])

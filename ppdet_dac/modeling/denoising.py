@@ -168,12 +168,13 @@ def _empty_meta(batch_size):
 def cdn_attention_mask(pad_size, single_pad, num_queries):
     """Self-attention mask of the decoder input ``[pad_size DN queries | num_queries queries]``.
 
-    Returns a [pad_size + num_queries, pad_size + num_queries] bool tensor, True = BLOCKED
+    Returns ``attn_blocked`` (masks.py): a [pad_size + num_queries, pad_size + num_queries]
+    bool tensor, True = BLOCKED
     (row = query, column = key): matching queries cannot see any DN query; a DN query cannot
     see DN queries of another group (groups are ``single_pad`` slots wide); DN queries see the
     matching queries and every slot of their own group, padding slots included.
     Paddle's ``nn.MultiHeadAttention`` wants the opposite convention (True = attend): pass
-    ``~mask`` there.
+    ``attn_allowed_from_blocked(attn_blocked)`` there.
     """
     tgt = pad_size + num_queries
     idx = paddle.arange(tgt, dtype='int64')
@@ -218,7 +219,7 @@ def build_cdn_queries(gt_labels,
         dn_content: [B, pad_size, D] content vectors (zero in padding slots), or None.
         dn_ref_unact: [B, pad_size, 4] inverse-sigmoid of the noised cxcywh boxes (zero in
             padding slots), or None.
-        attn_mask: [pad_size + Q, pad_size + Q] bool, True = blocked (see
+        attn_blocked: [pad_size + Q, pad_size + Q] bool, True = blocked (see
             ``cdn_attention_mask``).
         dn_meta: dict with
             'pad_size' (int), 'num_dn_group' (G), 'single_pad' (2 * max_gt, slots per group),
@@ -231,7 +232,7 @@ def build_cdn_queries(gt_labels,
     When the whole batch has no GT, no DN queries are made: content and ref are None, the mask
     is [Q, Q] all False and dn_meta has pad_size 0, num_dn_group 1 and empty index arrays. (The
     official code returns [B, 0, ...] tensors here and then skips the sigmoid of the initial
-    reference — quirk #8 of the spec — which the caller fixes.)
+    reference, docs/algorithm.md#11-batch-without-ground-truth, which the caller fixes.)
     """
     if len(gt_labels) != len(gt_boxes):
         raise ValueError("gt_labels has {} images but gt_boxes has {}".format(
@@ -325,7 +326,7 @@ def build_cdn_queries(gt_labels,
         paddle.zeros([batch_size * pad_size, 4], dtype=ref_unact.dtype), flat_slot, ref_unact,
         overwrite=True).reshape([batch_size, pad_size, 4])
 
-    attn_mask = cdn_attention_mask(pad_size, single_pad, num_queries)
+    attn_blocked = cdn_attention_mask(pad_size, single_pad, num_queries)
 
     positive_idx, gt_idx = [], []
     for n in known_num:
@@ -342,4 +343,4 @@ def build_cdn_queries(gt_labels,
         'positive_idx': positive_idx,
         'gt_idx': gt_idx,
     }
-    return dn_content, dn_ref_unact, attn_mask, dn_meta
+    return dn_content, dn_ref_unact, attn_blocked, dn_meta

@@ -6,6 +6,7 @@ from ppdet.modeling.architectures.meta_arch import BaseArch
 
 from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
 
+from .masks import padding_from_image_mask
 from .matcher import NonFiniteCostError
 
 CLASS_ID_MODES = ("contiguous", "coco_raw")
@@ -16,8 +17,9 @@ class DACDETR(BaseArch):
     """DAC-DETR on ppdet's DETR inputs.
 
     Inputs (ppdet reader): 'image' [B, 3, H, W], 'im_shape' [B, 2], 'scale_factor' [B, 2],
-    optional 'pad_mask' [B, H, W] (1 = image, 0 = padding) and, for training, 'gt_bbox' (per image
-    [n, 4] normalised cxcywh) and 'gt_class' (per image [n, 1] contiguous dataset ids).
+    optional 'pad_mask' [B, H, W] (an ``image_mask``: 1 = image, 0 = padding; see masks.py) and,
+    for training, 'gt_bbox' (per image [n, 4] normalised cxcywh) and 'gt_class' (per image
+    [n, 1] contiguous dataset ids).
     Training returns the loss dict (with 'loss'); a NaN/inf matching cost raises
     NonFiniteCostError naming the batch's 'im_id' values (when the batch has them). Eval returns
     'bbox' [N, 6] rows (label, score, x1, y1, x2, y2) in original-image pixels and 'bbox_num' [B].
@@ -65,10 +67,11 @@ class DACDETR(BaseArch):
         return {"backbone": backbone, "transformer": transformer,
                 "criterion": create(cfg["criterion"])}
 
-    def _padding_mask(self):
+    def _padding(self):
+        """bool [B, H, W], True = padding (all False when the batch has no 'pad_mask')."""
         image = self.inputs["image"]
         if "pad_mask" in self.inputs and self.inputs["pad_mask"] is not None:
-            return self.inputs["pad_mask"] < 0.5
+            return padding_from_image_mask(self.inputs["pad_mask"])
         return paddle.zeros([image.shape[0], image.shape[2], image.shape[3]], dtype="bool") \
             if paddle.in_dynamic_mode() else paddle.zeros_like(image[:, 0], dtype="bool")
 
@@ -81,17 +84,17 @@ class DACDETR(BaseArch):
 
     def _forward(self):
         feats = self.backbone(self.inputs)
-        mask = self._padding_mask()
+        padding = self._padding()
         if self.training:
             gt_labels, gt_boxes = self.targets()
-            outputs = self.transformer(feats, mask, gt_labels, gt_boxes,
+            outputs = self.transformer(feats, padding, gt_labels, gt_boxes,
                                        dn_noise=self.inputs.get("dn_noise"))
             try:
                 return self.criterion(outputs, gt_labels, gt_boxes)
             except NonFiniteCostError as err:
                 raise NonFiniteCostError(f"{err}; {self._describe_batch(err.image)}",
                                          err.image) from None
-        outputs = self.transformer(feats, mask)
+        outputs = self.transformer(feats, padding)
         logits, boxes = outputs["logits"][-1], outputs["boxes"][-1]
         if self.exclude_post_process:
             return {"pred_logits": logits, "pred_boxes": boxes}

@@ -27,7 +27,12 @@ class FeedForward(nn.Layer):
 
 
 class DeformableEncoderLayer(nn.Layer):
-    """src = LN(src + MSDeformAttn(src + pos, ref, src)); src = FFN(src)."""
+    """src = LN(src + MSDeformAttn(src + pos, ref, src)); src = FFN(src).
+
+    forward(src [B, S, C], pos [B, S, C], reference_points [B, S, L, 2] (x, y) normalised,
+    spatial_shapes int64 [L, 2] (H_l, W_l), level_start_index int64 [L], token_padding [B, S]
+    bool (True = padding)) -> [B, S, C]; S = Σ H_l·W_l tokens, C = d_model.
+    """
 
     def __init__(self, d_model=256, num_heads=8, dim_feedforward=2048, dropout=0.0,
                  num_levels=4, num_points=4, offset_lr_mult=0.1):
@@ -38,9 +43,10 @@ class DeformableEncoderLayer(nn.Layer):
         self.norm = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, mask):
+    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index,
+                token_padding):
         attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index,
-                              mask)
+                              token_padding)
         return self.ffn(self.norm(src + self.dropout(attn)))
 
 
@@ -67,10 +73,13 @@ class DeformableEncoder(nn.Layer):
         self.layers = nn.LayerList([DeformableEncoderLayer(**layer_kwargs) for _ in range(num_layers)])
 
     def forward(self, src, pos, spatial_shapes, spatial_shapes_list, level_start_index,
-                valid_ratios, mask):
-        """src, pos: [B, S, C]; mask: [B, S] bool (True = padding). Returns memory [B, S, C]."""
+                valid_ratios, token_padding):
+        """src, pos: [B, S, C]; token_padding: [B, S] bool (True = padding); spatial_shapes int64
+        [L, 2] and spatial_shapes_list its L (H_l, W_l) pairs; level_start_index int64 [L];
+        valid_ratios [B, L, 2]. Returns memory [B, S, C]."""
         reference_points = encoder_reference_points(spatial_shapes_list, valid_ratios)
         out = src
         for layer in self.layers:
-            out = layer(out, pos, reference_points, spatial_shapes, level_start_index, mask)
+            out = layer(out, pos, reference_points, spatial_shapes, level_start_index,
+                        token_padding)
         return out

@@ -16,18 +16,18 @@ def _frequencies(num_feats, temperature, dtype):
     return temperature ** (2 * paddle.floor(dim_t / 2) / num_feats)
 
 
-def sine_position_embedding(mask, num_feats=128, temperature=10000.0, scale=2 * math.pi, eps=1e-6,
-                            dtype="float32"):
+def sine_position_embedding(padding, num_feats=128, temperature=10000.0, scale=2 * math.pi,
+                            eps=1e-6, dtype="float32"):
     """Normalised 2-D sine encoding of a padded feature map.
 
-    mask: [B, H, W] bool, True = padding.
+    padding: [B, H, W] bool, True = padding.
     Returns [B, 2 * num_feats, H, W] = concat(pos_y, pos_x). Positions count unpadded pixels
     (cumulative sum), are offset by -0.5 and divided by the last count + eps, then scaled by 2π.
     dtype: of the result (the model's float type: float64 runs compute it in float64).
     """
-    not_mask = paddle.logical_not(mask).astype(dtype)
-    y_embed = paddle.cumsum(not_mask, axis=1)
-    x_embed = paddle.cumsum(not_mask, axis=2)
+    is_image = paddle.logical_not(padding).astype(dtype)
+    y_embed = paddle.cumsum(is_image, axis=1)
+    x_embed = paddle.cumsum(is_image, axis=2)
     y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps) * scale
     x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps) * scale
     dim_t = _frequencies(num_feats, temperature, dtype)

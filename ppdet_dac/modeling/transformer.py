@@ -1,5 +1,7 @@
 """DACTransformer: input projections, deformable encoder, two-stage query selection, CDN queries
 and the two-stream DAC decoder, with the per-layer heads (6 decoder clones + 1 for the encoder)."""
+from typing import NamedTuple
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -9,26 +11,40 @@ from .decoder import DACDecoder
 from .denoising import build_cdn_queries
 from .encoder import DeformableEncoder
 from .head import build_heads
+from .masks import attn_allowed_from_blocked
 from .position_encoding import sine_position_embedding
 from .query_selection import QuerySelection
 from .shape_utils import as_float, dynamic_size
 from . import init
 
 
-def _valid_ratio(mask, dtype="float32"):
-    """mask: [B, H, W] bool (True = padding) -> [B, 2] (unpadded width / W, unpadded height / H)."""
-    not_mask = paddle.logical_not(mask).astype(dtype)
-    h, w = dynamic_size(mask, (1, 2))
-    valid_h = not_mask[:, :, 0].sum(axis=1) / as_float(h)
-    valid_w = not_mask[:, 0, :].sum(axis=1) / as_float(w)
+def _valid_ratio(level_padding, dtype="float32"):
+    """level_padding: [B, H, W] bool (True = padding) -> [B, 2] (unpadded width / W, unpadded
+    height / H)."""
+    is_image = paddle.logical_not(level_padding).astype(dtype)
+    h, w = dynamic_size(level_padding, (1, 2))
+    valid_h = is_image[:, :, 0].sum(axis=1) / as_float(h)
+    valid_w = is_image[:, 0, :].sum(axis=1) / as_float(w)
     return paddle.stack([valid_w, valid_h], axis=-1)
+
+
+class FlatLevels(NamedTuple):
+    """The L feature levels flattened into S = Σ H_l·W_l encoder tokens (level 0 first, each
+    level row-major), as ``DACTransformer._flatten_levels`` returns them."""
+    tokens: paddle.Tensor             # [B, S, C] projected features
+    token_padding: paddle.Tensor      # [B, S] bool, True = padding (masks.py)
+    pos: paddle.Tensor                # [B, S, C] sine position encoding + level embedding
+    spatial_shapes: paddle.Tensor     # int64 [L, 2], (H_l, W_l) per level
+    shapes: list                      # the same L pairs (H_l, W_l) as ints (0-D tensors in export)
+    level_start_index: paddle.Tensor  # int64 [L], index of each level's first token in S
+    valid_ratios: paddle.Tensor       # [B, L, 2], (unpadded width / W_l, unpadded height / H_l)
 
 
 @register
 class DACTransformer(nn.Layer):
     """Deformable-DETR++ with contrastive denoising and DAC's C-decoder.
 
-    Inputs: backbone features (C3, C4, C5) and the image padding mask. Outputs (a dict):
+    Inputs: backbone features (C3, C4, C5) and the image's padding (True = padding). Outputs:
       'logits' [L, B, Q', K], 'boxes' [L, B, Q', 4] O-decoder per layer (L = 1 in eval);
       'logits_c', 'boxes_c' the C-decoder (training with use_dac only);
       'enc_logits' [B, S, K], 'enc_boxes' [B, S, 4] one proposal per encoder token;
@@ -103,31 +119,35 @@ class DACTransformer(nn.Layer):
     def from_config(cls, cfg, input_shape):
         return {"in_channels": [s.channels for s in input_shape]}
 
-    def _flatten_levels(self, feats, mask):
-        """Project the backbone levels (+ extra strided levels) and flatten them into tokens."""
+    def _flatten_levels(self, feats, padding):
+        """Project the backbone levels (+ extra strided levels) and flatten them into tokens.
+
+        feats: list of [B, C_l, H_l, W_l]; padding: [B, H, W] bool, True = padding.
+        Returns a ``FlatLevels`` (shapes documented there)."""
         srcs = [proj(f) for proj, f in zip(self.input_proj, feats)]
         for i in range(len(feats), self.num_levels):
             srcs.append(self.input_proj[i](feats[-1] if i == len(feats) else srcs[-1]))
-        tokens, masks, pos, shapes, ratios = [], [], [], [], []
+        tokens, paddings, pos, shapes, ratios = [], [], [], [], []
         for lvl, src in enumerate(srcs):
             h, w = dynamic_size(src, (2, 3))
-            level_mask = F.interpolate(mask.unsqueeze(1).astype("float32"), size=[h, w],
-                                       mode="nearest").squeeze(1) > 0.5
-            level_pos = sine_position_embedding(level_mask, num_feats=self.hidden_dim // 2,
+            level_padding = F.interpolate(padding.unsqueeze(1).astype("float32"), size=[h, w],
+                                          mode="nearest").squeeze(1) > 0.5
+            level_pos = sine_position_embedding(level_padding, num_feats=self.hidden_dim // 2,
                                                 dtype=src.dtype)
             tokens.append(src.flatten(2).transpose([0, 2, 1]))
-            masks.append(level_mask.flatten(1))
+            paddings.append(level_padding.flatten(1))
             pos.append(level_pos.flatten(2).transpose([0, 2, 1]) + self.level_embed[lvl])
             shapes.append((h, w))
-            ratios.append(_valid_ratio(level_mask, src.dtype))
+            ratios.append(_valid_ratio(level_padding, src.dtype))
         if paddle.in_dynamic_mode():
             spatial_shapes = paddle.to_tensor(shapes, dtype="int64")
         else:
             spatial_shapes = paddle.stack([paddle.stack([h, w]) for h, w in shapes]).astype("int64")
         areas = spatial_shapes.prod(1)
         level_start_index = paddle.concat([paddle.zeros([1], dtype="int64"), areas.cumsum(0)[:-1]])
-        return (paddle.concat(tokens, 1), paddle.concat(masks, 1), paddle.concat(pos, 1),
-                spatial_shapes, shapes, level_start_index, paddle.stack(ratios, 1))
+        return FlatLevels(paddle.concat(tokens, 1), paddle.concat(paddings, 1),
+                          paddle.concat(pos, 1), spatial_shapes, shapes, level_start_index,
+                          paddle.stack(ratios, 1))
 
     def _check_topk_indices(self, topk_indices, batch_and_tokens):
         """Forced top-k indices must be int [B, num_queries] with values in [0, S)."""
@@ -143,42 +163,42 @@ class DACTransformer(nn.Layer):
                              f"[{values.min()}, {values.max()}]")
         return topk_indices.astype("int64")
 
-    def forward(self, feats, mask, gt_labels=None, gt_boxes=None, dn_noise=None, topk_indices=None,
-                run_c_stream=None):
+    def forward(self, feats, padding, gt_labels=None, gt_boxes=None, dn_noise=None,
+                topk_indices=None, run_c_stream=None):
         """
-        feats: list of [B, C_l, H_l, W_l] backbone maps; mask: [B, H, W] bool, True = padding.
+        feats: list of [B, C_l, H_l, W_l] backbone maps; padding: [B, H, W] bool, True = padding.
         gt_labels / gt_boxes: per-image int64 [n] model class ids and [n, 4] normalised cxcywh
           (training; they seed the denoising queries). dn_noise: optional replayable draws.
         topk_indices: optional [B, Q] int64 to replace the proposal top-k (exact comparisons).
         run_c_stream: override (default: training and use_dac).
         """
-        (src, token_mask, pos, spatial_shapes, shapes, level_start_index,
-         valid_ratios) = self._flatten_levels(feats, mask)
+        (src, token_padding, pos, spatial_shapes, shapes, level_start_index,
+         valid_ratios) = self._flatten_levels(feats, padding)
         memory = self.encoder(src, pos, spatial_shapes, shapes, level_start_index, valid_ratios,
-                              token_mask)
+                              token_padding)
 
         if run_c_stream is None:
             run_c_stream = self.training and self.use_dac
         if self.two_stage:
-            tgt, init_ref, query_pos, attn_mask, extras = self._two_stage_queries(
-                memory, token_mask, shapes, gt_labels, gt_boxes, dn_noise, topk_indices)
+            tgt, init_ref, query_pos, attn_allowed, extras = self._two_stage_queries(
+                memory, token_padding, shapes, gt_labels, gt_boxes, dn_noise, topk_indices)
         else:
-            tgt, init_ref, query_pos, attn_mask, extras = self._learned_queries(memory)
+            tgt, init_ref, query_pos, attn_allowed, extras = self._learned_queries(memory)
         outputs = self.decoder(
             tgt, init_ref, query_pos, memory, spatial_shapes, level_start_index, valid_ratios,
-            token_mask, self.class_heads, self.box_heads, attn_mask=attn_mask,
+            token_padding, self.class_heads, self.box_heads, attn_allowed=attn_allowed,
             run_c_stream=run_c_stream, all_layers=self.training or run_c_stream)
         outputs.update(extras)
         return outputs
 
-    def _two_stage_queries(self, memory, token_mask, shapes, gt_labels, gt_boxes, dn_noise,
+    def _two_stage_queries(self, memory, token_padding, shapes, gt_labels, gt_boxes, dn_noise,
                            topk_indices):
         """Queries from the encoder's top-scoring proposals, with the CDN queries in front.
 
-        Returns (content [B, Q', C], initial boxes [B, Q', 4], query_pos [B, Q', C], self-attention
-        mask or None, {'enc_logits', 'enc_boxes', 'topk_indices', 'dn_meta'})."""
+        Returns (content [B, Q', C], initial boxes [B, Q', 4], query_pos [B, Q', C], attn_allowed
+        [Q', Q'] bool (True = may attend) or None, {'enc_logits', 'enc_boxes', 'topk_indices', 'dn_meta'})."""
         # Score one proposal per token, keep the top num_queries by channel 0.
-        features, proposals = self.query_selection.proposal_features(memory, token_mask, shapes)
+        features, proposals = self.query_selection.proposal_features(memory, token_padding, shapes)
         enc_logits = self.class_heads[-1](features)
         enc_coords_unact = self.box_heads[-1](features) + proposals
         if topk_indices is None:
@@ -194,9 +214,9 @@ class DACTransformer(nn.Layer):
         tgt = self.query_embed.weight.unsqueeze(0).tile([bs, 1, 1])
 
         # Contrastive denoising queries go first, with a mask that hides them from the rest.
-        attn_mask, dn_meta = None, None
+        attn_allowed, dn_meta = None, None
         if self.training and self.num_denoising > 0 and gt_labels is not None:
-            dn_content, dn_ref_unact, blocked, dn_meta = build_cdn_queries(
+            dn_content, dn_ref_unact, attn_blocked, dn_meta = build_cdn_queries(
                 gt_labels, gt_boxes, self.label_enc, num_queries=self.num_queries,
                 num_classes=self.num_classes, dn_number=self.num_denoising,
                 label_noise_ratio=self.label_noise_ratio, box_noise_scale=self.box_noise_scale,
@@ -204,10 +224,10 @@ class DACTransformer(nn.Layer):
             if dn_meta["pad_size"] > 0:
                 tgt = paddle.concat([dn_content, tgt], axis=1)
                 ref_unact = paddle.concat([dn_ref_unact, ref_unact], axis=1)
-                attn_mask = paddle.logical_not(blocked)
+                attn_allowed = attn_allowed_from_blocked(attn_blocked)
         extras = {"enc_logits": enc_logits, "enc_boxes": F.sigmoid(enc_coords_unact),
                   "topk_indices": topk_indices, "dn_meta": dn_meta}
-        return (tgt, F.sigmoid(ref_unact), self.query_selection.query_pos(ref_unact), attn_mask,
+        return (tgt, F.sigmoid(ref_unact), self.query_selection.query_pos(ref_unact), attn_allowed,
                 extras)
 
     def _learned_queries(self, memory):

@@ -2,8 +2,8 @@
 import numpy as np
 import paddle
 
-from ppdet_dac.modeling.box_ops import (box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh,
-                                        generalized_box_iou, inverse_sigmoid, paired_box_iou,
+from ppdet_dac.modeling.box_ops import (box_cxcywh_to_xyxy, box_iou, generalized_box_iou,
+                                        inverse_sigmoid, paired_box_iou,
                                         paired_generalized_box_iou)
 
 # A = (0,0,2,2); B = (1,1,3,3) overlaps A by 1; C = (3,3,4,4) is disjoint; D = (.5,.5,1.5,1.5) in A
@@ -19,11 +19,10 @@ def _t(x, dtype="float64"):
     return paddle.to_tensor(np.asarray(x, dtype=dtype))
 
 
-def test_cxcywh_xyxy_hand_values_and_round_trip():
+def test_cxcywh_to_xyxy_hand_values():
     cxcywh = _t([[0.5, 0.5, 0.2, 0.4], [0.1, 0.9, 0.2, 0.2]])
     xyxy = box_cxcywh_to_xyxy(cxcywh).numpy()
     np.testing.assert_allclose(xyxy, [[0.4, 0.3, 0.6, 0.7], [0.0, 0.8, 0.2, 1.0]], atol=1e-12)
-    np.testing.assert_allclose(box_xyxy_to_cxcywh(_t(xyxy)).numpy(), cxcywh.numpy(), atol=1e-12)
 
 
 def test_conversion_keeps_leading_dims():
