@@ -1,8 +1,9 @@
 """The service's connection layer on uvicorn's h11 protocol: the one part of the service that
 uvicorn cannot be configured to do, and the one module that relies on its internals.
 
-Written against uvicorn 0.54.0 and h11 0.16.0 (pinned in requirements-base.txt;
-tests/deploy/test_serving_limits.py exercises every override). Each override and why:
+Written against uvicorn 0.54.0 and h11 0.16.0 (pinned in requirements-base.txt, listed in
+ppdet_dac/private_apis.py; tests/deploy/test_serving_limits.py exercises every override).
+Each override and why:
 
 * ``ServingConfig``: uvicorn's Config has no options for the ones below; it carries them.
 * a connection cap that answers: uvicorn's ``limit_concurrency`` answers a bare 503 *per
