@@ -186,8 +186,9 @@ def make_dn_noise(gt_counts, num_denoising, num_classes, label_noise_ratio=0.5, 
 
 
 def load_dn_noise(path, gt_counts, num_denoising, num_classes, label_noise_ratio=0.5):
-    """Read N.npz (the four CDN draws, spec §1.9) and check it against the batch; returns a
-    ``DNNoise`` that replays it. Errors name the file, the key and the expected shape."""
+    """Read N.npz (the four CDN draws, docs/algorithm.md#4-contrastive-denoising) and check it
+    against the batch; returns a ``DNNoise`` that replays it. Errors name the file, the key and
+    the expected shape."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"denoising noise file not found: {path}")
     with np.load(path, allow_pickle=False) as npz:

@@ -3,8 +3,9 @@
 For every ground-truth object, count the queries of a decoder stream (O-decoder, and the
 C-decoder of a DAC model) whose last-layer box has IoU > t with it, optionally only the queries
 whose score for the object's class is >= a gate; average over all objects of a dataset split.
-DAC-DETR's paper plots this per epoch for t = 0.6 / 0.7 / 0.8 (spec §8.4): the C-decoder, which
-has no self-attention, gathers several queries per object, the one-to-one O-decoder about one.
+DAC-DETR's paper plots this per epoch for t = 0.6 / 0.7 / 0.8
+(docs/algorithm.md#12-queries-per-object): the C-decoder, which has no self-attention, gathers
+several queries per object, the one-to-one O-decoder about one.
 
 The counting (``count_queries_per_gt``, ``QueryAffinityCounter``) is plain numpy; the model
 side (``collect_predictions``) and the outputs (``write_csv``, ``plot_curves``) build on it.

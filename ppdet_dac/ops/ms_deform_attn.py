@@ -90,7 +90,8 @@ def _log_once(backend, reason):
 
 
 def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """Multi-scale deformable attention (DAC spec §6.2/§6.3), dispatched per call.
+    """Multi-scale deformable attention, dispatched per call (signature and sampling convention:
+    docs/algorithm.md#7-multi-scale-deformable-attention).
 
     Args:
         value: [N, S, M, D] float tensor, S = Σ_l H_l·W_l.

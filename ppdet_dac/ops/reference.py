@@ -1,8 +1,9 @@
 """Pure-Paddle multi-scale deformable attention (the reference the custom op is checked against).
 
-Sampling convention (DAC spec §6.3): a location (x, y) in [0, 1] on a level of size (H, W) samples
-the map bilinearly at pixel coordinates ``(x·W − 0.5, y·H − 0.5)``; corners outside the map count
-as zero. This is ``F.grid_sample(align_corners=False, padding_mode='zeros')`` on ``2·loc − 1``.
+Sampling convention (docs/algorithm.md#sampling-convention): a location (x, y) in [0, 1] on a
+level of size (H, W) samples the map bilinearly at pixel coordinates ``(x·W − 0.5, y·H − 0.5)``;
+corners outside the map count as zero. This is
+``F.grid_sample(align_corners=False, padding_mode='zeros')`` on ``2·loc − 1``.
 
 The function works in dygraph and under ``paddle.jit.to_static(full_graph=True)``: the per-level
 sizes come from the values of ``spatial_shapes`` (Python ints in dygraph, 0-D tensors in a static

@@ -1,4 +1,5 @@
-"""DACCOCODataSet: annotation rules (spec §4.2) and one clear message per kind of bad input.
+"""DACCOCODataSet: annotation rules (docs/algorithm.md#10-data-recipe) and one clear message per
+kind of bad input.
 
 These build the dataset object directly (no ppdet global config involved)."""
 import json

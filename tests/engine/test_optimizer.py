@@ -1,5 +1,6 @@
-"""The optimiser and schedule a config builds: spec §4.1's lrs, decay, clip and drop; one
-parameter group and one gradient clip over all parameters, as ``clip_grad_norm_`` officially."""
+"""The optimiser and schedule a config builds: the official lrs, decay, clip and drop
+(docs/algorithm.md#9-optimiser-and-schedule); one parameter group and one gradient clip over
+all parameters, as ``clip_grad_norm_`` officially."""
 import json
 import os
 import subprocess

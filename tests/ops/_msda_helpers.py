@@ -43,7 +43,8 @@ def to_paddle(arrays, stop_gradient=True, place=None):
 
 
 def naive_msda(value, spatial_shapes, level_start_index, loc, attn):
-    """Direct NumPy transcription of DAC spec §6.3 (float64): [N, Lq, M·D]."""
+    """Direct NumPy transcription of docs/algorithm.md#sampling-convention (float64):
+    [N, Lq, M·D]."""
     value = np.asarray(value, dtype=np.float64)
     loc = np.asarray(loc, dtype=np.float64)
     attn = np.asarray(attn, dtype=np.float64)

@@ -1,5 +1,6 @@
-"""The grid_sample reference equals an independent NumPy transcription of the spec, in dygraph and
-after ``to_static(full_graph=True)`` export with image sizes that change between calls."""
+"""The grid_sample reference equals an independent NumPy transcription of the sampling convention
+(docs/algorithm.md#sampling-convention), in dygraph and after ``to_static(full_graph=True)``
+export with image sizes that change between calls."""
 import os
 
 import numpy as np

@@ -86,7 +86,8 @@ def test_eval_keys_and_shapes(eval32):
     assert {k: v.shape for k, v in eval32.items()} == shapes
     assert 0 < n <= 100  # the demo config keeps at most 100 detections
     assert str(eval32["post_label_space"]) == "contiguous_class_id"
-    # last layer at the top level; C-decoder layer 0 equals O-decoder layer 0 (spec 2.2)
+    # last layer at the top level; C-decoder layer 0 equals O-decoder layer 0
+    # (docs/algorithm.md#2-two-streams-through-one-decoder)
     np.testing.assert_array_equal(eval32["pred_logits"], eval32["dec_logits"][-1])
     np.testing.assert_array_equal(eval32["pred_boxes"], eval32["dec_boxes"][-1])
     np.testing.assert_allclose(eval32["dec_logits_cdecoder"][0], eval32["dec_logits"][0],
