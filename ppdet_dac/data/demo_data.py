@@ -260,8 +260,8 @@ def write_voc_split(root, split):
         write_voc_xml(os.path.join(xml_dir, f"{stem}.xml"), img["file_name"], img["width"],
                       img["height"], objects[img["id"]])
         lines.append(f"{split}/{img['file_name']} {VOC_DIR}/{split}/{stem}.xml\n")
-    with open(os.path.join(root, VOC_DIR, "label_list.txt"), "w") as handle:
-        handle.writelines(f"{cat['name']}\n" for cat in categories)
+    write_text(os.path.join(root, VOC_DIR, "label_list.txt"),
+               "".join(f"{cat['name']}\n" for cat in categories))
     list_file = os.path.join(root, VOC_DIR, f"{split}.txt")
     write_text(list_file, "".join(lines))
     return list_file

@@ -41,7 +41,7 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.annotations import checked_image_size, clean_boxes, is_number, new_skip_logs
 from ppdet_dac.data.dataset import DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS, DACCOCODataSet
-from ppdet_dac.utils.atomic import write_text
+from ppdet_dac.utils.atomic import write_text, write_with
 
 logger = setup_logger(__name__)
 
@@ -166,7 +166,8 @@ def write_voc_xml(path, filename, width, height, objects, depth=3):
             if value is not None:
                 ET.SubElement(bndbox, tag).text = str(value)
     ET.indent(root)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    tree = ET.ElementTree(root)
+    write_with(path, lambda tmp: tree.write(tmp, encoding="utf-8", xml_declaration=True))
 
 
 class VOCNames:

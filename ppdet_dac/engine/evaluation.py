@@ -30,6 +30,7 @@ from ppdet.metrics import COCOMetric, VOCMetric
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.duplicates import check_no_duplicates
+from ppdet_dac.utils.atomic import atomic_open
 
 from .distributed import all_gather_objects, world
 
@@ -296,7 +297,7 @@ class DACCOCOMetric(COCOMetric):
             logger.warning("no detections on the evaluation images: no box AP")
             return
         path = os.path.join(self.output_eval, "bbox.json")
-        with open(path, "w") as handle:
+        with atomic_open(path, "w") as handle:
             json.dump(detections, handle)
         logger.info(f"detections of the evaluation images: {path}")
         if self.save_prediction_only:
