@@ -69,3 +69,13 @@ def test_no_other_module_renames_a_temporary_into_place():
                         if re.search(r"os\.(replace|rename)\(|mkstemp|NamedTemporaryFile", line):
                             found.append(f"{os.path.relpath(path, REPO)}:{number}")
     assert found == [], f"write through ppdet_dac.utils.atomic instead: {found}"
+
+
+def test_utils_import_nothing_of_the_package():
+    """Every room imports ppdet_dac.utils, so it imports no room back (no cycle)."""
+    folder = os.path.join(REPO, "ppdet_dac", "utils")
+    found = [f"{name}: {line.strip()}" for name in sorted(os.listdir(folder))
+             if name.endswith(".py")
+             for line in open(os.path.join(folder, name), encoding="utf-8")
+             if re.match(r"\s*(from|import)\s+(ppdet_dac\b|\.)", line)]
+    assert found == []
