@@ -18,8 +18,9 @@ Training mode: forward, then backward of loss_total:
 
 T.json: per image {"boxes": [[cx, cy, w, h], ...] (normalised), "labels": [ids]} in the
 model's class space (COCO category ids for class_id_mode coco_raw). N.npz: dn_label_noise_p
-[P], dn_new_label [K], dn_rand_sign [P, 4], dn_rand_part_raw [P, 4] (spec 1.9). I.npy and
---dtype as in eval mode (float64: the whole model, targets, noise and losses in float64).
+[P], dn_new_label [K], dn_rand_sign [P, 4], dn_rand_part_raw [P, 4]
+(docs/algorithm.md#4-contrastive-denoising). I.npy and --dtype as in eval mode (float64: the
+whole model, targets, noise and losses in float64).
 Keys written:
   loss/<name> []               every unweighted loss term (the official loss_dict names)
   loss_weight/<name> []        its weight;  loss_total [] the weighted sum that is backpropagated
