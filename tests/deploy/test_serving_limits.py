@@ -15,39 +15,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 
 from _deploy_helpers import REPO, encoded_image
+from _serving_harness import GatedPredictor
 from ppdet_dac.deploy import serving as server_mod
 
 IMAGE = encoded_image(30, 40)
 BODY = json.dumps({"key": ["image"], "value": [base64.b64encode(IMAGE).decode()]}).encode()
-GATE_TIMEOUT = 60  # the stand-in never waits longer than this for its gate
-
-
-class GatedPredictor:
-    """Answers one detection per image once ``gate`` is set; counts the runs it started."""
-
-    label_list = ["thing"]
-
-    def __init__(self, gate=None, started=None):
-        self.gate = gate or threading.Event()
-        self.started = started if started is not None else []
-
-    def clone(self):
-        return GatedPredictor(self.gate, self.started)
-
-    def check_size(self, h, w, what="the image"):
-        return h, w
-
-    def load(self, image):
-        return np.zeros((2, 2, 3), np.uint8)
-
-    def detect(self, image):
-        self.started.append(time.monotonic())
-        assert self.gate.wait(GATE_TIMEOUT), "test gate never opened"
-        return np.array([[0, 0.9, 1, 2, 3, 4]], np.float32)
 
 
 @pytest.fixture
