@@ -13,6 +13,10 @@ queue is killed") that does not say what failed.
 next batch (with the reader's traceback); ``use_reporting_loader`` makes ppdet's readers (Train,
 Eval, Test) build it. ``ppdet_dac.engine`` calls it on import, so every tool that imports
 ppdet_dac gets it.
+
+Paddle has no public hook for this: the iterators subclass Paddle's private
+``_DataLoaderIter*`` classes, listed with the Paddle version they were written against in
+``ppdet_dac/private_apis.py`` (tests/test_private_apis.py fails when that version changes).
 """
 import threading
 
