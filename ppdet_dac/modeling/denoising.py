@@ -229,8 +229,8 @@ def build_cdn_queries(gt_labels,
             'gt_idx': list of B int64 numpy arrays [G * n_b]: which GT of image b each of those
                 slots copies (``tile(arange(n_b), G)``).
 
-    When the whole batch has no GT, no DN queries are made: content and ref are None, the mask
-    is [Q, Q] all False and dn_meta has pad_size 0, num_dn_group 1 and empty index arrays. (The
+    When the whole batch has no GT, no DN queries are made: content and ref are None,
+    attn_blocked is [Q, Q] all False and dn_meta has pad_size 0, num_dn_group 1 and empty index arrays. (The
     official code returns [B, 0, ...] tensors here and then skips the sigmoid of the initial
     reference, docs/algorithm.md#11-batch-without-ground-truth, which the caller fixes.)
     """
