@@ -53,7 +53,8 @@ op:
 
 
 def write_serving_files(model_dir, predictor, port):
-    """Write serving_files() into model_dir (atomically); a read-only directory only logs a warning."""
+    """Write serving_files() into model_dir (atomically); a read-only directory only logs a
+    warning."""
     written = []
     for name, text in serving_files(model_dir, predictor, port).items():
         path = os.path.join(model_dir, name)
