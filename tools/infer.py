@@ -36,11 +36,13 @@ from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, check_max_pixels, decode
 from ppdet_dac.engine import DACTrainer, config_from_args
 from ppdet_dac.deploy.export import (class_names, input_limits, num_output_labels,
                                      test_preprocess_steps)
-from ppdet_dac.deploy.predictor import (Preprocessor, add_detection_options,
-                                        check_output_dir, clip_detections,
-                                        detection_options_from_args, filter_scores,
-                                        image_sizes, list_inputs, save_results,
-                                        print_run_outcome, split_detections)
+from ppdet_dac.deploy.cli_options import (add_detection_options, detection_options_from_args,
+                                          max_pixels_value)
+from ppdet_dac.deploy.folder_run import save_results
+from ppdet_dac.deploy.outputs import check_output_dir, list_inputs, print_run_outcome
+from ppdet_dac.deploy.postprocess import (clip_detections, filter_scores, image_sizes,
+                                          split_detections)
+from ppdet_dac.deploy.preprocess import Preprocessor
 from ppdet_dac.deploy.slicing import sliced_detections
 
 logger = setup_logger("tools.infer")
@@ -53,7 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", default="output", help="where the PNGs and JSON go")
     parser.add_argument("--draw_threshold", type=float, default=0.3,
                         help="draw detections with score >= this")
-    parser.add_argument("--max_pixels", type=int, default=None,
+    parser.add_argument("--max_pixels", type=max_pixels_value, default=None,
                         help="refuse images whose header declares more pixels (default: the "
                              f"TestReader's DACDecode max_pixels, else {DEFAULT_MAX_PIXELS})")
     add_detection_options(parser)

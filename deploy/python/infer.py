@@ -31,23 +31,18 @@ A model exported with ``--attention op`` needs the ms_deform_attn op library bui
 """
 import ppdet_dac  # noqa: F401  (first, before anything loads cv2: sets OpenCV's pixel limit)
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import argparse
+import sys
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
+from ppdet.utils.logger import setup_logger
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-
-from ppdet.utils.logger import setup_logger  # noqa: E402
-
-from ppdet_dac.data.image_io import check_max_pixels  # noqa: E402
-from ppdet_dac.deploy.predictor import (DEVICES, RUN_MODES, Predictor,  # noqa: E402
-                                        add_cpu_options, add_detection_options,
-                                        check_output_dir, detection_options_from_args,
-                                        list_inputs, mkldnn_from_args, predict_files,
-                                        print_run_outcome, save_results)
+from ppdet_dac.deploy.cli_options import (add_cpu_options, add_detection_options,
+                                          detection_options_from_args, mkldnn_from_args)
+from ppdet_dac.deploy.folder_run import predict_files, save_results
+from ppdet_dac.deploy.outputs import check_output_dir, list_inputs, print_run_outcome
+from ppdet_dac.deploy.predictor import DEVICES, RUN_MODES, Predictor
 
 logger = setup_logger("dac_detr_infer")
 
@@ -72,10 +67,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.enable_mkldnn = mkldnn_from_args(args, parser)
     args.detection = detection_options_from_args(args, parser)
-    try:
-        check_max_pixels(args.max_pixels, "--max_pixels")
-    except ValueError as err:
-        parser.error(str(err))
     return args
 
 
