@@ -15,7 +15,6 @@ one run.
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 
@@ -163,8 +162,7 @@ def main(argv=None):
     if not args.no_onnx:
         try:
             import onnxruntime  # noqa: F401
-            sys.path.insert(0, os.path.join(REPO, "deploy", "onnx"))
-            import convert as onnx_convert
+            from ppdet_dac.deploy import onnx_export as onnx_convert
         except ImportError as err:
             print(f"onnxruntime row skipped: {err} (make onnx)")
         else:

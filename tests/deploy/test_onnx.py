@@ -1,24 +1,17 @@
-"""deploy/onnx/convert.py: paddle2onnx on the reference export, onnxruntime vs Paddle Inference.
+"""ppdet_dac.deploy.onnx_export (deploy/onnx/convert.py): paddle2onnx on the reference export,
+onnxruntime vs Paddle Inference.
 
 Runs only with the ONNX extra installed (`make onnx`)."""
-import importlib.util
-import os
-
 import numpy as np
 import pytest
-
-from _deploy_helpers import REPO
 
 for _name in ("onnx", "onnxruntime", "paddle2onnx"):
     pytest.importorskip(_name, reason=f"{_name} not installed (make onnx)")
 
 
 def _convert_module():
-    spec = importlib.util.spec_from_file_location(
-        "dac_onnx_convert", os.path.join(REPO, "deploy", "onnx", "convert.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from ppdet_dac.deploy import onnx_export
+    return onnx_export
 
 
 def test_onnxruntime_matches_predictor(exported, tmp_path):
