@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-long op onnx cuda-build gpu-check clean FORCE
+.PHONY: setup demo test test-fast test-long lint format op onnx cuda-build gpu-check clean FORCE
 
 setup: $(STAMP)
 
@@ -29,10 +29,20 @@ demo:
 # included); the exit status is pytest's.
 test:
 	@start=$$(date +%s) && $(MAKE) --no-print-directory setup onnx cuda-build && \
+	$(MAKE) --no-print-directory lint && \
 	tests=$$(date +%s) && echo "$(PY) -m pytest -q --durations=25 -m 'not long' tests" && \
 	{ $(PY) -m pytest -q --durations=25 -m "not long" tests; rc=$$?; } && end=$$(date +%s) && \
 	echo "make test total: $$((end - start)) s (setup and builds $$((tests - start)) s, pytest $$((end - tests)) s)" && \
 	exit $$rc
+
+# ruff (settings in pyproject.toml): the tree must be formatted and lint-clean; `make format` fixes
+# the formatting.
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: setup
+	$(VENV)/bin/ruff format .
 
 test-fast: setup
 	$(PY) -m pytest -q --durations=25 -m "not slow and not long" tests
