@@ -9,6 +9,7 @@ when it has (for the GPU architectures of custom_ops/ms_deform_attn/cuda_archs.p
 toolkit's nvcc knows, or those of ``PADDLE_CUDA_ARCH_LIST``). Set ``PPDET_DAC_SKIP_OP=1`` to
 install the pure-Python package only (the model then uses the grid_sample reference).
 """
+
 import os
 
 from setuptools import find_packages, setup
@@ -27,13 +28,18 @@ def _gencode():
         return []
     import importlib.util
     from paddle.utils.cpp_extension.extension_utils import find_cuda_home
-    spec = importlib.util.spec_from_file_location("cuda_archs", os.path.join(OP_DIR, "cuda_archs.py"))
+
+    spec = importlib.util.spec_from_file_location(
+        "cuda_archs", os.path.join(OP_DIR, "cuda_archs.py")
+    )
     archs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(archs)
     cuda_home = find_cuda_home()
     if cuda_home is None:
-        raise RuntimeError("Paddle has CUDA but no CUDA toolkit was found to build the op: set "
-                           "CUDA_HOME (nvcc in $CUDA_HOME/bin)")
+        raise RuntimeError(
+            "Paddle has CUDA but no CUDA toolkit was found to build the op: set "
+            "CUDA_HOME (nvcc in $CUDA_HOME/bin)"
+        )
     return archs.nvcc_gencode(os.path.join(cuda_home, "bin", "nvcc"))
 
 
@@ -59,25 +65,37 @@ def _op_build():
 
     with_cuda = paddle.device.is_compiled_with_cuda()
     sources = [os.path.join(OP_DIR, s) for s in CPU_SOURCES + (CUDA_SOURCES if with_cuda else [])]
-    depends = [os.path.join(OP_DIR, h) for h in
-               ("msda_common.h", "msda_cpu.h", "msda_cpu_impl.h", "msda_cuda.h")]
+    depends = [
+        os.path.join(OP_DIR, h)
+        for h in ("msda_common.h", "msda_cpu.h", "msda_cpu_impl.h", "msda_cuda.h")
+    ]
     # PADDLE_NO_PYTHON: the op needs no pybind11, so the library has no Python symbols to resolve.
     cxx_flags = ["-O3", "-fopenmp", "-std=c++17", "-DPADDLE_NO_PYTHON"]
     if with_cuda:
-        ext = CUDAExtension(sources=sources, name=OP_MODULE, depends=depends,
-                            extra_compile_args={"cxx": cxx_flags,
-                                                "nvcc": ["-O3", "-std=c++17", *_gencode()]},
-                            extra_link_args=["-fopenmp"])
+        ext = CUDAExtension(
+            sources=sources,
+            name=OP_MODULE,
+            depends=depends,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", *_gencode()]},
+            extra_link_args=["-fopenmp"],
+        )
     else:
         # --no-undefined: a library with unresolved symbols fails here, not at its first call.
         # The custom-op API lives in libphi_core / libphi / libcommon next to libpaddle, so they are
         # named explicitly (libpaddle's own dependencies do not count for --no-undefined).
         lib_dir = os.path.join(os.path.dirname(paddle.__file__), "libs")
-        paddle_libs = [f"-l:{name}" for name in ("libphi_core.so", "libphi.so", "libcommon.so")
-                       if os.path.isfile(os.path.join(lib_dir, name))]
-        ext = CppExtension(sources=sources, name=OP_MODULE, depends=depends,
-                           extra_compile_args={"cxx": cxx_flags},
-                           extra_link_args=["-fopenmp", "-Wl,--no-undefined", *paddle_libs])
+        paddle_libs = [
+            f"-l:{name}"
+            for name in ("libphi_core.so", "libphi.so", "libcommon.so")
+            if os.path.isfile(os.path.join(lib_dir, name))
+        ]
+        ext = CppExtension(
+            sources=sources,
+            name=OP_MODULE,
+            depends=depends,
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=["-fopenmp", "-Wl,--no-undefined", *paddle_libs],
+        )
     return [ext], {"build_ext": BuildOp.with_options(no_python_abi_suffix=True)}
 
 

@@ -12,6 +12,7 @@ does not depend on them; random weights give low scores, so the NMS keeps its fu
 Prints Markdown tables with the ratios to dygraph (op attention) of each path, measured in this
 one run.
 """
+
 import argparse
 import os
 import shutil
@@ -27,14 +28,19 @@ ATTENTIONS = ("op", "reference")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-c", "--config", default=os.path.join(REPO, "configs", "demo",
-                                                                "dac_demo.yml"))
+    parser.add_argument(
+        "-c", "--config", default=os.path.join(REPO, "configs", "demo", "dac_demo.yml")
+    )
     parser.add_argument("--weights", default=None, help="default: seeded random weights")
     parser.add_argument("--image", default=None, help="default: the first demo val image")
-    parser.add_argument("--size", default=None,
-                        help="HxW: the first demo val image resized to H x W")
-    parser.add_argument("--attention", default="op,reference",
-                        help="comma-separated attention modes to export and time")
+    parser.add_argument(
+        "--size", default=None, help="HxW: the first demo val image resized to H x W"
+    )
+    parser.add_argument(
+        "--attention",
+        default="op,reference",
+        help="comma-separated attention modes to export and time",
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU math threads everywhere")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
@@ -61,8 +67,9 @@ def timed(fn, repeats, warmup):
     return sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
 
 
-def server_throughput(model_dir, image_path, concurrency, requests, pool_size, threads,
-                      enable_mkldnn):
+def server_throughput(
+    model_dir, image_path, concurrency, requests, pool_size, threads, enable_mkldnn
+):
     """Requests/s of the HTTP server (uvicorn thread of this process, loopback) at a client
     concurrency."""
     import base64
@@ -72,9 +79,14 @@ def server_throughput(model_dir, image_path, concurrency, requests, pool_size, t
 
     from ppdet_dac.deploy import serving as server_mod
 
-    options = server_mod.ServingOptions(model_dir, pool_size=pool_size, cpu_threads=threads,
-                                        enable_mkldnn=enable_mkldnn, request_timeout=600,
-                                        max_queue=max(concurrency, 8))
+    options = server_mod.ServingOptions(
+        model_dir,
+        pool_size=pool_size,
+        cpu_threads=threads,
+        enable_mkldnn=enable_mkldnn,
+        request_timeout=600,
+        max_queue=max(concurrency, 8),
+    )
     app = server_mod.build_app(server_mod.build_service(options), options)
     server = server_mod.InProcessServer(app, port=0).start()
     url = f"http://127.0.0.1:{server.port}/dac_detr/prediction"
@@ -129,8 +141,9 @@ def main(argv=None):
         paddle.seed(0)
         weights = os.path.join(work, "random.pdparams")
         paddle.save(build_model(cfg, None).state_dict(), weights)
-    dirs = {mode: export_model(cfg, weights, os.path.join(work, mode), mode)
-            for mode in args.attention}
+    dirs = {
+        mode: export_model(cfg, weights, os.path.join(work, mode), mode) for mode in args.attention
+    }
 
     rows = []
     base = Predictor(dirs["op"], cpu_threads=args.threads)
@@ -143,7 +156,9 @@ def main(argv=None):
     for mode in args.attention:
         previous = ops.force_reference(mode == "reference")
         with paddle.no_grad():
-            t = timed(lambda: model(dict(tensors))["bbox"].numpy(), args.repeats, args.warmup)
+            t = timed(
+                lambda m=model, x=tensors: m(dict(x))["bbox"].numpy(), args.repeats, args.warmup
+            )
         ops.force_reference(previous)
         rows.append((f"dygraph eval, {mode} attention", t))
     dygraph_wall, dygraph_cpu = rows[0][1]
@@ -153,10 +168,14 @@ def main(argv=None):
         for onednn in (True, False):
             predictor = Predictor(dirs[mode], cpu_threads=args.threads, enable_mkldnn=onednn)
             assert predictor.enable_mkldnn is onednn
-            t = timed(lambda: predictor.run(feeds), args.repeats, args.warmup)
-            rows.append((f"Paddle Inference, {mode} attention, "
-                         + ("default (oneDNN)" if onednn else "oneDNN off (--disable_mkldnn)"),
-                         t))
+            t = timed(lambda p=predictor: p.run(feeds), args.repeats, args.warmup)
+            rows.append(
+                (
+                    f"Paddle Inference, {mode} attention, "
+                    + ("default (oneDNN)" if onednn else "oneDNN off (--disable_mkldnn)"),
+                    t,
+                )
+            )
             del predictor
 
     if not args.no_onnx:
@@ -169,34 +188,51 @@ def main(argv=None):
             if "reference" not in dirs:
                 print("onnxruntime row skipped: it needs --attention op,reference")
             else:
-                onnx_file = onnx_convert.convert(dirs["reference"],
-                                                 os.path.join(work, "model.onnx"))
+                onnx_file = onnx_convert.convert(
+                    dirs["reference"], os.path.join(work, "model.onnx")
+                )
                 detector = onnx_convert.OnnxDetector(onnx_file, threads=args.threads)
-                rows.append(("onnxruntime (reference export)",
-                             timed(lambda: detector.run(feeds), args.repeats, args.warmup)))
+                rows.append(
+                    (
+                        "onnxruntime (reference export)",
+                        timed(lambda: detector.run(feeds), args.repeats, args.warmup),
+                    )
+                )
 
     throughput = {}
     if not args.no_server:
-        throughput = {(onednn, c): server_throughput(dirs["op"], image, c, args.requests,
-                                                     args.pool_size, args.threads, onednn)
-                      for onednn in (True, False) for c in (1, 4)}
+        throughput = {
+            (onednn, c): server_throughput(
+                dirs["op"], image, c, args.requests, args.pool_size, args.threads, onednn
+            )
+            for onednn in (True, False)
+            for c in (1, 4)
+        }
 
-    print(f"\nconfig {os.path.relpath(args.config, REPO)}, image {os.path.basename(image)} -> "
-          f"input {size}, {args.threads} thread(s), median of {args.repeats} runs (after "
-          f"{args.warmup} warm-up)\n")
+    print(
+        f"\nconfig {os.path.relpath(args.config, REPO)}, image {os.path.basename(image)} -> "
+        f"input {size}, {args.threads} thread(s), median of {args.repeats} runs (after "
+        f"{args.warmup} warm-up)\n"
+    )
     print("| path | wall (ms) | ratio to dygraph (op), wall | CPU time (ms) | ratio, CPU time |")
     print("|---|---|---|---|---|")
     for name, (wall, cpu) in rows:
-        print(f"| {name} | {wall * 1000:.0f} | {wall / dygraph_wall:.2f} | {cpu * 1000:.0f} | "
-              f"{cpu / dygraph_cpu:.2f} |")
+        print(
+            f"| {name} | {wall * 1000:.0f} | {wall / dygraph_wall:.2f} | {cpu * 1000:.0f} | "
+            f"{cpu / dygraph_cpu:.2f} |"
+        )
     if throughput:
-        print(f"\nHTTP server (op attention, pool {args.pool_size}, {args.threads} thread(s) per "
-              f"predictor), requests/s:\n")
+        print(
+            f"\nHTTP server (op attention, pool {args.pool_size}, {args.threads} thread(s) per "
+            f"predictor), requests/s:\n"
+        )
         print("| server | concurrency 1 | concurrency 4 |")
         print("|---|---|---|")
         for onednn in (True, False):
-            print(f"| {'default (oneDNN)' if onednn else '--disable_mkldnn'} | "
-                  f"{throughput[(onednn, 1)]:.2f} | {throughput[(onednn, 4)]:.2f} |")
+            print(
+                f"| {'default (oneDNN)' if onednn else '--disable_mkldnn'} | "
+                f"{throughput[(onednn, 1)]:.2f} | {throughput[(onednn, 4)]:.2f} |"
+            )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -25,6 +25,7 @@ numpy (one copy per thread, bytes read + bytes written), counts bytes two ways:
   locations, attention weights and the output, each once;
 * compulsory: every input and the output once (a lower bound on DRAM traffic).
 """
+
 import argparse
 import os
 import sys
@@ -39,9 +40,13 @@ def _parse_args(argv):
     parser.add_argument("--reduced", action="store_true", help="small shapes (seconds)")
     parser.add_argument("--threads", type=int, default=2, help="OpenMP / Paddle CPU threads")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement")
-    parser.add_argument("--ref-fraction", type=float, default=None,
-                        help="fraction of encoder queries the reference runs on (default: 1 "
-                             "with --reduced, else 0.25)")
+    parser.add_argument(
+        "--ref-fraction",
+        type=float,
+        default=None,
+        help="fraction of encoder queries the reference runs on (default: 1 "
+        "with --reduced, else 0.25)",
+    )
     return parser.parse_args(argv)
 
 
@@ -88,12 +93,16 @@ def make_case(levels, batch, queries, seed=0):
         centre = rng.uniform(0.05, 0.95, (batch, queries, 2))
         wh = rng.uniform(0.02, 0.5, (batch, queries, 2))
         offsets = rng.uniform(-POINTS, POINTS, (batch, queries, HEADS, nl, POINTS, 2))
-        loc = (centre[:, :, None, None, None] + offsets / POINTS
-               * wh[:, :, None, None, None] * 0.5)
+        loc = centre[:, :, None, None, None] + offsets / POINTS * wh[:, :, None, None, None] * 0.5
     logits = rng.standard_normal(loc.shape[:-1])
     attn = np.exp(logits) / np.exp(logits).reshape(*logits.shape[:3], -1).sum(-1)[..., None, None]
-    return {"value": value, "shapes": hw, "starts": starts, "loc": loc.astype("float32"),
-            "attn": attn.astype("float32")}
+    return {
+        "value": value,
+        "shapes": hw,
+        "starts": starts,
+        "loc": loc.astype("float32"),
+        "attn": attn.astype("float32"),
+    }
 
 
 def slice_queries(case, fraction):
@@ -140,7 +149,7 @@ def measure(attention, case, repeat):
 
 def copy_bandwidth(threads, mbytes_per_thread=256, repeat=5):
     """Best bytes/s (read + write) of ``threads`` concurrent numpy copies of large arrays."""
-    n = mbytes_per_thread * 2 ** 20 // 4
+    n = mbytes_per_thread * 2**20 // 4
     srcs = [np.ones(n, np.float32) for _ in range(threads)]
     dsts = [np.empty_like(s) for s in srcs]
     best = 0.0
@@ -180,41 +189,58 @@ def main():
     paddle.set_device("cpu")
     if not ops.op_available():
         raise SystemExit(f"the op library is not built: {_library.load_error()}")
-    print(f"paddle {paddle.__version__}, op CPU variant {_library.cpu_variant()}, "
-          f"threads {ARGS.threads}, best of {ARGS.repeat} runs, float32")
+    print(
+        f"paddle {paddle.__version__}, op CPU variant {_library.cpu_variant()}, "
+        f"threads {ARGS.threads}, best of {ARGS.repeat} runs, float32"
+    )
     bandwidth = copy_bandwidth(ARGS.threads)
     print(f"copy bandwidth ({ARGS.threads} numpy copies, read + write): {bandwidth / 1e9:.2f} GB/s")
-    ref_fraction = ARGS.ref_fraction if ARGS.ref_fraction is not None else (
-        1.0 if ARGS.reduced else 0.25)
+    ref_fraction = (
+        ARGS.ref_fraction if ARGS.ref_fraction is not None else (1.0 if ARGS.reduced else 0.25)
+    )
     for name, (levels, batch, queries) in shapes_for(ARGS.reduced).items():
         case = make_case(levels, batch, queries)
         lq = case["loc"].shape[1]
-        print(f"\n{name}: batch {batch}, levels {levels}, Lq {lq}, "
-              f"M {HEADS} x D {CHANNELS}, P {POINTS}")
+        print(
+            f"\n{name}: batch {batch}, levels {levels}, Lq {lq}, "
+            f"M {HEADS} x D {CHANNELS}, P {POINTS}"
+        )
         op_fwd, op_fb = measure(ops.ms_deform_attn, case, ARGS.repeat)
         fraction = ref_fraction if name == "encoder" else 1.0
         ref_case = slice_queries(case, fraction) if fraction < 1.0 else case
         scale = lq / ref_case["loc"].shape[1]
-        ref_fwd, ref_fb = ((wall * scale, cpu * scale) for wall, cpu in
-                           measure(ops.ms_deform_attn_reference, ref_case, ARGS.repeat))
-        note = (f"  reference run on {ref_case['loc'].shape[1]} of {lq} queries, "
-                f"its times scaled x{scale:.2f}" if scale != 1.0 else "")
+        ref_fwd, ref_fb = (
+            (wall * scale, cpu * scale)
+            for wall, cpu in measure(ops.ms_deform_attn_reference, ref_case, ARGS.repeat)
+        )
+        note = (
+            f"  reference run on {ref_case['loc'].shape[1]} of {lq} queries, "
+            f"its times scaled x{scale:.2f}"
+            if scale != 1.0
+            else ""
+        )
         if note:
             print(note.strip())
         for label, op_t, ref_t in (("forward", op_fwd, ref_fwd), ("fwd+bwd", op_fb, ref_fb)):
-            print(f"  {label:8s} wall: op {op_t[0] * 1e3:8.1f} ms, "
-                  f"reference {ref_t[0] * 1e3:9.1f} ms,"
-                  f" speed-up {ref_t[0] / op_t[0]:5.1f}x | CPU time: op {op_t[1] * 1e3:8.1f} ms, "
-                  f"reference {ref_t[1] * 1e3:9.1f} ms, speed-up {ref_t[1] / op_t[1]:5.1f}x")
+            print(
+                f"  {label:8s} wall: op {op_t[0] * 1e3:8.1f} ms, "
+                f"reference {ref_t[0] * 1e3:9.1f} ms,"
+                f" speed-up {ref_t[0] / op_t[0]:5.1f}x | CPU time: op {op_t[1] * 1e3:8.1f} ms, "
+                f"reference {ref_t[1] * 1e3:9.1f} ms, speed-up {ref_t[1] / op_t[1]:5.1f}x"
+            )
         gathered, compulsory = forward_bytes(case)
-        print(f"  op forward bytes: gathered {gathered / 1e6:.0f} MB, compulsory "
-              f"{compulsory / 1e6:.0f} MB")
+        print(
+            f"  op forward bytes: gathered {gathered / 1e6:.0f} MB, compulsory "
+            f"{compulsory / 1e6:.0f} MB"
+        )
         # wall: as measured; CPU / threads: the wall time the threads would need running alone
         for label, seconds in (("wall", op_fwd[0]), ("CPU/threads", op_fwd[1] / ARGS.threads)):
-            print(f"  op forward bytes/s ({label}): gathered {gathered / seconds / 1e9:5.2f} GB/s "
-                  f"({100 * gathered / seconds / bandwidth:5.1f}% of copy bandwidth), compulsory "
-                  f"{compulsory / seconds / 1e9:5.2f} GB/s "
-                  f"({100 * compulsory / seconds / bandwidth:5.1f}%)")
+            print(
+                f"  op forward bytes/s ({label}): gathered {gathered / seconds / 1e9:5.2f} GB/s "
+                f"({100 * gathered / seconds / bandwidth:5.1f}% of copy bandwidth), compulsory "
+                f"{compulsory / seconds / 1e9:5.2f} GB/s "
+                f"({100 * compulsory / seconds / bandwidth:5.1f}%)"
+            )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ run with the same weights, input and targets. Steps alternate DAC / baseline so 
 machine disturbs both alike; the best of ``--repeat`` is reported with the ratio DAC / baseline.
 Targets: training step <= 1.15x, eval forward <= 1.02x (the C-stream is not computed in eval).
 """
+
 import argparse
 import os
 import sys
@@ -28,12 +29,14 @@ def make_batch(size, num_gt, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.uniform(0.25, 0.75, (num_gt, 2))
     sizes = rng.uniform(0.05, 0.3, (num_gt, 2))
-    return {"image": paddle.to_tensor(rng.standard_normal((1, 3, size, size)).astype("float32")),
-            "im_shape": paddle.to_tensor([[size, size]], dtype="float32"),
-            "scale_factor": paddle.to_tensor([[1.0, 1.0]], dtype="float32"),
-            "pad_mask": paddle.ones([1, size, size], dtype="float32"),
-            "gt_bbox": [paddle.to_tensor(np.concatenate([centres, sizes], 1).astype("float32"))],
-            "gt_class": [paddle.to_tensor(rng.integers(0, 80, (num_gt, 1)).astype("int32"))]}
+    return {
+        "image": paddle.to_tensor(rng.standard_normal((1, 3, size, size)).astype("float32")),
+        "im_shape": paddle.to_tensor([[size, size]], dtype="float32"),
+        "scale_factor": paddle.to_tensor([[1.0, 1.0]], dtype="float32"),
+        "pad_mask": paddle.ones([1, size, size], dtype="float32"),
+        "gt_bbox": [paddle.to_tensor(np.concatenate([centres, sizes], 1).astype("float32"))],
+        "gt_class": [paddle.to_tensor(rng.integers(0, 80, (num_gt, 1)).astype("int32"))],
+    }
 
 
 def set_dac(model, enabled):
@@ -77,7 +80,7 @@ def main():
 
     times = {"train": {True: [], False: []}, "eval": {True: [], False: []}}
     terms = {}
-    for enabled in (True, False):          # warm-up (first calls allocate and pick kernels)
+    for enabled in (True, False):  # warm-up (first calls allocate and pick kernels)
         set_dac(model, enabled)
         _, terms[enabled] = train_step(model, optimizer, batch)
         eval_forward(model, batch)
@@ -91,14 +94,18 @@ def main():
             set_dac(model, enabled)
             times["eval"][enabled].append(eval_forward(model, batch))
 
-    print(f"config {args.config}, input {args.size}x{args.size}, {args.num_gt} GT, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, best of {args.repeat}")
+    print(
+        f"config {args.config}, input {args.size}x{args.size}, {args.num_gt} GT, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, best of {args.repeat}"
+    )
     print(f"loss terms: DAC {terms[True]}, baseline {terms[False]}")
     for kind, target in (("train", 1.15), ("eval", 1.02)):
         dac, base = min(times[kind][True]), min(times[kind][False])
         ratio = dac / base
-        print(f"{kind:5s}  DAC {dac * 1000:9.1f} ms  baseline {base * 1000:9.1f} ms  "
-              f"ratio {ratio:.3f}  (target <= {target}: {'met' if ratio <= target else 'MISSED'})")
+        print(
+            f"{kind:5s}  DAC {dac * 1000:9.1f} ms  baseline {base * 1000:9.1f} ms  "
+            f"ratio {ratio:.3f}  (target <= {target}: {'met' if ratio <= target else 'MISSED'})"
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Importing this package registers every ppdet_dac class with ppdet's workspace, so it must run
 before ``ppdet.core.workspace.load_config`` in every entry point.
 """
+
 import sys
 
 from ._decode_limit import set_decode_limit
@@ -14,7 +15,7 @@ import zlib  # noqa: F401,E402  (before paddle: paddle 2.6.x clashes with a late
 
 from ._notices import known_notices_dropped  # noqa: E402
 
-with known_notices_dropped():   # Paddle's and ppdet's known-harmless import notices
+with known_notices_dropped():  # Paddle's and ppdet's known-harmless import notices
     from . import ops  # noqa: F401,E402
     from . import modeling  # noqa: F401,E402
     from . import data  # noqa: F401,E402

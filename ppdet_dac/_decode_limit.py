@@ -13,12 +13,13 @@ images first with a clear message; this is the second line, for a header the che
 A configured limit above it (e.g. a reader's ``DACDecode: {max_pixels: N}`` with N over 40 M) is
 refused by ``image_io.check_max_pixels`` with a message naming the variable to set.
 """
+
 import logging
 import os
 import sys
 
 VARIABLE = "OPENCV_IO_MAX_IMAGE_PIXELS"
-DEFAULT_MAX_PIXELS = 40_000_000   # = ppdet_dac.data.image_io.DEFAULT_MAX_PIXELS (tested)
+DEFAULT_MAX_PIXELS = 40_000_000  # = ppdet_dac.data.image_io.DEFAULT_MAX_PIXELS (tested)
 MAX_PIXELS_CEILING = 1 << 30
 
 
@@ -51,6 +52,7 @@ def set_decode_limit(argv, warn_if_late=True):
         logging.getLogger("ppdet_dac.decode_limit").warning(
             f"cv2 was imported before {VARIABLE} could be set: OpenCV's own pixel limit in this "
             f"process is {os.environ.get(VARIABLE, 'its default, 2^30')} (import _decode_limit "
-            "before anything else)")
+            "before anything else)"
+        )
         return os.environ.get(VARIABLE)
     return os.environ.setdefault(VARIABLE, str(cli_max_pixels(argv) or DEFAULT_MAX_PIXELS))

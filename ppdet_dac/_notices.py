@@ -16,6 +16,7 @@ mode" (its own full_like/zeros_like ask for a device while tracing), and "Found 
 outputs" (the graph's named outputs are sorted by name; the exporter writes them into
 infer_cfg.yml in that order). pycocotools' prints while the class names are read go too.
 """
+
 import contextlib
 import os
 import re
@@ -24,8 +25,10 @@ import tempfile
 import warnings
 
 _ALWAYS = (re.compile(r"^Warning: Unable to use numba in PP-Tracking"),)
-_OUR_THREADS = (re.compile(r"^WARNING: OMP_NUM_THREADS set to \d+, not 1\."),
-                re.compile(r"^PLEASE USE OMP_NUM_THREADS WISELY\.$"))
+_OUR_THREADS = (
+    re.compile(r"^WARNING: OMP_NUM_THREADS set to \d+, not 1\."),
+    re.compile(r"^PLEASE USE OMP_NUM_THREADS WISELY\.$"),
+)
 
 
 def known_patterns(environ=None):
@@ -54,7 +57,7 @@ class _LineFilter:
             self.pending = ""
         self.stream.flush()
 
-    def __getattr__(self, name):   # fileno, isatty, encoding, ...
+    def __getattr__(self, name):  # fileno, isatty, encoding, ...
         return getattr(self.stream, name)
 
 
@@ -102,9 +105,11 @@ def c_stderr_dropped(patterns):
 def export_notices_dropped():
     """The known notices of tracing and saving a model (module docstring), dropped."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Tensor do not have 'place' interface",
-                                category=UserWarning)
-        warnings.filterwarnings("ignore", message=r"Found 'dict' in given outputs",
-                                category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"Tensor do not have 'place' interface", category=UserWarning
+        )
+        warnings.filterwarnings(
+            "ignore", message=r"Found 'dict' in given outputs", category=UserWarning
+        )
         with c_stderr_dropped(_EXPORT_LOG):
             yield

@@ -9,6 +9,7 @@
 * ``several_sof_jpeg``: a small JPEG with a second frame header (SOF) claiming 30000 x 30000 in
   front of its own; Pillow keeps the last SOF, libjpeg refuses the file.
 """
+
 import struct
 import zlib
 
@@ -20,25 +21,31 @@ PCD_OFFSET = 2048
 
 def png_chunk(kind, data):
     """One PNG chunk: length, type, data, CRC."""
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def polyglot_png(width=30000, height=30000):
     """bytes of the zTXt/PCD polyglot PNG; its IDAT is written row by row with a streaming
     compressor, so building it takes little memory."""
-    head = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
-                                                                   1, 0, 0, 0, 0))
-    data_start = len(head) + 8                       # after the zTXt length and type
-    ztxt = bytearray(b"Comment\x00\x07")             # keyword, compression method 7
+    head = b"\x89PNG\r\n\x1a\n" + png_chunk(
+        b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    )
+    data_start = len(head) + 8  # after the zTXt length and type
+    ztxt = bytearray(b"Comment\x00\x07")  # keyword, compression method 7
     ztxt += bytes(PCD_OFFSET - data_start - len(ztxt)) + b"PCD_"
-    ztxt += bytes(2 * PCD_OFFSET - data_start - len(ztxt))   # PhotoCD reads 2048 bytes there
+    ztxt += bytes(2 * PCD_OFFSET - data_start - len(ztxt))  # PhotoCD reads 2048 bytes there
     comp = zlib.compressobj(9)
-    row = bytes(1 + (width + 7) // 8)                # filter byte + packed bits, all black
+    row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits, all black
     idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-    data = (head + png_chunk(b"zTXt", bytes(ztxt)) + png_chunk(b"IDAT", idat)
-            + png_chunk(b"IEND", b""))
-    assert data[PCD_OFFSET:PCD_OFFSET + 4] == b"PCD_"
+    data = (
+        head + png_chunk(b"zTXt", bytes(ztxt)) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    )
+    assert data[PCD_OFFSET : PCD_OFFSET + 4] == b"PCD_"
     return data
 
 
@@ -79,7 +86,7 @@ def several_sof_jpeg(width=30000, height=30000):
     data = small_image(".jpg")
     offset = _sof_offset(data)
     length = struct.unpack_from(">H", data, offset + 2)[0]
-    extra = bytearray(data[offset:offset + 2 + length])
+    extra = bytearray(data[offset : offset + 2 + length])
     struct.pack_into(">HH", extra, 5, height, width)
     return data[:offset] + bytes(extra) + data[offset:]
 

@@ -1,7 +1,7 @@
 """Shared fixtures: a tiny DAC-DETR on CPU built directly from its classes (no global config)."""
+
 import os
 
-import numpy as np
 import paddle
 import pytest
 
@@ -21,8 +21,13 @@ def tiny_detector():
 def dataset_log(caplog):
     """Capture records of ppdet_dac's data loggers (ppdet loggers do not propagate to root)."""
     import logging
-    names = ["ppdet_dac.data.dataset", "ppdet_dac.data.annotations", "ppdet_dac.data.transforms",
-             "ppdet_dac.data.demo_data"]
+
+    names = [
+        "ppdet_dac.data.dataset",
+        "ppdet_dac.data.annotations",
+        "ppdet_dac.data.transforms",
+        "ppdet_dac.data.demo_data",
+    ]
     loggers = [logging.getLogger(n) for n in names]
     for lg in loggers:
         lg.addHandler(caplog.handler)
@@ -35,6 +40,8 @@ def dataset_log(caplog):
 def pytest_sessionstart(session):
     """`make setup` builds the attention op; on CI a missing op is an error, not a skip."""
     from ppdet_dac import ops
+
     if os.environ.get("CI") == "true" and not ops.op_available():
         from ppdet_dac.ops import _library
+
         raise RuntimeError(f"CI: the ms_deform_attn op is not available: {_library.load_error()}")

@@ -1,5 +1,6 @@
 """ppdet_dac.utils.atomic: a failed write leaves the old file and no temporary; it is the only
 place in the package and its tools that renames a temporary file into place."""
+
 import json
 import os
 import re
@@ -23,7 +24,7 @@ def test_each_writer_replaces_the_file_whole(tmp_path):
     assert path.read_bytes() == b"\x00\x01"
     with atomic_open(path, "w") as handle:
         json.dump({"a": [1, 2]}, handle)
-        assert path.read_bytes() == b"\x00\x01"          # not yet in place inside the block
+        assert path.read_bytes() == b"\x00\x01"  # not yet in place inside the block
         assert TEMPORARY.match(os.path.basename(handle.name)), handle.name
         assert os.path.dirname(handle.name) == str(tmp_path)
     assert json.loads(path.read_text()) == {"a": [1, 2]}
@@ -38,7 +39,7 @@ def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path, h
 
     def half_then_fail(handle):
         handle.write('{"half": ')
-        raise KeyboardInterrupt   # not only Exception: a stopped write is cleaned up too
+        raise KeyboardInterrupt  # not only Exception: a stopped write is cleaned up too
 
     with pytest.raises(KeyboardInterrupt):
         if how == "block":
@@ -74,8 +75,11 @@ def test_no_other_module_renames_a_temporary_into_place():
 def test_utils_import_nothing_of_the_package():
     """Every room imports ppdet_dac.utils, so it imports no room back (no cycle)."""
     folder = os.path.join(REPO, "ppdet_dac", "utils")
-    found = [f"{name}: {line.strip()}" for name in sorted(os.listdir(folder))
-             if name.endswith(".py")
-             for line in open(os.path.join(folder, name), encoding="utf-8")
-             if re.match(r"\s*(from|import)\s+(ppdet_dac\b|\.)", line)]
+    found = [
+        f"{name}: {line.strip()}"
+        for name in sorted(os.listdir(folder))
+        if name.endswith(".py")
+        for line in open(os.path.join(folder, name), encoding="utf-8")
+        if re.match(r"\s*(from|import)\s+(ppdet_dac\b|\.)", line)
+    ]
     assert found == []

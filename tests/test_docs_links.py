@@ -1,12 +1,14 @@
 """The documentation holds together: every relative link of the Markdown pages reaches an existing
 file (and heading, for ``#anchor``), every ``docs/<page>.md#anchor`` cited in the code exists,
 nothing cites the design notes that are not in the repository, and the README stays short."""
+
 import os
 import re
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md", "deploy/serving/README.md", "benchmarks/RESULTS.md"] + sorted(
-    f"docs/{name}" for name in os.listdir(os.path.join(REPO, "docs")) if name.endswith(".md"))
+    f"docs/{name}" for name in os.listdir(os.path.join(REPO, "docs")) if name.endswith(".md")
+)
 CODE_ROOTS = ("ppdet_dac", "tools", "deploy", "configs", "tests")
 CODE_EXTENSIONS = (".py", ".yml", ".yaml", ".cc", ".cu", ".h", ".cuh")
 README_MAX_LINES = 250
@@ -18,7 +20,8 @@ _LINK = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?
 _CODE_REF = re.compile(r"docs/[A-Za-z0-9_./-]+\.md(?:#[A-Za-z0-9_-]+)?")
 # citations of the design notes kept outside the repository ("spec §4.2", "quirk #8 of the spec")
 _OUTSIDE_NOTES = re.compile(
-    r"spec\s*§|§\s*\d|\bspec\s+\d+\.\d|quirk\s*#?\s*\d|\bof the spec\b|dac_spec")
+    r"spec\s*§|§\s*\d|\bspec\s+\d+\.\d|quirk\s*#?\s*\d|\bof the spec\b|dac_spec"
+)
 
 
 def _text_lines(text):
@@ -35,7 +38,7 @@ def _text_lines(text):
 def github_slug(heading):
     """GitHub's anchor for a heading: the rendered text, lower case, without punctuation other
     than '-' and '_', spaces as '-'."""
-    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)   # a link keeps its text
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link keeps its text
     text = text.replace("`", "").replace("*", "")
     text = "".join(c for c in text.lower() if c.isalnum() or c in " -_")
     return text.replace(" ", "-")
@@ -75,7 +78,7 @@ def broken_links(path):
     problems = []
     for number, line in _text_lines(text):
         for target in _LINK.findall(_INLINE_CODE.sub("", line)):
-            if re.match(r"^[a-z][a-z0-9+.-]*:", target):   # http:, https:, mailto:
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
                 continue
             why = broken_target(path, target)
             if why:
@@ -122,28 +125,35 @@ def test_no_citation_of_notes_outside_the_repository():
             for number, line in enumerate(f, 1):
                 if _OUTSIDE_NOTES.search(line):
                     places.append(f"{os.path.relpath(path, REPO)}:{number}: {line.strip()}")
-    assert not places, ("cite a docs/ page (e.g. docs/algorithm.md#...) instead of the design "
-                        "notes, which are not in the repository:\n" + "\n".join(places))
+    assert not places, (
+        "cite a docs/ page (e.g. docs/algorithm.md#...) instead of the design "
+        "notes, which are not in the repository:\n" + "\n".join(places)
+    )
 
 
 def test_readme_is_short_and_starts_with_the_two_commands():
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         lines = f.read().splitlines()
-    assert len(lines) <= README_MAX_LINES, \
+    assert len(lines) <= README_MAX_LINES, (
         f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move details to docs/"
+    )
     head = "\n".join(lines[:5])
     assert "make demo" in head and "make test" in head
 
 
 def test_the_checker_finds_a_missing_file_and_a_missing_anchor(tmp_path):
     """The checks above would pass vacuously if the link parser or the slug rule were wrong."""
-    (tmp_path / "other.md").write_text("# Title\n## Kernel check on a GPU: `make gpu-check`\n"
-                                       "## ppdet's VOC metric\n## Step\n## Step\n")
+    (tmp_path / "other.md").write_text(
+        "# Title\n## Kernel check on a GPU: `make gpu-check`\n"
+        "## ppdet's VOC metric\n## Step\n## Step\n"
+    )
     page = tmp_path / "page.md"
-    page.write_text("[ok](other.md#kernel-check-on-a-gpu-make-gpu-check) [ok](other.md#step-1)\n"
-                    "[ok](other.md#ppdets-voc-metric) ![img](other.md) [web](https://x.org/a)\n"
-                    "`[in code](nowhere.md)`\n```\n[in a block](nowhere.md)\n```\n"
-                    "[bad file](missing.md) [bad anchor](other.md#no-such-heading)\n")
+    page.write_text(
+        "[ok](other.md#kernel-check-on-a-gpu-make-gpu-check) [ok](other.md#step-1)\n"
+        "[ok](other.md#ppdets-voc-metric) ![img](other.md) [web](https://x.org/a)\n"
+        "`[in code](nowhere.md)`\n```\n[in a block](nowhere.md)\n```\n"
+        "[bad file](missing.md) [bad anchor](other.md#no-such-heading)\n"
+    )
     problems = broken_links(str(page))
     assert len(problems) == 2, problems
     assert "no file" in problems[0] and "missing.md" in problems[0]

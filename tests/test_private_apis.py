@@ -1,6 +1,7 @@
 """The private APIs ppdet_dac relies on (ppdet_dac/private_apis.py): listed once, each with the
 version it was written against; that version is the pinned one and the installed one, and every
 listed attribute still exists. A private import that is not in the list fails too."""
+
 import ast
 import importlib
 import importlib.metadata
@@ -51,12 +52,17 @@ def test_recorded_version_is_the_pin(use):
     pins = _pins()
     names = DIST_NAMES.get(use.dist, (use.dist,))
     found = [(version, where) for name in names for version, where in pins.get(name, [])]
-    assert found, (f"ppdet_dac/private_apis.py: {use.label} is recorded against {use.dist} "
-                   f"{use.version}, but no requirements file pins {use.dist}")
+    assert found, (
+        f"ppdet_dac/private_apis.py: {use.label} is recorded against {use.dist} "
+        f"{use.version}, but no requirements file pins {use.dist}"
+    )
     wrong = [f"{where} pins {version}" for version, where in found if version != use.version]
-    assert not wrong, (f"ppdet_dac/private_apis.py: {use.label} (used in {use.used_in}) was "
-                       f"written against {use.dist} {use.version}, but " + "; ".join(wrong)
-                       + ": re-check that use against the new version, then update the entry")
+    assert not wrong, (
+        f"ppdet_dac/private_apis.py: {use.label} (used in {use.used_in}) was "
+        f"written against {use.dist} {use.version}, but "
+        + "; ".join(wrong)
+        + ": re-check that use against the new version, then update the entry"
+    )
 
 
 @pytest.mark.parametrize("use", PRIVATE_USES, ids=_ids(PRIVATE_USES))
@@ -67,7 +73,8 @@ def test_installed_version_is_the_recorded_one(use):
     assert version == use.version, (
         f"ppdet_dac/private_apis.py: {use.label} (used in {use.used_in}: {use.why}) was written "
         f"against {use.dist} {use.version}, installed is {name} {version}: re-check that use "
-        "against the installed version, then update the entry and the pin")
+        "against the installed version, then update the entry and the pin"
+    )
 
 
 def _has_attribute(cls, attr):
@@ -79,7 +86,7 @@ def _has_attribute(cls, attr):
     for base in inspect.getmro(cls):
         try:
             source = inspect.getsource(base)
-        except (OSError, TypeError):   # builtins and compiled classes have no Python source
+        except (OSError, TypeError):  # builtins and compiled classes have no Python source
             continue
         if assigned.search(source):
             return True
@@ -90,19 +97,25 @@ def _has_attribute(cls, attr):
 def test_listed_attributes_exist(use):
     module = importlib.import_module(use.module)
     assert hasattr(module, use.name), (
-        f"ppdet_dac/private_apis.py: {use.label} is gone from {use.dist} (used in {use.used_in})")
+        f"ppdet_dac/private_apis.py: {use.label} is gone from {use.dist} (used in {use.used_in})"
+    )
     target = getattr(module, use.name)
     missing = [attr for attr in use.attrs if not _has_attribute(target, attr)]
-    assert not missing, (f"ppdet_dac/private_apis.py: {use.label} no longer has "
-                         f"{', '.join(missing)} (used in {use.used_in})")
+    assert not missing, (
+        f"ppdet_dac/private_apis.py: {use.label} no longer has "
+        f"{', '.join(missing)} (used in {use.used_in})"
+    )
 
 
 def _own(path, module):
     """``module`` is ppdet_dac or a script's sibling (tools/_threads.py for tools/train.py)."""
     top = module.split(".")[0]
     folder = os.path.dirname(path)
-    return top == "ppdet_dac" or os.path.exists(os.path.join(folder, top + ".py")) or \
-        os.path.isdir(os.path.join(folder, top))
+    return (
+        top == "ppdet_dac"
+        or os.path.exists(os.path.join(folder, top + ".py"))
+        or os.path.isdir(os.path.join(folder, top))
+    )
 
 
 def _private_imports(path):
@@ -117,8 +130,9 @@ def _private_imports(path):
             if _own(path, node.module):
                 continue
             for alias in node.names:
-                if any(part.startswith("_") for part in node.module.split(".")) or \
-                        alias.name.startswith("_"):
+                if any(
+                    part.startswith("_") for part in node.module.split(".")
+                ) or alias.name.startswith("_"):
                     found.append((node.module, alias.name))
                 else:
                     modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
@@ -128,12 +142,17 @@ def _private_imports(path):
                     continue
                 if any(part.startswith("_") for part in alias.name.split(".")):
                     found.append(tuple(alias.name.rpartition(".")[::2]))
-                modules[alias.asname or alias.name.split(".")[0]] = \
+                modules[alias.asname or alias.name.split(".")[0]] = (
                     alias.name if alias.asname else alias.name.split(".")[0]
+                )
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
-                node.attr.startswith("_") and not node.attr.startswith("__") and \
-                node.value.id in modules:
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and node.value.id in modules
+        ):
             found.append((modules[node.value.id], node.attr))
     return found
 
@@ -153,9 +172,12 @@ def test_every_private_import_is_listed():
     unlisted = []
     for path in _source_files():
         for module, name in _private_imports(path):
-            if (module, name) not in listed | DOCUMENTED and \
-                    f"{module}.{name}" not in listed_modules:
+            if (
+                module,
+                name,
+            ) not in listed | DOCUMENTED and f"{module}.{name}" not in listed_modules:
                 unlisted.append(f"{os.path.relpath(path, REPO)}: {module}.{name}")
-    assert not unlisted, ("private APIs used but not listed in ppdet_dac/private_apis.py (add an "
-                          "entry with the pinned version, or use a public API): "
-                          + "; ".join(unlisted))
+    assert not unlisted, (
+        "private APIs used but not listed in ppdet_dac/private_apis.py (add an "
+        "entry with the pinned version, or use a public API): " + "; ".join(unlisted)
+    )

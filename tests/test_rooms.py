@@ -1,5 +1,6 @@
 """The package's rooms import one way: engine never imports deploy/analysis; modeling imports
 none of engine/deploy/analysis/tools; ops imports nothing else of the package."""
+
 import ast
 import os
 
@@ -23,7 +24,7 @@ def _imported_rooms(path):
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             module = node.module or ""
-            if node.level:   # relative: inside its own room unless it climbs out
+            if node.level:  # relative: inside its own room unless it climbs out
                 if node.level > 1:
                     yield module.split(".")[0]
             elif module.startswith("ppdet_dac."):
@@ -41,6 +42,9 @@ def test_imports_go_one_way(room):
         for name in files:
             if name.endswith(".py"):
                 path = os.path.join(folder, name)
-                wrong += [f"{os.path.relpath(path, REPO)} imports ppdet_dac.{other}"
-                          for other in _imported_rooms(path) if other in FORBIDDEN[room]]
+                wrong += [
+                    f"{os.path.relpath(path, REPO)} imports ppdet_dac.{other}"
+                    for other in _imported_rooms(path)
+                    if other in FORBIDDEN[room]
+                ]
     assert wrong == []

@@ -8,6 +8,7 @@ renamed (Linear weights transposed, the decoder's packed q/k/v attention project
 any missing, unexpected or mis-shaped key stops the conversion with one error listing them all.
 Evaluate with `tools/eval.py -c <config> -o weights=<dst>`.
 """
+
 import os
 
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes before the config is loaded)

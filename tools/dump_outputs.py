@@ -32,6 +32,7 @@ Keys written:
                                transformer.decoder.{class,bbox}_embed.* keys repeat the arrays of
                                {class,bbox}_embed.*; frozen parameters have no entry.
 """
+
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
@@ -39,27 +40,54 @@ import paddle
 from ppdet.utils.cli import ArgsParser
 
 from ppdet_dac.engine import load_checked_config
-from ppdet_dac.analysis.dump import (DTYPES, build_model, dump_eval_outputs, dump_train_losses,
-                                   load_dn_noise, load_input, load_targets, save_npz)
+from ppdet_dac.analysis.dump import (
+    DTYPES,
+    build_model,
+    dump_eval_outputs,
+    dump_train_losses,
+    load_dn_noise,
+    load_input,
+    load_targets,
+    save_npz,
+)
 
 
 def parse_args(argv=None):
     parser = ArgsParser()
     parser.add_argument("--input", required=True, help="preprocessed input [B, 3, H, W] (.npy)")
     parser.add_argument("--mask", default=None, help="padding mask [B, H, W] (.npy, True = pad)")
-    parser.add_argument("--topk-indices", default=None,
-                        help="[B, num_queries] indices replacing the two-stage top-k (.npy)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES,
-                        help="run the whole model (and with --train targets, noise and losses) "
-                             "in this precision")
-    parser.add_argument("--orig-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="scale post-processed boxes to this image size (default: input)")
-    parser.add_argument("--train", action="store_true",
-                        help="training forward and backward: dump the losses and gradients")
+    parser.add_argument(
+        "--topk-indices",
+        default=None,
+        help="[B, num_queries] indices replacing the two-stage top-k (.npy)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=DTYPES,
+        help="run the whole model (and with --train targets, noise and losses) in this precision",
+    )
+    parser.add_argument(
+        "--orig-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="scale post-processed boxes to this image size (default: input)",
+    )
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="training forward and backward: dump the losses and gradients",
+    )
     parser.add_argument("--targets", default=None, help="T.json targets (with --train)")
     parser.add_argument("--dn-noise", default=None, help="N.npz denoising draws (with --train)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the one-to-many subsampling (and of DN noise without N.npz)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the one-to-many subsampling (and of DN noise without N.npz)",
+    )
     parser.add_argument("--out", required=True, help="output .npz")
     args = parser.parse_args(argv)
     if args.train:
@@ -83,17 +111,31 @@ def main(argv=None):
     image, mask, topk = load_input(args.input, args.mask, args.topk_indices, num_queries)
     if args.train:
         tr = model.transformer
-        labels, boxes = load_targets(args.targets, image.shape[0], tr.num_classes,
-                                     dtype=args.dtype)
+        labels, boxes = load_targets(args.targets, image.shape[0], tr.num_classes, dtype=args.dtype)
         noise = None
         if args.dn_noise:
-            noise = load_dn_noise(args.dn_noise, [len(l) for l in labels], tr.num_denoising,
-                                  tr.num_classes, tr.label_noise_ratio)
-        arrays = dump_train_losses(model, image, mask, labels, boxes, noise, seed=args.seed,
-                                   topk_indices=topk, dtype=args.dtype)
+            noise = load_dn_noise(
+                args.dn_noise,
+                [len(l) for l in labels],
+                tr.num_denoising,
+                tr.num_classes,
+                tr.label_noise_ratio,
+            )
+        arrays = dump_train_losses(
+            model,
+            image,
+            mask,
+            labels,
+            boxes,
+            noise,
+            seed=args.seed,
+            topk_indices=topk,
+            dtype=args.dtype,
+        )
     else:
-        arrays = dump_eval_outputs(model, image, mask, topk, dtype=args.dtype,
-                                   orig_size=args.orig_size)
+        arrays = dump_eval_outputs(
+            model, image, mask, topk, dtype=args.dtype, orig_size=args.orig_size
+        )
     save_npz(args.out, arrays)
     return arrays
 

@@ -7,6 +7,7 @@ checkpoint folder); -v shows pycocotools' own prints.
     python tools/eval.py -c configs/demo/dac_demo.yml -o weights=output/dac_demo/model_final
     python -m paddle.distributed.launch tools/eval.py -c configs/dac_cdn_r50.yml -o weights=...
 """
+
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
@@ -21,20 +22,31 @@ from ppdet_dac.engine.distributed import RankFailureGuard
 
 def parse_args(argv=None):
     parser = ArgsParser()
-    parser.add_argument("--classwise", action=argparse.BooleanOptionalAction, default=True,
-                        help="print the per-class AP table (default on)")
-    parser.add_argument("--output_eval", default=None,
-                        help="folder for bbox.json and bbox_pr_curve/ (default: the config's "
-                             "output_eval, else save_dir/<config name>)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show pycocotools' own prints (default: a summary line)")
+    parser.add_argument(
+        "--classwise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="print the per-class AP table (default on)",
+    )
+    parser.add_argument(
+        "--output_eval",
+        default=None,
+        help="folder for bbox.json and bbox_pr_curve/ (default: the config's "
+        "output_eval, else save_dir/<config name>)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show pycocotools' own prints (default: a summary line)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     output_eval = args.output_eval
-    del args.output_eval   # merge_args would replace the config's output_eval by None
+    del args.output_eval  # merge_args would replace the config's output_eval by None
     cfg = config_from_args(args)
     if output_eval:
         cfg["output_eval"] = output_eval

@@ -17,6 +17,7 @@ The graph also outputs the post-processor's NMS candidates (infer_cfg.yml ``outp
 ``NMS``), so the deployment tools' ``--nms_threshold`` gives the detections of an export at that
 threshold without exporting again.
 """
+
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (registers ppdet_dac's classes; must precede load_config)
 
@@ -30,10 +31,17 @@ from ppdet_dac.deploy.export import ATTENTION_MODES, export_model
 
 def parse_args(argv=None):
     parser = ArgsParser()
-    parser.add_argument("--output_dir", default="output_inference",
-                        help="the model goes to <output_dir>/<config name>/")
-    parser.add_argument("--attention", choices=ATTENTION_MODES, default="op",
-                        help="op: compiled ms_deform_attn (fast); reference: pure Paddle (ONNX)")
+    parser.add_argument(
+        "--output_dir",
+        default="output_inference",
+        help="the model goes to <output_dir>/<config name>/",
+    )
+    parser.add_argument(
+        "--attention",
+        choices=ATTENTION_MODES,
+        default="op",
+        help="op: compiled ms_deform_attn (fast); reference: pure Paddle (ONNX)",
+    )
     return parser.parse_args(argv)
 
 
@@ -41,8 +49,9 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = config_from_args(args, device="cpu")
     name = os.path.splitext(os.path.basename(args.config))[0]
-    out = export_model(cfg, cfg.get("weights"), os.path.join(args.output_dir, name),
-                       attention=args.attention)
+    out = export_model(
+        cfg, cfg.get("weights"), os.path.join(args.output_dir, name), attention=args.attention
+    )
     print(f"exported to {out}")
 
 

@@ -20,6 +20,7 @@ DACNMSPostProcess.nms_iou_threshold=N``); ``--score_threshold`` drops lower-scor
 ``--slice_infer`` runs each image in overlapping tiles (ppdet's flags, ppdet_dac.deploy.slicing),
 preprocessed as the exported model's predictor does (the TestReader's transforms).
 """
+
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
@@ -34,14 +35,25 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, check_max_pixels, decode_checked
 from ppdet_dac.engine import DACTrainer, config_from_args
-from ppdet_dac.deploy.export import (class_names, input_limits, num_output_labels,
-                                     test_preprocess_steps)
-from ppdet_dac.deploy.cli_options import (add_detection_options, detection_options_from_args,
-                                          max_pixels_value)
+from ppdet_dac.deploy.export import (
+    class_names,
+    input_limits,
+    num_output_labels,
+    test_preprocess_steps,
+)
+from ppdet_dac.deploy.cli_options import (
+    add_detection_options,
+    detection_options_from_args,
+    max_pixels_value,
+)
 from ppdet_dac.deploy.folder_run import save_results
 from ppdet_dac.deploy.outputs import check_output_dir, list_inputs, print_run_outcome
-from ppdet_dac.deploy.postprocess import (clip_detections, filter_scores, image_sizes,
-                                          split_detections)
+from ppdet_dac.deploy.postprocess import (
+    clip_detections,
+    filter_scores,
+    image_sizes,
+    split_detections,
+)
 from ppdet_dac.deploy.preprocess import Preprocessor
 from ppdet_dac.deploy.slicing import sliced_detections
 
@@ -53,11 +65,16 @@ def parse_args(argv=None):
     parser.add_argument("--infer_img", default=None, help="one image")
     parser.add_argument("--infer_dir", default=None, help="a directory of images")
     parser.add_argument("--output_dir", default="output", help="where the PNGs and JSON go")
-    parser.add_argument("--draw_threshold", type=float, default=0.3,
-                        help="draw detections with score >= this")
-    parser.add_argument("--max_pixels", type=max_pixels_value, default=None,
-                        help="refuse images whose header declares more pixels (default: the "
-                             f"TestReader's DACDecode max_pixels, else {DEFAULT_MAX_PIXELS})")
+    parser.add_argument(
+        "--draw_threshold", type=float, default=0.3, help="draw detections with score >= this"
+    )
+    parser.add_argument(
+        "--max_pixels",
+        type=max_pixels_value,
+        default=None,
+        help="refuse images whose header declares more pixels (default: the "
+        f"TestReader's DACDecode max_pixels, else {DEFAULT_MAX_PIXELS})",
+    )
     add_detection_options(parser)
     args = parser.parse_args(argv)
     args.detection = detection_options_from_args(args, parser)
@@ -80,8 +97,7 @@ def pixel_limit(cfg, max_pixels):
     the TestReader's DACDecode so that the reader applies the limit the files were checked with."""
     steps = _decode_steps(cfg)
     if max_pixels is None:
-        max_pixels = next((s["max_pixels"] for s in steps if "max_pixels" in s),
-                          DEFAULT_MAX_PIXELS)
+        max_pixels = next((s["max_pixels"] for s in steps if "max_pixels" in s), DEFAULT_MAX_PIXELS)
     max_pixels = check_max_pixels(max_pixels, "--max_pixels")
     for step in steps:
         step["max_pixels"] = max_pixels
@@ -114,13 +130,16 @@ def check_files(paths, preprocessor, max_pixels, slicing=None):
 def dygraph_detector(model, preprocessor, score_threshold):
     """RGB tile arrays -> their [N_i, 6] detections by the dygraph ``model`` (score filter,
     boxes clipped to the tile): ``sliced_detections``' detect."""
+
     def detect(tiles):
         feeds = Preprocessor.stack([preprocessor.transform(t) for t in tiles])
         with paddle.no_grad():
             out = model({k: paddle.to_tensor(v) for k, v in feeds.items()})
-        bbox, bbox_num = filter_scores(out["bbox"].numpy(), out["bbox_num"].numpy(),
-                                       score_threshold)
+        bbox, bbox_num = filter_scores(
+            out["bbox"].numpy(), out["bbox_num"].numpy(), score_threshold
+        )
         return split_detections(clip_detections(bbox, bbox_num, image_sizes(feeds)), bbox_num)
+
     return detect
 
 
@@ -133,8 +152,9 @@ def predict_whole(trainer, paths, sizes, draw_threshold, output_dir, score_thres
     imid2path = trainer.dataset.get_imid2path()
     sizes = {os.path.abspath(p): size for p, size in sizes.items()}
     for res in results:
-        for im_id, dets in zip(res["im_id"].reshape(-1),
-                               split_detections(res["bbox"], res["bbox_num"])):
+        for im_id, dets in zip(
+            res["im_id"].reshape(-1), split_detections(res["bbox"], res["bbox_num"])
+        ):
             path = imid2path[int(im_id)]
             dets, _ = filter_scores(dets, [len(dets)], score_threshold)
             by_path[path] = clip_detections(dets, [len(dets)], [sizes[os.path.abspath(path)]])
@@ -146,38 +166,57 @@ def main(argv=None):
     options = vars(args).pop("detection")  # the tool's own, not merged into the config
     cfg = config_from_args(args)
     paths, unsupported = list_inputs(args.infer_img, args.infer_dir)
-    check_output_dir(args.output_dir, paths, args.infer_dir)   # before the model is loaded
+    check_output_dir(args.output_dir, paths, args.infer_dir)  # before the model is loaded
     max_pixels = pixel_limit(cfg, args.max_pixels)
-    trainer = DACTrainer(cfg, mode="test")   # weights read without unpickling code
+    trainer = DACTrainer(cfg, mode="test")  # weights read without unpickling code
     trainer.load_weights(cfg.weights)
     names = class_names(cfg, num_output_labels(trainer.model, cfg))
-    preprocessor = Preprocessor(test_preprocess_steps(cfg), f"{args.config} TestReader",
-                                max_pixels=max_pixels, **input_limits(trainer.model))
+    preprocessor = Preprocessor(
+        test_preprocess_steps(cfg),
+        f"{args.config} TestReader",
+        max_pixels=max_pixels,
+        **input_limits(trainer.model),
+    )
     if options["nms_threshold"] is not None:
         trainer.model.post_process.nms_iou_threshold = options["nms_threshold"]
     slicing = options["slicing"]
     good, failures = check_files(paths, preprocessor, max_pixels, slicing)
     by_path = {}
     if good and slicing is None:
-        by_path = predict_whole(trainer, list(good), good, args.draw_threshold, args.output_dir,
-                                options["score_threshold"])
+        by_path = predict_whole(
+            trainer,
+            list(good),
+            good,
+            args.draw_threshold,
+            args.output_dir,
+            options["score_threshold"],
+        )
     elif good:
         trainer.model.eval()
         detect = dygraph_detector(trainer.model, preprocessor, options["score_threshold"])
         for path in good:
-            image = cv2.cvtColor(decode_checked(np.fromfile(path, dtype=np.uint8), max_pixels,
-                                                f"image file {path}"), cv2.COLOR_BGR2RGB)
+            image = cv2.cvtColor(
+                decode_checked(np.fromfile(path, dtype=np.uint8), max_pixels, f"image file {path}"),
+                cv2.COLOR_BGR2RGB,
+            )
             by_path[path] = sliced_detections(image, slicing, detect)
     ordered = sorted(by_path)
-    json_path = save_results(ordered, [by_path[p] for p in ordered], args.output_dir, names,
-                             args.draw_threshold, args.infer_dir)
-    return print_run_outcome(len(ordered), len(paths), failures, json_path, args.output_dir,
-                             unsupported=unsupported)
+    json_path = save_results(
+        ordered,
+        [by_path[p] for p in ordered],
+        args.output_dir,
+        names,
+        args.draw_threshold,
+        args.infer_dir,
+    )
+    return print_run_outcome(
+        len(ordered), len(paths), failures, json_path, args.output_dir, unsupported=unsupported
+    )
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (OSError, ValueError) as err:   # no images there, an output folder refused, ...
+    except (OSError, ValueError) as err:  # no images there, an output folder refused, ...
         logger.error(str(err))
         sys.exit(2)

@@ -6,6 +6,7 @@
 Skips a split that is already complete with the same settings; --force rewrites it. --voc also
 writes the splits as Pascal VOC (root/voc/: XML files, train.txt / val.txt, label_list.txt).
 """
+
 import argparse
 import time
 
@@ -22,24 +23,36 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     parser.add_argument("--num-train", type=int, default=240, help="train images")
     parser.add_argument("--num-val", type=int, default=60, help="val images")
-    parser.add_argument("--num-empty-train", type=int, default=8,
-                        help="train images without any object")
+    parser.add_argument(
+        "--num-empty-train", type=int, default=8, help="train images without any object"
+    )
     parser.add_argument("--min-size", type=int, default=224, help="smallest image side (px)")
     parser.add_argument("--max-size", type=int, default=288, help="largest image side (px)")
     parser.add_argument("--max-objects", type=int, default=6, help="objects per image, at most")
     parser.add_argument("--force", action="store_true", help="regenerate even when complete")
-    parser.add_argument("--voc", action="store_true",
-                        help="also write Pascal VOC annotations of the same boxes (root/voc/)")
+    parser.add_argument(
+        "--voc",
+        action="store_true",
+        help="also write Pascal VOC annotations of the same boxes (root/voc/)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
-    status = make_demo_data(args.root, seed=args.seed, num_train=args.num_train,
-                            num_val=args.num_val, num_empty_train=args.num_empty_train,
-                            min_size=args.min_size, max_size=args.max_size,
-                            max_objects=args.max_objects, force=args.force, voc=args.voc)
+    status = make_demo_data(
+        args.root,
+        seed=args.seed,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        num_empty_train=args.num_empty_train,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        max_objects=args.max_objects,
+        force=args.force,
+        voc=args.voc,
+    )
     logger.info(f"demo data in {args.root}: {status} ({time.time() - start:.1f} s)")
     return status
 

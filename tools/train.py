@@ -8,6 +8,7 @@ several machines).
 
 A rank that fails stops every rank with its error (ppdet_dac.engine.distributed).
 """
+
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
@@ -16,8 +17,13 @@ from ppdet.engine import init_parallel_env, set_random_seed
 from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.engine import (DACTrainer, check_pretrain_weights, config_from_args,
-                              fetch_pretrain_weights, load_pretrain_weights)
+from ppdet_dac.engine import (
+    DACTrainer,
+    check_pretrain_weights,
+    config_from_args,
+    fetch_pretrain_weights,
+    load_pretrain_weights,
+)
 from ppdet_dac.engine.distributed import RankFailureGuard
 from ppdet_dac.engine.trainer import AUTO_RESUME, auto_resume_checkpoint
 
@@ -27,18 +33,30 @@ logger = setup_logger("train")
 def parse_args(argv=None):
     parser = ArgsParser()
     parser.add_argument("--eval", action="store_true", help="evaluate (COCO AP) at snapshot epochs")
-    parser.add_argument("-r", "--resume", default=None,
-                        help="checkpoint to resume from, or `auto`: the newest complete "
-                             "checkpoint in save_dir/<config name>, a fresh start when there is "
-                             "none (the same command can be run again after a failure)")
+    parser.add_argument(
+        "-r",
+        "--resume",
+        default=None,
+        help="checkpoint to resume from, or `auto`: the newest complete "
+        "checkpoint in save_dir/<config name>, a fresh start when there is "
+        "none (the same command can be run again after a failure)",
+    )
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU only)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="with --eval: show pycocotools' own prints (default: a summary)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="with --eval: show pycocotools' own prints (default: a summary)",
+    )
     parser.add_argument("--use_vdl", action="store_true", help="log scalars to VisualDL")
     parser.add_argument("--vdl_log_dir", default="vdl_log_dir/scalar", help="VisualDL log dir")
-    parser.add_argument("--seed", type=int, default=42,
-                        help="random seed, 42 as in the official recipe (rank r uses seed + r); "
-                             "the same seed gives the same run, also across a resume")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="random seed, 42 as in the official recipe (rank r uses seed + r); "
+        "the same seed gives the same run, also across a resume",
+    )
     return parser.parse_args(argv)
 
 

@@ -15,6 +15,7 @@ w = xmax - xmin + 1). Only ``--dataset_type voc`` is supported. A list that name
 image twice is refused (ValueError naming the list and the file), as evaluation would refuse the
 COCO file (``ppdet_dac.data.duplicates``).
 """
+
 import argparse
 import json
 import os
@@ -32,15 +33,21 @@ logger = setup_logger("x2coco")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset_type", required=True, choices=["voc"],
-                        help="the source format (only 'voc')")
-    parser.add_argument("--voc_anno_dir", required=True,
-                        help="folder the list's XML paths are relative to")
-    parser.add_argument("--voc_anno_list", required=True,
-                        help="list file: '<image> <xml>' or '<xml or id>' per line")
+    parser.add_argument(
+        "--dataset_type", required=True, choices=["voc"], help="the source format (only 'voc')"
+    )
+    parser.add_argument(
+        "--voc_anno_dir", required=True, help="folder the list's XML paths are relative to"
+    )
+    parser.add_argument(
+        "--voc_anno_list",
+        required=True,
+        help="list file: '<image> <xml>' or '<xml or id>' per line",
+    )
     parser.add_argument("--voc_label_list", required=True, help="class names, one per line")
-    parser.add_argument("--voc_out_name", default="voc.json",
-                        help="output COCO file, relative to --output_dir")
+    parser.add_argument(
+        "--voc_out_name", default="voc.json", help="output COCO file, relative to --output_dir"
+    )
     parser.add_argument("--output_dir", default="./", help="folder of the output file")
     return parser.parse_args(argv)
 
@@ -55,9 +62,11 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with atomic_open(out, "w") as handle:
         json.dump(coco, handle)
-    logger.info(f"{args.voc_anno_list}: wrote {len(coco['images'])} images, "
-                f"{len(coco['annotations'])} boxes and {len(coco['categories'])} categories to "
-                f"{out}")
+    logger.info(
+        f"{args.voc_anno_list}: wrote {len(coco['images'])} images, "
+        f"{len(coco['annotations'])} boxes and {len(coco['categories'])} categories to "
+        f"{out}"
+    )
     return out
 
 

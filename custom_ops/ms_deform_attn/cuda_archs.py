@@ -7,6 +7,7 @@ nvcc it builds with which architectures it knows (``nvcc --list-gpu-arch``) and 
 of ``PROJECT_ARCHS`` (Volta to Blackwell), plus PTX of the newest for later GPUs. CUDA 13 knows
 sm_75 and newer, so a V100 (sm_70) needs a CUDA 11.x / 12.x toolkit.
 """
+
 import re
 import subprocess
 
@@ -26,9 +27,11 @@ def gencode_flags(known, source="nvcc"):
     """
     archs = [a for a in PROJECT_ARCHS if a in set(known)]
     if not archs:
-        raise RuntimeError(f"{source} supports none of the architectures this project builds for "
-                           f"(sm_{', sm_'.join(map(str, PROJECT_ARCHS))}); it lists "
-                           f"{sorted(known)}")
+        raise RuntimeError(
+            f"{source} supports none of the architectures this project builds for "
+            f"(sm_{', sm_'.join(map(str, PROJECT_ARCHS))}); it lists "
+            f"{sorted(known)}"
+        )
     flags = []
     for arch in archs:
         flags += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
@@ -38,9 +41,12 @@ def gencode_flags(known, source="nvcc"):
 def nvcc_gencode(nvcc):
     """gencode_flags for the architectures the nvcc at path ``nvcc`` lists."""
     try:
-        listed = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True,
-                                check=True, timeout=120).stdout
+        listed = subprocess.run(
+            [nvcc, "--list-gpu-arch"], capture_output=True, text=True, check=True, timeout=120
+        ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise RuntimeError(f"cannot ask {nvcc} for its GPU architectures ({exc}); set CUDA_HOME "
-                           "to a CUDA toolkit, or PADDLE_CUDA_ARCH_LIST (e.g. '8.0 9.0')") from exc
+        raise RuntimeError(
+            f"cannot ask {nvcc} for its GPU architectures ({exc}); set CUDA_HOME "
+            "to a CUDA toolkit, or PADDLE_CUDA_ARCH_LIST (e.g. '8.0 9.0')"
+        ) from exc
     return gencode_flags(parse_arch_list(listed), source=nvcc)

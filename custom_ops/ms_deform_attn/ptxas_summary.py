@@ -7,16 +7,23 @@ cell ``registers r, spill stores/loads s/l bytes``. Standard library only (the G
 may have no project environment). Exits 1 with a message naming the log when it holds no kernel
 (so a change in ptxas's wording is noticed, not summarised as nothing).
 """
+
 import re
 import sys
 
 _ENTRY = re.compile(r"Compiling entry function '(?P<name>[^']+)' for '(?P<arch>sm_\d+[a-z]?)'")
-_SPILLS = re.compile(r"(?P<stack>\d+) bytes stack frame, (?P<stores>\d+) bytes spill stores, "
-                     r"(?P<loads>\d+) bytes spill loads")
+_SPILLS = re.compile(
+    r"(?P<stack>\d+) bytes stack frame, (?P<stores>\d+) bytes spill stores, "
+    r"(?P<loads>\d+) bytes spill loads"
+)
 _REGS = re.compile(r"Used (?P<regs>\d+) registers")
 # Itanium mangling of the kernel templates: forward_kernel<float> -> "forward_kernelIfE".
-_KERNELS = {"forward_kernelIfE": "forward<float>", "forward_kernelIdE": "forward<double>",
-            "backward_kernelIfE": "backward<float>", "backward_kernelIdE": "backward<double>"}
+_KERNELS = {
+    "forward_kernelIfE": "forward<float>",
+    "forward_kernelIdE": "forward<double>",
+    "backward_kernelIfE": "backward<float>",
+    "backward_kernelIdE": "backward<double>",
+}
 
 
 def parse(text):
@@ -32,8 +39,9 @@ def parse(text):
             continue
         spills = _SPILLS.search(line)
         if spills:
-            current.update(stack=int(spills["stack"]), stores=int(spills["stores"]),
-                           loads=int(spills["loads"]))
+            current.update(
+                stack=int(spills["stack"]), stores=int(spills["stores"]), loads=int(spills["loads"])
+            )
         regs = _REGS.search(line)
         if regs:
             current["registers"] = int(regs["regs"])
@@ -45,18 +53,26 @@ def format_table(table):
     kernels = [k for k in _KERNELS.values() if any(key[1] == k for key in table)]
     archs = sorted({a for a, _ in table}, key=lambda a: int(re.sub(r"\D", "", a)))
     width = 30
-    lines = ["ptxas: registers and spill stores/loads (bytes) per kernel",
-             "arch     " + "".join(k.ljust(width) for k in kernels)]
+    lines = [
+        "ptxas: registers and spill stores/loads (bytes) per kernel",
+        "arch     " + "".join(k.ljust(width) for k in kernels),
+    ]
     for arch in archs:
         cells = []
         for kernel in kernels:
             info = table.get((arch, kernel))
-            cells.append("-" if info is None else
-                         f"{info.get('registers', '?')} regs, spill {info.get('stores', '?')}/"
-                         f"{info.get('loads', '?')}")
+            cells.append(
+                "-"
+                if info is None
+                else f"{info.get('registers', '?')} regs, spill {info.get('stores', '?')}/"
+                f"{info.get('loads', '?')}"
+            )
         lines.append(arch.ljust(9) + "".join(c.ljust(width) for c in cells))
-    spilled = sorted(f"{a} {k}" for (a, k), info in table.items()
-                     if info.get("stores", 0) or info.get("loads", 0))
+    spilled = sorted(
+        f"{a} {k}"
+        for (a, k), info in table.items()
+        if info.get("stores", 0) or info.get("loads", 0)
+    )
     lines.append("spills: " + (", ".join(spilled) if spilled else "none"))
     return lines
 
@@ -68,8 +84,11 @@ def main(argv):
     with open(argv[0], encoding="utf-8", errors="replace") as handle:
         table = parse(handle.read())
     if not table:
-        print(f"ptxas_summary: no ms_deform_attn kernel found in {argv[0]} "
-              "(was it compiled with -Xptxas -v?)", file=sys.stderr)
+        print(
+            f"ptxas_summary: no ms_deform_attn kernel found in {argv[0]} "
+            "(was it compiled with -Xptxas -v?)",
+            file=sys.stderr,
+        )
         return 1
     print("\n".join(format_table(table)))
     return 0

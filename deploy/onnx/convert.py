@@ -24,6 +24,7 @@ threshold, then the NMS candidates; clipping to the image and the inference-time
 the Paddle predictor's (ppdet_dac.deploy.postprocess), to be reproduced by an ONNX application.
 The steps are ppdet_dac.deploy.onnx_export's; this file is their command line.
 """
+
 import argparse
 
 from ppdet_dac.deploy.onnx_export import OPSET, check, convert
@@ -34,16 +35,22 @@ def main(argv=None):
     parser.add_argument("--model_dir", required=True, help="export made with --attention reference")
     parser.add_argument("--save_file", default=None, help="default: <model_dir>/model.onnx")
     parser.add_argument("--opset_version", type=int, default=OPSET)
-    parser.add_argument("--check_image", nargs="*", default=[],
-                        help="images to compare onnxruntime with Paddle Inference on")
+    parser.add_argument(
+        "--check_image",
+        nargs="*",
+        default=[],
+        help="images to compare onnxruntime with Paddle Inference on",
+    )
     parser.add_argument("--atol", type=float, default=1e-4)
     args = parser.parse_args(argv)
     onnx_file = convert(args.model_dir, args.save_file, args.opset_version)
     print(f"ONNX model: {onnx_file}")
     if args.check_image:
         worst = check(args.model_dir, onnx_file, args.check_image, args.atol)
-        print(f"onnxruntime matches Paddle Inference on {len(args.check_image)} image(s): "
-              f"max |diff| = {worst:.3g} <= {args.atol}")
+        print(
+            f"onnxruntime matches Paddle Inference on {len(args.check_image)} image(s): "
+            f"max |diff| = {worst:.3g} <= {args.atol}"
+        )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ are processed and written, and the exit status is 1 when any file was skipped.
 A model exported with ``--attention op`` needs the ms_deform_attn op library built
 (``pip install --no-build-isolation -e .``); the predictor registers it.
 """
+
 import ppdet_dac  # noqa: F401  (first, before anything loads cv2: sets OpenCV's pixel limit)
 
 import argparse
@@ -38,8 +39,12 @@ import time
 import numpy as np
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.deploy.cli_options import (add_cpu_options, add_detection_options,
-                                          detection_options_from_args, mkldnn_from_args)
+from ppdet_dac.deploy.cli_options import (
+    add_cpu_options,
+    add_detection_options,
+    detection_options_from_args,
+    mkldnn_from_args,
+)
 from ppdet_dac.deploy.folder_run import predict_files, save_results
 from ppdet_dac.deploy.outputs import check_output_dir, list_inputs, print_run_outcome
 from ppdet_dac.deploy.predictor import DEVICES, RUN_MODES, Predictor
@@ -53,16 +58,24 @@ def parse_args(argv=None):
     parser.add_argument("--image_file", default=None, help="one image")
     parser.add_argument("--image_dir", default=None, help="a directory of images")
     parser.add_argument("--device", default="CPU", type=str.upper, choices=DEVICES)
-    parser.add_argument("--run_mode", default="paddle", choices=RUN_MODES,
-                        help="GPU only: TensorRT fp32/fp16")
+    parser.add_argument(
+        "--run_mode", default="paddle", choices=RUN_MODES, help="GPU only: TensorRT fp32/fp16"
+    )
     parser.add_argument("--cpu_threads", type=int, default=1)
     add_cpu_options(parser)
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="draw detections with score >= this (default: infer_cfg.yml's "
-                             "draw_threshold)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="draw detections with score >= this (default: infer_cfg.yml's draw_threshold)",
+    )
     add_detection_options(parser)
-    parser.add_argument("--batch_size", type=int, default=1,
-                        help="images per model run (tiles per run with --slice_infer)")
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=1,
+        help="images per model run (tiles per run with --slice_infer)",
+    )
     parser.add_argument("--output_dir", default="output")
     args = parser.parse_args(argv)
     args.enable_mkldnn = mkldnn_from_args(args, parser)
@@ -73,28 +86,44 @@ def parse_args(argv=None):
 def run(args):
     """Predict, write the results; returns the exit status (1 when a file was skipped)."""
     paths, unsupported = list_inputs(args.image_file, args.image_dir)
-    check_output_dir(args.output_dir, paths, args.image_dir)   # before the model is loaded
-    predictor = Predictor(args.model_dir, device=args.device, cpu_threads=args.cpu_threads,
-                          enable_mkldnn=args.enable_mkldnn, run_mode=args.run_mode,
-                          max_pixels=args.max_pixels, batch_size=args.batch_size,
-                          **args.detection)
+    check_output_dir(args.output_dir, paths, args.image_dir)  # before the model is loaded
+    predictor = Predictor(
+        args.model_dir,
+        device=args.device,
+        cpu_threads=args.cpu_threads,
+        enable_mkldnn=args.enable_mkldnn,
+        run_mode=args.run_mode,
+        max_pixels=args.max_pixels,
+        batch_size=args.batch_size,
+        **args.detection,
+    )
     threshold = predictor.infer_cfg.draw_threshold if args.threshold is None else args.threshold
     start = time.perf_counter()
     results, failures = predict_files(predictor, paths, args.batch_size)
     elapsed = time.perf_counter() - start
     good = list(results)
-    json_path = save_results(good, [results[p] for p in good], args.output_dir,
-                             predictor.label_list, threshold, args.image_dir)
+    json_path = save_results(
+        good,
+        [results[p] for p in good],
+        args.output_dir,
+        predictor.label_list,
+        threshold,
+        args.image_dir,
+    )
     for path in good:
         dets = results[path]
         shown = dets[dets[:, 1] >= threshold]
         print(f"{path}: {len(shown)} detections with score >= {threshold}")
         for label, score, x1, y1, x2, y2 in shown[np.argsort(-shown[:, 1])]:
-            name = predictor.label_list[int(label)] if int(label) < len(predictor.label_list) \
+            name = (
+                predictor.label_list[int(label)]
+                if int(label) < len(predictor.label_list)
                 else str(int(label))
+            )
             print(f"  {name:<12s} {score:.3f}  [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
-    return print_run_outcome(len(good), len(paths), failures, json_path, args.output_dir,
-                             elapsed, unsupported)
+    return print_run_outcome(
+        len(good), len(paths), failures, json_path, args.output_dir, elapsed, unsupported
+    )
 
 
 def main(argv=None):

@@ -10,6 +10,7 @@ that the server prints in its ``serving on`` line; ``--host`` / ``--port`` build
 instead. Exit status 1 when the service refuses the request (its err_no and err_msg printed),
 2 for a bad URL or an unreachable service.
 """
+
 import argparse
 import base64
 import json
@@ -35,8 +36,9 @@ def prediction_url(url=None, host=DEFAULT_HOST, port=DEFAULT_PORT):
         text = "http://" + text
     parts = urllib.parse.urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"--url {url!r}: expected http://HOST:PORT or "
-                         f"http://HOST:PORT{PREDICT_PATH}")
+        raise ValueError(
+            f"--url {url!r}: expected http://HOST:PORT or http://HOST:PORT{PREDICT_PATH}"
+        )
     if parts.query or parts.fragment:
         raise ValueError(f"--url {url!r}: no query or fragment expected")
     path = parts.path.rstrip("/")
@@ -48,8 +50,9 @@ def prediction_url(url=None, host=DEFAULT_HOST, port=DEFAULT_PORT):
 def predict(url, image_bytes, logid=0, timeout=60.0):
     """POST one encoded image to the prediction URL ``url``; returns the decoded response dict
     (err_no, err_msg, key, value)."""
-    body = json.dumps({"key": ["image"], "value": [base64.b64encode(image_bytes).decode()],
-                       "logid": logid}).encode()
+    body = json.dumps(
+        {"key": ["image"], "value": [base64.b64encode(image_bytes).decode()], "logid": logid}
+    ).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
@@ -59,26 +62,34 @@ def predict(url, image_bytes, logid=0, timeout=60.0):
         try:
             return json.loads(text)
         except ValueError:  # not the service's JSON (e.g. a proxy's page)
-            return {"err_no": -1, "err_msg": f"HTTP {err.code}: {text[:200]!r}", "key": [],
-                    "value": [], "tensors": []}
+            return {
+                "err_no": -1,
+                "err_msg": f"HTTP {err.code}: {text[:200]!r}",
+                "key": [],
+                "value": [],
+                "tensors": [],
+            }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--image_file", required=True)
-    parser.add_argument("--url", default=None,
-                        help="the service's base URL or the prediction URL the server prints")
+    parser.add_argument(
+        "--url", default=None, help="the service's base URL or the prediction URL the server prints"
+    )
     parser.add_argument("--host", default=None, help=f"service host (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=None,
-                        help=f"service port (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--port", type=int, default=None, help=f"service port (default {DEFAULT_PORT})"
+    )
     parser.add_argument("--threshold", type=float, default=0.3, help="print scores >= this")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
     args = parser.parse_args(argv)
     if args.url is not None and (args.host is not None or args.port is not None):
         parser.error("give --url or --host/--port, not both")
     try:
-        url = prediction_url(args.url, args.host or DEFAULT_HOST,
-                             DEFAULT_PORT if args.port is None else args.port)
+        url = prediction_url(
+            args.url, args.host or DEFAULT_HOST, DEFAULT_PORT if args.port is None else args.port
+        )
     except ValueError as err:
         parser.error(str(err))
     with open(args.image_file, "rb") as f:
@@ -86,16 +97,17 @@ def main(argv=None):
     try:
         result = predict(url, image, timeout=args.timeout)
     except (urllib.error.URLError, OSError) as err:
-        print(f"cannot reach the service at {url}: {getattr(err, 'reason', err)}",
-              file=sys.stderr)
+        print(f"cannot reach the service at {url}: {getattr(err, 'reason', err)}", file=sys.stderr)
         return 2
     if result["err_no"] != 0:
         print(f"error {result['err_no']}: {result['err_msg']}", file=sys.stderr)
         return 1
     detections = json.loads(result["value"][0])
     shown = [d for d in detections if d["score"] >= args.threshold]
-    print(f"{args.image_file}: {len(shown)} of {len(detections)} detections with score >= "
-          f"{args.threshold}")
+    print(
+        f"{args.image_file}: {len(shown)} of {len(detections)} detections with score >= "
+        f"{args.threshold}"
+    )
     for d in shown:
         print(f"  {d['label']:<12s} {d['score']:.3f}  {d['bbox']}")
     return 0

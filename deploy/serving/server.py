@@ -47,53 +47,101 @@ At start it also writes a PaddleServing pipeline ``config.yml`` and
 ``serving_server_conf.prototxt`` (feed/fetch variables) into the model directory, so the same
 directory can be served by a real PaddleServing install (optional; see deploy/serving/README.md).
 """
+
 import argparse
 import time
 
-from ppdet_dac.deploy.cli_options import (add_cpu_options, add_detection_options,
-                                          detection_options_from_args, mkldnn_from_args)
+from ppdet_dac.deploy.cli_options import (
+    add_cpu_options,
+    add_detection_options,
+    detection_options_from_args,
+    mkldnn_from_args,
+)
 from ppdet_dac.deploy.predictor import DEVICES
-from ppdet_dac.deploy.serving import (DEFAULT_HOST, DEFAULT_PORT, MAX_DEFAULT_GRACE,
-                                      PREDICT_PATH, SERVICE, ServingOptions, app_of, config_of,
-                                      exit_promptly, load_predictor, serve, write_serving_files)
+from ppdet_dac.deploy.serving import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MAX_DEFAULT_GRACE,
+    PREDICT_PATH,
+    SERVICE,
+    ServingOptions,
+    app_of,
+    config_of,
+    exit_promptly,
+    load_predictor,
+    serve,
+    write_serving_files,
+)
 from ppdet_dac.deploy.serving.app import logger
+
 
 # ---------------------------------------------------------------- command line
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="DAC-DETR detection service (PaddleServing "
-                                                 "pipeline protocol over HTTP)")
+    parser = argparse.ArgumentParser(
+        description="DAC-DETR detection service (PaddleServing pipeline protocol over HTTP)"
+    )
     parser.add_argument("--model_dir", required=True, help="exported model directory")
     parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (loopback by default)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes, each with its own predictor pool")
-    parser.add_argument("--pool_size", type=int, default=2,
-                        help="predictors serving in parallel (per worker)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes, each with its own predictor pool"
+    )
+    parser.add_argument(
+        "--pool_size", type=int, default=2, help="predictors serving in parallel (per worker)"
+    )
     parser.add_argument("--cpu_threads", type=int, default=1, help="math threads per predictor")
     add_cpu_options(parser)
     parser.add_argument("--device", default="CPU", type=str.upper, choices=DEVICES)
     parser.add_argument("--max_body_mb", type=float, default=20.0, help="request body limit")
     add_detection_options(parser)
-    parser.add_argument("--threshold", dest="score_threshold", type=float,
-                        default=argparse.SUPPRESS, help="the older name of --score_threshold")
-    parser.add_argument("--request_timeout", type=float, default=60.0,
-                        help="seconds from a request's header to its answer (upload, queue and "
-                             "inference); then err_no 1")
-    parser.add_argument("--body_timeout", type=float, default=10.0,
-                        help="seconds from a request's header to the end of its body; a client "
-                             "whose upload is slower is answered 408 (err_no 1) and cut off")
-    parser.add_argument("--max_queue", type=int, default=8,
-                        help="requests waiting for a predictor (per worker); more are answered "
-                             "busy at once")
-    parser.add_argument("--max_connections", type=int, default=256,
-                        help="open connections per worker; more are answered busy and closed")
-    parser.add_argument("--timeout_keep_alive", type=float, default=5.0,
-                        help="seconds a connection may stay without a complete request header "
-                             "(after connecting or after its last answer)")
-    parser.add_argument("--timeout_graceful_shutdown", type=float, default=None,
-                        help="on SIGTERM, seconds to finish the requests in flight (default: "
-                             f"request_timeout + 5, at most {MAX_DEFAULT_GRACE:g}); uploads "
-                             "still arriving are answered busy at once")
+    parser.add_argument(
+        "--threshold",
+        dest="score_threshold",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="the older name of --score_threshold",
+    )
+    parser.add_argument(
+        "--request_timeout",
+        type=float,
+        default=60.0,
+        help="seconds from a request's header to its answer (upload, queue and "
+        "inference); then err_no 1",
+    )
+    parser.add_argument(
+        "--body_timeout",
+        type=float,
+        default=10.0,
+        help="seconds from a request's header to the end of its body; a client "
+        "whose upload is slower is answered 408 (err_no 1) and cut off",
+    )
+    parser.add_argument(
+        "--max_queue",
+        type=int,
+        default=8,
+        help="requests waiting for a predictor (per worker); more are answered busy at once",
+    )
+    parser.add_argument(
+        "--max_connections",
+        type=int,
+        default=256,
+        help="open connections per worker; more are answered busy and closed",
+    )
+    parser.add_argument(
+        "--timeout_keep_alive",
+        type=float,
+        default=5.0,
+        help="seconds a connection may stay without a complete request header "
+        "(after connecting or after its last answer)",
+    )
+    parser.add_argument(
+        "--timeout_graceful_shutdown",
+        type=float,
+        default=None,
+        help="on SIGTERM, seconds to finish the requests in flight (default: "
+        f"request_timeout + 5, at most {MAX_DEFAULT_GRACE:g}); uploads "
+        "still arriving are answered busy at once",
+    )
     parser.add_argument("--access_log", action="store_true", help="log one line per request")
     args = parser.parse_args(argv)
     args.enable_mkldnn = mkldnn_from_args(args, parser)
@@ -108,13 +156,27 @@ def parse_args(argv=None):
 def options_from_args(args):
     """The checked ServingOptions of parsed command-line ``args``."""
     return ServingOptions(
-        args.model_dir, args.device, args.pool_size, args.cpu_threads, args.enable_mkldnn,
-        args.max_body_mb, args.max_pixels, args.detection["score_threshold"],
-        args.request_timeout, args.max_queue, args.detection["nms_threshold"],
-        args.detection["slicing"], args.body_timeout, host=args.host, port=args.port,
-        workers=args.workers, max_connections=args.max_connections,
+        args.model_dir,
+        args.device,
+        args.pool_size,
+        args.cpu_threads,
+        args.enable_mkldnn,
+        args.max_body_mb,
+        args.max_pixels,
+        args.detection["score_threshold"],
+        args.request_timeout,
+        args.max_queue,
+        args.detection["nms_threshold"],
+        args.detection["slicing"],
+        args.body_timeout,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        max_connections=args.max_connections,
         timeout_keep_alive=args.timeout_keep_alive,
-        timeout_graceful_shutdown=args.timeout_graceful_shutdown, access_log=args.access_log)
+        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+        access_log=args.access_log,
+    )
 
 
 def main(argv=None):
@@ -134,11 +196,14 @@ def main(argv=None):
 
     def banner():
         sliced = options.slicing
-        print(f"{SERVICE} serving on http://{host}:{port}{PREDICT_PATH} (workers "
-              f"{options.workers}, pool {options.pool_size}, oneDNN "
-              f"{'on' if options.enable_mkldnn else 'off'}"
-              + (f", sliced {sliced.slice_size[0]}x{sliced.slice_size[1]}" if sliced else "")
-              + f", ready in {time.perf_counter() - start:.1f} s)", flush=True)
+        print(
+            f"{SERVICE} serving on http://{host}:{port}{PREDICT_PATH} (workers "
+            f"{options.workers}, pool {options.pool_size}, oneDNN "
+            f"{'on' if options.enable_mkldnn else 'off'}"
+            + (f", sliced {sliced.slice_size[0]}x{sliced.slice_size[1]}" if sliced else "")
+            + f", ready in {time.perf_counter() - start:.1f} s)",
+            flush=True,
+        )
 
     if options.workers > 1:
         del predictor  # each worker process builds its own

@@ -40,6 +40,7 @@ Training dump (``dump_train_losses``; forced top-k and float64 work as in the ev
                                  = official conv1 / layer1; frozen BatchNorms = the official
                                  FrozenBatchNorm2d buffers).
 """
+
 import json
 import os
 
@@ -54,9 +55,22 @@ from ppdet_dac.modeling.denoising import DNNoise
 
 logger = setup_logger(__name__)
 
-__all__ = ["DN_NOISE_KEYS", "LABEL_SPACES", "build_model", "load_model_weights", "load_input",
-           "load_targets", "load_dn_noise", "make_dn_noise", "num_dn_rows", "loss_term_weight",
-           "dump_eval_outputs", "dump_train_losses", "gradient_arrays", "save_npz"]
+__all__ = [
+    "DN_NOISE_KEYS",
+    "LABEL_SPACES",
+    "build_model",
+    "load_model_weights",
+    "load_input",
+    "load_targets",
+    "load_dn_noise",
+    "make_dn_noise",
+    "num_dn_rows",
+    "loss_term_weight",
+    "dump_eval_outputs",
+    "dump_train_losses",
+    "gradient_arrays",
+    "save_npz",
+]
 
 DN_NOISE_KEYS = ("dn_label_noise_p", "dn_new_label", "dn_rand_sign", "dn_rand_part_raw")
 # the label space of post_labels, per DACDETR.class_id_mode
@@ -94,7 +108,9 @@ def load_input(image_path, mask_path=None, topk_path=None, num_queries=None):
     False when ``mask_path`` is None) and the optional forced top-k indices [B, num_queries]."""
     image = _load_npy(image_path, "input")
     if image.ndim != 4 or image.shape[1] != 3:
-        raise ValueError(f"{image_path}: input must have shape [B, 3, H, W], got {list(image.shape)}")
+        raise ValueError(
+            f"{image_path}: input must have shape [B, 3, H, W], got {list(image.shape)}"
+        )
     if not np.issubdtype(image.dtype, np.floating):
         raise ValueError(f"{image_path}: input must be a float array, got dtype {image.dtype}")
     b, _, h, w = image.shape
@@ -103,16 +119,21 @@ def load_input(image_path, mask_path=None, topk_path=None, num_queries=None):
     else:
         mask = _load_npy(mask_path, "mask")
         if list(mask.shape) != [b, h, w]:
-            raise ValueError(f"{mask_path}: mask must have shape {[b, h, w]} to match the input, "
-                             f"got {list(mask.shape)}")
+            raise ValueError(
+                f"{mask_path}: mask must have shape {[b, h, w]} to match the input, "
+                f"got {list(mask.shape)}"
+            )
         if mask.dtype != bool:
             if not np.isin(mask, (0, 1)).all():
-                raise ValueError(f"{mask_path}: mask must be bool (True = padding) or 0/1, got "
-                                 f"values {np.unique(mask)[:5].tolist()}")
+                raise ValueError(
+                    f"{mask_path}: mask must be bool (True = padding) or 0/1, got "
+                    f"values {np.unique(mask)[:5].tolist()}"
+                )
             mask = mask.astype(bool)
         if mask.all(axis=(1, 2)).any():
-            raise ValueError(f"{mask_path}: image {int(np.argmax(mask.all(axis=(1, 2))))} is all "
-                             "padding")
+            raise ValueError(
+                f"{mask_path}: image {int(np.argmax(mask.all(axis=(1, 2))))} is all padding"
+            )
     topk = None
     if topk_path is not None:
         topk = _load_npy(topk_path, "top-k indices")
@@ -120,8 +141,10 @@ def load_input(image_path, mask_path=None, topk_path=None, num_queries=None):
             raise ValueError(f"{topk_path}: top-k indices must be integers, got dtype {topk.dtype}")
         want = [b, num_queries] if num_queries is not None else [b, topk.shape[-1]]
         if list(topk.shape) != want:
-            raise ValueError(f"{topk_path}: top-k indices must have shape {want} "
-                             f"([B, num_queries]), got {list(topk.shape)}")
+            raise ValueError(
+                f"{topk_path}: top-k indices must have shape {want} "
+                f"([B, num_queries]), got {list(topk.shape)}"
+            )
         topk = topk.astype("int64")
     return image, mask, topk
 
@@ -139,26 +162,34 @@ def load_targets(path, batch_size, num_classes, dtype="float32"):
             raise ValueError(f"{path}: not valid JSON: {e}") from e
     if not isinstance(data, list) or len(data) != batch_size:
         got = len(data) if isinstance(data, list) else type(data).__name__
-        raise ValueError(f"{path}: expected a list of {batch_size} images (one per input image), "
-                         f"got {got}")
+        raise ValueError(
+            f"{path}: expected a list of {batch_size} images (one per input image), got {got}"
+        )
     labels, boxes = [], []
     for i, item in enumerate(data):
         if not isinstance(item, dict) or set(item) != {"boxes", "labels"}:
             keys = sorted(item) if isinstance(item, dict) else type(item).__name__
-            raise ValueError(f"{path}: image {i} must be a dict with keys 'boxes' and 'labels', "
-                             f"got {keys}")
+            raise ValueError(
+                f"{path}: image {i} must be a dict with keys 'boxes' and 'labels', got {keys}"
+            )
         box = np.asarray(item["boxes"], dtype=dtype)
         box = box.reshape([0, 4]) if box.size == 0 else box
         lab = np.asarray(item["labels"], dtype="int64").reshape([-1])
         if box.ndim != 2 or box.shape[1] != 4 or box.shape[0] != lab.shape[0]:
-            raise ValueError(f"{path}: image {i}: 'boxes' must be [n, 4] with n = len(labels) = "
-                             f"{lab.shape[0]}, got shape {list(box.shape)}")
+            raise ValueError(
+                f"{path}: image {i}: 'boxes' must be [n, 4] with n = len(labels) = "
+                f"{lab.shape[0]}, got shape {list(box.shape)}"
+            )
         if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
-            raise ValueError(f"{path}: image {i}: labels must lie in [0, {num_classes}), got "
-                             f"[{lab.min()}, {lab.max()}]")
+            raise ValueError(
+                f"{path}: image {i}: labels must lie in [0, {num_classes}), got "
+                f"[{lab.min()}, {lab.max()}]"
+            )
         if box.size and (box.min() < 0 or box.max() > 1 or (box[:, 2:] <= 0).any()):
-            raise ValueError(f"{path}: image {i}: boxes must be normalised cxcywh in [0, 1] with "
-                             "positive width and height")
+            raise ValueError(
+                f"{path}: image {i}: boxes must be normalised cxcywh in [0, 1] with "
+                "positive width and height"
+            )
         labels.append(lab)
         boxes.append(box)
     return labels, boxes
@@ -179,10 +210,12 @@ def make_dn_noise(gt_counts, num_denoising, num_classes, label_noise_ratio=0.5, 
     rows = num_dn_rows(gt_counts, num_denoising)
     p = rng.random(rows).astype("float32")
     chosen = int((p < label_noise_ratio * 0.5).sum())
-    return {"dn_label_noise_p": p,
-            "dn_new_label": rng.integers(0, num_classes, chosen).astype("int64"),
-            "dn_rand_sign": rng.integers(0, 2, (rows, 4)).astype("float32"),
-            "dn_rand_part_raw": rng.random((rows, 4)).astype("float32")}
+    return {
+        "dn_label_noise_p": p,
+        "dn_new_label": rng.integers(0, num_classes, chosen).astype("int64"),
+        "dn_rand_sign": rng.integers(0, 2, (rows, 4)).astype("float32"),
+        "dn_rand_part_raw": rng.random((rows, 4)).astype("float32"),
+    }
 
 
 def load_dn_noise(path, gt_counts, num_denoising, num_classes, label_noise_ratio=0.5):
@@ -196,13 +229,18 @@ def load_dn_noise(path, gt_counts, num_denoising, num_classes, label_noise_ratio
     missing = [k for k in DN_NOISE_KEYS if k not in arrays]
     extra = sorted(set(arrays) - set(DN_NOISE_KEYS))
     if missing or extra:
-        raise ValueError(f"{path}: expected keys {list(DN_NOISE_KEYS)}; missing {missing}, "
-                         f"unexpected {extra}")
+        raise ValueError(
+            f"{path}: expected keys {list(DN_NOISE_KEYS)}; missing {missing}, unexpected {extra}"
+        )
     rows = num_dn_rows(gt_counts, num_denoising)
     p = arrays["dn_label_noise_p"]
-    chosen = int((p < label_noise_ratio * 0.5).sum()) if p.shape == (rows, ) else None
-    expected = {"dn_label_noise_p": (rows, ), "dn_rand_sign": (rows, 4),
-                "dn_rand_part_raw": (rows, 4), "dn_new_label": (chosen, )}
+    chosen = int((p < label_noise_ratio * 0.5).sum()) if p.shape == (rows,) else None
+    expected = {
+        "dn_label_noise_p": (rows,),
+        "dn_rand_sign": (rows, 4),
+        "dn_rand_part_raw": (rows, 4),
+        "dn_new_label": (chosen,),
+    }
     for key in DN_NOISE_KEYS:
         if chosen is None and key == "dn_new_label":
             continue
@@ -210,23 +248,35 @@ def load_dn_noise(path, gt_counts, num_denoising, num_classes, label_noise_ratio
             raise ValueError(
                 f"{path}: '{key}' has shape {list(arrays[key].shape)}, expected "
                 f"{list(expected[key])} (P = 2·G·T = {rows} rows for GT counts {list(gt_counts)}, "
-                f"num_denoising {num_denoising}" +
-                (f"; {chosen} rows with p < {label_noise_ratio * 0.5}" if chosen is not None
-                 else "") + ")")
+                f"num_denoising {num_denoising}"
+                + (
+                    f"; {chosen} rows with p < {label_noise_ratio * 0.5}"
+                    if chosen is not None
+                    else ""
+                )
+                + ")"
+            )
     for key in ("dn_label_noise_p", "dn_rand_part_raw"):
         a = arrays[key]
         if a.size and (a.min() < 0 or a.max() >= 1):
             raise ValueError(f"{path}: '{key}' must lie in [0, 1), got [{a.min()}, {a.max()}]")
     sign = arrays["dn_rand_sign"]
     if sign.size and not np.isin(sign, (0, 1)).all():
-        raise ValueError(f"{path}: 'dn_rand_sign' must hold only 0 and 1 (before the mapping to "
-                         f"+-1), got values {np.unique(sign)[:5].tolist()}")
+        raise ValueError(
+            f"{path}: 'dn_rand_sign' must hold only 0 and 1 (before the mapping to "
+            f"+-1), got values {np.unique(sign)[:5].tolist()}"
+        )
     new = arrays["dn_new_label"]
     if new.size and (new.min() < 0 or new.max() >= num_classes):
-        raise ValueError(f"{path}: 'dn_new_label' must lie in [0, {num_classes}), got "
-                         f"[{new.min()}, {new.max()}]")
-    return DNNoise.replay(arrays["dn_label_noise_p"], arrays["dn_new_label"],
-                          arrays["dn_rand_sign"], arrays["dn_rand_part_raw"])
+        raise ValueError(
+            f"{path}: 'dn_new_label' must lie in [0, {num_classes}), got [{new.min()}, {new.max()}]"
+        )
+    return DNNoise.replay(
+        arrays["dn_label_noise_p"],
+        arrays["dn_new_label"],
+        arrays["dn_rand_sign"],
+        arrays["dn_rand_part_raw"],
+    )
 
 
 # -- forward passes ------------------------------------------------------------------------------
@@ -245,8 +295,7 @@ def _cast_model(model, dtype):
     return model
 
 
-def dump_eval_outputs(model, image, mask=None, topk_indices=None, dtype="float32",
-                      orig_size=None):
+def dump_eval_outputs(model, image, mask=None, topk_indices=None, dtype="float32", orig_size=None):
     """Eval-mode forward on a preprocessed batch; returns the arrays listed in the module doc.
 
     image: [B, 3, H, W] numpy; mask: [B, H, W] bool, True = padding (None: no padding);
@@ -266,12 +315,17 @@ def dump_eval_outputs(model, image, mask=None, topk_indices=None, dtype="float32
     with paddle.no_grad():
         feats = model.backbone({"image": paddle.to_tensor(image.astype(dtype))})
         out = model.transformer(
-            feats, paddle.to_tensor(mask),
+            feats,
+            paddle.to_tensor(mask),
             topk_indices=None if topk_indices is None else paddle.to_tensor(topk_indices),
-            run_c_stream=use_dac)
-        bbox, bbox_num = model.post_process(out["logits"][-1], out["boxes"][-1],
-                                            paddle.to_tensor(im_shape),
-                                            paddle.to_tensor(scale_factor))
+            run_c_stream=use_dac,
+        )
+        bbox, bbox_num = model.post_process(
+            out["logits"][-1],
+            out["boxes"][-1],
+            paddle.to_tensor(im_shape),
+            paddle.to_tensor(scale_factor),
+        )
     result = {
         "pred_logits": out["logits"][-1].numpy(),
         "pred_boxes": out["boxes"][-1].numpy(),
@@ -284,25 +338,38 @@ def dump_eval_outputs(model, image, mask=None, topk_indices=None, dtype="float32
     if use_dac:
         result["dec_logits_cdecoder"] = out["logits_c"].numpy()
         result["dec_boxes_cdecoder"] = out["boxes_c"].numpy()
-    first = bbox.numpy()[:int(bbox_num.numpy()[0])]
-    result.update(post_scores=first[:, 1], post_labels=first[:, 0].round().astype("int64"),
-                  post_boxes=first[:, 2:6],
-                  post_label_space=np.array(LABEL_SPACES[model.class_id_mode]))
+    first = bbox.numpy()[: int(bbox_num.numpy()[0])]
+    result.update(
+        post_scores=first[:, 1],
+        post_labels=first[:, 0].round().astype("int64"),
+        post_boxes=first[:, 2:6],
+        post_label_space=np.array(LABEL_SPACES[model.class_id_mode]),
+    )
     return result
 
 
 def loss_term_weight(name, weights):
     """Weight of criterion term ``name`` ('loss_<ce|bbox|giou><suffix>') in ``weights``
     (``DACCriterion.weights``: ce, bbox, giou, ce_enc, bbox_enc, giou_enc)."""
-    kind = name[len("loss_"):].split("_")[0]
+    kind = name[len("loss_") :].split("_")[0]
     key = kind + "_enc" if name.endswith("_enc") else kind
     if not name.startswith("loss_") or key not in weights:
         raise ValueError(f"no loss weight for term '{name}' (weights: {sorted(weights)})")
     return float(weights[key])
 
 
-def dump_train_losses(model, image, mask, gt_labels, gt_boxes, dn_noise=None, seed=0,
-                      topk_indices=None, dtype="float32", gradients=True):
+def dump_train_losses(
+    model,
+    image,
+    mask,
+    gt_labels,
+    gt_boxes,
+    dn_noise=None,
+    seed=0,
+    topk_indices=None,
+    dtype="float32",
+    gradients=True,
+):
     """Training forward (and backward) on a preprocessed batch with fixed targets and replayed
     DN noise.
 
@@ -325,8 +392,9 @@ def dump_train_losses(model, image, mask, gt_labels, gt_boxes, dn_noise=None, se
     model.clear_gradients(set_to_zero=False)
     model.train()
     try:
-        losses, topk = _train_forward(model, image, mask, gt_labels, gt_boxes, dn_noise,
-                                      topk_indices, dtype)
+        losses, topk = _train_forward(
+            model, image, mask, gt_labels, gt_boxes, dn_noise, topk_indices, dtype
+        )
         result = _loss_arrays(losses, criterion.weights, dtype)
         result["enc_topk_indices"] = topk
         if gradients:
@@ -347,16 +415,24 @@ def _train_forward(model, image, mask, gt_labels, gt_boxes, dn_noise, topk_indic
     boxes = [paddle.to_tensor(np.asarray(b).astype(dtype).reshape([-1, 4])) for b in gt_boxes]
     feats = model.backbone({"image": paddle.to_tensor(image.astype(dtype))})
     out = model.transformer(
-        feats, paddle.to_tensor(mask), labels, boxes, dn_noise=dn_noise,
-        topk_indices=None if topk_indices is None else paddle.to_tensor(topk_indices))
+        feats,
+        paddle.to_tensor(mask),
+        labels,
+        boxes,
+        dn_noise=dn_noise,
+        topk_indices=None if topk_indices is None else paddle.to_tensor(topk_indices),
+    )
     return model.criterion(out, labels, boxes), out["topk_indices"].numpy().astype("int64")
 
 
 def _loss_arrays(losses, weights, dtype):
     """The criterion's weighted terms -> loss/<name> (unweighted), loss_weight/<name>,
     loss_total, all float64; a term not computed in ``dtype`` raises ValueError."""
-    wrong = [f"{name} ({str(v.dtype).replace('paddle.', '')})" for name, v in losses.items()
-             if str(v.dtype).replace("paddle.", "") != dtype]
+    wrong = [
+        f"{name} ({str(v.dtype).replace('paddle.', '')})"
+        for name, v in losses.items()
+        if str(v.dtype).replace("paddle.", "") != dtype
+    ]
     if wrong:
         raise ValueError(f"loss terms not computed in {dtype}: {', '.join(wrong)}")
     result = {"loss_total": np.asarray(losses["loss"].numpy(), dtype="float64").reshape([])}
@@ -379,12 +455,16 @@ def gradient_arrays(model):
     ``stop_gradient`` (frozen) or without a gradient are left out. A trainable parameter with
     no official name (e.g. the one-stage model's shared heads) raises ValueError.
     """
-    grads = {name: param.grad.numpy() for name, param in model.named_parameters()
-             if not param.stop_gradient and param.grad is not None}
+    grads = {
+        name: param.grad.numpy()
+        for name, param in model.named_parameters()
+        if not param.stop_gradient and param.grad is not None
+    }
     squares = sum(float(np.square(g.astype("float64")).sum()) for g in grads.values())
     inverse = mapping.official_dac_inverse(model.state_dict())
-    official = mapping.to_source_layout(grads, inverse, mapping.OFFICIAL_DAC_ALIASES,
-                                        "official DAC-DETR checkpoint")
+    official = mapping.to_source_layout(
+        grads, inverse, mapping.OFFICIAL_DAC_ALIASES, "official DAC-DETR checkpoint"
+    )
     result = {"grad_total_norm": np.asarray(np.sqrt(squares), dtype="float64")}
     result.update((f"grad/{key}", value) for key, value in official.items())
     return result

@@ -10,6 +10,7 @@ several queries per object, the one-to-one O-decoder about one.
 The counting (``count_queries_per_gt``, ``QueryAffinityCounter``) is plain numpy; the model
 side (``collect_predictions``) and the outputs (``write_csv``, ``plot_curves``) build on it.
 """
+
 import csv
 import os
 import re
@@ -22,13 +23,32 @@ from ppdet_dac.interop.paddle_files import read_file
 
 logger = setup_logger(__name__)
 
-__all__ = ["STREAMS", "CSV_FIELDS", "box_iou_xyxy", "count_queries_per_gt",
-           "QueryAffinityCounter", "checkpoint_epochs", "write_csv", "read_csv", "plot_curves",
-           "collect_predictions", "build_eval_loader", "analyze_checkpoint"]
+__all__ = [
+    "STREAMS",
+    "CSV_FIELDS",
+    "box_iou_xyxy",
+    "count_queries_per_gt",
+    "QueryAffinityCounter",
+    "checkpoint_epochs",
+    "write_csv",
+    "read_csv",
+    "plot_curves",
+    "collect_predictions",
+    "build_eval_loader",
+    "analyze_checkpoint",
+]
 
 STREAMS = {"o": "O-decoder", "c": "C-decoder"}
-CSV_FIELDS = ("model", "checkpoint", "epoch", "stream", "iou", "score_gate",
-              "mean_queries_per_object", "num_objects")
+CSV_FIELDS = (
+    "model",
+    "checkpoint",
+    "epoch",
+    "stream",
+    "iou",
+    "score_gate",
+    "mean_queries_per_object",
+    "num_objects",
+)
 FINAL_NAME = "model_final"
 
 
@@ -45,8 +65,9 @@ def box_iou_xyxy(boxes1, boxes2):
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def count_queries_per_gt(pred_boxes, gt_boxes, thresholds, pred_scores=None, gt_labels=None,
-                         score_gate=None):
+def count_queries_per_gt(
+    pred_boxes, gt_boxes, thresholds, pred_scores=None, gt_labels=None, score_gate=None
+):
     """Per GT, the number of queries with IoU strictly greater than each threshold.
 
     pred_boxes: [Q, 4] xyxy; gt_boxes: [n, 4] xyxy (same coordinate frame);
@@ -56,16 +77,18 @@ def count_queries_per_gt(pred_boxes, gt_boxes, thresholds, pred_scores=None, gt_
     Returns int64 [T, n].
     """
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape([-1])
-    iou = box_iou_xyxy(gt_boxes, pred_boxes)                            # [n, Q]
-    hits = iou[None] > thresholds[:, None, None]                       # [T, n, Q]
+    iou = box_iou_xyxy(gt_boxes, pred_boxes)  # [n, Q]
+    hits = iou[None] > thresholds[:, None, None]  # [T, n, Q]
     if score_gate is not None:
         if pred_scores is None or gt_labels is None:
             raise ValueError("score_gate needs pred_scores and gt_labels")
         scores = np.asarray(pred_scores, dtype=np.float64)
         labels = np.asarray(gt_labels, dtype=np.int64).reshape([-1])
         if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[1]):
-            raise ValueError(f"gt_labels must lie in [0, {scores.shape[1]}), got "
-                             f"[{labels.min()}, {labels.max()}]")
+            raise ValueError(
+                f"gt_labels must lie in [0, {scores.shape[1]}), got "
+                f"[{labels.min()}, {labels.max()}]"
+            )
         hits = hits & (scores[:, labels].T >= score_gate)[None]
     return hits.sum(axis=2).astype(np.int64)
 
@@ -83,8 +106,9 @@ class QueryAffinityCounter(object):
 
     def update(self, stream, pred_boxes, gt_boxes, pred_scores=None, gt_labels=None):
         """Add one image of ``stream``: boxes as in ``count_queries_per_gt``."""
-        counts = count_queries_per_gt(pred_boxes, gt_boxes, self.thresholds, pred_scores,
-                                      gt_labels, self.score_gate)
+        counts = count_queries_per_gt(
+            pred_boxes, gt_boxes, self.thresholds, pred_scores, gt_labels, self.score_gate
+        )
         self.totals[stream] = self.totals.get(stream, 0) + counts.sum(axis=1)
         self.num_objects[stream] = self.num_objects.get(stream, 0) + counts.shape[1]
 
@@ -94,8 +118,11 @@ class QueryAffinityCounter(object):
         out = {}
         for stream, total in self.totals.items():
             n = self.num_objects[stream]
-            means = np.asarray(total, dtype=np.float64) / n if n else \
-                np.full(len(self.thresholds), np.nan)
+            means = (
+                np.asarray(total, dtype=np.float64) / n
+                if n
+                else np.full(len(self.thresholds), np.nan)
+            )
             out[stream] = (dict(zip(self.thresholds, means.tolist())), n)
         return out
 
@@ -105,9 +132,18 @@ class QueryAffinityCounter(object):
         rows = []
         for stream, (means, n) in sorted(self.result().items()):
             for t, mean in means.items():
-                rows.append({"model": model, "checkpoint": checkpoint, "epoch": epoch,
-                             "stream": stream, "iou": f"{t:g}", "score_gate": gate,
-                             "mean_queries_per_object": f"{mean:.6f}", "num_objects": n})
+                rows.append(
+                    {
+                        "model": model,
+                        "checkpoint": checkpoint,
+                        "epoch": epoch,
+                        "stream": stream,
+                        "iou": f"{t:g}",
+                        "score_gate": gate,
+                        "mean_queries_per_object": f"{mean:.6f}",
+                        "num_objects": n,
+                    }
+                )
         return rows
 
 
@@ -191,27 +227,39 @@ def plot_curves(rows, path, title="Queries per object above an IoU threshold"):
     """One panel per IoU threshold: mean queries per object against epoch, one line per
     (model, stream). Writes a PNG to ``path``."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     if not rows:
         raise ValueError("no rows to plot")
     thresholds = sorted({float(r["iou"]) for r in rows})
-    fig, axes = plt.subplots(1, len(thresholds), figsize=(4.2 * len(thresholds), 3.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(thresholds), figsize=(4.2 * len(thresholds), 3.6), squeeze=False
+    )
     series = sorted({(r["model"], r["stream"]) for r in rows})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     model_names = sorted({m for m, _ in series})
     for ax, t in zip(axes[0], thresholds):
         for model, stream in series:
-            pts = [(int(r["epoch"]) if str(r["epoch"]) != "" else 0,
-                    float(r["mean_queries_per_object"])) for r in rows
-                   if r["model"] == model and r["stream"] == stream and float(r["iou"]) == t]
+            pts = [
+                (
+                    int(r["epoch"]) if str(r["epoch"]) != "" else 0,
+                    float(r["mean_queries_per_object"]),
+                )
+                for r in rows
+                if r["model"] == model and r["stream"] == stream and float(r["iou"]) == t
+            ]
             pts.sort()
             color = colors[model_names.index(model) % len(colors)]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if stream == "o" else "s",
-                    linestyle="-" if stream == "o" else "--", color=color,
-                    label=f"{model} {STREAMS.get(stream, stream)}")
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o" if stream == "o" else "s",
+                linestyle="-" if stream == "o" else "--",
+                color=color,
+                label=f"{model} {STREAMS.get(stream, stream)}",
+            )
         ax.set_title(f"IoU > {t:g}")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -253,8 +301,11 @@ def collect_predictions(model, data):
     import paddle.nn.functional as F
 
     model.eval()
-    pad_mask = data["pad_mask"] < 0.5 if data.get("pad_mask") is not None else \
-        paddle.zeros([data["image"].shape[0]] + list(data["image"].shape[2:]), dtype="bool")
+    pad_mask = (
+        data["pad_mask"] < 0.5
+        if data.get("pad_mask") is not None
+        else paddle.zeros([data["image"].shape[0]] + list(data["image"].shape[2:]), dtype="bool")
+    )
     streams = ["o", "c"] if model.transformer.use_dac else ["o"]
     with paddle.no_grad():
         feats = model.backbone({"image": data["image"]})
@@ -267,13 +318,19 @@ def collect_predictions(model, data):
         w = float(valid[b].any(axis=0).sum())
         scale = np.array([w, h, w, h], dtype=np.float64)
         gt_class = data["gt_class"][b].numpy().reshape([-1]).astype("int64")
-        item = {"gt_boxes": data["gt_bbox"][b].numpy().reshape([-1, 4]).astype(np.float64),
-                "gt_labels": model.to_model_ids.numpy()[gt_class]}
+        item = {
+            "gt_boxes": data["gt_bbox"][b].numpy().reshape([-1, 4]).astype(np.float64),
+            "gt_labels": model.to_model_ids.numpy()[gt_class],
+        }
         for s in streams:
             logits, boxes = out[keys[s][0]][-1, b], out[keys[s][1]][-1, b]
             cxcywh = boxes.numpy().astype(np.float64)
-            xyxy = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2,
-                                   cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1) * scale
+            xyxy = (
+                np.concatenate(
+                    [cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1
+                )
+                * scale
+            )
             item[f"{s}_boxes"] = xyxy
             item[f"{s}_scores"] = F.sigmoid(logits).numpy()
         images.append(item)
@@ -296,8 +353,13 @@ def analyze_checkpoint(model, loader, thresholds, score_gate=None, max_images=No
                 if max_images is not None and seen >= max_images:
                     break
                 for s in streams:
-                    counter.update(s, item[f"{s}_boxes"], item["gt_boxes"], item[f"{s}_scores"],
-                                   item["gt_labels"])
+                    counter.update(
+                        s,
+                        item[f"{s}_boxes"],
+                        item["gt_boxes"],
+                        item[f"{s}_scores"],
+                        item["gt_labels"],
+                    )
                 seen += 1
                 bar.update(1)
             if max_images is not None and seen >= max_images:

@@ -5,6 +5,7 @@ attached to ``ppdet.data.source``) and the reader op ``DACDecode`` (attached to
 ``ppdet.data.transform``) with ppdet, so it must run before
 ``ppdet.core.workspace.load_config``.
 """
+
 from . import coco_ids  # noqa: F401
 from . import transforms  # noqa: F401
 from . import dataset  # noqa: F401

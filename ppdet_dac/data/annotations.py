@@ -13,6 +13,7 @@ a COCO file and raise one ValueError naming the file and the entry at fault.
 How messages name images and boxes is the caller's: ``CocoNames`` (image and annotation ids);
 VOC's ``VOCNames`` names the XML files and objects.
 """
+
 import json
 import math
 import os
@@ -22,9 +23,21 @@ from ppdet.utils.logger import setup_logger
 
 logger = setup_logger(__name__)
 
-__all__ = ["MAX_SKIP_LINES", "NAMED_IN_SUMMARY", "is_number", "box_problem", "first_few",
-           "SkipLog", "CocoNames", "new_skip_logs", "checked_image_size", "clean_boxes",
-           "read_coco_json", "class_ids", "annotations_by_image"]
+__all__ = [
+    "MAX_SKIP_LINES",
+    "NAMED_IN_SUMMARY",
+    "is_number",
+    "box_problem",
+    "first_few",
+    "SkipLog",
+    "CocoNames",
+    "new_skip_logs",
+    "checked_image_size",
+    "clean_boxes",
+    "read_coco_json",
+    "class_ids",
+    "annotations_by_image",
+]
 
 # at most this many individual skip lines per kind of problem; the summary gives the total
 MAX_SKIP_LINES = 20
@@ -34,8 +47,9 @@ NAMED_IN_SUMMARY = 5
 
 def is_number(value):
     """A JSON number (int or float; not a boolean, a string or null)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) \
-        and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
 
 
 def box_problem(box):
@@ -75,16 +89,19 @@ class SkipLog:
         if self.count <= MAX_SKIP_LINES:
             logger.warning(message)
         elif self.count == MAX_SKIP_LINES + 1:
-            logger.warning(f"more skipped {self.what} ({self.why}) follow; only their number "
-                           "is reported below")
+            logger.warning(
+                f"more skipped {self.what} ({self.why}) follow; only their number is reported below"
+            )
 
     def summary(self, anno_file, total=None):
         """One warning naming the file, the count (of ``total``) and the first ids (nothing
         when empty)."""
         if self.ids:
             of = "" if total is None else f" of {total}"
-            logger.warning(f"{anno_file}: skipped {self.count}{of} {self.what} ({self.why}; "
-                           f"{self.id_name} {first_few(self.ids)})")
+            logger.warning(
+                f"{anno_file}: skipped {self.count}{of} {self.what} ({self.why}; "
+                f"{self.id_name} {first_few(self.ids)})"
+            )
 
 
 class CocoNames:
@@ -119,11 +136,12 @@ class CocoNames:
 def new_skip_logs(names):
     """The skip counters of one annotation file, by kind: 'missing', 'size', 'malformed',
     'degenerate'."""
-    return {"missing": SkipLog("images", "file missing or empty", names.image_ids),
-            "size": SkipLog("images", "width/height not a number > 0", names.image_ids),
-            "malformed": SkipLog("malformed boxes", "bbox not 4 finite numbers", names.box_ids),
-            "degenerate": SkipLog("degenerate boxes", "no area inside the image",
-                                   names.box_ids)}
+    return {
+        "missing": SkipLog("images", "file missing or empty", names.image_ids),
+        "size": SkipLog("images", "width/height not a number > 0", names.image_ids),
+        "malformed": SkipLog("malformed boxes", "bbox not 4 finite numbers", names.box_ids),
+        "degenerate": SkipLog("degenerate boxes", "no area inside the image", names.box_ids),
+    }
 
 
 def checked_image_size(img, names, skips, im_path):
@@ -131,9 +149,12 @@ def checked_image_size(img, names, skips, im_path):
     ``skips['size']`` when either is not a finite number > 0."""
     im_w, im_h = img.get("width"), img.get("height")
     if not all(is_number(v) and math.isfinite(v) and v > 0 for v in (im_w, im_h)):
-        skips["size"].add(names.image_key(img), f"skipping {names.image(img)} ({im_path}): "
-                          f"width {im_w!r} / height {im_h!r} in {names.size_source(img)} must "
-                          "be numbers > 0")
+        skips["size"].add(
+            names.image_key(img),
+            f"skipping {names.image(img)} ({im_path}): "
+            f"width {im_w!r} / height {im_h!r} in {names.size_source(img)} must "
+            "be numbers > 0",
+        )
         return None
     return float(im_w), float(im_h)
 
@@ -150,18 +171,24 @@ def clean_boxes(img, im_w, im_h, annotations, names, skips, load_crowd=False):
         box = ann.get("bbox")
         problem = box_problem(box)
         if problem:
-            skips["malformed"].add(names.box_key(ann), f"skipping {names.box(ann)} of "
-                                   f"{names.image(img)}: {names.box_value(ann, False)} "
-                                   f"{problem}")
+            skips["malformed"].add(
+                names.box_key(ann),
+                f"skipping {names.box(ann)} of "
+                f"{names.image(img)}: {names.box_value(ann, False)} "
+                f"{problem}",
+            )
             continue
         x, y, w, h = (float(v) for v in box)
         x1, y1 = min(max(x, 0.0), im_w), min(max(y, 0.0), im_h)
         x2, y2 = min(max(x + w, 0.0), im_w), min(max(y + h, 0.0), im_h)
         if x2 - x1 <= 0 or y2 - y1 <= 0:
-            skips["degenerate"].add(names.box_key(ann), f"skipping degenerate box of "
-                                    f"{names.image(img)} ({names.box(ann)}): "
-                                    f"{names.box_value(ann, True)} has no area inside the "
-                                    f"{im_w:g}x{im_h:g} image")
+            skips["degenerate"].add(
+                names.box_key(ann),
+                f"skipping degenerate box of "
+                f"{names.image(img)} ({names.box(ann)}): "
+                f"{names.box_value(ann, True)} has no area inside the "
+                f"{im_w:g}x{im_h:g} image",
+            )
             continue
         kept.append((ann, [x1, y1, x2, y2]))
     return kept
@@ -186,10 +213,16 @@ def read_coco_json(anno_file):
     if not isinstance(anno.get("annotations", []), list):
         raise ValueError(f"{anno_file}: 'annotations' is not a list")
     for k, img in enumerate(anno["images"]):
-        if not isinstance(img, dict) or not isinstance(img.get("id"), int) \
-                or isinstance(img.get("id"), bool) or not isinstance(img.get("file_name"), str):
-            raise ValueError(f"{anno_file}: images[{k}] needs an integer 'id' and a "
-                             f"'file_name' string, got {str(img)[:200]}")
+        if (
+            not isinstance(img, dict)
+            or not isinstance(img.get("id"), int)
+            or isinstance(img.get("id"), bool)
+            or not isinstance(img.get("file_name"), str)
+        ):
+            raise ValueError(
+                f"{anno_file}: images[{k}] needs an integer 'id' and a "
+                f"'file_name' string, got {str(img)[:200]}"
+            )
     return anno
 
 
@@ -205,8 +238,9 @@ def class_ids(anno_file, anno):
     if len(set(cat_ids)) != len(cat_ids):
         raise ValueError(f"{anno_file}: duplicate category ids in {cat_ids}")
     catid2clsid = {cid: i for i, cid in enumerate(cat_ids)}
-    cname2cid = {cat.get("name", str(cat["id"])): catid2clsid[cat["id"]]
-                 for cat in anno["categories"]}
+    cname2cid = {
+        cat.get("name", str(cat["id"])): catid2clsid[cat["id"]] for cat in anno["categories"]
+    }
     return catid2clsid, cname2cid
 
 
@@ -216,12 +250,12 @@ def annotations_by_image(anno_file, anno, catid2clsid):
     by_image = {}
     for k, ann in enumerate(anno.get("annotations", [])):
         if not isinstance(ann, dict):
-            raise ValueError(f"{anno_file}: annotations[{k}] is not an object: "
-                             f"{str(ann)[:200]}")
+            raise ValueError(f"{anno_file}: annotations[{k}] is not an object: {str(ann)[:200]}")
         if ann.get("category_id") not in catid2clsid:
             raise ValueError(
                 f"{anno_file}: annotation id {ann.get('id')} (image id {ann.get('image_id')})"
                 f" has category_id {ann.get('category_id')!r}, which is not in 'categories' "
-                f"(known ids: {sorted(catid2clsid)})")
+                f"(known ids: {sorted(catid2clsid)})"
+            )
         by_image.setdefault(ann.get("image_id"), []).append(ann)
     return by_image

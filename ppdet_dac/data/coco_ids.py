@@ -14,13 +14,20 @@ Three id spaces meet here:
 Every table is a plain ``np.int64`` array indexed by the source id; ``-1`` marks an index that
 has no counterpart.
 """
+
 import numpy as np
 
 # The 80 category ids used by COCO 2017 detection, in ascending order (12, 26, 29, 30, 45, 66,
 # 68, 69, 71 and 83 are unused).
 COCO_RAW_CATEGORY_IDS = (
-    list(range(1, 12)) + list(range(13, 26)) + [27, 28] + list(range(31, 45))
-    + list(range(46, 66)) + [67, 70] + list(range(72, 83)) + list(range(84, 91))
+    list(range(1, 12))
+    + list(range(13, 26))
+    + [27, 28]
+    + list(range(31, 45))
+    + list(range(46, 66))
+    + [67, 70]
+    + list(range(72, 83))
+    + list(range(84, 91))
 )
 # Classifier size when the model predicts raw COCO ids (index 0 and the gaps are never targets).
 COCO_RAW_NUM_CLASSES = 91
@@ -72,8 +79,10 @@ def raw_to_contiguous_table(cat_ids, num_classes):
     """
     ids = _as_cat_ids(cat_ids)
     if int(ids.max()) >= num_classes:
-        raise ValueError(f"category id {int(ids.max())} does not fit num_classes={num_classes}; "
-                         f"raw ids need num_classes >= {int(ids.max()) + 1}")
+        raise ValueError(
+            f"category id {int(ids.max())} does not fit num_classes={num_classes}; "
+            f"raw ids need num_classes >= {int(ids.max()) + 1}"
+        )
     table = np.full(num_classes, -1, dtype="int64")
     table[ids] = np.arange(len(ids), dtype="int64")
     return table
@@ -121,8 +130,10 @@ def model_class_tables(catid2clsid, class_id_mode, num_classes):
     if class_id_mode == "coco_raw":
         return contiguous_to_raw_table(cat_ids), raw_to_contiguous_table(cat_ids, num_classes)
     if len(cat_ids) > num_classes:
-        raise ValueError(f"the dataset has {len(cat_ids)} categories but num_classes={num_classes}"
-                         " (class_id_mode 'contiguous' needs num_classes >= #categories)")
+        raise ValueError(
+            f"the dataset has {len(cat_ids)} categories but num_classes={num_classes}"
+            " (class_id_mode 'contiguous' needs num_classes >= #categories)"
+        )
     to_dataset = np.full(num_classes, -1, dtype="int64")
-    to_dataset[:len(cat_ids)] = np.arange(len(cat_ids), dtype="int64")
+    to_dataset[: len(cat_ids)] = np.arange(len(cat_ids), dtype="int64")
     return np.arange(len(cat_ids), dtype="int64"), to_dataset

@@ -48,6 +48,7 @@ Empty images: the official code (torchvision ``CocoDetection``) trains on every 
 instances_train2017.json, including the ~1k without annotations, so the COCO config sets
 ``allow_empty: true`` for TrainDataset; the class default stays ppdet's ``False``.
 """
+
 import os
 import random
 
@@ -57,9 +58,18 @@ from ppdet.core.workspace import register, serializable
 from ppdet.data.source.coco import COCODataSet
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.data.annotations import (MAX_SKIP_LINES, NAMED_IN_SUMMARY, CocoNames,
-                                        annotations_by_image, checked_image_size, class_ids,
-                                        clean_boxes, first_few, new_skip_logs, read_coco_json)
+from ppdet_dac.data.annotations import (
+    MAX_SKIP_LINES,
+    NAMED_IN_SUMMARY,
+    CocoNames,
+    annotations_by_image,
+    checked_image_size,
+    class_ids,
+    clean_boxes,
+    first_few,
+    new_skip_logs,
+    read_coco_json,
+)
 from ppdet_dac.data.duplicates import check_no_duplicates, resolution_note, resolve_duplicates
 from ppdet_dac.data.image_io import decode_bgr
 from ppdet_dac.data.transforms import ImageDecodeError, QuietDecodeCompose
@@ -99,28 +109,49 @@ class DACCOCODataSet(COCODataSet):
     int32 [n, 1] (an annotation's ``difficult`` flag, 0 when absent).
     """
 
-    def __init__(self, dataset_dir=None, image_dir=None, anno_path=None, data_fields=("image",),
-                 sample_num=-1, load_crowd=False, allow_empty=False, empty_ratio=1.,
-                 repeat=1, on_decode_error="skip",
-                 max_consecutive_decode_errors=DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS,
-                 duplicates="auto"):
-        super().__init__(dataset_dir=dataset_dir, image_dir=image_dir, anno_path=anno_path,
-                         data_fields=data_fields, sample_num=sample_num, load_crowd=load_crowd,
-                         allow_empty=allow_empty, empty_ratio=empty_ratio, repeat=repeat)
+    def __init__(
+        self,
+        dataset_dir=None,
+        image_dir=None,
+        anno_path=None,
+        data_fields=("image",),
+        sample_num=-1,
+        load_crowd=False,
+        allow_empty=False,
+        empty_ratio=1.0,
+        repeat=1,
+        on_decode_error="skip",
+        max_consecutive_decode_errors=DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS,
+        duplicates="auto",
+    ):
+        super().__init__(
+            dataset_dir=dataset_dir,
+            image_dir=image_dir,
+            anno_path=anno_path,
+            data_fields=data_fields,
+            sample_num=sample_num,
+            load_crowd=load_crowd,
+            allow_empty=allow_empty,
+            empty_ratio=empty_ratio,
+            repeat=repeat,
+        )
         if on_decode_error not in DECODE_ERROR_MODES:
-            raise ValueError(f"on_decode_error must be one of {DECODE_ERROR_MODES}, "
-                             f"got {on_decode_error!r}")
+            raise ValueError(
+                f"on_decode_error must be one of {DECODE_ERROR_MODES}, got {on_decode_error!r}"
+            )
         if duplicates not in DUPLICATE_MODES:
             raise ValueError(f"duplicates must be one of {DUPLICATE_MODES}, got {duplicates!r}")
         self.duplicates = duplicates
         limit = max_consecutive_decode_errors
         if not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"DACCOCODataSet.max_consecutive_decode_errors must be an integer "
-                             f">= 1, got {limit!r}")
+            raise ValueError(
+                f"DACCOCODataSet.max_consecutive_decode_errors must be an integer "
+                f">= 1, got {limit!r}"
+            )
         self.on_decode_error = on_decode_error
         self.max_consecutive_decode_errors = int(limit)
         self._undecodable = set()
-        self._undecodable_files = []    # the first few, for the error message
+        self._undecodable_files = []  # the first few, for the error message
         self._decode_errors_in_row = 0
 
     # -- locating files --------------------------------------------------------------------
@@ -128,18 +159,24 @@ class DACCOCODataSet(COCODataSet):
         return os.path.join(self.dataset_dir, self.anno_path or "")
 
     def _image_root(self):
-        return os.path.join(self.dataset_dir, self.image_dir) if self.image_dir else self.dataset_dir
+        return (
+            os.path.join(self.dataset_dir, self.image_dir) if self.image_dir else self.dataset_dir
+        )
 
     def check_or_download_dataset(self):
         """Check the files are there; never download (ppdet would fetch COCO from the web)."""
         anno_file = self._anno_file()
         if not self.anno_path or not os.path.isfile(anno_file):
-            raise FileNotFoundError(f"annotation file not found: {anno_file} "
-                                    f"(dataset_dir={self.dataset_dir!r}, anno_path={self.anno_path!r})")
+            raise FileNotFoundError(
+                f"annotation file not found: {anno_file} "
+                f"(dataset_dir={self.dataset_dir!r}, anno_path={self.anno_path!r})"
+            )
         image_root = self._image_root()
         if image_root and not os.path.isdir(image_root):
-            raise FileNotFoundError(f"image directory not found: {image_root} "
-                                    f"(dataset_dir={self.dataset_dir!r}, image_dir={self.image_dir!r})")
+            raise FileNotFoundError(
+                f"image directory not found: {image_root} "
+                f"(dataset_dir={self.dataset_dir!r}, image_dir={self.image_dir!r})"
+            )
 
     # -- parsing ---------------------------------------------------------------------------
     def _load_json(self):
@@ -154,20 +191,27 @@ class DACCOCODataSet(COCODataSet):
         return annotations_by_image(anno_file, anno, self.catid2clsid)
 
     def _record(self, img, im_path, kept):
-        rec = {"im_file": im_path, "im_id": np.array([img["id"]]),
-               "h": float(img["height"]), "w": float(img["width"])}
+        rec = {
+            "im_file": im_path,
+            "im_id": np.array([img["id"]]),
+            "h": float(img["height"]),
+            "w": float(img["width"]),
+        }
         if self.load_image_only:
             return rec
         n = len(kept)
         gt = {
             "gt_bbox": np.array([box for _, box in kept], dtype=np.float32).reshape(n, 4),
-            "gt_class": np.array([self.catid2clsid[a["category_id"]] for a, _ in kept],
-                                 dtype=np.int32).reshape(n, 1),
-            "is_crowd": np.array([int(a.get("iscrowd", 0)) for a, _ in kept],
-                                 dtype=np.int32).reshape(n, 1),
+            "gt_class": np.array(
+                [self.catid2clsid[a["category_id"]] for a, _ in kept], dtype=np.int32
+            ).reshape(n, 1),
+            "is_crowd": np.array(
+                [int(a.get("iscrowd", 0)) for a, _ in kept], dtype=np.int32
+            ).reshape(n, 1),
             "gt_poly": [a.get("segmentation") for a, _ in kept],
-            "difficult": np.array([int(a.get("difficult", 0)) for a, _ in kept],
-                                  dtype=np.int32).reshape(n, 1),
+            "difficult": np.array(
+                [int(a.get("difficult", 0)) for a, _ in kept], dtype=np.int32
+            ).reshape(n, 1),
         }
         rec.update({k: v for k, v in gt.items() if k in self.data_fields})
         return rec
@@ -208,14 +252,16 @@ class DACCOCODataSet(COCODataSet):
             im_path = os.path.join(image_root, img["file_name"])
             if not os.path.isfile(im_path) or os.path.getsize(im_path) == 0:
                 reason = "missing" if not os.path.exists(im_path) else "empty or not a file"
-                skips["missing"].add(names.image_key(img), f"skipping {names.image(img)}: file "
-                                     f"{im_path} is {reason}")
+                skips["missing"].add(
+                    names.image_key(img), f"skipping {names.image(img)}: file {im_path} is {reason}"
+                )
                 continue
             size = checked_image_size(img, names, skips, im_path)
             if size is None:
                 continue
-            kept = clean_boxes(img, *size, by_image.get(img["id"], []), names, skips,
-                               self.load_crowd)
+            kept = clean_boxes(
+                img, *size, by_image.get(img["id"], []), names, skips, self.load_crowd
+            )
             if not kept and not self.load_image_only:
                 num_no_boxes += 1
                 if not self.allow_empty:
@@ -230,19 +276,24 @@ class DACCOCODataSet(COCODataSet):
         self.roidbs = records + empty_records
         if self.on_decode_error == "report":
             self.roidbs = self._decodable(anno_file, self.roidbs)
-        self._summarise(anno_file, len(anno["images"]), skips, num_no_boxes,
-                        len(empty_records))
-        listed = (f"of the {len(anno['images'])} images listed: {skips['missing'].count} missing"
-                  f" or empty under {image_root}, {skips['size'].count} with a bad width/height, "
-                  f"{num_no_boxes} without a usable box")
+        self._summarise(anno_file, len(anno["images"]), skips, num_no_boxes, len(empty_records))
+        listed = (
+            f"of the {len(anno['images'])} images listed: {skips['missing'].count} missing"
+            f" or empty under {image_root}, {skips['size'].count} with a bad width/height, "
+            f"{num_no_boxes} without a usable box"
+        )
         if not self.roidbs:
-            raise ValueError(f"{anno_file}: no usable image ({listed}"
-                             f"{'' if self.allow_empty else ', allow_empty: false'})")
+            raise ValueError(
+                f"{anno_file}: no usable image ({listed}"
+                f"{'' if self.allow_empty else ', allow_empty: false'})"
+            )
         if not records and not self.load_image_only and "gt_bbox" in self.data_fields:
-            raise ValueError(f"{anno_file}: no image has a usable box, nothing to train on "
-                             f"({listed}; {len(anno.get('annotations', []))} annotations, "
-                             f"{skips['malformed'].count} malformed and "
-                             f"{skips['degenerate'].count} degenerate boxes skipped)")
+            raise ValueError(
+                f"{anno_file}: no image has a usable box, nothing to train on "
+                f"({listed}; {len(anno.get('annotations', []))} annotations, "
+                f"{skips['malformed'].count} malformed and "
+                f"{skips['degenerate'].count} degenerate boxes skipped)"
+            )
 
     def _decodable(self, anno_file, records):
         """``records`` without the images that do not decode (on_decode_error: report), each
@@ -253,24 +304,33 @@ class DACCOCODataSet(COCODataSet):
                 if decode_bgr(handle.read()) is None:
                     bad.append(record["im_file"])
                     if len(bad) <= MAX_SKIP_LINES:
-                        logger.warning(f"{record['im_file']} (image id "
-                                       f"{int(np.asarray(record['im_id']).reshape(-1)[0])}) "
-                                       "cannot be decoded: left out of the evaluation")
+                        logger.warning(
+                            f"{record['im_file']} (image id "
+                            f"{int(np.asarray(record['im_id']).reshape(-1)[0])}) "
+                            "cannot be decoded: left out of the evaluation"
+                        )
                     continue
             kept.append(record)
         if bad:
-            logger.warning(f"{anno_file}: {len(bad)} of {len(records)} images cannot be decoded "
-                           f"and are left out; they do not count in the metric "
-                           f"({first_few([os.path.basename(f) for f in bad])})")
+            logger.warning(
+                f"{anno_file}: {len(bad)} of {len(records)} images cannot be decoded "
+                f"and are left out; they do not count in the metric "
+                f"({first_few([os.path.basename(f) for f in bad])})"
+            )
         return kept
 
     def _summarise(self, anno_file, num_listed, skips, num_no_boxes, num_empty_kept):
         for kind, skip_log in skips.items():
             skip_log.summary(anno_file, num_listed if kind in ("missing", "size") else None)
-        empty_note = (f"{num_empty_kept} of them kept (allow_empty)" if self.allow_empty
-                      else "dropped (allow_empty: false)")
-        logger.info(f"{anno_file}: loaded {len(self.roidbs)} images "
-                    f"({num_no_boxes} without boxes: {empty_note})")
+        empty_note = (
+            f"{num_empty_kept} of them kept (allow_empty)"
+            if self.allow_empty
+            else "dropped (allow_empty: false)"
+        )
+        logger.info(
+            f"{anno_file}: loaded {len(self.roidbs)} images "
+            f"({num_no_boxes} without boxes: {empty_note})"
+        )
 
     # -- reading ---------------------------------------------------------------------------
     def set_sample_seed(self, seed):
@@ -315,9 +375,10 @@ class DACCOCODataSet(COCODataSet):
             else:
                 self._decode_errors_in_row = 0
                 return sample
-            self._skip_undecodable(candidate, error)   # outside the except: no chained traceback
-        raise self._unreadable(f"none of the {n} images listed in {self._anno_file()} can be "
-                               f"decoded")
+            self._skip_undecodable(candidate, error)  # outside the except: no chained traceback
+        raise self._unreadable(
+            f"none of the {n} images listed in {self._anno_file()} can be decoded"
+        )
 
     def _skip_undecodable(self, index, err):
         """Remember and log an undecodable record; UnreadableDatasetError at the limit."""
@@ -325,20 +386,25 @@ class DACCOCODataSet(COCODataSet):
         if len(self._undecodable_files) < NAMED_IN_SUMMARY:
             self._undecodable_files.append(err.im_file or self.roidbs[index]["im_file"])
         self._decode_errors_in_row += 1
-        logger.warning(f"skipping undecodable image: {err}; training continues with the next "
-                       f"image ({len(self._undecodable)} undecodable so far)")
+        logger.warning(
+            f"skipping undecodable image: {err}; training continues with the next "
+            f"image ({len(self._undecodable)} undecodable so far)"
+        )
         if self._decode_errors_in_row >= self.max_consecutive_decode_errors:
             raise self._unreadable(
                 f"{self._decode_errors_in_row} images in a row cannot be decoded "
                 f"(max_consecutive_decode_errors: {self.max_consecutive_decode_errors}), so "
-                f"training stops instead of searching the rest for a readable one")
+                f"training stops instead of searching the rest for a readable one"
+            )
 
     def _unreadable(self, what):
         root = self._image_root()
         files = [os.path.relpath(f, root) for f in self._undecodable_files]
-        return UnreadableDatasetError(f"{root}: {what}; undecodable files include "
-                                      f"{first_few(files)} ({len(self._undecodable)} in all); "
-                                      "check that the images are JPEG/PNG/BMP files that open")
+        return UnreadableDatasetError(
+            f"{root}: {what}; undecodable files include "
+            f"{first_few(files)} ({len(self._undecodable)} in all); "
+            "check that the images are JPEG/PNG/BMP files that open"
+        )
 
 
 # ppdet's TrainDataset/EvalDataset wrappers resolve `name:` with getattr(ppdet.data.source, name)

@@ -23,6 +23,7 @@ when its annotation file already exists, records the same generator settings and
 images are present; the annotation file is written last (atomically), so an interrupted run is
 detected as incomplete and redone.
 """
+
 import json
 import os
 import time
@@ -40,7 +41,7 @@ logger = setup_logger(__name__)
 DEMO_CATEGORIES = ((1, "circle"), (3, "square"), (5, "triangle"))
 SPLIT_SEED_OFFSET = {"train": 0, "val": 1}
 JPEG_QUALITY = 92
-MAX_OCCLUSION = 0.35      # a new shape may hide at most this fraction of an earlier box
+MAX_OCCLUSION = 0.35  # a new shape may hide at most this fraction of an earlier box
 MAX_PLACEMENT_TRIES = 60  # per image; fewer objects are kept when the image is crowded
 VOC_DIR = "voc"
 
@@ -55,7 +56,7 @@ def _background(rng, height, width):
     c0, c1 = rng.uniform(40, 215, size=(2, 3))
     angle = rng.uniform(0, np.pi)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    t = (np.cos(angle) * xx / width + np.sin(angle) * yy / height)
+    t = np.cos(angle) * xx / width + np.sin(angle) * yy / height
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     image = c0[None, None, :] * (1 - t[..., None]) + c1[None, None, :] * t[..., None]
     if rng.random() < 0.5:  # low-contrast stripes
@@ -66,8 +67,9 @@ def _background(rng, height, width):
         image += rng.uniform(6, 18) * stripes[..., None]
     else:  # soft blobs: upsampled coarse noise
         coarse = rng.normal(0, 1, size=(rng.integers(4, 10), rng.integers(4, 10), 3))
-        image += rng.uniform(8, 20) * cv2.resize(coarse.astype(np.float32), (width, height),
-                                                  interpolation=cv2.INTER_CUBIC)
+        image += rng.uniform(8, 20) * cv2.resize(
+            coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+        )
     return image
 
 
@@ -77,8 +79,9 @@ def _shape_mask(rng, category_name, height, width, size):
     cx = rng.uniform(size * 0.35, width - size * 0.35)
     cy = rng.uniform(size * 0.35, height - size * 0.35)
     if category_name == "circle":
-        cv2.circle(mask, (int(round(cx)), int(round(cy))), int(round(size / 2)), 1, -1,
-                   lineType=cv2.LINE_8)
+        cv2.circle(
+            mask, (int(round(cx)), int(round(cy))), int(round(size / 2)), 1, -1, lineType=cv2.LINE_8
+        )
         return mask
     if category_name == "square":
         half = size / 2 / np.sqrt(2) * rng.uniform(1.2, 1.4)  # side ~ 0.85-1.0 x size
@@ -141,8 +144,9 @@ def draw_image(rng, height, width, num_objects):
             continue
         for earlier in placed:
             earlier["visible"] &= ~mask
-        placed.append({"cat_id": cat_id, "mask": mask, "visible": mask.copy(),
-                       "pixels": int(mask.sum())})
+        placed.append(
+            {"cat_id": cat_id, "mask": mask, "visible": mask.copy(), "pixels": int(mask.sum())}
+        )
         colour = _contrasting_colour(rng, image[mask].mean(axis=0))
         # a faint left-right shading so that fills are not perfectly flat
         shade = 1.0 + rng.uniform(-0.12, 0.12) * np.linspace(-1, 1, width)
@@ -155,9 +159,15 @@ def draw_image(rng, height, width, num_objects):
 
 def _split_settings(seed, num_images, num_empty, min_size, max_size, max_objects):
     """The generator settings recorded in (and compared against) the annotation file."""
-    return {"seed": int(seed), "num_images": int(num_images), "num_empty": int(num_empty),
-            "min_size": int(min_size), "max_size": int(max_size),
-            "max_objects": int(max_objects), "version": 1}
+    return {
+        "seed": int(seed),
+        "num_images": int(num_images),
+        "num_empty": int(num_empty),
+        "min_size": int(min_size),
+        "max_size": int(max_size),
+        "max_objects": int(max_objects),
+        "version": 1,
+    }
 
 
 def _split_complete(root, split, settings):
@@ -176,11 +186,13 @@ def _split_complete(root, split, settings):
         return False
     images = anno.get("images", [])
     return len(images) == settings["num_images"] and all(
-        os.path.isfile(os.path.join(root, split, im["file_name"])) for im in images)
+        os.path.isfile(os.path.join(root, split, im["file_name"])) for im in images
+    )
 
 
-def generate_split(root, split, num_images, seed=0, num_empty=0, min_size=224, max_size=288,
-                   max_objects=6):
+def generate_split(
+    root, split, num_images, seed=0, num_empty=0, min_size=224, max_size=288, max_objects=6
+):
     """Write ``root/<split>/*.jpg`` and ``root/annotations/instances_<split>.json``.
 
     The first ``num_empty`` images (by index) get no objects; the others get 1..max_objects.
@@ -208,23 +220,32 @@ def generate_split(root, split, num_images, seed=0, num_empty=0, min_size=224, m
         image, objects = draw_image(rng, height, width, num_objects)
         image_id = index + 1
         file_name = f"{image_id:06d}.jpg"
-        ok, encoded = cv2.imencode(".jpg", image[:, :, ::-1],
-                                   [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY])
+        ok, encoded = cv2.imencode(
+            ".jpg", image[:, :, ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY]
+        )
         if not ok:
             raise RuntimeError(f"OpenCV could not encode {file_name}")
         with open(os.path.join(image_dir, file_name), "wb") as f:
             f.write(encoded.tobytes())
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for cat_id, box in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": int(cat_id), "bbox": [float(v) for v in box],
-                                "area": float(box[2] * box[3]), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(cat_id),
+                    "bbox": [float(v) for v in box],
+                    "area": float(box[2] * box[3]),
+                    "iscrowd": 0,
+                }
+            )
     anno = {
         "info": {"description": "ppdet_dac synthetic shapes (demo)", "generator": settings},
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": cid, "name": name, "supercategory": "shape"}
-                       for cid, name in DEMO_CATEGORIES],
+        "categories": [
+            {"id": cid, "name": name, "supercategory": "shape"} for cid, name in DEMO_CATEGORIES
+        ],
     }
     anno_path = os.path.join(anno_dir, f"instances_{split}.json")
     with atomic_open(anno_path, "w") as f:
@@ -252,23 +273,44 @@ def write_voc_split(root, split):
     for ann in anno["annotations"]:
         x, y, w, h = ann["bbox"]
         objects[ann["image_id"]].append(
-            (name_of[ann["category_id"]], [_whole(x + 1), _whole(y + 1), _whole(x + w),
-                                           _whole(y + h)], 0))
+            (
+                name_of[ann["category_id"]],
+                [_whole(x + 1), _whole(y + 1), _whole(x + w), _whole(y + h)],
+                0,
+            )
+        )
     lines = []
     for img in anno["images"]:
         stem = os.path.splitext(img["file_name"])[0]
-        write_voc_xml(os.path.join(xml_dir, f"{stem}.xml"), img["file_name"], img["width"],
-                      img["height"], objects[img["id"]])
+        write_voc_xml(
+            os.path.join(xml_dir, f"{stem}.xml"),
+            img["file_name"],
+            img["width"],
+            img["height"],
+            objects[img["id"]],
+        )
         lines.append(f"{split}/{img['file_name']} {VOC_DIR}/{split}/{stem}.xml\n")
-    write_text(os.path.join(root, VOC_DIR, "label_list.txt"),
-               "".join(f"{cat['name']}\n" for cat in categories))
+    write_text(
+        os.path.join(root, VOC_DIR, "label_list.txt"),
+        "".join(f"{cat['name']}\n" for cat in categories),
+    )
     list_file = os.path.join(root, VOC_DIR, f"{split}.txt")
     write_text(list_file, "".join(lines))
     return list_file
 
 
-def make_demo_data(root="dataset/demo", seed=0, num_train=240, num_val=60, num_empty_train=8,
-                   min_size=224, max_size=288, max_objects=6, force=False, voc=False):
+def make_demo_data(
+    root="dataset/demo",
+    seed=0,
+    num_train=240,
+    num_val=60,
+    num_empty_train=8,
+    min_size=224,
+    max_size=288,
+    max_objects=6,
+    force=False,
+    voc=False,
+):
     """Create the demo dataset under ``root`` unless it is already present and complete; with
     ``voc`` also (always anew) its Pascal VOC form (``write_voc_split``).
 
@@ -283,11 +325,21 @@ def make_demo_data(root="dataset/demo", seed=0, num_train=240, num_val=60, num_e
             logger.info(f"demo data: {root}/{split} is complete ({num_images} images); skipped")
             continue
         start = time.time()
-        anno = generate_split(root, split, num_images, seed=seed, num_empty=num_empty,
-                              min_size=min_size, max_size=max_size, max_objects=max_objects)
+        anno = generate_split(
+            root,
+            split,
+            num_images,
+            seed=seed,
+            num_empty=num_empty,
+            min_size=min_size,
+            max_size=max_size,
+            max_objects=max_objects,
+        )
         status[split] = "generated"
-        logger.info(f"demo data: wrote {num_images} images / {len(anno['annotations'])} boxes "
-                    f"to {root}/{split} in {time.time() - start:.1f} s")
+        logger.info(
+            f"demo data: wrote {num_images} images / {len(anno['annotations'])} boxes "
+            f"to {root}/{split} in {time.time() - start:.1f} s"
+        )
     if voc:
         for split in plan:
             logger.info(f"demo data: {split} as Pascal VOC: {write_voc_split(root, split)}")

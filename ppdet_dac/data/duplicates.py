@@ -20,6 +20,7 @@ few ids of each kind and their counts). Training data is resolved by ``resolve_d
 * an annotation id used again: every annotation is kept, the repeats get new ids above the
   largest id in the file (in file order).
 """
+
 import os
 
 from ppdet_dac.data.annotations import first_few
@@ -52,8 +53,9 @@ class DuplicateReport:
         ids_by_file = {}
         for img in images:
             ids_by_file.setdefault(_file_key(img.get("file_name")), []).append(img.get("id"))
-        self.files = {name: ids for name, ids in ids_by_file.items()
-                      if name is not None and len(set(ids)) > 1}
+        self.files = {
+            name: ids for name, ids in ids_by_file.items() if name is not None and len(set(ids)) > 1
+        }
         self.annotation_ids = _repeated(a.get("id") for a in anns if a.get("id") is not None)
 
     def __bool__(self):
@@ -63,16 +65,22 @@ class DuplicateReport:
         """'3 image ids listed twice or more (1, 2, 7); ...' for the kinds present."""
         parts = []
         if self.image_ids:
-            parts.append(f"{len(self.image_ids)} image ids listed more than once "
-                         f"({first_few(self.image_ids)})")
+            parts.append(
+                f"{len(self.image_ids)} image ids listed more than once "
+                f"({first_few(self.image_ids)})"
+            )
         if self.files:
-            named = [f"{name} as ids {'/'.join(str(i) for i in ids)}"
-                     for name, ids in self.files.items()]
-            parts.append(f"{len(self.files)} image files listed under more than one id "
-                         f"({first_few(named)})")
+            named = [
+                f"{name} as ids {'/'.join(str(i) for i in ids)}" for name, ids in self.files.items()
+            ]
+            parts.append(
+                f"{len(self.files)} image files listed under more than one id ({first_few(named)})"
+            )
         if self.annotation_ids:
-            parts.append(f"{len(self.annotation_ids)} annotation ids used more than once "
-                         f"({first_few(self.annotation_ids)})")
+            parts.append(
+                f"{len(self.annotation_ids)} annotation ids used more than once "
+                f"({first_few(self.annotation_ids)})"
+            )
         return "; ".join(parts)
 
 
@@ -83,9 +91,11 @@ def check_no_duplicates(anno, source):
         raise ValueError(f"{source}: the top level is not a JSON object")
     report = DuplicateReport(anno)
     if report:
-        raise ValueError(f"{source}: duplicated ids, which would corrupt the metric: "
-                         f"{report.describe()}. Fix the file (each image once, under one id; "
-                         "each annotation id once)")
+        raise ValueError(
+            f"{source}: duplicated ids, which would corrupt the metric: "
+            f"{report.describe()}. Fix the file (each image once, under one id; "
+            "each annotation id once)"
+        )
 
 
 def resolve_duplicates(anno):
@@ -113,8 +123,9 @@ def resolve_duplicates(anno):
     annotations = []
     if "annotations" in anno:
         used = {a.get("id") for a in anno["annotations"] or [] if isinstance(a, dict)}
-        next_id = max([i for i in used if isinstance(i, int) and not isinstance(i, bool)],
-                      default=0) + 1
+        next_id = (
+            max([i for i in used if isinstance(i, int) and not isinstance(i, bool)], default=0) + 1
+        )
         taken = set()
         for ann in anno["annotations"] or []:
             if isinstance(ann, dict):
@@ -134,9 +145,12 @@ def resolve_duplicates(anno):
 def resolution_note(report, anno, resolved, source):
     """One warning line: what ``resolve_duplicates`` found in ``source`` and what it did."""
     dropped_images = len(anno.get("images", [])) - len(resolved.get("images", []))
-    dropped_anns = len(anno.get("annotations", []) or []) - \
-        len(resolved.get("annotations", []) or [])
-    return (f"{source}: {report.describe()}; resolved for training: kept the first entry of "
-            f"each image id and image file (dropped {dropped_images} repeated image entries and "
-            f"the {dropped_anns} annotations of repeated files) and gave the repeated annotation "
-            "ids new ids")
+    dropped_anns = len(anno.get("annotations", []) or []) - len(
+        resolved.get("annotations", []) or []
+    )
+    return (
+        f"{source}: {report.describe()}; resolved for training: kept the first entry of "
+        f"each image id and image file (dropped {dropped_images} repeated image entries and "
+        f"the {dropped_anns} annotations of repeated files) and gave the repeated annotation "
+        "ids new ids"
+    )

@@ -17,10 +17,16 @@ The other formats OpenCV decodes are refused by name before decoding (``Unsuppor
 and bytes of no format OpenCV knows are refused as not an image. No size is ever taken from any
 other format's reading of the bytes (a polyglot file can look like several formats at once).
 """
+
 import struct
 
-__all__ = ["ACCEPTED_FORMATS", "ImageHeaderError", "UnsupportedFormatError", "identify_format",
-           "read_header"]
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "ImageHeaderError",
+    "UnsupportedFormatError",
+    "identify_format",
+    "read_header",
+]
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP")
 
@@ -35,21 +41,22 @@ _SIGNATURES = (
     ("JPEG", lambda b: b[:3] == JPEG_SIGNATURE),
     ("WebP", lambda b: b[:4] == b"RIFF"),
     ("Sun raster", lambda b: b[:4] == b"\x59\xa6\x6a\x95"),
-    ("PBM/PGM/PPM/PAM/PFM", lambda b: b[:1] == b"P" and b[1:2] in b"1234567Ff"
-        and len(b) > 1),
+    ("PBM/PGM/PPM/PAM/PFM", lambda b: b[:1] == b"P" and b[1:2] in b"1234567Ff" and len(b) > 1),
     ("TIFF", lambda b: b[:2] in (b"II", b"MM")),
     ("PNG", lambda b: b[:8] == PNG_SIGNATURE),
-    ("JPEG 2000", lambda b: b[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n"
-        or b[:4] == b"\xff\x4f\xff\x51"),
+    (
+        "JPEG 2000",
+        lambda b: b[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or b[:4] == b"\xff\x4f\xff\x51",
+    ),
     ("OpenEXR", lambda b: b[:4] == b"\x76\x2f\x31\x01"),
 )
 
 # JPEG markers (the byte after FF): start of frame (size), start of scan, segments to skip
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _SOS, _SOI, _EOI = 0xDA, 0xD8, 0xD9
-_NO_LENGTH = set(range(0xD0, 0xD8)) | {0x01}                # RSTn, TEM
+_NO_LENGTH = set(range(0xD0, 0xD8)) | {0x01}  # RSTn, TEM
 _SKIPPED = {0xC4, 0xCC, 0xDB, 0xDC, 0xDD, 0xFE} | set(range(0xE0, 0xF0))  # DHT DAC DQT DNL DRI
-                                                                         # COM APPn
+# COM APPn
 
 
 class ImageHeaderError(ValueError):
@@ -102,8 +109,10 @@ def _jpeg_size(data, what):
             raise ImageHeaderError(f"{what}: JPEG marker FF{marker:02X} has length {length}")
         if marker in _SOF:
             if size is not None:
-                raise ImageHeaderError(f"{what}: JPEG has several SOF markers (frame headers); "
-                                       "the decoder refuses such a file")
+                raise ImageHeaderError(
+                    f"{what}: JPEG has several SOF markers (frame headers); "
+                    "the decoder refuses such a file"
+                )
             if length < 8 or pos + 7 > len(data):
                 raise ImageHeaderError(f"{what}: JPEG SOF marker is cut short")
             height, width = struct.unpack_from(">HH", data, pos + 3)
@@ -150,10 +159,14 @@ def read_header(data, what="image"):
     """
     fmt = identify_format(data)
     if fmt is None:
-        raise ImageHeaderError(f"cannot decode {what} ({len(data)} bytes): not a readable "
-                               f"{'/'.join(ACCEPTED_FORMATS)} image")
+        raise ImageHeaderError(
+            f"cannot decode {what} ({len(data)} bytes): not a readable "
+            f"{'/'.join(ACCEPTED_FORMATS)} image"
+        )
     if fmt not in _SIZE_READERS:
-        raise UnsupportedFormatError(f"{what} is a {fmt} file: format {fmt} is not accepted "
-                                     f"(only {', '.join(ACCEPTED_FORMATS)})")
+        raise UnsupportedFormatError(
+            f"{what} is a {fmt} file: format {fmt} is not accepted "
+            f"(only {', '.join(ACCEPTED_FORMATS)})"
+        )
     width, height = _SIZE_READERS[fmt](data, f"cannot decode {what} ({len(data)} bytes)")
     return fmt, int(width), int(height)

@@ -19,6 +19,7 @@ pixel limit before anything imports cv2 (``tools/_decode_limit.py``), so a heade
 misreads still cannot decode more. A ``max_pixels`` above that guard is refused by
 ``check_max_pixels`` (OpenCV would refuse those images anyway).
 """
+
 import os
 
 import cv2
@@ -26,9 +27,19 @@ import numpy as np
 
 from ppdet_dac.data.image_headers import read_header
 
-__all__ = ["IMREAD_FLAGS", "DEFAULT_MAX_PIXELS", "MAX_PIXELS_CEILING", "ImageSizeError",
-           "check_image_size", "check_max_pixels", "decode_bgr", "decode_checked",
-           "decoder_pixel_limit", "header_size", "read_bgr"]
+__all__ = [
+    "IMREAD_FLAGS",
+    "DEFAULT_MAX_PIXELS",
+    "MAX_PIXELS_CEILING",
+    "ImageSizeError",
+    "check_image_size",
+    "check_max_pixels",
+    "decode_bgr",
+    "decode_checked",
+    "decoder_pixel_limit",
+    "header_size",
+    "read_bgr",
+]
 
 IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 # 40 megapixels: e.g. 7300 x 5480; 120 MB once decoded (8-bit BGR). tools/_decode_limit.py
@@ -57,16 +68,24 @@ def check_max_pixels(max_pixels, name="max_pixels"):
     """A configured pixel limit -> int; ValueError naming ``name`` when it is not an integer in
     [1, 2^30], or when it is above OpenCV's own limit in this process (``decoder_pixel_limit``):
     images between the two would be refused by OpenCV after passing the header check."""
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer, float)) \
-            or max_pixels != int(max_pixels) or not 1 <= max_pixels <= MAX_PIXELS_CEILING:
-        raise ValueError(f"{name} must be an integer number of pixels in [1, "
-                         f"{MAX_PIXELS_CEILING}], got {max_pixels!r}")
+    if (
+        isinstance(max_pixels, bool)
+        or not isinstance(max_pixels, (int, np.integer, float))
+        or max_pixels != int(max_pixels)
+        or not 1 <= max_pixels <= MAX_PIXELS_CEILING
+    ):
+        raise ValueError(
+            f"{name} must be an integer number of pixels in [1, "
+            f"{MAX_PIXELS_CEILING}], got {max_pixels!r}"
+        )
     guard = decoder_pixel_limit()
     if max_pixels > guard:
-        raise ValueError(f"{name} = {int(max_pixels)} is above OpenCV's own decode limit in this "
-                         f"process, {GUARD_VARIABLE} = {guard}; start the program with "
-                         f"{GUARD_VARIABLE}={int(max_pixels)} in the environment (or "
-                         "--max_pixels where the program has it)")
+        raise ValueError(
+            f"{name} = {int(max_pixels)} is above OpenCV's own decode limit in this "
+            f"process, {GUARD_VARIABLE} = {guard}; start the program with "
+            f"{GUARD_VARIABLE}={int(max_pixels)} in the environment (or "
+            "--max_pixels where the program has it)"
+        )
     return int(max_pixels)
 
 
@@ -96,9 +115,11 @@ def check_image_size(encoded, max_pixels=DEFAULT_MAX_PIXELS, what="image"):
     ``header_size``) or declare no pixels."""
     fmt, width, height = _format_and_size(encoded, what)
     if width * height > max_pixels:
-        raise ImageSizeError(f"{what} is {width} x {height} = {width * height} pixels, over the "
-                             f"limit of {max_pixels} pixels (max_pixels; size from its {fmt} "
-                             "header)")
+        raise ImageSizeError(
+            f"{what} is {width} x {height} = {width * height} pixels, over the "
+            f"limit of {max_pixels} pixels (max_pixels; size from its {fmt} "
+            "header)"
+        )
     if width < 1 or height < 1:
         raise ValueError(f"{what} has no pixels ({width} x {height}, {fmt} header)")
     return height, width
@@ -115,7 +136,7 @@ def decode_bgr(encoded, max_pixels=None):
         return None
     try:
         check_image_size(data, decoder_pixel_limit() if max_pixels is None else max_pixels)
-    except ValueError:   # refused from the header: nothing decoded
+    except ValueError:  # refused from the header: nothing decoded
         return None
     try:
         return cv2.imdecode(data, IMREAD_FLAGS)
@@ -134,12 +155,15 @@ def decode_checked(encoded, max_pixels=DEFAULT_MAX_PIXELS, what="image"):
     check_image_size(data, max_pixels, what)
     try:
         im = cv2.imdecode(data, IMREAD_FLAGS)
-    except cv2.error as err:   # OpenCV's own guard, or a header OpenCV reads differently
-        raise ValueError(f"cannot decode {what} ({data.size} bytes): OpenCV refused it: "
-                         f"{str(err).strip().splitlines()[-1]}") from None
+    except cv2.error as err:  # OpenCV's own guard, or a header OpenCV reads differently
+        raise ValueError(
+            f"cannot decode {what} ({data.size} bytes): OpenCV refused it: "
+            f"{str(err).strip().splitlines()[-1]}"
+        ) from None
     if im is None:
-        raise ValueError(f"cannot decode {what} ({data.size} bytes): not a readable JPEG/PNG/BMP "
-                         "image")
+        raise ValueError(
+            f"cannot decode {what} ({data.size} bytes): not a readable JPEG/PNG/BMP image"
+        )
     return im
 
 

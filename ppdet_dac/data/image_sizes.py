@@ -24,6 +24,7 @@ not a positive integer (``train_sizes``: a non-empty list of them), a cap below 
 it caps, and a reader without an op to take a key that is set are ValueErrors naming the config
 (and the ``-o`` entry) and the key.
 """
+
 from ppdet.utils.logger import setup_logger
 
 logger = setup_logger(__name__)
@@ -45,21 +46,28 @@ def _checked_values(cfg, where):
     """{key: value} of the size keys set in ``cfg``; ValueError for a bad value."""
     values = {key: cfg[key] for key in SIZE_KEYS if cfg.get(key) is not None}
     sizes = values.get("train_sizes")
-    if sizes is not None and not (isinstance(sizes, (list, tuple)) and sizes
-                                  and all(_is_size(s) for s in sizes)):
-        raise ValueError(f"{where('train_sizes')}: train_sizes must be a non-empty list of "
-                         f"integers > 0 (short sides drawn per training image, e.g. "
-                         f"[480, 512, 544]), got {sizes!r}")
+    if sizes is not None and not (
+        isinstance(sizes, (list, tuple)) and sizes and all(_is_size(s) for s in sizes)
+    ):
+        raise ValueError(
+            f"{where('train_sizes')}: train_sizes must be a non-empty list of "
+            f"integers > 0 (short sides drawn per training image, e.g. "
+            f"[480, 512, 544]), got {sizes!r}"
+        )
     for key in ("train_max_size", "eval_size", "eval_max_size"):
         if key in values and not _is_size(values[key]):
-            raise ValueError(f"{where(key)}: {key} must be an integer > 0 (pixels), got "
-                             f"{values[key]!r}")
+            raise ValueError(
+                f"{where(key)}: {key} must be an integer > 0 (pixels), got {values[key]!r}"
+            )
     return values
 
 
 def _is_transform_list(value):
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(item, dict) and len(item) == 1 for item in value)
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(item, dict) and len(item) == 1 for item in value)
+    )
 
 
 def _transform_lists(ops, keys):
@@ -67,7 +75,7 @@ def _transform_lists(ops, keys):
     yield keys, ops
     for index, item in enumerate(ops):
         for name, args in item.items():
-            for arg, value in (args.items() if isinstance(args, dict) else ()):
+            for arg, value in args.items() if isinstance(args, dict) else ():
                 if _is_transform_list(value):
                     yield from _transform_lists(value, keys + (index, name, arg))
 
@@ -81,7 +89,7 @@ def _size_ops(reader, names):
     found = []
     for keys, transforms in _transform_lists(ops, ("sample_transforms",)):
         for index in reversed(range(len(transforms))):
-            (name, args), = transforms[index].items()
+            ((name, args),) = transforms[index].items()
             if name in names and isinstance(args, dict):
                 found.append((keys + (index, name), name, args))
                 break
@@ -102,15 +110,19 @@ def _apply_train(cfg, values, where):
     given = "train_sizes" if sizes is not None else "train_max_size"
     ops = [(reader, op) for reader in TRAIN_READERS for op in _size_ops(cfg.get(reader), TRAIN_OPS)]
     if not ops:
-        raise ValueError(f"{where(given)}: {given} is set, but TrainReader.sample_transforms has "
-                         f"no {' / '.join(TRAIN_OPS)} to take it")
+        raise ValueError(
+            f"{where(given)}: {given} is set, but TrainReader.sample_transforms has "
+            f"no {' / '.join(TRAIN_OPS)} to take it"
+        )
     for reader, (keys, _, args) in ops:
         new_sizes = list(sizes) if sizes is not None else args.get("short_side_sizes")
         new_cap = cap if cap is not None else args.get("max_size")
         if new_cap is not None and new_sizes and new_cap < max(new_sizes):
-            raise ValueError(f"{where(given)}: {_render(reader, keys)} would resize the short "
-                             f"side to {max(new_sizes)} but cap the long side at {new_cap} "
-                             "(train_max_size); give train_max_size >= max(train_sizes)")
+            raise ValueError(
+                f"{where(given)}: {_render(reader, keys)} would resize the short "
+                f"side to {max(new_sizes)} but cap the long side at {new_cap} "
+                "(train_max_size); give train_max_size >= max(train_sizes)"
+            )
         if sizes is not None:
             args["short_side_sizes"] = list(sizes)
         if cap is not None:
@@ -127,14 +139,18 @@ def _apply_eval(cfg, values, where):
             continue
         ops = _size_ops(cfg[reader], EVAL_OPS)
         if not ops:
-            raise ValueError(f"{where(given)}: {given} is set, but {reader}.sample_transforms "
-                             f"has no {' / '.join(EVAL_OPS)} to take it")
+            raise ValueError(
+                f"{where(given)}: {given} is set, but {reader}.sample_transforms "
+                f"has no {' / '.join(EVAL_OPS)} to take it"
+            )
         for keys, name, args in ops:
             if name == "Resize":
                 if not args.get("keep_ratio", True):
-                    raise ValueError(f"{where(given)}: {_render(reader, keys)} has keep_ratio "
-                                     "false (a fixed [h, w]); eval_size / eval_max_size need "
-                                     "keep_ratio: true")
+                    raise ValueError(
+                        f"{where(given)}: {_render(reader, keys)} has keep_ratio "
+                        "false (a fixed [h, w]); eval_size / eval_max_size need "
+                        "keep_ratio: true"
+                    )
                 target = args.get("target_size")
                 target = [target, target] if isinstance(target, int) else list(target or [])
                 short = size if size is not None else min(target)
@@ -143,9 +159,11 @@ def _apply_eval(cfg, values, where):
                 short = size if size is not None else max(args.get("short_side_sizes") or [0])
                 long = cap if cap is not None else args.get("max_size")
             if long is not None and long < short:
-                raise ValueError(f"{where(given)}: {_render(reader, keys)} would resize the "
-                                 f"short side to {short} but cap the long side at {long} "
-                                 "(eval_max_size); give eval_max_size >= eval_size")
+                raise ValueError(
+                    f"{where(given)}: {_render(reader, keys)} would resize the "
+                    f"short side to {short} but cap the long side at {long} "
+                    "(eval_max_size); give eval_max_size >= eval_size"
+                )
             if name == "Resize":
                 args["target_size"] = [short, long]
             else:
@@ -170,20 +188,23 @@ def apply_image_sizes(cfg, where=None):
 def describe_image_sizes(cfg):
     """One line: the short sides and long-side caps of the readers' resize ops."""
     parts = []
-    for reader, names in [(r, TRAIN_OPS) for r in TRAIN_READERS] + \
-                         [(r, EVAL_OPS) for r in EVAL_READERS]:
+    for reader, names in [(r, TRAIN_OPS) for r in TRAIN_READERS] + [
+        (r, EVAL_OPS) for r in EVAL_READERS
+    ]:
         seen = []
         for _, name, args in _size_ops(cfg.get(reader), names):
             if name == "Resize":
                 target = args.get("target_size")
                 target = [target, target] if isinstance(target, int) else list(target or [])
-                text = f"short side {min(target)}, long side <= {max(target)}" if target \
+                text = (
+                    f"short side {min(target)}, long side <= {max(target)}"
+                    if target
                     else "Resize without target_size"
+                )
             else:
                 cap, sizes = args.get("max_size"), args.get("short_side_sizes")
                 sizes = sizes[0] if isinstance(sizes, list) and len(sizes) == 1 else sizes
-                text = f"short side {sizes}" + (f", long side <= {cap}" if cap is not None
-                                                else "")
+                text = f"short side {sizes}" + (f", long side <= {cap}" if cap is not None else "")
             if text not in seen:
                 seen.append(text)
         if seen:

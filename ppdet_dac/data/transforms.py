@@ -13,6 +13,7 @@ with a traceback (the dataset logs it in one line).
 The op is registered with ppdet's ``register_op`` and attached to ``ppdet.data.transform``,
 which is where the reader looks op names up.
 """
+
 import traceback
 
 import cv2
@@ -80,8 +81,10 @@ class DACDecode(BaseOperator):
         sample["image"] = im
         for key, actual in (("h", im.shape[0]), ("w", im.shape[1])):
             if key in sample and sample[key] != actual:
-                logger.warning(f"{im_file}: annotation says {key}={sample[key]} but the image has "
-                               f"{actual}; using the image's value")
+                logger.warning(
+                    f"{im_file}: annotation says {key}={sample[key]} but the image has "
+                    f"{actual}; using the image's value"
+                )
             sample[key] = actual
         sample["im_shape"] = np.array(im.shape[:2], dtype=np.float32)
         sample["scale_factor"] = np.array([1.0, 1.0], dtype=np.float32)
@@ -98,7 +101,7 @@ class QuietDecodeCompose:
 
     def __getattr__(self, name):
         compose = self.__dict__.get("compose")
-        if compose is None:        # e.g. while unpickling
+        if compose is None:  # e.g. while unpickling
             raise AttributeError(name)
         return getattr(compose, name)
 
@@ -111,9 +114,11 @@ class QuietDecodeCompose:
                 data = op(data)
             except ImageDecodeError:
                 raise
-            except Exception as err:   # logged as ppdet's Compose does, then re-raised
-                logger.warning(f"fail to map sample transform [{op}] with error: {err} and "
-                               f"stack:\n{traceback.format_exc()}")
+            except Exception as err:  # logged as ppdet's Compose does, then re-raised
+                logger.warning(
+                    f"fail to map sample transform [{op}] with error: {err} and "
+                    f"stack:\n{traceback.format_exc()}"
+                )
                 raise
         return data
 

@@ -27,6 +27,7 @@ ppdet's VOC metric leaves them out of its mAP.
 Image ids are the 0-based positions of the samples in the list file (blank lines not
 counted), as ppdet's ``x2coco.py`` numbers them; category ids are 1..K in label-list order.
 """
+
 import hashlib
 import json
 import math
@@ -66,11 +67,12 @@ def read_label_list(path):
     seen = {}
     for number, name in enumerate(lines, 1):
         if not name:
-            raise ValueError(f"{path}:{number}: blank line in the label list (one class name "
-                             "per line; the line number is the class id)")
+            raise ValueError(
+                f"{path}:{number}: blank line in the label list (one class name "
+                "per line; the line number is the class id)"
+            )
         if name in seen:
-            raise ValueError(f"{path}:{number}: class {name!r} already named on line "
-                             f"{seen[name]}")
+            raise ValueError(f"{path}:{number}: class {name!r} already named on line {seen[name]}")
         seen[name] = number
     return lines
 
@@ -96,8 +98,11 @@ def read_voc_list(path, need_image=True):
                 xml = fields[0] if fields[0].endswith(".xml") else fields[0] + ".xml"
                 samples.append((number, None, xml))
             else:
-                shape = "'<image path> <xml path>'" if need_image else \
-                    "'<image path> <xml path>' or '<xml path or id>'"
+                shape = (
+                    "'<image path> <xml path>'"
+                    if need_image
+                    else "'<image path> <xml path>' or '<xml path or id>'"
+                )
                 raise ValueError(f"{path}:{number}: expected {shape}, got {line.strip()!r}")
     if not samples:
         raise ValueError(f"{path}: the annotation list has no sample")
@@ -141,10 +146,19 @@ def parse_voc_xml(xml_path):
     objects = []
     for obj in root.findall("object"):
         box = obj.find("bndbox")
-        objects.append({"name": _text(obj, "name"), "difficult": _text(obj, "difficult"),
-                        "bndbox": [_text(box, tag) for tag in BOX_TAGS]})
-    return {"filename": _text(root, "filename"), "width": _text(size, "width"),
-            "height": _text(size, "height"), "objects": objects}
+        objects.append(
+            {
+                "name": _text(obj, "name"),
+                "difficult": _text(obj, "difficult"),
+                "bndbox": [_text(box, tag) for tag in BOX_TAGS],
+            }
+        )
+    return {
+        "filename": _text(root, "filename"),
+        "width": _text(size, "width"),
+        "height": _text(size, "height"),
+        "objects": objects,
+    }
 
 
 def write_voc_xml(path, filename, width, height, objects, depth=3):
@@ -177,8 +191,8 @@ class VOCNames:
 
     def __init__(self, list_file):
         self.list_file = list_file
-        self.xml_of_image = {}      # image id -> (xml path as listed, full path)
-        self.object_of_box = {}     # annotation id -> (object number, name, bndbox texts)
+        self.xml_of_image = {}  # image id -> (xml path as listed, full path)
+        self.object_of_box = {}  # annotation id -> (object number, name, bndbox texts)
 
     def image(self, img):
         return self.xml_of_image[img["id"]][1]
@@ -194,8 +208,7 @@ class VOCNames:
         return f"object {number} ({name!r})"
 
     def box_key(self, ann):
-        return f"{self.xml_of_image[ann['image_id']][0]} object " \
-               f"{self.object_of_box[ann['id']][0]}"
+        return f"{self.xml_of_image[ann['image_id']][0]} object {self.object_of_box[ann['id']][0]}"
 
     def box_value(self, ann, well_formed):
         return f"bndbox [xmin, ymin, xmax, ymax] = {self.object_of_box[ann['id']][2]}"
@@ -215,33 +228,53 @@ def voc_to_coco(samples, labels, base_dir, list_file, label_source):
     for image_id, (line, image_rel, xml_rel) in enumerate(samples):
         xml_path = os.path.join(base_dir, xml_rel)
         if not os.path.isfile(xml_path):
-            raise FileNotFoundError(f"annotation file not found: {xml_path} (listed on line "
-                                    f"{line} of {list_file})")
+            raise FileNotFoundError(
+                f"annotation file not found: {xml_path} (listed on line {line} of {list_file})"
+            )
         parsed = parse_voc_xml(xml_path)
         file_name = image_rel or parsed["filename"]
         if file_name is None:
-            raise ValueError(f"{xml_path}: no <filename>, and line {line} of {list_file} names "
-                             "no image")
+            raise ValueError(
+                f"{xml_path}: no <filename>, and line {line} of {list_file} names no image"
+            )
         names.xml_of_image[image_id] = (xml_rel, xml_path)
-        images.append({"id": image_id, "file_name": file_name,
-                       "width": _number(parsed["width"]), "height": _number(parsed["height"])})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "width": _number(parsed["width"]),
+                "height": _number(parsed["height"]),
+            }
+        )
         for number, obj in enumerate(parsed["objects"], 1):
             if obj["name"] not in class_of:
-                raise ValueError(f"{xml_path}: object {number} is labelled {obj['name']!r}, "
-                                 f"which is not in {label_source} (classes: {labels})")
+                raise ValueError(
+                    f"{xml_path}: object {number} is labelled {obj['name']!r}, "
+                    f"which is not in {label_source} (classes: {labels})"
+                )
             if obj["difficult"] not in (None, "0", "1"):
-                raise ValueError(f"{xml_path}: object {number} has <difficult> "
-                                 f"{obj['difficult']!r}; it must be 0 or 1")
+                raise ValueError(
+                    f"{xml_path}: object {number} has <difficult> "
+                    f"{obj['difficult']!r}; it must be 0 or 1"
+                )
             box = voc_box_to_xywh([_number(v) for v in obj["bndbox"]])
             area = box[2] * box[3] if all(is_number(v) for v in box) else 0.0
             ann_id = len(annotations) + 1
             names.object_of_box[ann_id] = (number, obj["name"], obj["bndbox"])
-            annotations.append({"id": ann_id, "image_id": image_id,
-                                "category_id": class_of[obj["name"]] + 1, "bbox": box,
-                                "area": area if math.isfinite(area) else 0.0, "iscrowd": 0,
-                                "difficult": int(obj["difficult"] or 0)})
-    categories = [{"id": k + 1, "name": name, "supercategory": "none"}
-                  for k, name in enumerate(labels)]
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": class_of[obj["name"]] + 1,
+                    "bbox": box,
+                    "area": area if math.isfinite(area) else 0.0,
+                    "iscrowd": 0,
+                    "difficult": int(obj["difficult"] or 0),
+                }
+            )
+    categories = [
+        {"id": k + 1, "name": name, "supercategory": "none"} for k, name in enumerate(labels)
+    ]
     return {"images": images, "annotations": annotations, "categories": categories}, names
 
 
@@ -263,8 +296,7 @@ def convert_voc(anno_dir, anno_list, label_list):
     """
     labels = read_label_list(label_list)
     samples = read_voc_list(anno_list, need_image=False)
-    anno, names = voc_to_coco(samples, labels, anno_dir, anno_list,
-                              f"the label list {label_list}")
+    anno, names = voc_to_coco(samples, labels, anno_dir, anno_list, f"the label list {label_list}")
     skips = new_skip_logs(names)
     by_image = {}
     for ann in anno["annotations"]:
@@ -275,8 +307,12 @@ def convert_voc(anno_dir, anno_list, label_list):
         if size is None:
             continue
         images.append(img)
-        annotations += [ann for ann, _ in clean_boxes(img, *size, by_image.get(img["id"], []),
-                                                      names, skips, load_crowd=True)]
+        annotations += [
+            ann
+            for ann, _ in clean_boxes(
+                img, *size, by_image.get(img["id"], []), names, skips, load_crowd=True
+            )
+        ]
     for kind in ("size", "malformed", "degenerate"):
         skips[kind].summary(anno_list, len(anno["images"]) if kind == "size" else None)
     for k, ann in enumerate(annotations, 1):
@@ -301,17 +337,35 @@ class DACVOCDataSet(DACCOCODataSet):
     ``get_label_list()`` the label file (for ppdet's ``metric: VOC``).
     """
 
-    def __init__(self, dataset_dir=None, image_dir=None, anno_path=None, data_fields=("image",),
-                 sample_num=-1, label_list=None, allow_empty=False, empty_ratio=1., repeat=1,
-                 on_decode_error="skip",
-                 max_consecutive_decode_errors=DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS,
-                 duplicates="auto"):
-        super().__init__(dataset_dir=dataset_dir, image_dir=image_dir, anno_path=anno_path,
-                         data_fields=data_fields, sample_num=sample_num, load_crowd=False,
-                         allow_empty=allow_empty, empty_ratio=empty_ratio, repeat=repeat,
-                         on_decode_error=on_decode_error,
-                         max_consecutive_decode_errors=max_consecutive_decode_errors,
-                         duplicates=duplicates)
+    def __init__(
+        self,
+        dataset_dir=None,
+        image_dir=None,
+        anno_path=None,
+        data_fields=("image",),
+        sample_num=-1,
+        label_list=None,
+        allow_empty=False,
+        empty_ratio=1.0,
+        repeat=1,
+        on_decode_error="skip",
+        max_consecutive_decode_errors=DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS,
+        duplicates="auto",
+    ):
+        super().__init__(
+            dataset_dir=dataset_dir,
+            image_dir=image_dir,
+            anno_path=anno_path,
+            data_fields=data_fields,
+            sample_num=sample_num,
+            load_crowd=False,
+            allow_empty=allow_empty,
+            empty_ratio=empty_ratio,
+            repeat=repeat,
+            on_decode_error=on_decode_error,
+            max_consecutive_decode_errors=max_consecutive_decode_errors,
+            duplicates=duplicates,
+        )
         self.label_list = label_list
         self._boxes_of_image = {}
         self._coco_categories = None
@@ -328,16 +382,20 @@ class DACVOCDataSet(DACCOCODataSet):
         """Check the list file, image folder and label file are there; never download."""
         image_root = self._image_root()
         if self.image_dir and not os.path.isdir(image_root):
-            raise FileNotFoundError(f"image directory not found: {image_root} (dataset_dir="
-                                    f"{self.dataset_dir!r}, image_dir={self.image_dir!r}); the "
-                                    "list's paths are relative to dataset_dir/image_dir "
-                                    "(image_dir: '' when they start at dataset_dir)")
+            raise FileNotFoundError(
+                f"image directory not found: {image_root} (dataset_dir="
+                f"{self.dataset_dir!r}, image_dir={self.image_dir!r}); the "
+                "list's paths are relative to dataset_dir/image_dir "
+                "(image_dir: '' when they start at dataset_dir)"
+            )
         super().check_or_download_dataset()
         label_file = self._label_file()
         if label_file and not os.path.isfile(label_file):
-            raise FileNotFoundError(f"label list file not found: {label_file} "
-                                    f"(dataset_dir={self.dataset_dir!r}, "
-                                    f"label_list={self.label_list!r})")
+            raise FileNotFoundError(
+                f"label list file not found: {label_file} "
+                f"(dataset_dir={self.dataset_dir!r}, "
+                f"label_list={self.label_list!r})"
+            )
 
     def _load_annotations(self):
         list_file = self._anno_file()
@@ -369,24 +427,39 @@ class DACVOCDataSet(DACCOCODataSet):
         root = self._image_root()
         for rec in self.roidbs:
             img, im_path, kept = self._boxes_of_image[int(rec["im_id"][0])]
-            images.append({"id": img["id"], "file_name": os.path.relpath(im_path, root),
-                           "width": rec["w"], "height": rec["h"]})
+            images.append(
+                {
+                    "id": img["id"],
+                    "file_name": os.path.relpath(im_path, root),
+                    "width": rec["w"],
+                    "height": rec["h"],
+                }
+            )
             for ann, (x1, y1, x2, y2) in kept:
-                annotations.append({"id": len(annotations) + 1, "image_id": img["id"],
-                                    "category_id": ann["category_id"],
-                                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                                    "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
-                                    "difficult": ann["difficult"]})
-        text = json.dumps({"images": images, "annotations": annotations,
-                           "categories": self._coco_categories})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": img["id"],
+                        "category_id": ann["category_id"],
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": (x2 - x1) * (y2 - y1),
+                        "iscrowd": 0,
+                        "difficult": ann["difficult"],
+                    }
+                )
+        text = json.dumps(
+            {"images": images, "annotations": annotations, "categories": self._coco_categories}
+        )
         digest = hashlib.sha1(text.encode()).hexdigest()[:16]
         stem = os.path.splitext(os.path.basename(self._anno_file()))[0]
         path = os.path.join(COCO_CACHE_DIR, f"{stem}-{digest}.json")
         if not os.path.isfile(path):
             os.makedirs(COCO_CACHE_DIR, exist_ok=True)
             write_text(path, text)
-        logger.info(f"{self._anno_file()}: its {len(images)} loaded images and "
-                    f"{len(annotations)} boxes in COCO form: {path}")
+        logger.info(
+            f"{self._anno_file()}: its {len(images)} loaded images and "
+            f"{len(annotations)} boxes in COCO form: {path}"
+        )
         self._coco_file = path
         return path
 

@@ -3,6 +3,7 @@ benchmark, in ppdet's names. Values are checked by argparse as they are parsed (
 validators: a bad value is the parser's error naming the flag, exit status 2); the slice options
 then build one ``SliceConfig``.
 """
+
 import argparse
 
 from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, check_max_pixels
@@ -23,8 +24,9 @@ def _number(text, kind):
     try:
         return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a{'n integer' if kind is int else ' number'}"
-                                         f", got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a{'n integer' if kind is int else ' number'}, got {text!r}"
+        ) from None
 
 
 def max_pixels_value(text):
@@ -37,14 +39,18 @@ def max_pixels_value(text):
 
 def fraction(low_open=False, high_open=False):
     """A ``type=`` for a number in [0, 1] (an end excluded where ``*_open``)."""
+
     def value(text):
         number = _number(text, float)
-        if not (0.0 < number if low_open else 0.0 <= number) or \
-                not (number < 1.0 if high_open else number <= 1.0):
+        if not (0.0 < number if low_open else 0.0 <= number) or not (
+            number < 1.0 if high_open else number <= 1.0
+        ):
             raise argparse.ArgumentTypeError(
                 f"must be in {'(' if low_open else '['}0, 1{')' if high_open else ']'}, "
-                f"got {number}")
+                f"got {number}"
+            )
         return number
+
     value.__name__ = "fraction"
     return value
 
@@ -60,15 +66,27 @@ def positive_int(text):
 def add_cpu_options(parser):
     """oneDNN and pixel-limit options: ``--disable_mkldnn``, ppdet's ``--enable_mkldnn`` (bare,
     or ``=True/False``; kept for compatibility, oneDNN being the default), ``--max_pixels``."""
-    parser.add_argument("--enable_mkldnn", type=_bool_value, nargs="?", const=True, default=None,
-                        help="oneDNN on CPU (the default; ppdet's flag, also --enable_mkldnn "
-                             "False)")
-    parser.add_argument("--disable_mkldnn", action="store_true",
-                        help="run Paddle's plain CPU kernels instead of oneDNN (2-3x slower)")
+    parser.add_argument(
+        "--enable_mkldnn",
+        type=_bool_value,
+        nargs="?",
+        const=True,
+        default=None,
+        help="oneDNN on CPU (the default; ppdet's flag, also --enable_mkldnn False)",
+    )
+    parser.add_argument(
+        "--disable_mkldnn",
+        action="store_true",
+        help="run Paddle's plain CPU kernels instead of oneDNN (2-3x slower)",
+    )
     # a string default goes through type= too: the default is checked against OpenCV's limit
-    parser.add_argument("--max_pixels", type=max_pixels_value, default=str(DEFAULT_MAX_PIXELS),
-                        help="refuse images whose header declares more pixels (width x height), "
-                             "before decoding them")
+    parser.add_argument(
+        "--max_pixels",
+        type=max_pixels_value,
+        default=str(DEFAULT_MAX_PIXELS),
+        help="refuse images whose header declares more pixels (width x height), "
+        "before decoding them",
+    )
 
 
 def mkldnn_from_args(args, parser=None):
@@ -87,30 +105,61 @@ def add_detection_options(parser, nms=True):
     ``--combine_method``, ``--match_threshold``, ``--match_metric``."""
     defaults = SliceConfig()
     if nms:
-        parser.add_argument("--nms_threshold", type=fraction(), default=None,
-                            help="re-run the class-wise NMS at this IoU threshold (default: the "
-                                 "exported one, infer_cfg.yml NMS.nms_threshold); the same "
-                                 "detections as an export at that threshold")
-    parser.add_argument("--score_threshold", type=fraction(), default=0.0,
-                        help="drop detections scoring below this (JSON, drawings and answers)")
-    parser.add_argument("--slice_infer", action="store_true",
-                        help="sliced inference for large images: overlapping tiles of "
-                             "--slice_size, detections mapped back and merged")
-    parser.add_argument("--slice_size", nargs=2, type=positive_int,
-                        default=list(defaults.slice_size), metavar=("H", "W"),
-                        help="tile height and width in pixels")
-    parser.add_argument("--overlap_ratio", nargs=2, type=fraction(high_open=True),
-                        default=list(defaults.overlap_ratio), metavar=("H", "W"),
-                        help="overlap of neighbouring tiles, as a fraction of the tile side")
-    parser.add_argument("--combine_method", choices=COMBINE_METHODS,
-                        default=defaults.combine_method,
-                        help="nms: one detection per object (class-wise NMS over the tiles); "
-                             "concat: every tile's detections")
-    parser.add_argument("--match_threshold", type=fraction(), default=defaults.match_threshold,
-                        help="nms merge: drop a detection whose overlap with a kept one of its "
-                             "class is above this")
-    parser.add_argument("--match_metric", choices=MATCH_METRICS, default=defaults.match_metric,
-                        help="nms merge overlap: ios (intersection over the smaller box) or iou")
+        parser.add_argument(
+            "--nms_threshold",
+            type=fraction(),
+            default=None,
+            help="re-run the class-wise NMS at this IoU threshold (default: the "
+            "exported one, infer_cfg.yml NMS.nms_threshold); the same "
+            "detections as an export at that threshold",
+        )
+    parser.add_argument(
+        "--score_threshold",
+        type=fraction(),
+        default=0.0,
+        help="drop detections scoring below this (JSON, drawings and answers)",
+    )
+    parser.add_argument(
+        "--slice_infer",
+        action="store_true",
+        help="sliced inference for large images: overlapping tiles of "
+        "--slice_size, detections mapped back and merged",
+    )
+    parser.add_argument(
+        "--slice_size",
+        nargs=2,
+        type=positive_int,
+        default=list(defaults.slice_size),
+        metavar=("H", "W"),
+        help="tile height and width in pixels",
+    )
+    parser.add_argument(
+        "--overlap_ratio",
+        nargs=2,
+        type=fraction(high_open=True),
+        default=list(defaults.overlap_ratio),
+        metavar=("H", "W"),
+        help="overlap of neighbouring tiles, as a fraction of the tile side",
+    )
+    parser.add_argument(
+        "--combine_method",
+        choices=COMBINE_METHODS,
+        default=defaults.combine_method,
+        help="nms: one detection per object (class-wise NMS over the tiles); "
+        "concat: every tile's detections",
+    )
+    parser.add_argument(
+        "--match_threshold",
+        type=fraction(),
+        default=defaults.match_threshold,
+        help="nms merge: drop a detection whose overlap with a kept one of its class is above this",
+    )
+    parser.add_argument(
+        "--match_metric",
+        choices=MATCH_METRICS,
+        default=defaults.match_metric,
+        help="nms merge overlap: ios (intersection over the smaller box) or iou",
+    )
 
 
 def detection_options_from_args(args, parser=None):
@@ -127,5 +176,8 @@ def detection_options_from_args(args, parser=None):
             if parser is not None:
                 parser.error(message)
             raise ValueError(message) from None
-    return {"nms_threshold": getattr(args, "nms_threshold", None),
-            "score_threshold": float(args.score_threshold), "slicing": slicing}
+    return {
+        "nms_threshold": getattr(args, "nms_threshold", None),
+        "score_threshold": float(args.score_threshold),
+        "slicing": slicing,
+    }

@@ -34,6 +34,7 @@ at that threshold. infer_cfg.yml's ``NMS`` records the exported selection (``nms
 ``nms_top_k``, ``keep_top_k``) and, for ``class_id_mode: coco_raw``, ``label_map`` (model label
 -> output label, -1 = dropped).
 """
+
 import contextlib
 import importlib
 import io
@@ -93,12 +94,14 @@ def _image_shape(cfg):
 def input_spec(image_shape):
     """The exported graph's inputs (one dict, as ppdet architectures take them)."""
     h, w = [None if v == -1 else v for v in image_shape[1:]]
-    return [{
-        "image": InputSpec([None, 3, h, w], "float32", "image"),
-        "im_shape": InputSpec([None, 2], "float32", "im_shape"),
-        "scale_factor": InputSpec([None, 2], "float32", "scale_factor"),
-        "pad_mask": InputSpec([None, h, w], "float32", "pad_mask"),
-    }]
+    return [
+        {
+            "image": InputSpec([None, 3, h, w], "float32", "image"),
+            "im_shape": InputSpec([None, 2], "float32", "im_shape"),
+            "scale_factor": InputSpec([None, 2], "float32", "scale_factor"),
+            "pad_mask": InputSpec([None, h, w], "float32", "pad_mask"),
+        }
+    ]
 
 
 def preprocess_list(cfg, image_shape):
@@ -152,15 +155,16 @@ def _read_label_list(value):
         return [str(v) for v in value], f"label_list {list(value)}"
     if isinstance(value, str) and value.strip():
         if not os.path.isfile(value):
-            raise FileNotFoundError(f"label_list file {value!r} not found (give a list of class "
-                                    "names or a .txt file with one name per line)")
+            raise FileNotFoundError(
+                f"label_list file {value!r} not found (give a list of class "
+                "names or a .txt file with one name per line)"
+            )
         with open(value) as f:
             names = [line.strip() for line in f if line.strip()]
         if names and names[0] == "background":
             names = names[1:]
         return names, f"label_list file {value}"
-    raise ValueError(f"label_list must be a list of class names or a .txt file path, got "
-                     f"{value!r}")
+    raise ValueError(f"label_list must be a list of class names or a .txt file path, got {value!r}")
 
 
 def class_names(cfg, num_labels):
@@ -171,9 +175,11 @@ def class_names(cfg, num_labels):
     with a warning naming the file); any other missing file, and any count that differs from
     ``num_labels``, is a ValueError naming the source and how to set the names.
     """
-    hint = ("set the names with -o label_list=[name0,name1,...] (or label_list: a .txt file "
-            "with one name per line) or point TestDataset.dataset_dir / anno_path at the "
-            "training annotation file")
+    hint = (
+        "set the names with -o label_list=[name0,name1,...] (or label_list: a .txt file "
+        "with one name per line) or point TestDataset.dataset_dir / anno_path at the "
+        "training annotation file"
+    )
     if cfg.get("label_list") is not None:
         names, source = _read_label_list(cfg["label_list"])
     else:
@@ -182,18 +188,24 @@ def class_names(cfg, num_labels):
             source = f"TestDataset annotation file {anno_file}"
         elif str(cfg["metric"]).upper() == "COCO" and num_labels == len(COCO_RAW_CATEGORY_IDS):
             source = "COCO's category names"
-            logger.warning(f"TestDataset annotation file {anno_file!r} not found; the model has "
-                           f"COCO's {num_labels} classes, so COCO's names are used ({hint})")
+            logger.warning(
+                f"TestDataset annotation file {anno_file!r} not found; the model has "
+                f"COCO's {num_labels} classes, so COCO's names are used ({hint})"
+            )
         else:
-            raise ValueError(f"the class names come from TestDataset's annotation file "
-                             f"{anno_file!r}, which is not there, and the model has {num_labels} "
-                             f"classes (not COCO's {len(COCO_RAW_CATEGORY_IDS)}): {hint}")
-        with contextlib.redirect_stdout(io.StringIO()):   # pycocotools' loading prints
+            raise ValueError(
+                f"the class names come from TestDataset's annotation file "
+                f"{anno_file!r}, which is not there, and the model has {num_labels} "
+                f"classes (not COCO's {len(COCO_RAW_CATEGORY_IDS)}): {hint}"
+            )
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' loading prints
             clsid2catid, catid2name = get_categories(cfg["metric"], anno_file=anno_file)
         names = [str(catid2name[clsid2catid[i]]) for i in sorted(clsid2catid)]
     if len(names) != num_labels:
-        raise ValueError(f"{source} gives {len(names)} class names but the model outputs "
-                         f"{num_labels} labels (num_classes / DACDETR.class_id_mode): {hint}")
+        raise ValueError(
+            f"{source} gives {len(names)} class names but the model outputs "
+            f"{num_labels} labels (num_classes / DACDETR.class_id_mode): {hint}"
+        )
     return names
 
 
@@ -213,10 +225,14 @@ def nms_config(model):
     """infer_cfg.yml's NMS entry: the exported selection, in ppdet's MultiClassNMS names, and the
     label map of a model whose labels are mapped after the selection (coco_raw)."""
     post = model.post_process
-    entry = OrderedDict([("name", type(post).__name__),
-                         ("nms_threshold", float(post.nms_iou_threshold)),
-                         ("nms_top_k", int(post.num_top_candidates)),
-                         ("keep_top_k", int(post.max_detections))])
+    entry = OrderedDict(
+        [
+            ("name", type(post).__name__),
+            ("nms_threshold", float(post.nms_iou_threshold)),
+            ("nms_top_k", int(post.num_top_candidates)),
+            ("keep_top_k", int(post.max_detections)),
+        ]
+    )
     if getattr(model, "class_id_mode", "contiguous") != "contiguous":
         entry["label_map"] = [int(v) for v in model.to_dataset_ids.numpy()]
     return entry
@@ -230,16 +246,19 @@ class DeployGraph(paddle.nn.Layer):
     def __init__(self, model):
         super().__init__()
         if not isinstance(model.post_process, DACNMSPostProcess):
-            raise ValueError(f"export needs DACDETR.post_process: DACNMSPostProcess, got "
-                             f"{type(model.post_process).__name__}")
+            raise ValueError(
+                f"export needs DACDETR.post_process: DACNMSPostProcess, got "
+                f"{type(model.post_process).__name__}"
+            )
         model.exclude_post_process = True
         self.model = model
 
     def forward(self, inputs):
         raw = self.model(inputs)
         post = self.model.post_process
-        boxes_px, scores = post.candidates(raw["pred_logits"], raw["pred_boxes"],
-                                           inputs["im_shape"], inputs["scale_factor"])
+        boxes_px, scores = post.candidates(
+            raw["pred_logits"], raw["pred_boxes"], inputs["im_shape"], inputs["scale_factor"]
+        )
         out = dict(self.model._to_dataset_labels(*post.select(boxes_px, scores)))
         out["nms_boxes"], out["nms_scores"] = boxes_px, scores
         return out
@@ -247,21 +266,24 @@ class DeployGraph(paddle.nn.Layer):
 
 def infer_config(cfg, attention, image_shape, model):
     """The infer_cfg.yml content: ppdet's keys in ppdet's order, then ours."""
-    return OrderedDict([
-        ("mode", "paddle"),
-        ("draw_threshold", float(cfg.get("draw_threshold", 0.5))),
-        ("metric", cfg["metric"]),
-        ("use_dynamic_shape", image_shape[2] == -1),
-        ("arch", DEPLOY_ARCH),
-        ("min_subgraph_size", MIN_SUBGRAPH_SIZE),
-        ("Preprocess", preprocess_list(cfg, image_shape)),
-        ("label_list", class_names(cfg, num_output_labels(model, cfg))),
-        ("architecture", cfg["architecture"]),
-        ("attention", attention),
-        ("input_names", list(INPUT_NAMES)),
-        ("output_names", list(OUTPUT_NAMES)),
-        ("NMS", nms_config(model)),
-    ] + list(input_limits(model).items()))
+    return OrderedDict(
+        [
+            ("mode", "paddle"),
+            ("draw_threshold", float(cfg.get("draw_threshold", 0.5))),
+            ("metric", cfg["metric"]),
+            ("use_dynamic_shape", image_shape[2] == -1),
+            ("arch", DEPLOY_ARCH),
+            ("min_subgraph_size", MIN_SUBGRAPH_SIZE),
+            ("Preprocess", preprocess_list(cfg, image_shape)),
+            ("label_list", class_names(cfg, num_output_labels(model, cfg))),
+            ("architecture", cfg["architecture"]),
+            ("attention", attention),
+            ("input_names", list(INPUT_NAMES)),
+            ("output_names", list(OUTPUT_NAMES)),
+            ("NMS", nms_config(model)),
+        ]
+        + list(input_limits(model).items())
+    )
 
 
 def _plain(value):
@@ -284,7 +306,7 @@ def build_model(cfg, weights):
     """create(cfg.architecture) in eval mode with ``weights`` (a .pdparams path or its prefix)."""
     model = create(cfg.architecture)
     if weights:
-        load_model_weights(model, weights)   # restricted reader; every tensor must fit
+        load_model_weights(model, weights)  # restricted reader; every tensor must fit
     else:
         logger.warning("no weights given: exporting randomly initialised parameters")
     model.eval()
@@ -308,14 +330,16 @@ def export_model(cfg, weights, output_dir, attention="op"):
     _mark_not_to_static()
     previous = ops.force_reference(attention == "reference")
     try:
-        with export_notices_dropped():   # Paddle's PIR tracing notices (ppdet_dac/_notices.py)
-            static_model = paddle.jit.to_static(DeployGraph(model),
-                                                input_spec=input_spec(image_shape),
-                                                full_graph=True)
+        with export_notices_dropped():  # Paddle's PIR tracing notices (ppdet_dac/_notices.py)
+            static_model = paddle.jit.to_static(
+                DeployGraph(model), input_spec=input_spec(image_shape), full_graph=True
+            )
             paddle.jit.save(static_model, os.path.join(output_dir, MODEL_PREFIX))
     finally:
         ops.force_reference(previous)
     path = write_infer_config(content, output_dir)
-    logger.info(f"exported {cfg['architecture']} (attention: {attention}) to {output_dir} "
-                f"({INFER_CFG}: {path})")
+    logger.info(
+        f"exported {cfg['architecture']} (attention: {attention}) to {output_dir} "
+        f"({INFER_CFG}: {path})"
+    )
     return output_dir

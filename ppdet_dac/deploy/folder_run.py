@@ -2,6 +2,7 @@
 cannot be taken, and write the drawings and detections.json (the output names and folder checks
 are ``ppdet_dac.deploy.outputs``').
 """
+
 import os
 
 import cv2
@@ -17,8 +18,9 @@ from ppdet_dac.deploy.visualize import draw_detections
 logger = setup_logger(__name__)
 
 
-def save_results(image_paths, detections, output_dir, label_list=None, threshold=0.5,
-                 image_dir=None):
+def save_results(
+    image_paths, detections, output_dir, label_list=None, threshold=0.5, image_dir=None
+):
     """Write <output_dir>/<image file name>.png (``outputs.drawing_name``: x.jpg -> x.jpg.png)
     with the detections >= threshold drawn, and <output_dir>/detections.json {image path: all
     detection records}. Returns the JSON path. ValueError (``outputs.check_output_dir``) when
@@ -28,7 +30,7 @@ def save_results(image_paths, detections, output_dir, label_list=None, threshold
     os.makedirs(output_dir, exist_ok=True)
     results = {}
     for path, dets in zip(image_paths, detections):
-        image = read_bgr(path)   # the pixels the model saw (EXIF orientation ignored)
+        image = read_bgr(path)  # the pixels the model saw (EXIF orientation ignored)
         if image is None:
             raise ValueError(f"cannot read image file {path}")
         canvas, _ = draw_detections(image, dets, label_list, threshold)
@@ -36,8 +38,10 @@ def save_results(image_paths, detections, output_dir, label_list=None, threshold
         if not cv2.imwrite(out, canvas):
             raise OSError(f"cannot write {out}")
         results[path] = detection_records(dets, label_list)
-        logger.info(f"{path}: {sum(r['score'] >= threshold for r in results[path])} detections "
-                    f">= {threshold} drawn to {out}")
+        logger.info(
+            f"{path}: {sum(r['score'] >= threshold for r in results[path])} detections "
+            f">= {threshold} drawn to {out}"
+        )
     return write_json(os.path.join(output_dir, "detections.json"), results)
 
 
@@ -60,8 +64,9 @@ def predict_files(predictor, paths, batch_size=1):
                 logger.error(f"skipping {path}: {err}")
                 failures.append({"file": path, "error": str(err)})
                 continue
-            results[path] = sliced_detections(image, predictor.slicing, predictor.detect_tiles,
-                                              batch_size)
+            results[path] = sliced_detections(
+                image, predictor.slicing, predictor.detect_tiles, batch_size
+            )
         return results, failures
 
     def flush():

@@ -2,12 +2,20 @@
 (``model.json`` or ``model.pdmodel``), its weights (``model.pdiparams``) and ``infer_cfg.yml``,
 read here into ``InferConfig``, a validated model of the keys the predictor uses.
 """
+
 import os
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, \
-    field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from ppdet_dac.deploy.validation import describe_validation_error
 
@@ -50,6 +58,7 @@ class InferConfig(BaseModel):
     bbox_num, then the NMS candidates nms_boxes, nms_scores); nms: the exported NMS
     ({nms_threshold, nms_top_k, keep_top_k[, label_map]}, None in older exports).
     """
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     preprocess: list = Field(validation_alias="Preprocess")
@@ -60,8 +69,9 @@ class InferConfig(BaseModel):
     arch: Any = None
     feature_strides: Annotated[list[int], _or([])] = []
     num_queries: Annotated[int, _or(0)] = 0
-    output_names: Annotated[list[str], BeforeValidator(_as_strings),
-                            _or(list(DEFAULT_OUTPUTS))] = list(DEFAULT_OUTPUTS)
+    output_names: Annotated[list[str], BeforeValidator(_as_strings), _or(list(DEFAULT_OUTPUTS))] = (
+        list(DEFAULT_OUTPUTS)
+    )
     nms: Optional[dict] = Field(None, validation_alias="NMS")
     _path: str = PrivateAttr("")
     _raw: dict = PrivateAttr(default_factory=dict)
@@ -76,8 +86,9 @@ class InferConfig(BaseModel):
     def __init__(self, model_dir):
         path = os.path.join(model_dir, INFER_CFG)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} not found: export the model with "
-                                    "tools/export_model.py first")
+            raise FileNotFoundError(
+                f"{path} not found: export the model with tools/export_model.py first"
+            )
         with open(path) as f:
             raw = yaml.safe_load(f) or {}
         if not isinstance(raw, dict):

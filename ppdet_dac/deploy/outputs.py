@@ -14,6 +14,7 @@
   different folders are refused (their drawings would share a name).
 * ``detections.json`` and ``summary.json`` are written atomically (a temporary file renamed).
 """
+
 import glob
 import json
 import os
@@ -48,9 +49,12 @@ def list_inputs(image_file=None, image_dir=None):
         found = [p for p in files if p.lower().endswith(IMAGE_EXTS)]
         unsupported = [p for p in files if not p.lower().endswith(IMAGE_EXTS)]
         if not found:
-            other = (f"; not read (unsupported format): "
-                     f"{_first_few(os.path.basename(p) for p in unsupported)}"
-                     if unsupported else "")
+            other = (
+                f"; not read (unsupported format): "
+                f"{_first_few(os.path.basename(p) for p in unsupported)}"
+                if unsupported
+                else ""
+            )
             raise FileNotFoundError(f"no {'/'.join(IMAGE_EXTS)} images in {image_dir}{other}")
         seen = {os.path.realpath(p) for p in paths}
         paths.extend(p for p in found if os.path.realpath(p) not in seen)
@@ -73,20 +77,26 @@ def check_output_dir(output_dir, image_paths, image_dir=None, flag="--output_dir
     folders += [os.path.dirname(os.path.abspath(p)) for p in image_paths]
     for folder in folders:
         if os.path.realpath(folder) == out:
-            inside = [os.path.basename(p) for p in image_paths
-                      if os.path.realpath(os.path.dirname(os.path.abspath(p))) == out]
+            inside = [
+                os.path.basename(p)
+                for p in image_paths
+                if os.path.realpath(os.path.dirname(os.path.abspath(p))) == out
+            ]
             raise ValueError(
                 f"{flag} {output_dir} holds the input images ({_first_few(inside)}): the "
                 "drawings and results would overwrite or mix with them; give another folder "
-                f"(a subfolder such as {os.path.join(output_dir, 'detections')} is fine)")
+                f"(a subfolder such as {os.path.join(output_dir, 'detections')} is fine)"
+            )
     by_name = {}
     for path in image_paths:
         by_name.setdefault(drawing_name(path), []).append(path)
     clashes = [paths for paths in by_name.values() if len(paths) > 1]
     if clashes:
-        raise ValueError(f"inputs with the same file name would share one drawing in "
-                         f"{output_dir}: {_first_few(' / '.join(p) for p in clashes)}; run them "
-                         "separately or rename one")
+        raise ValueError(
+            f"inputs with the same file name would share one drawing in "
+            f"{output_dir}: {_first_few(' / '.join(p) for p in clashes)}; run them "
+            "separately or rename one"
+        )
 
 
 def write_json(path, value):
@@ -101,25 +111,33 @@ def write_summary(output_dir, num_images, failures, detections_json, unsupported
     "unsupported": [files not read], "detections"} of a run over ``num_images`` files; returns
     its path."""
     os.makedirs(output_dir, exist_ok=True)
-    return write_json(os.path.join(output_dir, "summary.json"),
-                      {"images": int(num_images), "succeeded": int(num_images) - len(failures),
-                       "failed": list(failures), "unsupported": list(unsupported),
-                       "detections": detections_json})
+    return write_json(
+        os.path.join(output_dir, "summary.json"),
+        {
+            "images": int(num_images),
+            "succeeded": int(num_images) - len(failures),
+            "failed": list(failures),
+            "unsupported": list(unsupported),
+            "detections": detections_json,
+        },
+    )
 
 
-def print_run_outcome(done, num_images, failures, detections_json, output_dir, elapsed=None,
-                      unsupported=()):
+def print_run_outcome(
+    done, num_images, failures, detections_json, output_dir, elapsed=None, unsupported=()
+):
     """Write ``summary.json`` (``write_summary``) and print the last lines of an inference run
     over files: how many went through (in ``elapsed`` seconds when given), where the results
     are, each file skipped and each file not read for its format. Returns the exit status: 0
     when every image went through, 1 when some were skipped (files not read do not count)."""
     summary = write_summary(output_dir, num_images, failures, detections_json, unsupported)
     took = "" if elapsed is None else f" in {elapsed:.2f} s"
-    print(f"{done} of {num_images} images{took}; results in {detections_json} and "
-          f"{output_dir}/")
+    print(f"{done} of {num_images} images{took}; results in {detections_json} and {output_dir}/")
     if unsupported:
-        print(f"{len(unsupported)} file(s) not read, unsupported format (only "
-              f"{'/'.join(IMAGE_EXTS)} are read; listed in {summary}):")
+        print(
+            f"{len(unsupported)} file(s) not read, unsupported format (only "
+            f"{'/'.join(IMAGE_EXTS)} are read; listed in {summary}):"
+        )
         for path in unsupported:
             print(f"  {path}")
     if not failures:

@@ -3,6 +3,7 @@ another IoU threshold (``reselect``), the score filter, boxes clipped to their i
 splits and the JSON records of detections. Detections are float32 rows (label, score, x1, y1, x2,
 y2) in original-image pixels; ``bbox_num`` [B] counts the rows of each image.
 """
+
 import threading
 
 import numpy as np
@@ -24,7 +25,8 @@ def reselect(nms_boxes, nms_scores, nms, nms_threshold):
     with _SELECT_LOCK, paddle.no_grad():
         bbox, bbox_num = post.select(
             paddle.to_tensor(np.asarray(nms_boxes, np.float32), place=cpu),
-            paddle.to_tensor(np.asarray(nms_scores, np.float32), place=cpu))
+            paddle.to_tensor(np.asarray(nms_scores, np.float32), place=cpu),
+        )
         bbox, bbox_num = bbox.numpy().reshape(-1, 6), bbox_num.numpy().reshape(-1)
     label_map = nms.get("label_map")
     if label_map is None:
@@ -50,8 +52,10 @@ def filter_scores(bbox, bbox_num, threshold):
 def image_sizes(feeds):
     """[B, 2] (height, width) of the original images of a feed dict, as the post-processor
     computes it: floor(im_shape / scale_factor + 0.5) in float32."""
-    return np.floor(np.asarray(feeds["im_shape"], np.float32)
-                    / np.asarray(feeds["scale_factor"], np.float32) + np.float32(0.5))
+    return np.floor(
+        np.asarray(feeds["im_shape"], np.float32) / np.asarray(feeds["scale_factor"], np.float32)
+        + np.float32(0.5)
+    )
 
 
 def clip_detections(bbox, bbox_num, sizes):
@@ -84,6 +88,12 @@ def detection_records(detections, label_list=None, threshold=0.0):
             continue
         cid = int(label)
         name = label_list[cid] if label_list and 0 <= cid < len(label_list) else str(cid)
-        records.append({"class_id": cid, "label": name, "score": float(score),
-                        "bbox": [float(x1), float(y1), float(x2), float(y2)]})
+        records.append(
+            {
+                "class_id": cid,
+                "label": name,
+                "score": float(score),
+                "bbox": [float(x1), float(y1), float(x2), float(y2)],
+            }
+        )
     return records

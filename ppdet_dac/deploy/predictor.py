@@ -25,6 +25,7 @@ evaluation reports (the official code does not clip). Preprocessing and the size
 On CPU the predictor runs with oneDNN (``enable_mkldnn=True``, the default): 2-3x faster than
 Paddle's plain CPU kernels with the same detections (benchmarks/RESULTS.md, tests/deploy).
 """
+
 import threading
 
 import numpy as np
@@ -33,8 +34,13 @@ import paddle
 from ppdet_dac import ops
 from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, check_max_pixels
 from ppdet_dac.deploy.infer_config import InferConfig, find_model_file
-from ppdet_dac.deploy.postprocess import (clip_detections, filter_scores, image_sizes, reselect,
-                                          split_detections)
+from ppdet_dac.deploy.postprocess import (
+    clip_detections,
+    filter_scores,
+    image_sizes,
+    reselect,
+    split_detections,
+)
 from ppdet_dac.deploy.preprocess import Preprocessor, decode_image, describe_image
 from ppdet_dac.deploy.slicing import SliceConfig, sliced_detections
 
@@ -42,8 +48,16 @@ DEVICES = ("CPU", "GPU")
 RUN_MODES = ("paddle", "trt_fp32", "trt_fp16")
 
 
-def make_inference_config(model_dir, device="CPU", cpu_threads=1, enable_mkldnn=True,
-                          gpu_id=0, run_mode="paddle", min_subgraph_size=3, trt_max_shape=1333):
+def make_inference_config(
+    model_dir,
+    device="CPU",
+    cpu_threads=1,
+    enable_mkldnn=True,
+    gpu_id=0,
+    run_mode="paddle",
+    min_subgraph_size=3,
+    trt_max_shape=1333,
+):
     """paddle.inference.Config for the model in model_dir.
 
     CPU: ``cpu_threads`` math threads; oneDNN unless ``enable_mkldnn`` is False (on Paddle 3.3
@@ -64,21 +78,31 @@ def make_inference_config(model_dir, device="CPU", cpu_threads=1, enable_mkldnn=
     config = inference.Config(model_file, params_file)
     if device == "GPU":
         if not paddle.is_compiled_with_cuda():
-            raise ValueError("device GPU needs a CUDA build of Paddle; this one is CPU-only "
-                             f"(paddle {paddle.__version__}); use --device CPU")
+            raise ValueError(
+                "device GPU needs a CUDA build of Paddle; this one is CPU-only "
+                f"(paddle {paddle.__version__}); use --device CPU"
+            )
         config.enable_use_gpu(200, int(gpu_id))
         if run_mode != "paddle":
-            precision = (inference.PrecisionType.Half if run_mode == "trt_fp16"
-                         else inference.PrecisionType.Float32)
-            config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1,
-                                          min_subgraph_size=int(min_subgraph_size),
-                                          precision_mode=precision, use_static=False,
-                                          use_calib_mode=False)
+            precision = (
+                inference.PrecisionType.Half
+                if run_mode == "trt_fp16"
+                else inference.PrecisionType.Float32
+            )
+            config.enable_tensorrt_engine(
+                workspace_size=1 << 30,
+                max_batch_size=1,
+                min_subgraph_size=int(min_subgraph_size),
+                precision_mode=precision,
+                use_static=False,
+                use_calib_mode=False,
+            )
             m = int(trt_max_shape)
             config.set_trt_dynamic_shape_info(
                 {"image": [1, 3, 32, 32], "pad_mask": [1, 32, 32]},
                 {"image": [1, 3, m, m], "pad_mask": [1, m, m]},
-                {"image": [1, 3, 640, 640], "pad_mask": [1, 640, 640]})
+                {"image": [1, 3, 640, 640], "pad_mask": [1, 640, 640]},
+            )
     else:
         if run_mode != "paddle":
             raise ValueError(f"run_mode {run_mode} (TensorRT) needs --device GPU")
@@ -109,16 +133,32 @@ class Predictor:
     inference (None: whole images). batch_size: tiles per model run when slicing.
     """
 
-    def __init__(self, model_dir, device="CPU", cpu_threads=1, enable_mkldnn=True, gpu_id=0,
-                 run_mode="paddle", max_pixels=DEFAULT_MAX_PIXELS, nms_threshold=None,
-                 score_threshold=0.0, slicing=None, batch_size=1, _predictor=None,
-                 _infer_cfg=None):
+    def __init__(
+        self,
+        model_dir,
+        device="CPU",
+        cpu_threads=1,
+        enable_mkldnn=True,
+        gpu_id=0,
+        run_mode="paddle",
+        max_pixels=DEFAULT_MAX_PIXELS,
+        nms_threshold=None,
+        score_threshold=0.0,
+        slicing=None,
+        batch_size=1,
+        _predictor=None,
+        _infer_cfg=None,
+    ):
         self.model_dir = model_dir
         self.infer_cfg = _infer_cfg or InferConfig(model_dir)
         self.max_pixels = check_max_pixels(max_pixels)
-        self.preprocessor = Preprocessor(self.infer_cfg.preprocess, self.infer_cfg.path,
-                                         self.infer_cfg.feature_strides,
-                                         self.infer_cfg.num_queries, self.max_pixels)
+        self.preprocessor = Preprocessor(
+            self.infer_cfg.preprocess,
+            self.infer_cfg.path,
+            self.infer_cfg.feature_strides,
+            self.infer_cfg.num_queries,
+            self.max_pixels,
+        )
         self.label_list = self.infer_cfg.label_list
         self.nms_threshold = self._check_nms_threshold(nms_threshold)
         self.score_threshold = float(score_threshold)
@@ -130,8 +170,16 @@ class Predictor:
             if self.infer_cfg.attention == "op":
                 ops.register_op_library()  # raises naming why when the op library is missing
             from paddle import inference
-            config = make_inference_config(model_dir, device, cpu_threads, enable_mkldnn, gpu_id,
-                                           run_mode, self.infer_cfg.min_subgraph_size)
+
+            config = make_inference_config(
+                model_dir,
+                device,
+                cpu_threads,
+                enable_mkldnn,
+                gpu_id,
+                run_mode,
+                self.infer_cfg.min_subgraph_size,
+            )
             enable_mkldnn = bool(config.mkldnn_enabled())
             _predictor = inference.create_predictor(config)
         self.enable_mkldnn = enable_mkldnn  # oneDNN as the inference config has it
@@ -139,9 +187,11 @@ class Predictor:
         self.input_names = list(self._predictor.get_input_names())
         self.output_names = list(self._predictor.get_output_names())
         if len(self.output_names) < len(self.infer_cfg.output_names):
-            raise ValueError(f"{self.infer_cfg.path}: output_names lists "
-                             f"{self.infer_cfg.output_names}, but the model has "
-                             f"{len(self.output_names)} outputs; re-export the model")
+            raise ValueError(
+                f"{self.infer_cfg.path}: output_names lists "
+                f"{self.infer_cfg.output_names}, but the model has "
+                f"{len(self.output_names)} outputs; re-export the model"
+            )
         self._outputs = dict(zip(self.infer_cfg.output_names, self.output_names))
 
     def _check_nms_threshold(self, value):
@@ -154,18 +204,26 @@ class Predictor:
             raise ValueError(f"nms_threshold must be in [0, 1], got {value}")
         missing = {"nms_boxes", "nms_scores"} - set(self.infer_cfg.output_names)
         if missing or self.infer_cfg.nms is None:
-            raise ValueError(f"{self.infer_cfg.path}: this export has no NMS candidates output "
-                             "(nms_boxes, nms_scores) to re-run the NMS on; re-export the model "
-                             "with tools/export_model.py to use nms_threshold")
+            raise ValueError(
+                f"{self.infer_cfg.path}: this export has no NMS candidates output "
+                "(nms_boxes, nms_scores) to re-run the NMS on; re-export the model "
+                "with tools/export_model.py to use nms_threshold"
+            )
         return value
 
     def clone(self):
         """Another Predictor on the same weights and options (for a pool of threads)."""
-        return Predictor(self.model_dir, enable_mkldnn=self.enable_mkldnn,
-                         max_pixels=self.max_pixels, nms_threshold=self.nms_threshold,
-                         score_threshold=self.score_threshold, slicing=self.slicing,
-                         batch_size=self.batch_size, _predictor=self._predictor.clone(),
-                         _infer_cfg=self.infer_cfg)
+        return Predictor(
+            self.model_dir,
+            enable_mkldnn=self.enable_mkldnn,
+            max_pixels=self.max_pixels,
+            nms_threshold=self.nms_threshold,
+            score_threshold=self.score_threshold,
+            slicing=self.slicing,
+            batch_size=self.batch_size,
+            _predictor=self._predictor.clone(),
+            _infer_cfg=self.infer_cfg,
+        )
 
     def run_model(self, feeds, outputs=("bbox", "bbox_num")):
         """feeds: {input name: array} -> {output: array} for the named graph outputs (infer_cfg's
@@ -176,26 +234,34 @@ class Predictor:
             raise ValueError(f"inputs {missing} missing; the model takes {self.input_names}")
         unknown = [n for n in outputs if n not in self._outputs]
         if unknown:
-            raise ValueError(f"outputs {unknown} not in this export's "
-                             f"{list(self._outputs)} ({self.infer_cfg.path})")
+            raise ValueError(
+                f"outputs {unknown} not in this export's "
+                f"{list(self._outputs)} ({self.infer_cfg.path})"
+            )
         with self._lock:
             for name in self.input_names:
                 self._predictor.get_input_handle(name).copy_from_cpu(
-                    np.ascontiguousarray(feeds[name]))
+                    np.ascontiguousarray(feeds[name])
+                )
             self._predictor.run()
-            return {n: self._predictor.get_output_handle(self._outputs[n]).copy_to_cpu()
-                    for n in outputs}
+            return {
+                n: self._predictor.get_output_handle(self._outputs[n]).copy_to_cpu()
+                for n in outputs
+            }
 
     def run(self, feeds):
         """feeds -> (bbox float32 [N, 6], bbox_num int32 [B]): the deployment detections (NMS at
         nms_threshold, score >= score_threshold, boxes clipped to each image)."""
-        nms = self.nms_threshold is not None and \
-            self.nms_threshold != float(self.infer_cfg.nms["nms_threshold"])
-        out = self.run_model(feeds, ("bbox", "bbox_num", "nms_boxes", "nms_scores") if nms
-                             else ("bbox", "bbox_num"))
+        nms = self.nms_threshold is not None and self.nms_threshold != float(
+            self.infer_cfg.nms["nms_threshold"]
+        )
+        out = self.run_model(
+            feeds, ("bbox", "bbox_num", "nms_boxes", "nms_scores") if nms else ("bbox", "bbox_num")
+        )
         if nms:
-            bbox, bbox_num = reselect(out["nms_boxes"], out["nms_scores"], self.infer_cfg.nms,
-                                      self.nms_threshold)
+            bbox, bbox_num = reselect(
+                out["nms_boxes"], out["nms_scores"], self.infer_cfg.nms, self.nms_threshold
+            )
         else:
             bbox, bbox_num = out["bbox"], out["bbox_num"]
         bbox, bbox_num = filter_scores(bbox, bbox_num, self.score_threshold)
@@ -208,8 +274,11 @@ class Predictor:
             return self.preprocessor.check_size(height, width, what)
         rows, cols = self.slicing.tile_size(height, width)
         return self.preprocessor.check_size(
-            rows, cols, f"a {cols} x {rows} tile of {what} ({width} x {height}, slice_size "
-                        f"{list(self.slicing.slice_size)})")
+            rows,
+            cols,
+            f"a {cols} x {rows} tile of {what} ({width} x {height}, slice_size "
+            f"{list(self.slicing.slice_size)})",
+        )
 
     def load(self, image):
         """A path / encoded bytes / BGR array -> RGB uint8 array, after the size checks
@@ -220,8 +289,9 @@ class Predictor:
 
     def detect_tiles(self, tiles):
         """RGB arrays (decoded, checked) -> their [N_i, 6] detections, as one batch."""
-        bbox, bbox_num = self.run(Preprocessor.stack([self.preprocessor.transform(t)
-                                                      for t in tiles]))
+        bbox, bbox_num = self.run(
+            Preprocessor.stack([self.preprocessor.transform(t) for t in tiles])
+        )
         return split_detections(bbox, bbox_num)
 
     def detect(self, image):

@@ -9,14 +9,19 @@ more pixels than ``max_pixels`` (read from the file header, nothing decoded; see
 one pixel or fewer feature positions than the queries the two-stage encoder selects
 (``feature_strides`` and ``num_queries`` of infer_cfg.yml).
 """
+
 import math
 import os
 
 import cv2
 import numpy as np
 
-from ppdet_dac.data.image_io import (DEFAULT_MAX_PIXELS, ImageSizeError, check_max_pixels,
-                                     decode_checked)
+from ppdet_dac.data.image_io import (
+    DEFAULT_MAX_PIXELS,
+    ImageSizeError,
+    check_max_pixels,
+    decode_checked,
+)
 from ppdet_dac.deploy.infer_config import INFER_CFG
 
 
@@ -44,11 +49,14 @@ def decode_image(image, max_pixels=DEFAULT_MAX_PIXELS):
     what = describe_image(image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 image array [H, W, 3], got {what} "
-                             f"({image.dtype})")
+            raise ValueError(
+                f"expected a BGR uint8 image array [H, W, 3], got {what} ({image.dtype})"
+            )
         if image.shape[0] * image.shape[1] > max_pixels:
-            raise ImageSizeError(f"{what} has {image.shape[0] * image.shape[1]} pixels, over the "
-                                 f"limit of {max_pixels} pixels (max_pixels)")
+            raise ImageSizeError(
+                f"{what} has {image.shape[0] * image.shape[1]} pixels, over the "
+                f"limit of {max_pixels} pixels (max_pixels)"
+            )
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = image
@@ -67,8 +75,14 @@ class _Resize:
     exceed max(target); otherwise stretch to target_size [h, w]."""
 
     def __init__(self, target_size, keep_ratio=True, interp=cv2.INTER_LINEAR):
-        self.target_size = [int(v) for v in (target_size if isinstance(target_size, (list, tuple))
-                                             else [target_size, target_size])]
+        self.target_size = [
+            int(v)
+            for v in (
+                target_size
+                if isinstance(target_size, (list, tuple))
+                else [target_size, target_size]
+            )
+        ]
         self.keep_ratio, self.interp = bool(keep_ratio), int(interp)
 
     def scales(self, h, w):
@@ -94,8 +108,13 @@ class _Resize:
 
 
 class _NormalizeImage:
-    def __init__(self, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), is_scale=True,
-                 norm_type="mean_std"):
+    def __init__(
+        self,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        is_scale=True,
+        norm_type="mean_std",
+    ):
         # float64 statistics applied in place to float32 pixels, as ppdet's reader does
         self.mean = np.asarray(mean, dtype=np.float64)[None, None, :]
         self.std = np.asarray(std, dtype=np.float64)[None, None, :]
@@ -127,8 +146,12 @@ class _PadStride:
         return im
 
 
-_PREPROCESS_OPS = {"Resize": _Resize, "NormalizeImage": _NormalizeImage, "Permute": _Permute,
-                   "PadStride": _PadStride}
+_PREPROCESS_OPS = {
+    "Resize": _Resize,
+    "NormalizeImage": _NormalizeImage,
+    "Permute": _Permute,
+    "PadStride": _PadStride,
+}
 
 
 class Preprocessor:
@@ -139,8 +162,14 @@ class Preprocessor:
     give fewer feature positions. max_pixels: the decoded-size limit (``decode_image``).
     """
 
-    def __init__(self, steps, source=INFER_CFG, feature_strides=(), num_queries=0,
-                 max_pixels=DEFAULT_MAX_PIXELS):
+    def __init__(
+        self,
+        steps,
+        source=INFER_CFG,
+        feature_strides=(),
+        num_queries=0,
+        max_pixels=DEFAULT_MAX_PIXELS,
+    ):
         self.feature_strides = [int(s) for s in feature_strides]
         self.num_queries = int(num_queries)
         self.max_pixels = check_max_pixels(max_pixels)
@@ -149,13 +178,16 @@ class Preprocessor:
             step = dict(step)
             name = step.pop("type", None)
             if name not in _PREPROCESS_OPS:
-                raise ValueError(f"{source}: Preprocess[{i}] has type {name!r}; supported: "
-                                 f"{sorted(_PREPROCESS_OPS)}")
+                raise ValueError(
+                    f"{source}: Preprocess[{i}] has type {name!r}; supported: "
+                    f"{sorted(_PREPROCESS_OPS)}"
+                )
             try:
                 self.ops.append(_PREPROCESS_OPS[name](**step))
             except TypeError as err:
-                raise ValueError(f"{source}: Preprocess[{i}] ({name}) has bad arguments "
-                                 f"{step}: {err}") from err
+                raise ValueError(
+                    f"{source}: Preprocess[{i}] ({name}) has bad arguments {step}: {err}"
+                ) from err
         if not any(isinstance(op, _Permute) for op in self.ops):
             raise ValueError(f"{source}: Preprocess has no Permute (the model takes CHW images)")
 
@@ -178,21 +210,25 @@ class Preprocessor:
         ceil(rows / stride) * ceil(cols / stride)) than the num_queries proposals the encoder's
         top-k selects. Returns the model input size (rows, cols)."""
         rows, cols = self.model_input_size(h, w)
-        shape = f"{what} is {w} x {h} pixels (width x height, aspect ratio " \
-                f"{max(w, h) / max(min(w, h), 1):.0f}:1)"
+        shape = (
+            f"{what} is {w} x {h} pixels (width x height, aspect ratio "
+            f"{max(w, h) / max(min(w, h), 1):.0f}:1)"
+        )
         if rows < 1 or cols < 1:
-            raise ImageShapeError(f"{shape}: resized for this model a side would be "
-                                  f"{min(rows, cols)} pixels; the model takes less extreme "
-                                  "aspect ratios")
+            raise ImageShapeError(
+                f"{shape}: resized for this model a side would be "
+                f"{min(rows, cols)} pixels; the model takes less extreme "
+                "aspect ratios"
+            )
         if self.num_queries and self.feature_strides:
-            positions = sum(math.ceil(rows / s) * math.ceil(cols / s)
-                            for s in self.feature_strides)
+            positions = sum(math.ceil(rows / s) * math.ceil(cols / s) for s in self.feature_strides)
             if positions < self.num_queries:
                 raise ImageShapeError(
                     f"{shape}: resized to {cols} x {rows} it gives {positions} feature positions "
                     f"(strides {self.feature_strides}), fewer than the {self.num_queries} "
                     "proposals the model selects (num_queries); the model takes less extreme "
-                    "aspect ratios")
+                    "aspect ratios"
+                )
         return rows, cols
 
     def one(self, image):
@@ -206,8 +242,11 @@ class Preprocessor:
 
     def transform(self, im):
         """A decoded RGB uint8 [H, W, 3] array -> ``one()``'s (CHW float32, info); no checks."""
-        info = {"im_shape": np.array(im.shape[:2], dtype=np.float32),
-                "scale_factor": np.ones(2, dtype=np.float32), "stride": 0}
+        info = {
+            "im_shape": np.array(im.shape[:2], dtype=np.float32),
+            "scale_factor": np.ones(2, dtype=np.float32),
+            "stride": 0,
+        }
         for op in self.ops:
             im = op(im, info)
         return im.astype(np.float32, copy=False), info
@@ -228,8 +267,11 @@ class Preprocessor:
         image = np.zeros((len(items), 3, h, w), dtype=np.float32)
         pad_mask = np.zeros((len(items), h, w), dtype=np.float32)
         for i, (im, _) in enumerate(items):
-            image[i, :, :im.shape[1], :im.shape[2]] = im
-            pad_mask[i, :im.shape[1], :im.shape[2]] = 1.0
-        return {"image": image, "pad_mask": pad_mask,
-                "im_shape": np.stack([info["im_shape"] for _, info in items]),
-                "scale_factor": np.stack([info["scale_factor"] for _, info in items])}
+            image[i, :, : im.shape[1], : im.shape[2]] = im
+            pad_mask[i, : im.shape[1], : im.shape[2]] = 1.0
+        return {
+            "image": image,
+            "pad_mask": pad_mask,
+            "im_shape": np.stack([info["im_shape"] for _, info in items]),
+            "scale_factor": np.stack([info["scale_factor"] for _, info in items]),
+        }

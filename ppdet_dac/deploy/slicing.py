@@ -17,6 +17,7 @@ object; merging keeps one detection per object:
 
 Detections keep the scores their tile gave them.
 """
+
 from typing import Annotated, Literal
 
 import numpy as np
@@ -36,6 +37,7 @@ class SliceConfig(BaseModel):
     """ppdet's slice options: slice_size [h, w] pixels, overlap_ratio [h, w] in [0, 1),
     combine_method, match_threshold in [0, 1], match_metric (positional in this order, or by
     name). Frozen and comparable; a bad option is one ValueError naming it."""
+
     model_config = ConfigDict(frozen=True)
 
     slice_size: tuple[_Pixels, _Pixels] = (640, 640)
@@ -44,12 +46,22 @@ class SliceConfig(BaseModel):
     match_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
     match_metric: Literal[MATCH_METRICS] = "ios"
 
-    def __init__(self, slice_size=(640, 640), overlap_ratio=(0.25, 0.25), combine_method="nms",
-                 match_threshold=0.6, match_metric="ios"):
+    def __init__(
+        self,
+        slice_size=(640, 640),
+        overlap_ratio=(0.25, 0.25),
+        combine_method="nms",
+        match_threshold=0.6,
+        match_metric="ios",
+    ):
         try:
-            super().__init__(slice_size=slice_size, overlap_ratio=overlap_ratio,
-                             combine_method=combine_method, match_threshold=match_threshold,
-                             match_metric=match_metric)
+            super().__init__(
+                slice_size=slice_size,
+                overlap_ratio=overlap_ratio,
+                combine_method=combine_method,
+                match_threshold=match_threshold,
+                match_metric=match_metric,
+            )
         except ValidationError as err:
             raise ValueError(describe_validation_error(err)) from None
 
@@ -76,21 +88,28 @@ def _greedy_ios(boxes, scores, labels, threshold):
     """Indices kept by class-wise greedy NMS on intersection over the smaller box, by score."""
     order = np.argsort(-scores, kind="stable")
     boxes, labels = boxes[order].astype(np.float64), labels[order]
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0,
-                                                                  None)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
+        boxes[:, 3] - boxes[:, 1], 0, None
+    )
     alive = np.ones(len(order), dtype=bool)
     keep = []
     for i in range(len(order)):
         if not alive[i]:
             continue
         keep.append(i)
-        rest = np.flatnonzero(alive[i + 1:] & (labels[i + 1:] == labels[i])) + i + 1
+        rest = np.flatnonzero(alive[i + 1 :] & (labels[i + 1 :] == labels[i])) + i + 1
         if not len(rest):
             continue
-        iw = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2])
-                     - np.maximum(boxes[i, 0], boxes[rest, 0]), 0, None)
-        ih = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3])
-                     - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
+        iw = np.clip(
+            np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]),
+            0,
+            None,
+        )
+        ih = np.clip(
+            np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]),
+            0,
+            None,
+        )
         smaller = np.minimum(areas[i], areas[rest])
         with np.errstate(divide="ignore", invalid="ignore"):
             ios = np.where(smaller > 0, iw * ih / smaller, 0.0)
@@ -103,10 +122,12 @@ def _class_nms_iou(boxes, scores, labels, threshold):
     categories = [int(c) for c in np.unique(labels)]
     with paddle.no_grad():
         keep = paddle.vision.ops.nms(
-            paddle.to_tensor(boxes, dtype="float32", place=paddle.CPUPlace()), float(threshold),
+            paddle.to_tensor(boxes, dtype="float32", place=paddle.CPUPlace()),
+            float(threshold),
             scores=paddle.to_tensor(scores, dtype="float32", place=paddle.CPUPlace()),
             category_idxs=paddle.to_tensor(labels, dtype="int64", place=paddle.CPUPlace()),
-            categories=categories)
+            categories=categories,
+        )
     return keep.numpy().reshape(-1)
 
 
@@ -137,7 +158,7 @@ def sliced_detections(image, config, detect, batch_size=1):
     step = max(int(batch_size), 1)
     found = [np.zeros((0, 6), np.float32)]
     for start in range(0, len(windows), step):
-        batch = windows[start:start + step]
+        batch = windows[start : start + step]
         tiles = [np.ascontiguousarray(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in batch]
         for (x1, y1, _, _), dets in zip(batch, detect(tiles)):
             dets = np.array(dets, dtype=np.float32).reshape(-1, 6)

@@ -24,8 +24,11 @@ def describe_validation_error(err):
     for error in err.errors(include_url=False):
         where = _where(error["loc"])
         if error["type"] == "missing":
-            lines.append(f"{where}: missing (too few values)" if isinstance(error["loc"][-1], int)
-                         else f"missing key '{where}'")
+            lines.append(
+                f"{where}: missing (too few values)"
+                if isinstance(error["loc"][-1], int)
+                else f"missing key '{where}'"
+            )
             continue
         message = error["msg"].removeprefix("Value error, ")
         message = message[:1].lower() + message[1:]

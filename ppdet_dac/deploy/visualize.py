@@ -7,6 +7,7 @@ edge, then stacked further above / below (near-duplicate boxes get their labels 
 other). Where every candidate overlaps, the one overlapping least is used. Boxes are drawn
 first and labels last, so no box line crosses a label. Text and lines grow with the image.
 """
+
 import colorsys
 import os
 
@@ -47,11 +48,24 @@ def _candidates(box, size, height, width):
     inside the image."""
     x1, y1, x2, y2 = box
     lw, lh = size
-    spots = [(x1, y1 - lh), (x1, y1), (x1, y2), (x1, y2 - lh),
-             (x2 - lw, y1 - lh), (x2 - lw, y1), (x2 - lw, y2), (x2 - lw, y2 - lh)]
+    spots = [
+        (x1, y1 - lh),
+        (x1, y1),
+        (x1, y2),
+        (x1, y2 - lh),
+        (x2 - lw, y1 - lh),
+        (x2 - lw, y1),
+        (x2 - lw, y2),
+        (x2 - lw, y2 - lh),
+    ]
     for k in range(1, STACK_STEPS + 1):
-        spots += [(x1, y1 - lh - k * lh), (x1, y2 + k * lh), (x1, y1 + k * lh),
-                  (x2 - lw, y1 - lh - k * lh), (x2 - lw, y2 + k * lh)]
+        spots += [
+            (x1, y1 - lh - k * lh),
+            (x1, y2 + k * lh),
+            (x1, y1 + k * lh),
+            (x2 - lw, y1 - lh - k * lh),
+            (x2 - lw, y2 + k * lh),
+        ]
     rects = []
     for x, y in spots:
         x = min(max(x, 0), max(width - lw, 0))
@@ -93,11 +107,19 @@ def label_boxes(image_shape, detections, label_names=None, threshold=0.5):
         texts.append(f"{name} {score:.2f}")
         (tw, th), base = cv2.getTextSize(texts[-1], FONT, font_scale, text_thickness)
         sizes.append((tw + 4, th + base + 4))
-        boxes.append([int(round(min(max(x1, 0), width))), int(round(min(max(y1, 0), height))),
-                      int(round(min(max(x2, 0), width))), int(round(min(max(y2, 0), height)))])
+        boxes.append(
+            [
+                int(round(min(max(x1, 0), width))),
+                int(round(min(max(y1, 0), height))),
+                int(round(min(max(x2, 0), width))),
+                int(round(min(max(y2, 0), height))),
+            ]
+        )
     rects = layout_labels(np.array(boxes, dtype=np.int64).reshape(-1, 4), sizes, height, width)
-    return [(int(row[0]), text, box, tuple(int(v) for v in rect))
-            for row, text, box, rect in zip(rows, texts, boxes, rects)]
+    return [
+        (int(row[0]), text, box, tuple(int(v) for v in rect))
+        for row, text, box, rect in zip(rows, texts, boxes, rects)
+    ]
 
 
 def draw_detections(image_bgr, detections, label_names=None, threshold=0.5):
@@ -114,8 +136,16 @@ def draw_detections(image_bgr, detections, label_names=None, threshold=0.5):
     for label, text, _, (rx1, ry1, rx2, ry2) in reversed(drawn):  # the best label on top
         cv2.rectangle(canvas, (rx1, ry1), (rx2 - 1, ry2 - 1), _color(label), -1)
         _, base = cv2.getTextSize(text, FONT, font_scale, text_thickness)
-        cv2.putText(canvas, text, (rx1 + 2, ry2 - 2 - base), FONT, font_scale, (255, 255, 255),
-                    text_thickness, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            text,
+            (rx1 + 2, ry2 - 2 - base),
+            FONT,
+            font_scale,
+            (255, 255, 255),
+            text_thickness,
+            cv2.LINE_AA,
+        )
     return canvas, len(drawn)
 
 

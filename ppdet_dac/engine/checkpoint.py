@@ -27,6 +27,7 @@ from, that folder.
 Reading: the three files are Python pickles; they are read with the restricted reader of
 ``ppdet_dac/interop/paddle_files.py`` (``read_file``), which runs no code from a file.
 """
+
 import glob
 import os
 import random
@@ -42,16 +43,27 @@ from ppdet_dac.utils.atomic import TEMPORARY, write_with
 
 logger = setup_logger(__name__)
 
-__all__ = ["atomic_save", "save_checkpoint", "load_checkpoint", "checkpoint_base", "rng_state",
-           "set_rng_state", "read_checkpoint", "latest_checkpoint", "remove_checkpoint",
-           "remove_stale_temporaries", "NOT_RESUMABLE", "ITER_PREFIX"]
+__all__ = [
+    "atomic_save",
+    "save_checkpoint",
+    "load_checkpoint",
+    "checkpoint_base",
+    "rng_state",
+    "set_rng_state",
+    "read_checkpoint",
+    "latest_checkpoint",
+    "remove_checkpoint",
+    "remove_stale_temporaries",
+    "NOT_RESUMABLE",
+    "ITER_PREFIX",
+]
 
-_LEGACY_TOKEN_KEY = "token"   # .pdstate key of checkpoints whose .pdparams held no token
+_LEGACY_TOKEN_KEY = "token"  # .pdstate key of checkpoints whose .pdparams held no token
 _SUFFIXES = (".pdparams", ".pdopt", ".pdstate")
 # Checkpoints that ``latest_checkpoint`` leaves out: best_model is a copy of an epoch's state
 # kept for its AP, written before that epoch's own checkpoint.
 NOT_RESUMABLE = ("best_model",)
-ITER_PREFIX = "iter_"   # the iteration checkpoints (snapshot_iter): iter_<global iteration>
+ITER_PREFIX = "iter_"  # the iteration checkpoints (snapshot_iter): iter_<global iteration>
 
 
 def checkpoint_base(path):
@@ -79,11 +91,13 @@ def remove_stale_temporaries(folder):
         try:
             size = os.path.getsize(path)
             os.remove(path)
-        except FileNotFoundError:   # another rank removed it first
+        except FileNotFoundError:  # another rank removed it first
             continue
         removed.append(path)
-        logger.info(f"removed {path} ({size} bytes), a partial checkpoint file of a process "
-                    "stopped while writing it")
+        logger.info(
+            f"removed {path} ({size} bytes), a partial checkpoint file of a process "
+            "stopped while writing it"
+        )
     return removed
 
 
@@ -91,8 +105,11 @@ def rng_state(criterion=None):
     """The random states that decide the data order/augmentation, DN noise and o2m sampling."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     # NumPy's key array is uint32, which paddle.save cannot store: keep it as a list.
-    state = {"python": random.getstate(), "numpy": (kind, keys.tolist(), pos, has_gauss, cached),
-             "paddle": paddle.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, keys.tolist(), pos, has_gauss, cached),
+        "paddle": paddle.get_rng_state(),
+    }
     rng = getattr(criterion, "rng", None)
     if rng is not None:
         state["criterion"] = rng.bit_generator.state
@@ -117,8 +134,18 @@ def _position(epochs_done, epoch_step):
     return f"end of epoch {epochs_done - 1}" if epochs_done else "before epoch 0"
 
 
-def save_checkpoint(base, model, optimizer, epochs_done, global_iter, criterion=None, ema=None,
-                    extra=None, epoch_step=0, rank_rng=None):
+def save_checkpoint(
+    base,
+    model,
+    optimizer,
+    epochs_done,
+    global_iter,
+    criterion=None,
+    ema=None,
+    extra=None,
+    epoch_step=0,
+    rank_rng=None,
+):
     """Write the checkpoint ``base``.{pdparams,pdopt,pdstate} (see the module docstring).
 
     epochs_done: completed epochs (the epoch to resume at); epoch_step: batches of that epoch
@@ -136,15 +163,22 @@ def save_checkpoint(base, model, optimizer, epochs_done, global_iter, criterion=
     opt_state[TOKEN_KEY] = token
     atomic_save(opt_state, base + ".pdopt")
     rank_rng = list(rank_rng) if rank_rng else [rng_state(criterion)]
-    state = {TOKEN_KEY: token, "epochs_done": epochs_done, "epoch_step": int(epoch_step),
-             "global_iter": global_iter, "rng": rank_rng[0], "rank_rng": rank_rng,
-             "extra": dict(extra or {})}
+    state = {
+        TOKEN_KEY: token,
+        "epochs_done": epochs_done,
+        "epoch_step": int(epoch_step),
+        "global_iter": global_iter,
+        "rng": rank_rng[0],
+        "rank_rng": rank_rng,
+        "extra": dict(extra or {}),
+    }
     if ema is not None:
         state["raw_weights"] = raw_weights
         state["ema"] = {"step": ema.step, "state_dict": ema.state_dict}
     atomic_save(state, base + ".pdstate")
-    logger.info(f"saved checkpoint {base} ({_position(epochs_done, epoch_step)}, iteration "
-                f"{global_iter})")
+    logger.info(
+        f"saved checkpoint {base} ({_position(epochs_done, epoch_step)}, iteration {global_iter})"
+    )
 
 
 def read_checkpoint(path):
@@ -157,9 +191,11 @@ def read_checkpoint(path):
     base = checkpoint_base(path)
     missing = [base + s for s in _SUFFIXES if not os.path.isfile(base + s)]
     if missing:
-        raise FileNotFoundError(f"checkpoint {base} is incomplete or missing: no {missing} "
-                                "(a run stopped while writing it leaves the previous checkpoint "
-                                "intact: resume from that one)")
+        raise FileNotFoundError(
+            f"checkpoint {base} is incomplete or missing: no {missing} "
+            "(a run stopped while writing it leaves the previous checkpoint "
+            "intact: resume from that one)"
+        )
     state = read_file(base + ".pdstate")
     legacy = isinstance(state, dict) and _LEGACY_TOKEN_KEY in state and TOKEN_KEY not in state
     if not isinstance(state, dict) or (TOKEN_KEY not in state and not legacy):
@@ -167,19 +203,25 @@ def read_checkpoint(path):
     opt_state = read_file(base + ".pdopt")
     params = read_file(base + ".pdparams")
     token = state.pop(_LEGACY_TOKEN_KEY if legacy else TOKEN_KEY)
-    tokens = {".pdopt": opt_state.pop(TOKEN_KEY, None) if isinstance(opt_state, dict) else None,
-              ".pdparams": params.get(TOKEN_KEY) if isinstance(params, dict) else None}
+    tokens = {
+        ".pdopt": opt_state.pop(TOKEN_KEY, None) if isinstance(opt_state, dict) else None,
+        ".pdparams": params.get(TOKEN_KEY) if isinstance(params, dict) else None,
+    }
     if legacy and tokens[".pdparams"] is None:
         del tokens[".pdparams"]
-        logger.warning(f"{base} was written by an earlier ppdet_dac, whose .pdparams holds no "
-                       "token: its .pdopt and .pdstate are checked against each other, the "
-                       ".pdparams cannot be")
+        logger.warning(
+            f"{base} was written by an earlier ppdet_dac, whose .pdparams holds no "
+            "token: its .pdopt and .pdstate are checked against each other, the "
+            ".pdparams cannot be"
+        )
     stray = [base + suffix for suffix, other in tokens.items() if other != token]
     if stray:
-        raise ValueError(f"checkpoint {base} is mixed from different writes: {stray} "
-                         f"{'does' if len(stray) == 1 else 'do'} not come from the write of "
-                         f"{base}.pdstate (a run stopped while rewriting this checkpoint); "
-                         "resume from another checkpoint")
+        raise ValueError(
+            f"checkpoint {base} is mixed from different writes: {stray} "
+            f"{'does' if len(stray) == 1 else 'do'} not come from the write of "
+            f"{base}.pdstate (a run stopped while rewriting this checkpoint); "
+            "resume from another checkpoint"
+        )
     return state, opt_state, weights_only(params, base + ".pdparams")
 
 
@@ -238,8 +280,10 @@ def load_checkpoint(path, model, optimizer=None, criterion=None, ema=None, rank=
     unknown = sorted(set(weights) - model_keys)
     absent = sorted(model_keys - set(weights))
     if unknown or absent:
-        raise ValueError(f"{base}.pdparams does not fit the model: missing {absent[:10]}, "
-                         f"unexpected {unknown[:10]}")
+        raise ValueError(
+            f"{base}.pdparams does not fit the model: missing {absent[:10]}, "
+            f"unexpected {unknown[:10]}"
+        )
     model.set_state_dict(weights)
     if optimizer is not None:
         optimizer.set_state_dict(opt_state)
@@ -249,11 +293,15 @@ def load_checkpoint(path, model, optimizer=None, criterion=None, ema=None, rank=
             ema.state_dict[key] = value
     rank_rng = state.get("rank_rng") or [state["rng"]]
     if len(rank_rng) != nranks:
-        logger.warning(f"{base} was written by {len(rank_rng)} rank(s), this run has {nranks}: "
-                       "every rank takes rank 0's random states, so the run continues but is "
-                       "not the one an uninterrupted run would have been")
+        logger.warning(
+            f"{base} was written by {len(rank_rng)} rank(s), this run has {nranks}: "
+            "every rank takes rank 0's random states, so the run continues but is "
+            "not the one an uninterrupted run would have been"
+        )
     set_rng_state(rank_rng[rank] if len(rank_rng) == nranks else rank_rng[0], criterion)
-    logger.info(f"resumed from {base}: "
-                f"{_position(int(state['epochs_done']), int(state.get('epoch_step', 0)))}, "
-                f"{state['global_iter']} iterations done")
+    logger.info(
+        f"resumed from {base}: "
+        f"{_position(int(state['epochs_done']), int(state.get('epoch_step', 0)))}, "
+        f"{state['global_iter']} iterations done"
+    )
     return state

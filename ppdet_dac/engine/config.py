@@ -1,4 +1,5 @@
 """Loading a ppdet YAML config with ppdet_dac's classes registered, and checking its keys."""
+
 import os
 
 from ppdet.core.workspace import load_config, merge_config
@@ -45,8 +46,10 @@ def load_checked_config(path, opts=None):
     apply_image_sizes(cfg, where)
     sizes = describe_image_sizes(cfg)
     if sizes:
-        logger.info(f"image sizes: {sizes} (-o train_sizes=[...] train_max_size=N "
-                    "eval_size=N eval_max_size=N)")
+        logger.info(
+            f"image sizes: {sizes} (-o train_sizes=[...] train_max_size=N "
+            "eval_size=N eval_max_size=N)"
+        )
     return cfg
 
 
@@ -61,12 +64,15 @@ def config_from_args(args, device=None):
     """
     import paddle
     from ppdet.utils.cli import merge_args
+
     options = sorted(set(vars(args)) - {"config", "opt", "slim_config"})
     for key in options:
         if key in (args.opt or {}):
-            raise ValueError(f"{args.config} with -o {key}={args.opt[key]}: {key!r} is an option "
-                             f"of this tool, whose value replaces the -o one; pass --{key} "
-                             f"instead")
+            raise ValueError(
+                f"{args.config} with -o {key}={args.opt[key]}: {key!r} is an option "
+                f"of this tool, whose value replaces the -o one; pass --{key} "
+                f"instead"
+            )
     cfg = load_checked_config(args.config, args.opt)
     merge_args(cfg, args)
     paddle.set_device(device or _device(cfg, args.config))
@@ -77,6 +83,7 @@ def _device(cfg, path):
     """The device of the first true flag of DEVICE_FLAGS ('cpu' when none is); ValueError
     naming ``path`` and the flag when this Paddle build lacks that device."""
     import paddle
+
     for flag, name in DEVICE_FLAGS:
         if cfg.get(flag, False):
             if name == "gpu":
@@ -86,7 +93,8 @@ def _device(cfg, path):
             else:
                 built = name in paddle.device.get_all_custom_device_type()
             if not built:
-                raise ValueError(f"{path}: {flag} is true, but this Paddle build has no "
-                                 f"{name.upper()} support")
+                raise ValueError(
+                    f"{path}: {flag} is true, but this Paddle build has no {name.upper()} support"
+                )
             return name
     return "cpu"

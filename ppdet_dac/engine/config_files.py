@@ -3,6 +3,7 @@ with ``!Class`` nodes left unbuilt (``Tagged``) and each file's own keys kept, s
 can name the file that sets a key; a ``_BASE_`` cycle is one ValueError naming its files
 (ppdet's loader would recurse until RecursionError).
 """
+
 import copy
 import os
 
@@ -32,8 +33,11 @@ class _RawLoader(yaml.Loader):
     """ppdet's YAML loader with ``!Class`` nodes kept as ``Tagged`` instead of built."""
 
 
-_RawLoader.yaml_constructors = {tag: fn for tag, fn in yaml.Loader.yaml_constructors.items()
-                                if tag is None or not tag.startswith("!")}
+_RawLoader.yaml_constructors = {
+    tag: fn
+    for tag, fn in yaml.Loader.yaml_constructors.items()
+    if tag is None or not tag.startswith("!")
+}
 _RawLoader.add_multi_constructor("!", _construct_tagged)
 
 
@@ -46,19 +50,24 @@ def read_with_bases(path, files, chain=()):
         raise FileNotFoundError(f"config file not found: {path}{where}")
     real = [os.path.realpath(file) for file in chain]
     if os.path.realpath(path) in real:
-        cycle = list(chain[real.index(os.path.realpath(path)):]) + [path]
-        raise ValueError(f"{chain[0]}: {BASE_KEY} cycle: {' -> '.join(cycle)} (each file "
-                         f"lists the next in {BASE_KEY}; ppdet would recurse forever)")
+        cycle = list(chain[real.index(os.path.realpath(path)) :]) + [path]
+        raise ValueError(
+            f"{chain[0]}: {BASE_KEY} cycle: {' -> '.join(cycle)} (each file "
+            f"lists the next in {BASE_KEY}; ppdet would recurse forever)"
+        )
     with open(path) as handle:
         own = yaml.load(handle, Loader=_RawLoader) or {}
     if not isinstance(own, dict):
-        raise ValueError(f"{path}: a config file must be a mapping of keys, not "
-                         f"{type(own).__name__}")
+        raise ValueError(
+            f"{path}: a config file must be a mapping of keys, not {type(own).__name__}"
+        )
     merged = {}
     bases = own.pop(BASE_KEY, None) or []
     if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
-        raise ValueError(f"{path}: {BASE_KEY} must be a list of config files, e.g. "
-                         f"{BASE_KEY}: ['base.yml'], not {bases!r}")
+        raise ValueError(
+            f"{path}: {BASE_KEY} must be a list of config files, e.g. "
+            f"{BASE_KEY}: ['base.yml'], not {bases!r}"
+        )
     for base in bases:
         base = os.path.expanduser(base) if base.startswith("~") else base
         if not base.startswith("/"):

@@ -26,6 +26,7 @@ The ValueError names the file that sets the key (or the ``-o`` entry) and the cl
 The same pass checks the values (``config_values``: learning rate > 0, batch size >= 1, ...)
 and names a ``_BASE_`` cycle (a -> b -> a) before ppdet's load_config would recurse into it.
 """
+
 import copy
 import difflib
 import inspect
@@ -41,8 +42,14 @@ from ppdet.optimizer.adamw import build_adamwdl
 
 from .config_files import Tagged, owner_file, read_with_bases
 from .config_values import check_config_values
-from .known_keys import (NESTED_KEYS, READER_KEYS, SET_BY_OPTIMIZER_BUILDER, TEST_READER_KEYS,
-                         TOP_LEVEL_KEYS, TRANSFORM_LISTS)
+from .known_keys import (
+    NESTED_KEYS,
+    READER_KEYS,
+    SET_BY_OPTIMIZER_BUILDER,
+    TEST_READER_KEYS,
+    TOP_LEVEL_KEYS,
+    TRANSFORM_LISTS,
+)
 
 __all__ = ["TOP_LEVEL_KEYS", "READER_KEYS", "check_config_file", "check_config_keys"]
 
@@ -58,7 +65,7 @@ def _flat_opts(opts, prefix=()):
 def _opts_source(path, opts, keys):
     """'<path> with -o <the entries of opts that lead to keys (all when none does)>'."""
     entries = list(_flat_opts(opts))
-    related = [(k, v) for k, v in entries if keys[:len(k)] == k or k[:len(keys)] == keys]
+    related = [(k, v) for k, v in entries if keys[: len(k)] == k or k[: len(keys)] == keys]
     text = " ".join(f"{'.'.join(map(str, k))}={_shown(v)}" for k, v in related or entries)
     return f"{path} with -o {text}"
 
@@ -149,13 +156,19 @@ def _init_args(cls, drop_kwargs=False):
     params = inspect.signature(cls.__init__).parameters.values()
     if not drop_kwargs and any(p.kind is p.VAR_KEYWORD for p in params):
         return None
-    return {p.name for p in params
-            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {
+        p.name
+        for p in params
+        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
 
 
 def _classes(module, base):
-    return {name: value for name, value in vars(module).items()
-            if isinstance(value, type) and issubclass(value, base)}
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, base)
+    }
 
 
 def _check_section(name, value, schema, registered, where):
@@ -180,35 +193,60 @@ def _check_section(name, value, schema, registered, where):
         _check_optimizer_builder(name, value, where)
     elif issubclass(cls, ppdet_optimizer.LearningRate) and "schedulers" in value:
         schedulers = value["schedulers"]
-        _need_list(schedulers, keys + ("schedulers",), "schedulers (!PiecewiseDecay {...} or "
-                   "{name: PiecewiseDecay, ...})", where)
+        _need_list(
+            schedulers,
+            keys + ("schedulers",),
+            "schedulers (!PiecewiseDecay {...} or {name: PiecewiseDecay, ...})",
+            where,
+        )
         for index, scheduler in enumerate(schedulers):
             if isinstance(scheduler, dict):
-                _check_named(scheduler, ppdet_optimizer, object, keys + ("schedulers", index),
-                             "scheduler", where)
+                _check_named(
+                    scheduler,
+                    ppdet_optimizer,
+                    object,
+                    keys + ("schedulers", index),
+                    "scheduler",
+                    where,
+                )
 
 
 def _need_list(value, keys, items, where):
     if not isinstance(value, list):
-        raise ValueError(f"{where(keys)}: {_render(keys)} must be a list of {items} (-o cannot "
-                         f"set one item of a list; give the whole list), not "
-                         f"{type(value).__name__}")
+        raise ValueError(
+            f"{where(keys)}: {_render(keys)} must be a list of {items} (-o cannot "
+            f"set one item of a list; give the whole list), not "
+            f"{type(value).__name__}"
+        )
 
 
 def _check_injected(keys, target, registered, where):
     """``{name: RegisteredClass, arg: value, ...}`` as a value of an injected argument."""
     name = target.get("name")
     if name is None:
-        raise ValueError(f"{where(keys)}: {_render(keys)} is a mapping without 'name', so ppdet "
-                         f"would build no {keys[-1]} at all; give 'name: <registered class>', "
-                         f"or set the arguments in that class's own section")
+        raise ValueError(
+            f"{where(keys)}: {_render(keys)} is a mapping without 'name', so ppdet "
+            f"would build no {keys[-1]} at all; give 'name: <registered class>', "
+            f"or set the arguments in that class's own section"
+        )
     if name not in registered:
-        _unknown(where, keys + ("name",), name, registered, what="registered class",
-                 section=_render(keys + ("name",)))
+        _unknown(
+            where,
+            keys + ("name",),
+            name,
+            registered,
+            what="registered class",
+            section=_render(keys + ("name",)),
+        )
     schema = registered[name]
     if schema.strict:
-        _check_names({k: v for k, v in target.items() if k != "name"}, schema.schema, keys,
-                     where, section=f"{_render(keys)} ({name})")
+        _check_names(
+            {k: v for k, v in target.items() if k != "name"},
+            schema.schema,
+            keys,
+            where,
+            section=f"{_render(keys)} ({name})",
+        )
 
 
 def _check_named(mapping, module, base, keys, what, where):
@@ -216,12 +254,19 @@ def _check_named(mapping, module, base, keys, what, where):
     ``__init__`` arguments."""
     name = mapping.get("name")
     if name is None:
-        raise ValueError(f"{where(keys + ('name',))}: {_render(keys)} has no 'name' (its "
-                         f"{what} class)")
+        raise ValueError(
+            f"{where(keys + ('name',))}: {_render(keys)} has no 'name' (its {what} class)"
+        )
     candidates = _classes(module, base)
     if name not in candidates:
-        _unknown(where, keys + ("name",), name, candidates, what=f"{what} class",
-                 section=_render(keys + ("name",)))
+        _unknown(
+            where,
+            keys + ("name",),
+            name,
+            candidates,
+            what=f"{what} class",
+            section=_render(keys + ("name",)),
+        )
     accepted = _init_args(candidates[name], drop_kwargs=True) | {"name"}
     _check_names(mapping, accepted, keys, where, section=f"{_render(keys)} ({name})")
 
@@ -244,10 +289,16 @@ def _check_reader(name, value, cls, where):
 
 
 def _looks_like_transforms(value):
-    return (isinstance(value, list) and value and
-            all(isinstance(item, dict) and item and
-                all(args is None or isinstance(args, dict) for args in item.values())
-                for item in value))
+    return (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(item, dict)
+            and item
+            and all(args is None or isinstance(args, dict) for args in item.values())
+            for item in value
+        )
+    )
 
 
 def _check_transforms(ops, keys, where):
@@ -255,17 +306,26 @@ def _check_transforms(ops, keys, where):
     _need_list(ops, keys, "{Transform: {arguments}}", where)
     for index, item in enumerate(ops):
         if not isinstance(item, dict):
-            raise ValueError(f"{where(keys + (index,))}: {_render(keys + (index,))} must be "
-                             f"{{Transform: {{arguments}}}}, not {item!r}")
+            raise ValueError(
+                f"{where(keys + (index,))}: {_render(keys + (index,))} must be "
+                f"{{Transform: {{arguments}}}}, not {item!r}"
+            )
         for name, args in item.items():
             op = getattr(transform, str(name), None)
             if not isinstance(op, type):
-                _unknown(where, keys + (index,), name, _classes(transform, BaseOperator),
-                         what="transform")
+                _unknown(
+                    where,
+                    keys + (index,),
+                    name,
+                    _classes(transform, BaseOperator),
+                    what="transform",
+                )
             if not isinstance(args, dict):
-                raise ValueError(f"{where(keys + (index, name))}: the arguments of {name} in "
-                                 f"{_render(keys + (index,))} must be a mapping ({{}} for none), "
-                                 f"not {args!r}")
+                raise ValueError(
+                    f"{where(keys + (index, name))}: the arguments of {name} in "
+                    f"{_render(keys + (index,))} must be a mapping ({{}} for none), "
+                    f"not {args!r}"
+                )
             accepted = _init_args(op)
             for arg, arg_value in args.items():
                 if accepted is not None and arg not in accepted:
@@ -281,25 +341,36 @@ def _check_optimizer_builder(name, value, where):
         opt_keys = keys + ("optimizer",)
         kind = optimizer.get("type")
         if kind is None:
-            raise ValueError(f"{where(opt_keys + ('type',))}: {_render(opt_keys)} has no 'type' "
-                             "(a paddle.optimizer class, e.g. AdamW)")
+            raise ValueError(
+                f"{where(opt_keys + ('type',))}: {_render(opt_keys)} has no 'type' "
+                "(a paddle.optimizer class, e.g. AdamW)"
+            )
         if kind == "AdamWDL":
             accepted = set(inspect.signature(build_adamwdl).parameters) - {"model", "lr"}
         else:
             candidates = _classes(paddle.optimizer, paddle.optimizer.Optimizer)
             if kind not in candidates:
-                _unknown(where, opt_keys + ("type",), kind, set(candidates) | {"AdamWDL"},
-                         what="optimizer type", section=_render(opt_keys + ("type",)))
+                _unknown(
+                    where,
+                    opt_keys + ("type",),
+                    kind,
+                    set(candidates) | {"AdamWDL"},
+                    what="optimizer type",
+                    section=_render(opt_keys + ("type",)),
+                )
             accepted = _init_args(candidates[kind])
         section = f"{_render(opt_keys)} ({kind})"
         for key in optimizer:
             if key in SET_BY_OPTIMIZER_BUILDER or (key == "weight_decay" and kind != "AdamW"):
                 reason = SET_BY_OPTIMIZER_BUILDER.get(key, "from regularizer")
-                raise ValueError(f"{where(opt_keys + (key,))}: {key!r} in {section} is replaced "
-                                 f"by OptimizerBuilder ({reason})")
+                raise ValueError(
+                    f"{where(opt_keys + (key,))}: {key!r} in {section} is replaced "
+                    f"by OptimizerBuilder ({reason})"
+                )
         if accepted is not None:
-            _check_names(optimizer, accepted | {"type", "param_groups"}, opt_keys, where,
-                         section=section)
+            _check_names(
+                optimizer, accepted | {"type", "param_groups"}, opt_keys, where, section=section
+            )
     regularizer = value.get("regularizer")
     if isinstance(regularizer, dict):
         _check_names(regularizer, {"type", "factor"}, keys + ("regularizer",), where)
@@ -322,8 +393,9 @@ def _check_tagged_nodes(value, keys, where):
         if cls is not None and isinstance(value.value, dict):
             accepted = _init_args(cls)
             if accepted is not None:
-                _check_names(value.value, accepted, keys, where,
-                             section=f"{_render(keys)} (!{value.tag})")
+                _check_names(
+                    value.value, accepted, keys, where, section=f"{_render(keys)} (!{value.tag})"
+                )
         children = value.value.items() if isinstance(value.value, dict) else []
     elif isinstance(value, dict):
         children = value.items()

@@ -11,6 +11,7 @@ images, queries or layers, a probability, an IoU or score threshold, a learning 
 divisor. Cross-key rules stay with their readers (``image_sizes``: caps against sizes;
 ``run_settings.schedule_mismatch``: milestones against ``epoch``, a warning).
 """
+
 import math
 import re
 
@@ -26,8 +27,18 @@ class Rule:
     ``open_low`` / ``open_high``; ``increasing``: a list is strictly increasing;
     ``optional``: None passes."""
 
-    def __init__(self, kind, low=None, high=None, open_low=False, open_high=False,
-                 shape="one", empty=False, increasing=False, optional=False):
+    def __init__(
+        self,
+        kind,
+        low=None,
+        high=None,
+        open_low=False,
+        open_high=False,
+        shape="one",
+        empty=False,
+        increasing=False,
+        optional=False,
+    ):
         self.kind, self.low, self.high, self.shape = kind, low, high, shape
         self.empty = empty
         self.open_low, self.open_high = open_low, open_high
@@ -51,8 +62,11 @@ class Rule:
             return self.optional
         if not isinstance(value, (list, tuple)):
             return self.shape != "list" and self._scalar_ok(value)
-        if self.shape == "one" or not (value or self.empty) or \
-                not all(self._scalar_ok(v) for v in value):
+        if (
+            self.shape == "one"
+            or not (value or self.empty)
+            or not all(self._scalar_ok(v) for v in value)
+        ):
             return False
         return not self.increasing or all(a < b for a, b in zip(value, value[1:]))
 
@@ -62,8 +76,10 @@ class Rule:
         if self.kind == "bool":
             return "true or false"
         if self.low is not None and self.high is not None:
-            bounds = (f" in {'(' if self.open_low else '['}{self.low}, {self.high}"
-                      f"{')' if self.open_high else ']'}")
+            bounds = (
+                f" in {'(' if self.open_low else '['}{self.low}, {self.high}"
+                f"{')' if self.open_high else ']'}"
+            )
         elif self.low is not None:
             bounds = f" {'>' if self.open_low else '>='} {self.low}"
         elif self.high is not None:
@@ -102,54 +118,99 @@ def fraction(open_high=False):
     return Rule("number", 0, 1, open_high=open_high)
 
 
-SIZES = Rule("int", 1, shape="list")   # pixels
-SIZE = count(1)                       # pixels
+SIZES = Rule("int", 1, shape="list")  # pixels
+SIZE = count(1)  # pixels
 
 # Top-level keys.
 TOP_LEVEL = {
-    "epoch": count(1),                 # training epochs
-    "snapshot_epoch": count(1),        # checkpoint / evaluation period in epochs (a divisor)
-    "snapshot_iter": count(0),         # iteration checkpoint period (0: none)
-    "max_checkpoints": count(1),       # iteration checkpoints kept
-    "log_iter": count(1),              # log period in iterations (a divisor)
-    "worker_num": count(0),            # data loader workers (0: in the training process)
+    "epoch": count(1),  # training epochs
+    "snapshot_epoch": count(1),  # checkpoint / evaluation period in epochs (a divisor)
+    "snapshot_iter": count(0),  # iteration checkpoint period (0: none)
+    "max_checkpoints": count(1),  # iteration checkpoints kept
+    "log_iter": count(1),  # log period in iterations (a divisor)
+    "worker_num": count(0),  # data loader workers (0: in the training process)
     "num_classes": count(1),
     "hidden_dim": count(1),
-    "draw_threshold": fraction(),      # lowest score drawn (a sigmoid score)
+    "draw_threshold": fraction(),  # lowest score drawn (a sigmoid score)
     "ema_decay": fraction(),
     "init_loss_scaling": positive(),
-    **{flag: FLAG for flag in ("use_gpu", "use_npu", "use_xpu", "use_mlu", "use_dac", "use_ema",
-                               "use_vdl", "print_flops", "print_params", "find_unused_parameters",
-                               "save_prediction_only")},
+    **{
+        flag: FLAG
+        for flag in (
+            "use_gpu",
+            "use_npu",
+            "use_xpu",
+            "use_mlu",
+            "use_dac",
+            "use_ema",
+            "use_vdl",
+            "print_flops",
+            "print_params",
+            "find_unused_parameters",
+            "save_prediction_only",
+        )
+    },
 }
 
 # Keys of a section, by section name; a registered class's rules also apply to a
 # ``{name: Class, ...}`` mapping given as another section's argument (DACCriterion.matcher).
-_READER = {"batch_size": count(1), "shuffle": FLAG, "drop_last": FLAG, "collate_batch": FLAG,
-           "use_shared_memory": FLAG}
+_READER = {
+    "batch_size": count(1),
+    "shuffle": FLAG,
+    "drop_last": FLAG,
+    "collate_batch": FLAG,
+    "use_shared_memory": FLAG,
+}
 SECTIONS = {
-    "TrainReader": _READER, "EvalReader": _READER, "TestReader": _READER,
+    "TrainReader": _READER,
+    "EvalReader": _READER,
+    "TestReader": _READER,
     "LearningRate": {"base_lr": positive()},
-    "OptimizerBuilder": {"clip_grad_by_norm": positive(optional=True),
-                         "clip_grad_by_value": positive(optional=True)},
+    "OptimizerBuilder": {
+        "clip_grad_by_norm": positive(optional=True),
+        "clip_grad_by_value": positive(optional=True),
+    },
     "DACDETR": {"num_classes": count(1), "backbone_lr_mult": positive()},
     "DACTransformer": {
-        "num_classes": count(1), "hidden_dim": count(1), "num_queries": count(1),
-        "num_levels": count(1), "num_heads": count(1), "num_encoder_layers": count(0),
-        "num_decoder_layers": count(1), "dim_feedforward": count(1),
-        "dropout": fraction(open_high=True), "num_encoder_points": count(1),
-        "num_decoder_points": count(1), "offset_lr_mult": non_negative(),
-        "num_denoising": count(0), "label_noise_ratio": fraction(),
-        "box_noise_scale": non_negative(), "use_dac": FLAG, "two_stage": FLAG},
+        "num_classes": count(1),
+        "hidden_dim": count(1),
+        "num_queries": count(1),
+        "num_levels": count(1),
+        "num_heads": count(1),
+        "num_encoder_layers": count(0),
+        "num_decoder_layers": count(1),
+        "dim_feedforward": count(1),
+        "dropout": fraction(open_high=True),
+        "num_encoder_points": count(1),
+        "num_decoder_points": count(1),
+        "offset_lr_mult": non_negative(),
+        "num_denoising": count(0),
+        "label_noise_ratio": fraction(),
+        "box_noise_scale": non_negative(),
+        "use_dac": FLAG,
+        "two_stage": FLAG,
+    },
     "DACCriterion": {
-        "num_classes": count(1), "o2m_max_k": count(1), "o2m_threshold": fraction(),
-        "o2m_num_queries_cap": count(1), "o2m_normalizer": positive(), "rank_tau": positive(),
-        "use_dac": FLAG},
-    "DACHungarianMatcher": {"cost_class": non_negative(), "cost_bbox": non_negative(),
-                            "cost_giou": non_negative(), "alpha": fraction(),
-                            "gamma": non_negative()},
-    "DACNMSPostProcess": {"num_top_candidates": count(1), "nms_iou_threshold": fraction(),
-                          "max_detections": count(1)},
+        "num_classes": count(1),
+        "o2m_max_k": count(1),
+        "o2m_threshold": fraction(),
+        "o2m_num_queries_cap": count(1),
+        "o2m_normalizer": positive(),
+        "rank_tau": positive(),
+        "use_dac": FLAG,
+    },
+    "DACHungarianMatcher": {
+        "cost_class": non_negative(),
+        "cost_bbox": non_negative(),
+        "cost_giou": non_negative(),
+        "alpha": fraction(),
+        "gamma": non_negative(),
+    },
+    "DACNMSPostProcess": {
+        "num_top_candidates": count(1),
+        "nms_iou_threshold": fraction(),
+        "max_detections": count(1),
+    },
 }
 # Keys of a mapping inside a section.
 NESTED = {
@@ -158,13 +219,22 @@ NESTED = {
 }
 # LearningRate.schedulers items, by class.
 SCHEDULERS = {
-    "PiecewiseDecay": {"milestones": Rule("int", 0, shape="list", empty=True, increasing=True),
-                       "use_warmup": FLAG,
-                       "gamma": Rule("number", 0, open_low=True, shape="either", empty=True)},
-    "LinearWarmup": {"steps": count(0), "start_factor": fraction(),
-                     "epochs": count(0, optional=True)},
-    "CosineDecay": {"max_epochs": count(1), "min_lr_ratio": fraction(), "use_warmup": FLAG,
-                    "last_plateau_epochs": count(0)},
+    "PiecewiseDecay": {
+        "milestones": Rule("int", 0, shape="list", empty=True, increasing=True),
+        "use_warmup": FLAG,
+        "gamma": Rule("number", 0, open_low=True, shape="either", empty=True),
+    },
+    "LinearWarmup": {
+        "steps": count(0),
+        "start_factor": fraction(),
+        "epochs": count(0, optional=True),
+    },
+    "CosineDecay": {
+        "max_epochs": count(1),
+        "min_lr_ratio": fraction(),
+        "use_warmup": FLAG,
+        "last_plateau_epochs": count(0),
+    },
 }
 # Reader transforms (also inside another transform's list, e.g. RandomSelect's), by class.
 TRANSFORMS = {
@@ -190,11 +260,15 @@ def _check(mapping, rules, keys, where):
             match = _EXPONENT.fullmatch(value) if isinstance(value, str) else None
             if match:
                 sign = match.group(3) or "+"
-                hint = (f" (YAML reads {value} as text: a float needs a decimal point and a "
-                        f"signed exponent, e.g. {match.group(1)}.{match.group(2) or '0'}e"
-                        f"{sign}{match.group(4)})")
-            raise ValueError(f"{where(keys + (key,))}: {_render(keys + (key,))} must be "
-                             f"{rule.text()}, got {value!r}{hint}")
+                hint = (
+                    f" (YAML reads {value} as text: a float needs a decimal point and a "
+                    f"signed exponent, e.g. {match.group(1)}.{match.group(2) or '0'}e"
+                    f"{sign}{match.group(4)})"
+                )
+            raise ValueError(
+                f"{where(keys + (key,))}: {_render(keys + (key,))} must be "
+                f"{rule.text()}, got {value!r}{hint}"
+            )
 
 
 # A number in exponent form that PyYAML (YAML 1.1) reads as a string: 1e-4, 2E-3, 1.0e4.
@@ -219,8 +293,8 @@ def _transform_lists(ops, keys):
         return
     yield keys, ops
     for index, item in enumerate(ops):
-        for name, args in (item.items() if isinstance(item, dict) else ()):
-            for arg, value in (args.items() if isinstance(args, dict) else ()):
+        for name, args in item.items() if isinstance(item, dict) else ():
+            for arg, value in args.items() if isinstance(args, dict) else ():
                 if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
                     yield from _transform_lists(value, keys + (index, name, arg))
 
@@ -245,6 +319,6 @@ def check_config_values(cfg, where):
         for list_key in ("sample_transforms", "batch_transforms"):
             for keys, ops in _transform_lists(section.get(list_key), (name, list_key)):
                 for index, item in enumerate(ops):
-                    for op, args in (item.items() if isinstance(item, dict) else ()):
+                    for op, args in item.items() if isinstance(item, dict) else ():
                         if isinstance(args, dict):
                             _check(args, TRANSFORMS.get(op, {}), keys + (index, op), where)

@@ -9,6 +9,7 @@ rank through the run's rendezvous store (the TCPStore at ``PADDLE_MASTER`` that
 ``init_parallel_env`` created, served by rank 0's process), so the others stop within seconds
 with the failing rank's error in their own log.
 """
+
 import contextlib
 import os
 import socket
@@ -21,11 +22,16 @@ from ppdet.utils.logger import setup_logger
 
 logger = setup_logger(__name__)
 
-__all__ = ["RankFailureGuard", "all_gather_objects", "broadcast_from_rank0", "no_interrupt",
-           "world"]
+__all__ = [
+    "RankFailureGuard",
+    "all_gather_objects",
+    "broadcast_from_rank0",
+    "no_interrupt",
+    "world",
+]
 
 _PREFIX = "ppdet_dac/"
-_ACTIVE = None   # the RankFailureGuard of this process while it is entered
+_ACTIVE = None  # the RankFailureGuard of this process while it is entered
 
 
 def world():
@@ -75,9 +81,11 @@ def _store_endpoint():
     if not endpoint:
         endpoint = os.environ.get("PADDLE_TRAINER_ENDPOINTS", "").split(",")[0]
     if ":" not in endpoint:
-        raise RuntimeError("a run over several processes needs the rendezvous endpoint in "
-                           "PADDLE_MASTER (or MASTER_ADDR / MASTER_PORT); start it with "
-                           "python -m paddle.distributed.launch")
+        raise RuntimeError(
+            "a run over several processes needs the rendezvous endpoint in "
+            "PADDLE_MASTER (or MASTER_ADDR / MASTER_PORT); start it with "
+            "python -m paddle.distributed.launch"
+        )
     host, port = endpoint.rsplit(":", 1)
     return host, int(port)
 
@@ -115,10 +123,10 @@ class RankFailureGuard:
         if self.nranks < 2:
             return self
         from paddle.base import core
+
         host, port = _store_endpoint()
         self._store = core.TCPStore(host, port, False, self.nranks, 60)
-        self._thread = threading.Thread(target=self._watch, name="rank-failure-guard",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._watch, name="rank-failure-guard", daemon=True)
         self._thread.start()
         _ACTIVE = self
         return self
@@ -131,7 +139,7 @@ class RankFailureGuard:
         if failed:
             self._failing.set()
         self._stop.set()
-        self._thread.join()   # before reporting: this rank's own thread never acknowledges it
+        self._thread.join()  # before reporting: this rank's own thread never acknowledges it
         _ACTIVE = None
         if failed:
             self._report(exc_type, exc)
@@ -148,19 +156,24 @@ class RankFailureGuard:
         try:
             order = self._store.add(_PREFIX + "failures", 1)
             self._store.set(f"{_PREFIX}failure/{order}", message.encode("utf-8"))
-            if order > 1:   # another rank failed first: that is the cause
+            if order > 1:  # another rank failed first: that is the cause
                 first = bytes(self._store.get(f"{_PREFIX}failure/1")).decode("utf-8")
                 _say(self.rank, f"rank {self.rank} failed after another rank: {first}")
                 return
             deadline = time.time() + self.ack_s
-            while time.time() < deadline:   # every rank has seen it or failed by itself
-                if self._store.add(_PREFIX + "acks", 0) + self._store.add(
-                        _PREFIX + "failures", 0) >= self.nranks:
+            while time.time() < deadline:  # every rank has seen it or failed by itself
+                if (
+                    self._store.add(_PREFIX + "acks", 0) + self._store.add(_PREFIX + "failures", 0)
+                    >= self.nranks
+                ):
                     break
                 time.sleep(0.2)
-        except (RuntimeError, ValueError, OSError) as err:   # the store is gone (rank 0 ended)
-            _say(self.rank, f"rank {self.rank} could not tell the other ranks that it failed "
-                            f"(the rendezvous store does not answer: {err})")
+        except (RuntimeError, ValueError, OSError) as err:  # the store is gone (rank 0 ended)
+            _say(
+                self.rank,
+                f"rank {self.rank} could not tell the other ranks that it failed "
+                f"(the rendezvous store does not answer: {err})",
+            )
 
     # -- the other ranks ---------------------------------------------------------------------
     def _watch(self):
@@ -175,18 +188,20 @@ class RankFailureGuard:
             except (RuntimeError, ValueError, OSError) as err:
                 if self._stop.is_set() or self._failing.is_set():
                     return
-                self._exit(f"the rendezvous store of the run no longer answers ({err}): rank "
-                           f"0's process has ended")
+                self._exit(
+                    f"the rendezvous store of the run no longer answers ({err}): rank "
+                    f"0's process has ended"
+                )
                 return
             if acked:
                 if self._failing.wait(self.grace_s):
-                    return   # this rank fails by itself; its exception propagates
+                    return  # this rank fails by itself; its exception propagates
                 self._exit(f"{message}. Stopping rank {self.rank} as well")
                 return
 
     def _exit(self, reason):
         _say(self.rank, f"a rank of this run failed: {reason}")
-        with self.lock:   # let a checkpoint write in progress finish
+        with self.lock:  # let a checkpoint write in progress finish
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
             os._exit(1)
@@ -205,8 +220,11 @@ class RankFailureGuard:
                 if self._store.add(_PREFIX + "done", 0) >= self.nranks:
                     return
                 time.sleep(0.1)
-            logger.warning(f"rank 0 finished; not every rank reported its end within "
-                           f"{self.end_s:.0f} s")
+            logger.warning(
+                f"rank 0 finished; not every rank reported its end within {self.end_s:.0f} s"
+            )
         except (RuntimeError, ValueError, OSError) as err:
-            logger.warning(f"rank {self.rank}: the rendezvous store did not answer at the end "
-                           f"of the run ({err})")
+            logger.warning(
+                f"rank {self.rank}: the rendezvous store did not answer at the end "
+                f"of the run ({err})"
+            )

@@ -17,6 +17,7 @@ directory, and pycocotools' prints are replaced by one summary line and the per-
 annotation ids is refused (one ValueError naming them, ``ppdet_dac.data.duplicates``):
 pycocotools would silently keep one of each in its index and the AP would be wrong.
 """
+
 import contextlib
 import io
 import itertools
@@ -36,8 +37,16 @@ from .distributed import all_gather_objects, world
 
 logger = setup_logger(__name__)
 
-__all__ = ["ShardedBatches", "evaluate_metrics", "fresh_iterator", "EvaluationError",
-           "DACCOCOMetric", "DACVOCMetric", "coco_box_eval", "PR_CURVE_DIR"]
+__all__ = [
+    "ShardedBatches",
+    "evaluate_metrics",
+    "fresh_iterator",
+    "EvaluationError",
+    "DACCOCOMetric",
+    "DACVOCMetric",
+    "coco_box_eval",
+    "PR_CURVE_DIR",
+]
 
 PR_CURVE_DIR = "bbox_pr_curve"
 
@@ -79,7 +88,7 @@ def fresh_iterator(reader, batch_sampler=None):
     if batch_sampler is None:
         return iter(loader)
     own = loader.batch_sampler
-    loader.batch_sampler = batch_sampler   # read once, when the iterator is created
+    loader.batch_sampler = batch_sampler  # read once, when the iterator is created
     try:
         return iter(loader)
     finally:
@@ -115,17 +124,25 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
     nranks, rank = world()
     metric = trainer.cfg.get("metric", "COCO")
     if nranks > 1 and metric != "COCO":
-        raise ValueError(f"{source}: evaluation over {nranks} processes supports metric: COCO "
-                         f"(its detections are gathered to rank 0), not {metric!r}; evaluate "
-                         "with one process")
+        raise ValueError(
+            f"{source}: evaluation over {nranks} processes supports metric: COCO "
+            f"(its detections are gathered to rank 0), not {metric!r}; evaluate "
+            "with one process"
+        )
     if hasattr(reader, "dataloader"):
-        sampler = ShardedBatches(len(reader.dataset), reader.dataloader.batch_sampler.batch_size,
-                                 rank, nranks)
-        batches, batch_ids, num_batches = fresh_iterator(reader, sampler), sampler.batch_ids, \
-            sampler.num_batches
+        sampler = ShardedBatches(
+            len(reader.dataset), reader.dataloader.batch_sampler.batch_size, rank, nranks
+        )
+        batches, batch_ids, num_batches = (
+            fresh_iterator(reader, sampler),
+            sampler.batch_ids,
+            sampler.num_batches,
+        )
     elif nranks > 1:
-        raise ValueError("sharded evaluation needs a ppdet reader (with .dataloader), "
-                         f"got {type(reader).__name__}")
+        raise ValueError(
+            "sharded evaluation needs a ppdet reader (with .dataloader), "
+            f"got {type(reader).__name__}"
+        )
     else:
         batches, batch_ids, num_batches = reader, None, None
     tic = time.time()
@@ -133,23 +150,29 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
     model.eval()
     records = []
     cfg = trainer.cfg
-    amp = dict(enable=bool(use_amp) and bool(
-        cfg.get("use_gpu", False) or cfg.get("use_npu", False) or cfg.get("use_mlu", False)),
+    amp = dict(
+        enable=bool(use_amp)
+        and bool(
+            cfg.get("use_gpu", False) or cfg.get("use_npu", False) or cfg.get("use_mlu", False)
+        ),
         level=getattr(trainer, "amp_level", "O1"),
         custom_white_list=getattr(trainer, "custom_white_list", None),
-        custom_black_list=getattr(trainer, "custom_black_list", None))
+        custom_black_list=getattr(trainer, "custom_black_list", None),
+    )
     failure = None
     with paddle.no_grad():
         try:
             for i, data in enumerate(batches):
                 with paddle.amp.auto_cast(**amp):
                     outs = model(data)
-                inputs = {} if metric == "COCO" else {
-                    k: _to_host(data[k]) for k in METRIC_INPUTS if k in data}
+                inputs = (
+                    {}
+                    if metric == "COCO"
+                    else {k: _to_host(data[k]) for k in METRIC_INPUTS if k in data}
+                )
                 inputs["im_id"] = _to_host(data["im_id"])
-                records.append((batch_ids[i] if batch_ids is not None else i, inputs,
-                                _host(outs)))
-        except Exception as err:   # several ranks: raised on every rank after the gather
+                records.append((batch_ids[i] if batch_ids is not None else i, inputs, _host(outs)))
+        except Exception as err:  # several ranks: raised on every rank after the gather
             if nranks < 2:
                 raise
             failure = err
@@ -159,19 +182,22 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
         parts = all_gather_objects((records, shares[0], said))
         failed = [f"rank {r}: {text}" for r, (_, _, text) in enumerate(parts) if text]
         if failed:
-            raise EvaluationError(f"{source}: evaluation failed on {len(failed)} of {nranks} "
-                                  f"ranks: {'; '.join(failed)}") from failure
+            raise EvaluationError(
+                f"{source}: evaluation failed on {len(failed)} of {nranks} "
+                f"ranks: {'; '.join(failed)}"
+            ) from failure
         records = [r for part, _, _ in parts for r in part]
         shares = [share for _, share, _ in parts]
-    infer_s = time.time() - tic   # until every rank's outputs are on rank 0
+    infer_s = time.time() - tic  # until every rank's outputs are on rank 0
     if rank != 0:
         return {}
     records.sort(key=lambda r: r[0])
     ids = [r[0] for r in records]
     expected = list(range(num_batches if num_batches is not None else len(records)))
     if ids != expected:
-        raise RuntimeError(f"sharded evaluation lost or repeated batches: got {ids}, expected "
-                           f"{expected}")
+        raise RuntimeError(
+            f"sharded evaluation lost or repeated batches: got {ids}, expected {expected}"
+        )
     num_images = sum(int(np.asarray(r[1]["im_id"]).shape[0]) for r in records)
     tic = time.time()
     for _, inputs, outs in records:
@@ -181,13 +207,14 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
     for m in trainer._metrics:
         m.accumulate()
         m.log()
-        results["COCOMetric" if isinstance(m, COCOMetric) else type(m).__name__] = \
-            m.get_results()
+        results["COCOMetric" if isinstance(m, COCOMetric) else type(m).__name__] = m.get_results()
         m.reset()
-    logger.info(f"evaluated {num_images} images ({len(records)} batches) on {nranks} "
-                f"process(es): inference and gather {infer_s:.2f} s, metric "
-                f"{time.time() - tic:.2f} s; batches per rank {[n for n, _ in shares]}, "
-                f"inference seconds per rank {[round(t, 2) for _, t in shares]}")
+    logger.info(
+        f"evaluated {num_images} images ({len(records)} batches) on {nranks} "
+        f"process(es): inference and gather {infer_s:.2f} s, metric "
+        f"{time.time() - tic:.2f} s; batches per rank {[n for n, _ in shares]}, "
+        f"inference seconds per rank {[round(t, 2) for _, t in shares]}"
+    )
     return results
 
 
@@ -195,8 +222,9 @@ def _stat(value):
     return "n/a" if value < 0 else f"{value:.3f}"
 
 
-def coco_box_eval(json_path, anno_file, classwise=False, pr_curve_dir=None, verbose=False,
-                  img_ids=None):
+def coco_box_eval(
+    json_path, anno_file, classwise=False, pr_curve_dir=None, verbose=False, img_ids=None
+):
     """COCO box AP of the detections ``json_path`` against ``anno_file``; returns the 12 COCO
     stats (pycocotools' ``COCOeval.stats``).
 
@@ -210,6 +238,7 @@ def coco_box_eval(json_path, anno_file, classwise=False, pr_curve_dir=None, verb
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
     with open(anno_file) as handle:
         gt = json.load(handle)
     check_no_duplicates(gt, anno_file)
@@ -226,17 +255,21 @@ def coco_box_eval(json_path, anno_file, classwise=False, pr_curve_dir=None, verb
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
-    except Exception:   # pycocotools' prints say where it stopped: shown, then the error
+    except Exception:  # pycocotools' prints say where it stopped: shown, then the error
         logger.error(f"pycocotools on {json_path} against {anno_file}:\n{printed.getvalue()}")
         raise
     if left_out:
-        logger.warning(f"{anno_file}: {len(left_out)} of {len(coco_gt.getImgIds())} images were "
-                       f"not evaluated and do not count (image ids {left_out[:5]}"
-                       f"{' ...' if len(left_out) > 5 else ''})")
+        logger.warning(
+            f"{anno_file}: {len(left_out)} of {len(coco_gt.getImgIds())} images were "
+            f"not evaluated and do not count (image ids {left_out[:5]}"
+            f"{' ...' if len(left_out) > 5 else ''})"
+        )
     s = coco_eval.stats
-    logger.info(f"box AP {_stat(s[0])} (IoU 0.50:0.95), AP50 {_stat(s[1])}, AP75 "
-                f"{_stat(s[2])}; AP small/medium/large {_stat(s[3])}/{_stat(s[4])}/"
-                f"{_stat(s[5])}; AR@1/10/100 {_stat(s[6])}/{_stat(s[7])}/{_stat(s[8])}")
+    logger.info(
+        f"box AP {_stat(s[0])} (IoU 0.50:0.95), AP50 {_stat(s[1])}, AP75 "
+        f"{_stat(s[2])}; AP small/medium/large {_stat(s[3])}/{_stat(s[4])}/"
+        f"{_stat(s[5])}; AR@1/10/100 {_stat(s[6])}/{_stat(s[7])}/{_stat(s[8])}"
+    )
     if classwise:
         _per_class(coco_eval, coco_gt, pr_curve_dir)
     return s
@@ -246,7 +279,8 @@ def _per_class(coco_eval, coco_gt, pr_curve_dir):
     """The per-class AP table (as ppdet's cocoapi_eval) and the PR curves in pr_curve_dir."""
     from ppdet.metrics.map_utils import draw_pr_curve
     from terminaltables import AsciiTable
-    precisions = coco_eval.eval["precision"]   # [IoU, recall, class, area, max dets]
+
+    precisions = coco_eval.eval["precision"]  # [IoU, recall, class, area, max dets]
     rows = []
     for idx, cat_id in enumerate(coco_gt.getCatIds()):
         name = str(coco_gt.loadCats(cat_id)[0]["name"])
@@ -254,9 +288,12 @@ def _per_class(coco_eval, coco_gt, pr_curve_dir):
         precision = precision[precision > -1]
         rows.append((name, f"{float(np.mean(precision)) if precision.size else float('nan'):.3f}"))
         if pr_curve_dir:
-            draw_pr_curve(precisions[0, :, idx, 0, 2], np.arange(0.0, 1.01, 0.01),
-                          out_dir=pr_curve_dir,
-                          file_name=f"{name}_precision_recall_curve.jpg")
+            draw_pr_curve(
+                precisions[0, :, idx, 0, 2],
+                np.arange(0.0, 1.01, 0.01),
+                out_dir=pr_curve_dir,
+                file_name=f"{name}_precision_recall_curve.jpg",
+            )
     columns = min(6, len(rows) * 2)
     flat = list(itertools.chain(*rows))
     table = [["category", "AP"] * (columns // 2)]
@@ -272,7 +309,7 @@ class DACCOCOMetric(COCOMetric):
     paths logged; pycocotools' prints summarised unless ``verbose`` (``coco_box_eval``)."""
 
     def __init__(self, anno_file, output_eval, verbose=False, **kwargs):
-        if anno_file and os.path.isfile(anno_file):   # duplicated ids: refused before inference
+        if anno_file and os.path.isfile(anno_file):  # duplicated ids: refused before inference
             with open(anno_file) as handle:
                 check_no_duplicates(json.load(handle), anno_file)
         os.makedirs(output_eval, exist_ok=True)
@@ -303,9 +340,13 @@ class DACCOCOMetric(COCOMetric):
         if self.save_prediction_only:
             return
         self.eval_results["bbox"] = coco_box_eval(
-            path, self.anno_file, self.classwise,
+            path,
+            self.anno_file,
+            self.classwise,
             os.path.join(self.output_eval, PR_CURVE_DIR) if self.classwise else None,
-            self.verbose, img_ids=self.img_ids)
+            self.verbose,
+            img_ids=self.img_ids,
+        )
 
 
 class DACVOCMetric(VOCMetric):
@@ -318,14 +359,16 @@ class DACVOCMetric(VOCMetric):
 
     def _in_output_dir(self):
         os.makedirs(self.output_dir, exist_ok=True)
-        return contextlib.chdir(self.output_dir)   # ppdet's DetectionMAP writes 'voc_pr_curve/'
+        return contextlib.chdir(self.output_dir)  # ppdet's DetectionMAP writes 'voc_pr_curve/'
 
     def log(self):
         with self._in_output_dir():
             super().log()
         if self.detection_map.classwise:
-            logger.info("per-class precision/recall curves: "
-                        f"{os.path.join(self.output_dir, 'voc_pr_curve')}")
+            logger.info(
+                "per-class precision/recall curves: "
+                f"{os.path.join(self.output_dir, 'voc_pr_curve')}"
+            )
 
     def get_results(self):
         with self._in_output_dir():

@@ -1,8 +1,14 @@
 """The config keys that no registered class's signature declares, each with what reads it
 (``config_keys`` checks every key of a config against these and the classes' arguments)."""
 
-__all__ = ["TOP_LEVEL_KEYS", "NESTED_KEYS", "READER_KEYS", "TEST_READER_KEYS", "TRANSFORM_LISTS",
-           "SET_BY_OPTIMIZER_BUILDER"]
+__all__ = [
+    "TOP_LEVEL_KEYS",
+    "NESTED_KEYS",
+    "READER_KEYS",
+    "TEST_READER_KEYS",
+    "TRANSFORM_LISTS",
+    "SET_BY_OPTIMIZER_BUILDER",
+]
 
 # Top-level keys that are neither a registered class's section nor a `__shared__` argument of
 # one, each with what reads it. Only keys that something on the tools' code paths reads belong
@@ -45,21 +51,21 @@ TOP_LEVEL_KEYS = {
     "print_flops": "ppdet Trainer.evaluate / predict",
     "save_prediction_only": "ppdet Trainer: COCO metric",
     "output_eval": "DACTrainer: evaluation outputs folder (bbox.json, bbox_pr_curve/; default "
-                   "save_dir/<config name>); tools/eval.py: --output_eval",
+    "save_dir/<config name>); tools/eval.py: --output_eval",
     "bias": "ppdet Trainer: COCO metric",
     "IouType": "ppdet Trainer: COCO metric",
     "draw_threshold": "ppdet_dac.deploy.export (infer_cfg.yml)",
     "label_list": "ppdet_dac.deploy.export.class_names: class names of tools/export_model.py "
-                  "(infer_cfg.yml) and tools/infer.py",
+    "(infer_cfg.yml) and tools/infer.py",
     "export": "ppdet Trainer.export (not tools/export_model.py)",
     "map_type": "ppdet Trainer: VOC metric (metric: VOC), '11point' or 'integral'",
     "train_sizes": "ppdet_dac.data.image_sizes via load_checked_config: TrainReader short sides",
     "train_max_size": "ppdet_dac.data.image_sizes via load_checked_config: TrainReader long-side "
-                      "cap",
+    "cap",
     "eval_size": "ppdet_dac.data.image_sizes via load_checked_config: EvalReader / TestReader "
-                 "short side",
+    "short side",
     "eval_max_size": "ppdet_dac.data.image_sizes via load_checked_config: EvalReader / "
-                     "TestReader long-side cap",
+    "TestReader long-side cap",
 }
 # Keys inside a top-level mapping of TOP_LEVEL_KEYS.
 NESTED_KEYS = {"export": {"post_process", "nms", "benchmark", "fuse_conv_bn"}}
@@ -70,5 +76,8 @@ READER_KEYS = {"mixup_epoch", "cutmix_epoch", "mosaic_epoch", "pre_img_epoch"}
 TEST_READER_KEYS = {"inputs_def": {"image_shape"}}
 TRANSFORM_LISTS = ("sample_transforms", "batch_transforms")
 # OptimizerBuilder passes these to the optimizer itself.
-SET_BY_OPTIMIZER_BUILDER = {"learning_rate": "from LearningRate", "parameters": "from the model",
-                            "grad_clip": "from clip_grad_by_norm / clip_grad_by_value"}
+SET_BY_OPTIMIZER_BUILDER = {
+    "learning_rate": "from LearningRate",
+    "parameters": "from the model",
+    "grad_clip": "from clip_grad_by_norm / clip_grad_by_value",
+}

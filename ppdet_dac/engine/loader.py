@@ -18,11 +18,14 @@ Paddle has no public hook for this: the iterators subclass Paddle's private
 ``_DataLoaderIter*`` classes, listed with the Paddle version they were written against in
 ``ppdet_dac/private_apis.py`` (tests/test_private_apis.py fails when that version changes).
 """
+
 import threading
 
 from paddle.io import DataLoader
-from paddle.io.dataloader.dataloader_iter import (_DataLoaderIterMultiProcess,
-                                                  _DataLoaderIterSingleProcess)
+from paddle.io.dataloader.dataloader_iter import (
+    _DataLoaderIterMultiProcess,
+    _DataLoaderIterSingleProcess,
+)
 
 __all__ = ["ReportingDataLoader", "use_reporting_loader"]
 
@@ -42,7 +45,7 @@ class _ReportingIter:
         self._loader_thread = threading.current_thread()
         try:
             super()._thread_loop(*args)
-        except Exception as err:   # raised again by __next__, in the caller's thread
+        except Exception as err:  # raised again by __next__, in the caller's thread
             self._loader_error = err
             self._exit_thread_unexpectedly()
 
@@ -61,7 +64,7 @@ class _ReportingIter:
             if error is None:
                 raise
         self._try_shutdown_all()
-        raise error   # outside the except block: the reader's error alone, its traceback kept
+        raise error  # outside the except block: the reader's error alone, its traceback kept
 
 
 class _SingleProcessIter(_ReportingIter, _DataLoaderIterSingleProcess):
@@ -91,4 +94,5 @@ class ReportingDataLoader(DataLoader):
 def use_reporting_loader():
     """Make ppdet's readers (``ppdet.data.reader.BaseDataLoader``) build ReportingDataLoader."""
     from ppdet.data import reader
+
     reader.DataLoader = ReportingDataLoader

@@ -12,6 +12,7 @@ replaced by ``GlobalNormClip`` and the optimizer must have a single group; per-p
 learning rates come from multipliers (``ResNet.lr_mult_list``, ``DACDETR.backbone_lr_mult``,
 ``DACTransformer.offset_lr_mult``), as the official parameter groups differ only in lr.
 """
+
 import paddle
 import paddle.nn as nn
 
@@ -65,7 +66,8 @@ def use_official_clip(optimizer, source="OptimizerBuilder"):
             f"{source}.optimizer.param_groups: Paddle clips the gradients of each parameter "
             f"group separately ({len(groups)} groups), the official recipe clips them all "
             "together. Use one group and per-parameter learning-rate multipliers instead: "
-            "ResNet.lr_mult_list, DACDETR.backbone_lr_mult, DACTransformer.offset_lr_mult.")
+            "ResNet.lr_mult_list, DACDETR.backbone_lr_mult, DACTransformer.offset_lr_mult."
+        )
     clip = getattr(optimizer, "_grad_clip", None)
     if isinstance(clip, nn.ClipGradByGlobalNorm) and not isinstance(clip, GlobalNormClip):
         optimizer._grad_clip = GlobalNormClip(clip.clip_norm)

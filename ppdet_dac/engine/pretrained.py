@@ -21,6 +21,7 @@ accident:
 The file (local or downloaded) is read without running code (``load_pretrain_weights``): a
 pickle that asks for any object besides arrays and containers is refused, naming it.
 """
+
 import base64
 import binascii
 import hashlib
@@ -32,20 +33,26 @@ from ppdet_dac.utils.atomic import atomic_open
 
 logger = setup_logger(__name__)
 
-__all__ = ["DEFAULT_URLS", "PretrainWeightsError", "check_pretrain_weights",
-           "fetch_pretrain_weights", "cache_path", "load_pretrain_weights"]
+__all__ = [
+    "DEFAULT_URLS",
+    "PretrainWeightsError",
+    "check_pretrain_weights",
+    "fetch_pretrain_weights",
+    "cache_path",
+    "load_pretrain_weights",
+]
 
 # ppdet's ImageNet weights, as its own configs use them (Deformable-DETR / DETR for ResNet-50,
 # swin_L_384 for Swin-L).
 DEFAULT_URLS = {
     "ResNet": "https://paddledet.bj.bcebos.com/models/pretrained/"
-              "ResNet50_vb_normal_pretrained.pdparams",
+    "ResNet50_vb_normal_pretrained.pdparams",
     "SwinTransformer": "https://bj.bcebos.com/v1/paddledet/models/pretrained/"
-                       "swin_large_patch4_window12_384_22kto1k_pretrained.pdparams",
+    "swin_large_patch4_window12_384_22kto1k_pretrained.pdparams",
 }
 SCRATCH = "none"
-CONNECT_TIMEOUT_S = 30     # a server that does not answer at all
-READ_TIMEOUT_S = 120       # a stalled transfer
+CONNECT_TIMEOUT_S = 30  # a server that does not answer at all
+READ_TIMEOUT_S = 120  # a stalled transfer
 _CHUNK = 1 << 20
 
 
@@ -67,10 +74,13 @@ def check_pretrain_weights(cfg, config_path):
             f"start from random weights. Set `pretrain_weights` to ppdet's ImageNet weights "
             f"({_suggestion(cfg)}), or to a local .pdparams file "
             "(tools/convert_backbone.py converts the official torchvision / Swin checkpoints), or "
-            "write `pretrain_weights: none` to train the backbone from scratch on purpose.")
+            "write `pretrain_weights: none` to train the backbone from scratch on purpose."
+        )
     if not isinstance(value, str):
-        raise ValueError(f"{config_path}: `pretrain_weights` must be a URL, a .pdparams path or "
-                         f"`none`, got {value!r}")
+        raise ValueError(
+            f"{config_path}: `pretrain_weights` must be a URL, a .pdparams path or "
+            f"`none`, got {value!r}"
+        )
     value = value.strip()
     if value.lower() == SCRATCH:
         frozen = _backbone_with_frozen_norm(cfg)
@@ -80,9 +90,12 @@ def check_pretrain_weights(cfg, config_path):
                 "frozen BatchNorm layers keep their initial statistics (mean 0, variance 1) and "
                 "affine (1, 0), so a backbone trained from scratch would have no normalisation "
                 f"at all. Set `{frozen}.freeze_norm: false` (as configs/demo/dac_demo.yml does), "
-                "or give ImageNet weights in `pretrain_weights`.")
-        logger.info(f"{config_path}: pretrain_weights is `none`: the backbone trains from scratch "
-                    "(random initial weights)")
+                "or give ImageNet weights in `pretrain_weights`."
+            )
+        logger.info(
+            f"{config_path}: pretrain_weights is `none`: the backbone trains from scratch "
+            "(random initial weights)"
+        )
         return None
     return value
 
@@ -101,7 +114,7 @@ def _backbone_with_frozen_norm(cfg):
     if not hasattr(section, "__getitem__"):
         return None
     try:
-        value = section["freeze_norm"]   # a ppdet SchemaDict answers with the class default
+        value = section["freeze_norm"]  # a ppdet SchemaDict answers with the class default
     except KeyError:
         return None
     return name if value is True else None
@@ -117,6 +130,7 @@ def _suggestion(cfg):
 def cache_path(url):
     """Where ppdet keeps the download of ``url``: ``WEIGHTS_HOME/<file name>``."""
     from ppdet.utils import download
+
     url = download.parse_url(url)
     return os.path.join(download.WEIGHTS_HOME, os.path.split(url)[-1])
 
@@ -129,6 +143,7 @@ def fetch_pretrain_weights(value, config_path=None):
     Raises PretrainWeightsError (URL), FileNotFoundError / ValueError (local path).
     """
     from ppdet.utils.checkpoint import is_url
+
     where = f"{config_path}: " if config_path else ""
     if is_url(value):
         return _fetch_url(value, where)
@@ -143,6 +158,7 @@ def fetch_pretrain_weights(value, config_path=None):
 
 def _fetch_url(url, where):
     from ppdet.utils.download import parse_url
+
     url = parse_url(url)
     dest = cache_path(url)
     failure = None
@@ -157,7 +173,8 @@ def _fetch_url(url, where):
     raise PretrainWeightsError(
         f"{where}cannot download pretrain_weights {url}: {reason}. ppdet looks for this file at "
         f"{dest}: copy it there, or give a local file with "
-        "-o pretrain_weights=/path/file.pdparams")
+        "-o pretrain_weights=/path/file.pdparams"
+    )
 
 
 def _downloads_on_this_node():
@@ -166,6 +183,7 @@ def _downloads_on_this_node():
     if local is not None:
         return int(local) == 0
     import paddle.distributed as dist
+
     return dist.get_rank() == 0
 
 
@@ -173,6 +191,7 @@ def _on_any_rank(flag):
     """True when ``flag`` is true on any rank: one all-reduce (MAX) when several run."""
     import paddle
     import paddle.distributed as dist
+
     if dist.get_world_size() <= 1:
         return bool(flag)
     value = paddle.to_tensor([int(flag)], dtype="int64")
@@ -188,27 +207,31 @@ def _download(url, dest):
     """Download ``url`` to ``dest`` (through a temporary file, renamed into place when complete
     and its Content-MD5, when the server sends one, matches). Returns None, or why it failed."""
     import requests
+
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     logger.info(f"downloading {url} to {dest}")
     try:
-        with requests.get(url, stream=True,
-                          timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as response:
+        with requests.get(
+            url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+        ) as response:
             if response.status_code != 200:
                 return f"HTTP status {response.status_code}"
             md5 = hashlib.md5()
-            with atomic_open(dest, "wb") as handle:   # moved to dest only when the MD5 fits
+            with atomic_open(dest, "wb") as handle:  # moved to dest only when the MD5 fits
                 for chunk in response.iter_content(_CHUNK):
                     handle.write(chunk)
                     md5.update(chunk)
                 expected = _content_md5(response.headers.get("content-md5"))
                 if expected and expected != md5.hexdigest():
-                    raise _Mismatch(f"MD5 {md5.hexdigest()} of the download differs from the "
-                                    f"server's {expected}")
+                    raise _Mismatch(
+                        f"MD5 {md5.hexdigest()} of the download differs from the "
+                        f"server's {expected}"
+                    )
     except _Mismatch as exc:
         return str(exc)
     except (requests.RequestException, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"
-    logger.info(f"downloaded {dest} ({os.path.getsize(dest) / 2 ** 20:.1f} MiB)")
+    logger.info(f"downloaded {dest} ({os.path.getsize(dest) / 2**20:.1f} MiB)")
     return None
 
 
@@ -234,4 +257,5 @@ def load_pretrain_weights(model, path):
     (lists of names, see ``ppdet_dac.interop.weights.load_pretrained``).
     """
     from ppdet_dac.interop.weights import load_pretrained
+
     return load_pretrained(model, path)

@@ -2,6 +2,7 @@
 checkpoints go (``checkpoint_dir``), which one ``-r auto`` resumes (``auto_resume_checkpoint``),
 whether the LR schedule fits ``epoch`` (``schedule_mismatch``), and the whole-number keys
 ``snapshot_iter`` / ``max_checkpoints`` (``whole_number``)."""
+
 import os
 
 import paddle.distributed as dist
@@ -12,8 +13,14 @@ from .distributed import broadcast_from_rank0
 
 logger = setup_logger(__name__)
 
-__all__ = ["AUTO_RESUME", "DEFAULT_MAX_CHECKPOINTS", "checkpoint_dir", "auto_resume_checkpoint",
-           "schedule_mismatch", "whole_number"]
+__all__ = [
+    "AUTO_RESUME",
+    "DEFAULT_MAX_CHECKPOINTS",
+    "checkpoint_dir",
+    "auto_resume_checkpoint",
+    "schedule_mismatch",
+    "whole_number",
+]
 
 AUTO_RESUME = "auto"
 DEFAULT_MAX_CHECKPOINTS = 2
@@ -47,8 +54,10 @@ def schedule_mismatch(cfg):
         name = type(scheduler).__name__
         late = [m for m in getattr(scheduler, "milestones", None) or [] if m >= epoch]
         if late:
-            found.append(f"{name} milestones {late} lie at or after the end of training (epochs "
-                         f"0-{epoch - 1}): the learning rate never decays there")
+            found.append(
+                f"{name} milestones {late} lie at or after the end of training (epochs "
+                f"0-{epoch - 1}): the learning rate never decays there"
+            )
         max_epochs = getattr(scheduler, "max_epochs", None)
         if max_epochs is not None and max_epochs != epoch:
             found.append(f"{name} max_epochs is {max_epochs}, not {epoch}")
@@ -57,12 +66,18 @@ def schedule_mismatch(cfg):
             found.append(f"{name} warms up for {warmup} epochs, the whole run")
     if not found:
         return None
-    example = (f", e.g. -o epoch={epoch} \"LearningRate.schedulers=[!PiecewiseDecay "
-               f"{{milestones: [{epoch - 1}], gamma: 0.1, use_warmup: false}}]\" (the 1x recipe: "
-               "the rate drops for the last epoch)" if epoch >= 2 else "")
-    return (f"{cfg.get('filename', 'config')}: the LearningRate schedule does not fit epoch: "
-            f"{epoch}: {'; '.join(found)}. Nothing is rescaled: give the schedule for {epoch} "
-            f"epochs{example}, or use a config made for {epoch} epochs")
+    example = (
+        f", e.g. -o epoch={epoch} \"LearningRate.schedulers=[!PiecewiseDecay "
+        f"{{milestones: [{epoch - 1}], gamma: 0.1, use_warmup: false}}]\" (the 1x recipe: "
+        "the rate drops for the last epoch)"
+        if epoch >= 2
+        else ""
+    )
+    return (
+        f"{cfg.get('filename', 'config')}: the LearningRate schedule does not fit epoch: "
+        f"{epoch}: {'; '.join(found)}. Nothing is rescaled: give the schedule for {epoch} "
+        f"epochs{example}, or use a config made for {epoch} epochs"
+    )
 
 
 def whole_number(cfg, key, default, minimum):
@@ -70,6 +85,8 @@ def whole_number(cfg, key, default, minimum):
     whole number >= ``minimum``."""
     value = cfg.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{cfg.get('filename', 'config')}: {key} must be a whole number >= "
-                         f"{minimum}, got {value!r}")
+        raise ValueError(
+            f"{cfg.get('filename', 'config')}: {key} must be a whole number >= "
+            f"{minimum}, got {value!r}"
+        )
     return value

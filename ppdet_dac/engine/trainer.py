@@ -34,6 +34,7 @@ Several ranks: rank 0 writes the checkpoints, holding the random states of every
 gather at each checkpoint); every rank reads them on resume, so ``save_dir`` must be on a file
 system all machines share.
 """
+
 import glob
 import math
 import os
@@ -54,14 +55,26 @@ from .checkpoint import ITER_PREFIX, load_checkpoint, remove_checkpoint, rng_sta
 from .distributed import all_gather_objects, no_interrupt
 from .evaluation import EvaluationError, fresh_iterator
 from .optimizer import use_official_clip
-from .run_settings import (AUTO_RESUME, DEFAULT_MAX_CHECKPOINTS, auto_resume_checkpoint,
-                           checkpoint_dir, schedule_mismatch, whole_number)
+from .run_settings import (
+    AUTO_RESUME,
+    DEFAULT_MAX_CHECKPOINTS,
+    auto_resume_checkpoint,
+    checkpoint_dir,
+    schedule_mismatch,
+    whole_number,
+)
 from .trainer_eval import TrainerEvaluation, require_annotations
 
 logger = setup_logger(__name__)
 
-__all__ = ["DACTrainer", "AUTO_RESUME", "auto_resume_checkpoint", "checkpoint_dir",
-           "schedule_mismatch"]
+__all__ = [
+    "DACTrainer",
+    "AUTO_RESUME",
+    "auto_resume_checkpoint",
+    "checkpoint_dir",
+    "schedule_mismatch",
+]
+
 
 class _SkipBatches:
     """A batch sampler without the first ``skip`` batches of ``sampler`` (their indices are
@@ -78,6 +91,7 @@ class _SkipBatches:
 
     def __len__(self):
         return max(len(self.sampler) - self.skip, 0)
+
 
 _AUX_SUFFIX = re.compile(r"_\d+(_one2one)?$")
 
@@ -108,17 +122,17 @@ class DACTrainer(TrainerEvaluation, Trainer):
     def __init__(self, cfg, mode="train"):
         super().__init__(cfg, mode)
         self.global_iter = 0
-        self.start_step = 0          # batches of start_epoch already trained (mid-epoch resume)
+        self.start_step = 0  # batches of start_epoch already trained (mid-epoch resume)
         self.best_ap = -math.inf
-        self.history = []   # per snapshot epoch: {'epoch', 'loss' (mean over the epoch), 'ap'}
-        self._epoch_losses = []      # the logged loss of each step of the current epoch
+        self.history = []  # per snapshot epoch: {'epoch', 'loss' (mean over the epoch), 'ap'}
+        self._epoch_losses = []  # the logged loss of each step of the current epoch
         self.save_dir = checkpoint_dir(self.cfg)
         self.snapshot_iter = whole_number(self.cfg, "snapshot_iter", 0, 0)
-        self.max_checkpoints = whole_number(self.cfg, "max_checkpoints",
-                                            DEFAULT_MAX_CHECKPOINTS, 1)
-        if self.optimizer is not None:   # train mode: one group, one clip over all gradients
-            use_official_clip(self.optimizer,
-                              f"{self.cfg.get('filename', 'config')}: OptimizerBuilder")
+        self.max_checkpoints = whole_number(self.cfg, "max_checkpoints", DEFAULT_MAX_CHECKPOINTS, 1)
+        if self.optimizer is not None:  # train mode: one group, one clip over all gradients
+            use_official_clip(
+                self.optimizer, f"{self.cfg.get('filename', 'config')}: OptimizerBuilder"
+            )
         if self.use_amp and not self._on_accelerator():
             logger.warning("--amp needs a GPU; training on CPU in float32")
             self.use_amp = False
@@ -152,8 +166,10 @@ class DACTrainer(TrainerEvaluation, Trainer):
         if hasattr(self.dataset, "set_sample_seed"):
             self.dataset.set_sample_seed(seed)
         else:
-            logger.warning(f"{type(self.dataset).__name__} cannot seed its samples: the data "
-                           "augmentation of a resumed run will differ from an uninterrupted one")
+            logger.warning(
+                f"{type(self.dataset).__name__} cannot seed its samples: the data "
+                "augmentation of a resumed run will differ from an uninterrupted one"
+            )
         if self.criterion is not None and hasattr(self.criterion, "rng"):
             self.criterion.rng = np.random.default_rng(seed)
 
@@ -171,8 +187,9 @@ class DACTrainer(TrainerEvaluation, Trainer):
         sampler = getattr(reader, "_batch_sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch_id)
-        return fresh_iterator(reader, _SkipBatches(reader.dataloader.batch_sampler, skip)
-                              if skip else None)
+        return fresh_iterator(
+            reader, _SkipBatches(reader.dataloader.batch_sampler, skip) if skip else None
+        )
 
     @property
     def criterion(self):
@@ -182,15 +199,23 @@ class DACTrainer(TrainerEvaluation, Trainer):
         """Restore a checkpoint written by this trainer (weights, optimizer, LR, this rank's
         random states, EMA, data position)."""
         try:
-            state = load_checkpoint(weights, self.model, self.optimizer, self.criterion,
-                                    self.ema if self.use_ema else None, rank=self._local_rank,
-                                    nranks=self._nranks)
+            state = load_checkpoint(
+                weights,
+                self.model,
+                self.optimizer,
+                self.criterion,
+                self.ema if self.use_ema else None,
+                rank=self._local_rank,
+                nranks=self._nranks,
+            )
         except FileNotFoundError as err:
             if self._nranks < 2:
                 raise
-            raise FileNotFoundError(f"rank {self._local_rank}: {err}. Every rank reads the "
-                                    "checkpoint: save_dir must be on a file system that all "
-                                    "machines share") from err
+            raise FileNotFoundError(
+                f"rank {self._local_rank}: {err}. Every rank reads the "
+                "checkpoint: save_dir must be on a file system that all "
+                "machines share"
+            ) from err
         extra = state["extra"]
         self.start_epoch = int(state["epochs_done"])
         self.start_step = int(state.get("epoch_step", 0))
@@ -199,10 +224,12 @@ class DACTrainer(TrainerEvaluation, Trainer):
         steps = len(self.loader)
         saved = (extra.get("nranks", self._nranks), extra.get("steps_per_epoch", steps))
         if self.start_step and saved != (self._nranks, steps):
-            logger.warning(f"{weights} was written by {saved[0]} rank(s) with {saved[1]} "
-                           f"iterations per epoch, this run has {self._nranks} and {steps}: it "
-                           f"continues at batch {self.start_step} of epoch {self.start_epoch}, "
-                           "not exactly as an uninterrupted run")
+            logger.warning(
+                f"{weights} was written by {saved[0]} rank(s) with {saved[1]} "
+                f"iterations per epoch, this run has {self._nranks} and {steps}: it "
+                f"continues at batch {self.start_step} of epoch {self.start_epoch}, "
+                "not exactly as an uninterrupted run"
+            )
         if self.start_step >= steps:
             self.start_epoch, self.start_step = self.start_epoch + 1, 0
         self._epoch_losses = list(extra.get("epoch_losses", [])) if self.start_step else []
@@ -213,15 +240,26 @@ class DACTrainer(TrainerEvaluation, Trainer):
         rank_rng = all_gather_objects(rng_state(self.criterion))
         if self._nranks > 1 and self._local_rank != 0:
             return
-        extra = {"best_ap": self.best_ap, "nranks": self._nranks,
-                 "steps_per_epoch": len(self.loader),
-                 "epoch_losses": list(self._epoch_losses) if epoch_step else []}
+        extra = {
+            "best_ap": self.best_ap,
+            "nranks": self._nranks,
+            "steps_per_epoch": len(self.loader),
+            "epoch_losses": list(self._epoch_losses) if epoch_step else [],
+        }
         with no_interrupt():
             for name in names:
-                save_checkpoint(os.path.join(self.save_dir, name), self.model, self.optimizer,
-                                epochs_done, self.global_iter, self.criterion,
-                                self.ema if self.use_ema else None, extra=extra,
-                                epoch_step=epoch_step, rank_rng=rank_rng)
+                save_checkpoint(
+                    os.path.join(self.save_dir, name),
+                    self.model,
+                    self.optimizer,
+                    epochs_done,
+                    self.global_iter,
+                    self.criterion,
+                    self.ema if self.use_ema else None,
+                    extra=extra,
+                    epoch_step=epoch_step,
+                    rank_rng=rank_rng,
+                )
 
     def _save_iteration(self, epoch_id, steps_done, steps_per_epoch):
         """The ``snapshot_iter`` checkpoint after ``steps_done`` batches of ``epoch_id``; only the
@@ -230,15 +268,18 @@ class DACTrainer(TrainerEvaluation, Trainer):
         self._save([f"{ITER_PREFIX}{self.global_iter}"], *position)
         if self._nranks > 1 and self._local_rank != 0:
             return
-        written = sorted(glob.glob(os.path.join(glob.escape(self.save_dir),
-                                                f"{ITER_PREFIX}*.pdstate")),
-                         key=lambda p: os.stat(p).st_mtime_ns)
-        for path in written[:-self.max_checkpoints]:
+        written = sorted(
+            glob.glob(os.path.join(glob.escape(self.save_dir), f"{ITER_PREFIX}*.pdstate")),
+            key=lambda p: os.stat(p).st_mtime_ns,
+        )
+        for path in written[: -self.max_checkpoints]:
             remove_checkpoint(path[: -len(".pdstate")])
 
     def _snapshot_epoch(self, epoch_id, end_epoch):
-        return epoch_id == end_epoch - 1 or (epoch_id + 1) % int(
-            self.cfg.get("snapshot_epoch", 1)) == 0
+        return (
+            epoch_id == end_epoch - 1
+            or (epoch_id + 1) % int(self.cfg.get("snapshot_epoch", 1)) == 0
+        )
 
     def _check_finite(self, outputs, epoch_id, step_id):
         """The loss terms averaged over the ranks ({name: float}, as the official ``reduce_dict``
@@ -256,13 +297,16 @@ class DACTrainer(TrainerEvaluation, Trainer):
             values = dict(zip(names, (stacked / self._nranks).numpy().tolist()))
         bad = [name for name, value in local.items() if not math.isfinite(value)]
         if bad or not all(math.isfinite(v) for v in values.values()):
-            where = (f"epoch {epoch_id}, iteration {step_id} of the epoch "
-                     f"(global iteration {self.global_iter})")
+            where = (
+                f"epoch {epoch_id}, iteration {step_id} of the epoch "
+                f"(global iteration {self.global_iter})"
+            )
             what = f"non-finite loss terms {bad}" if bad else "a non-finite loss on another rank"
             raise FloatingPointError(
                 f"training stopped at {where}: {what}. The step was not applied; the last "
                 f"checkpoint in {self.save_dir} holds the last good state. Lower the learning "
-                "rate or check the data of this iteration.")
+                "rate or check the data of this iteration."
+            )
         return values
 
     def train(self, validate=False):
@@ -272,16 +316,24 @@ class DACTrainer(TrainerEvaluation, Trainer):
         model = self.model
         if self._nranks > 1:
             model = paddle.DataParallel(
-                model, find_unused_parameters=self.cfg.get("find_unused_parameters", True))
-        scaler = paddle.amp.GradScaler(init_loss_scaling=self.cfg.get("init_loss_scaling", 1024)) \
-            if self.use_amp else None
+                model, find_unused_parameters=self.cfg.get("find_unused_parameters", True)
+            )
+        scaler = (
+            paddle.amp.GradScaler(init_loss_scaling=self.cfg.get("init_loss_scaling", 1024))
+            if self.use_amp
+            else None
+        )
         steps_per_epoch = len(self.loader)
-        self.status.update({
-            "epoch_id": self.start_epoch, "step_id": 0, "steps_per_epoch": steps_per_epoch,
-            "batch_time": stats.SmoothedValue(self.cfg.log_iter, fmt="{avg:.4f}"),
-            "data_time": stats.SmoothedValue(self.cfg.log_iter, fmt="{avg:.4f}"),
-            "training_staus": stats.TrainingStats(self.cfg.log_iter),
-        })
+        self.status.update(
+            {
+                "epoch_id": self.start_epoch,
+                "step_id": 0,
+                "steps_per_epoch": steps_per_epoch,
+                "batch_time": stats.SmoothedValue(self.cfg.log_iter, fmt="{avg:.4f}"),
+                "data_time": stats.SmoothedValue(self.cfg.log_iter, fmt="{avg:.4f}"),
+                "training_staus": stats.TrainingStats(self.cfg.log_iter),
+            }
+        )
         end_epoch = int(self.cfg.epoch)
         mismatch = schedule_mismatch(self.cfg)
         if mismatch:
@@ -294,8 +346,10 @@ class DACTrainer(TrainerEvaluation, Trainer):
             skip = self.start_step if epoch_id == self.start_epoch else 0
             batches = self._epoch_batches(epoch_id, skip)
             if skip:
-                logger.info(f"epoch {epoch_id}: resuming at batch {skip} of {steps_per_epoch} "
-                            "(the batches before it are skipped unread)")
+                logger.info(
+                    f"epoch {epoch_id}: resuming at batch {skip} of {steps_per_epoch} "
+                    "(the batches before it are skipped unread)"
+                )
             else:
                 self._epoch_losses = []
             tic = time.time()
@@ -304,9 +358,12 @@ class DACTrainer(TrainerEvaluation, Trainer):
                 self.status["step_id"] = step_id
                 self._compose_callback.on_step_begin(self.status)
                 data["epoch_id"] = epoch_id
-                with paddle.amp.auto_cast(enable=self.use_amp, level=self.amp_level,
-                                          custom_white_list=self.custom_white_list,
-                                          custom_black_list=self.custom_black_list):
+                with paddle.amp.auto_cast(
+                    enable=self.use_amp,
+                    level=self.amp_level,
+                    custom_white_list=self.custom_white_list,
+                    custom_black_list=self.custom_black_list,
+                ):
                     outputs = model(data)
                 logged = self._check_finite(outputs, epoch_id, step_id)
                 self._epoch_losses.append(logged["loss"])
@@ -328,9 +385,13 @@ class DACTrainer(TrainerEvaluation, Trainer):
                     self.status["training_staus"].update(_logged_terms(logged))
                 self.status["batch_time"].update(time.time() - tic)
                 self._compose_callback.on_step_end(self.status)
-                if self.snapshot_iter and self.global_iter % self.snapshot_iter == 0 and not (
-                        step_id + 1 == steps_per_epoch
-                        and self._snapshot_epoch(epoch_id, end_epoch)):
+                if (
+                    self.snapshot_iter
+                    and self.global_iter % self.snapshot_iter == 0
+                    and not (
+                        step_id + 1 == steps_per_epoch and self._snapshot_epoch(epoch_id, end_epoch)
+                    )
+                ):
                     self._save_iteration(epoch_id, step_id + 1, steps_per_epoch)
                 tic = time.time()
             self._end_epoch(epoch_id, end_epoch, validate, float(np.mean(self._epoch_losses)))
@@ -347,7 +408,7 @@ class DACTrainer(TrainerEvaluation, Trainer):
         self.history.append(record)
         names = []
         own_name = "model_final" if last else str(epoch_id)
-        if validate:   # every rank evaluates its share; rank 0 gets the AP
+        if validate:  # every rank evaluates its share; rank 0 gets the AP
             try:
                 ap = record["ap"] = self._validate_weights()
             except Exception as err:
@@ -356,10 +417,12 @@ class DACTrainer(TrainerEvaluation, Trainer):
                 if self._nranks > 1 and not isinstance(err, EvaluationError):
                     raise
                 self._save([own_name], epoch_id + 1)
-                logger.error(f"the evaluation after epoch {epoch_id} failed (below); the "
-                             f"epoch's checkpoint {os.path.join(self.save_dir, own_name)} is "
-                             "written without its AP: once the evaluation data is fixed, "
-                             "resume from it with -r or evaluate it with tools/eval.py")
+                logger.error(
+                    f"the evaluation after epoch {epoch_id} failed (below); the "
+                    f"epoch's checkpoint {os.path.join(self.save_dir, own_name)} is "
+                    "written without its AP: once the evaluation data is fixed, "
+                    "resume from it with -r or evaluate it with tools/eval.py"
+                )
                 raise
             if is_main and ap is not None and ap >= self.best_ap:
                 self.best_ap = ap

@@ -2,6 +2,7 @@
 outputs in ``eval_output_dir``), the evaluation after snapshot epochs (``_validate``, of the EMA
 weights with EMA) and eval mode's ``evaluate``; both shard the images over the ranks
 (``evaluation.evaluate_metrics``)."""
+
 import copy
 
 import paddle
@@ -16,9 +17,11 @@ def require_annotations(dataset, section):
     """A COCO file without an 'annotations' list cannot train or evaluate (ppdet would load
     its images alone and fail later on a missing ``gt_bbox``)."""
     if getattr(dataset, "load_image_only", False):
-        raise ValueError(f"{dataset.get_anno()}: no 'annotations' in this file, which the "
-                         f"{section} reads; training and evaluation need the box annotations "
-                         "(a file of images alone is for TestDataset)")
+        raise ValueError(
+            f"{dataset.get_anno()}: no 'annotations' in this file, which the "
+            f"{section} reads; training and evaluation need the box annotations "
+            "(a file of images alone is for TestDataset)"
+        )
 
 
 class TrainerEvaluation:
@@ -33,35 +36,51 @@ class TrainerEvaluation:
     def _init_metrics(self, validate=False):
         """ppdet's metrics, the COCO one as DACCOCOMetric (outputs in ``eval_output_dir``,
         pycocotools' prints summarised unless ``verbose``)."""
-        if self.mode not in ("train", "eval") or (self.mode == "train" and not validate) or \
-                self.cfg.metric not in ("COCO", "VOC"):
+        if (
+            self.mode not in ("train", "eval")
+            or (self.mode == "train" and not validate)
+            or self.cfg.metric not in ("COCO", "VOC")
+        ):
             super()._init_metrics(validate)
             return
         dataset = self.cfg["EvalDataset"] if self.mode == "train" else self.dataset
         if self.cfg.metric == "VOC":
-            self._metrics = [DACVOCMetric(
-                output_dir=self.eval_output_dir(), label_list=dataset.get_label_list(),
-                class_num=self.cfg.num_classes, map_type=self.cfg.get("map_type", "11point"),
-                classwise=bool(self.cfg.get("classwise", False)),
-                output_eval=self.cfg.get("output_eval"),
-                save_prediction_only=self.cfg.get("save_prediction_only", False))]
+            self._metrics = [
+                DACVOCMetric(
+                    output_dir=self.eval_output_dir(),
+                    label_list=dataset.get_label_list(),
+                    class_num=self.cfg.num_classes,
+                    map_type=self.cfg.get("map_type", "11point"),
+                    classwise=bool(self.cfg.get("classwise", False)),
+                    output_eval=self.cfg.get("output_eval"),
+                    save_prediction_only=self.cfg.get("save_prediction_only", False),
+                )
+            ]
             return
-        self._metrics = [DACCOCOMetric(
-            anno_file=dataset.get_anno(), output_eval=self.eval_output_dir(),
-            verbose=bool(self.cfg.get("verbose", False)),
-            clsid2catid={v: k for k, v in dataset.catid2clsid.items()},
-            classwise=bool(self.cfg.get("classwise", False)),
-            bias=1 if self.cfg.get("bias", False) else 0, IouType=self.cfg.get("IouType", "bbox"),
-            save_prediction_only=self.cfg.get("save_prediction_only", False))]
+        self._metrics = [
+            DACCOCOMetric(
+                anno_file=dataset.get_anno(),
+                output_eval=self.eval_output_dir(),
+                verbose=bool(self.cfg.get("verbose", False)),
+                clsid2catid={v: k for k, v in dataset.catid2clsid.items()},
+                classwise=bool(self.cfg.get("classwise", False)),
+                bias=1 if self.cfg.get("bias", False) else 0,
+                IouType=self.cfg.get("IouType", "bbox"),
+                save_prediction_only=self.cfg.get("save_prediction_only", False),
+            )
+        ]
+
     def _eval_loader(self):
         if not hasattr(self, "_val_loader"):
             from ppdet.core.workspace import create
+
             dataset = self.cfg["EvalDataset"] = create("EvalDataset")()
-            if self.cfg.get("metric") == "VOC":   # per-image ground-truth lists, as ppdet's eval
+            if self.cfg.get("metric") == "VOC":  # per-image ground-truth lists, as ppdet's eval
                 self.cfg["EvalReader"]["collate_batch"] = False
             sampler = paddle.io.BatchSampler(dataset, batch_size=self.cfg.EvalReader["batch_size"])
-            self._val_loader = create("EvalReader")(dataset, self.cfg.worker_num,
-                                                    batch_sampler=sampler)
+            self._val_loader = create("EvalReader")(
+                dataset, self.cfg.worker_num, batch_sampler=sampler
+            )
             require_annotations(dataset, "EvalDataset")
         return self._val_loader
 
@@ -69,7 +88,7 @@ class TrainerEvaluation:
         """COCO evaluation of the current weights on the eval split, every rank running its
         share; returns box AP on rank 0, None on the others."""
         loader = self._eval_loader()
-        if not self._metrics and self._local_rank == 0:   # only rank 0 runs the metric
+        if not self._metrics and self._local_rank == 0:  # only rank 0 runs the metric
             self.cfg["classwise"] = True
             self._init_metrics(validate=True)
         results = evaluate_metrics(self, loader, source=self.cfg.get("filename", "config"))
@@ -96,7 +115,10 @@ class TrainerEvaluation:
         (``amp``) and ``print_flops`` as in ppdet's ``evaluate``."""
         if self.cfg.get("print_flops", False) and self._local_rank == 0:
             from ppdet.core.workspace import create
-            self._flops(create("EvalReader")(self.dataset, self.cfg.worker_num,
-                                             self._eval_batch_sampler))
-        return evaluate_metrics(self, self.loader, source=self.cfg.get("filename", "config"),
-                                use_amp=self.use_amp)
+
+            self._flops(
+                create("EvalReader")(self.dataset, self.cfg.worker_num, self._eval_batch_sampler)
+            )
+        return evaluate_metrics(
+            self, self.loader, source=self.cfg.get("filename", "config"), use_amp=self.use_amp
+        )

@@ -4,6 +4,7 @@
 lists every missing, unexpected and mis-shaped key; ``convert_official`` / ``convert_swin`` /
 ``convert_torchvision_resnet`` pick the table for each kind of checkpoint.
 """
+
 import os
 import re
 
@@ -13,9 +14,21 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.utils.atomic import write_with
 
-from .tables import (COPY, LINEAR, OFFICIAL_DAC_ALIASES, OFFICIAL_DAC_HINTS, OFFICIAL_DAC_IGNORED,
-                     QKV_BIAS, QKV_WEIGHT, SWIN_IGNORED, SWIN_NEW_LAYERS, SWIN_RULES,
-                     TORCHVISION_RESNET_IGNORED, official_dac_rules, torchvision_resnet_table)
+from .tables import (
+    COPY,
+    LINEAR,
+    OFFICIAL_DAC_ALIASES,
+    OFFICIAL_DAC_HINTS,
+    OFFICIAL_DAC_IGNORED,
+    QKV_BIAS,
+    QKV_WEIGHT,
+    SWIN_IGNORED,
+    SWIN_NEW_LAYERS,
+    SWIN_RULES,
+    TORCHVISION_RESNET_IGNORED,
+    official_dac_rules,
+    torchvision_resnet_table,
+)
 
 # the logger keeps the name of the module these functions came from, so the log lines read as before
 logger = setup_logger("ppdet_dac.interop.mapping")
@@ -36,34 +49,53 @@ def find_state_dict(obj, source_name, keys=("model", "state_dict")):
                 return obj[key]
         if obj and all(isinstance(v, np.ndarray) for v in obj.values()):
             return obj
-    raise ValueError(f"{source_name}: expected a state dict of tensors or a checkpoint dict with "
-                     f"one under {' or '.join(repr(k) for k in keys)}; found {_describe(obj)}")
+    raise ValueError(
+        f"{source_name}: expected a state dict of tensors or a checkpoint dict with "
+        f"one under {' or '.join(repr(k) for k in keys)}; found {_describe(obj)}"
+    )
 
 
 def convert_official(checkpoint, target_specs, source_name="checkpoint"):
     """An official DAC-DETR checkpoint ({'model': state_dict, ...}) -> our DACDETR state dict."""
     state = find_state_dict(checkpoint, source_name, keys=("model",))
-    if state and all(key.startswith("module.") for key in state):   # saved from the DDP wrapper
-        state = {key[len("module."):]: value for key, value in state.items()}
-    return convert_state_dict(state, target_specs, official_dac_rules(state),
-                              aliases=OFFICIAL_DAC_ALIASES, ignored=OFFICIAL_DAC_IGNORED,
-                              source_name=source_name, hints=OFFICIAL_DAC_HINTS)
+    if state and all(key.startswith("module.") for key in state):  # saved from the DDP wrapper
+        state = {key[len("module.") :]: value for key, value in state.items()}
+    return convert_state_dict(
+        state,
+        target_specs,
+        official_dac_rules(state),
+        aliases=OFFICIAL_DAC_ALIASES,
+        ignored=OFFICIAL_DAC_IGNORED,
+        source_name=source_name,
+        hints=OFFICIAL_DAC_HINTS,
+    )
 
 
 def convert_swin(checkpoint, target_specs, source_name="checkpoint"):
     """A Swin Transformer ImageNet checkpoint ({'model': state_dict}) -> ppdet SwinTransformer
     names without a prefix; the per-output norms are left to their initialisation."""
     state = find_state_dict(checkpoint, source_name)
-    return convert_state_dict(state, target_specs, SWIN_RULES, ignored=SWIN_IGNORED,
-                              new_layers=SWIN_NEW_LAYERS, source_name=source_name)
+    return convert_state_dict(
+        state,
+        target_specs,
+        SWIN_RULES,
+        ignored=SWIN_IGNORED,
+        new_layers=SWIN_NEW_LAYERS,
+        source_name=source_name,
+    )
 
 
 def convert_torchvision_resnet(checkpoint, target_specs, source_name="checkpoint"):
     """A torchvision ResNet state dict -> ppdet ResNet (variant b) names, without a prefix, as
     ppdet's ``pretrain_weights`` expects (load_pretrain_weight matches names by suffix)."""
     state = find_state_dict(checkpoint, source_name)
-    return convert_state_dict(state, target_specs, torchvision_resnet_table(state),
-                              ignored=TORCHVISION_RESNET_IGNORED, source_name=source_name)
+    return convert_state_dict(
+        state,
+        target_specs,
+        torchvision_resnet_table(state),
+        ignored=TORCHVISION_RESNET_IGNORED,
+        source_name=source_name,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,8 +128,9 @@ def _fmt(shape):
 
 def first_match(patterns, key):
     """(payload, match) of the first (compiled regex, payload) that matches all of ``key``."""
-    return next(((payload, m) for p, payload in patterns for m in [p.fullmatch(key)] if m),
-                (None, None))
+    return next(
+        ((payload, m) for p, payload in patterns for m in [p.fullmatch(key)] if m), (None, None)
+    )
 
 
 class _Conversion:
@@ -109,7 +142,7 @@ class _Conversion:
         self.aliases = [(re.compile(pattern), twin) for pattern, twin in aliases]
         self.converted, self.origin = {}, {}
         self.unexpected, self.misshaped, self.tied = [], [], []
-        self.misshaped_targets = set()   # reported once, as mis-shaped rather than also missing
+        self.misshaped_targets = set()  # reported once, as mis-shaped rather than also missing
         self.num_tied = 0
 
     def add(self, key, value):
@@ -148,24 +181,32 @@ class _Conversion:
         if name not in self.specs:
             self.unexpected.append(f"{source} (maps to {name}, which the model does not have)")
         elif name in self.converted:
-            self.unexpected.append(f"{source} (maps to {name}, already filled by "
-                                   f"{self.origin[name]})")
+            self.unexpected.append(
+                f"{source} (maps to {name}, already filled by {self.origin[name]})"
+            )
         elif tuple(array.shape) != tuple(self.specs[name][0]):
             shown = _fmt(array.shape) + (f" after {kind}" if kind != COPY else "")
-            self.misshaped.append(f"{source} -> {name}: model needs "
-                                  f"{_fmt(self.specs[name][0])}, checkpoint gives {shown}")
+            self.misshaped.append(
+                f"{source} -> {name}: model needs "
+                f"{_fmt(self.specs[name][0])}, checkpoint gives {shown}"
+            )
             self.misshaped_targets.add(name)
         else:
             self.converted[name], self.origin[name] = array, key
 
     def raise_problems(self, missing, hints):
-        problems = [("missing from the checkpoint", missing),
-                    ("unexpected in the checkpoint", self.unexpected),
-                    ("mis-shaped", self.misshaped), ("inconsistent tied weights", self.tied)]
+        problems = [
+            ("missing from the checkpoint", missing),
+            ("unexpected in the checkpoint", self.unexpected),
+            ("mis-shaped", self.misshaped),
+            ("inconsistent tied weights", self.tied),
+        ]
         if not any(lines for _, lines in problems):
             return
-        text = [f"{self.source_name} does not match the model ({len(self.converted)} of "
-                f"{len(self.specs)} parameters converted):"]
+        text = [
+            f"{self.source_name} does not match the model ({len(self.converted)} of "
+            f"{len(self.specs)} parameters converted):"
+        ]
         for title, lines in problems:
             if lines:
                 text.append(f"  {len(lines)} {title}:")
@@ -175,8 +216,16 @@ class _Conversion:
         raise ValueError("\n".join(text))
 
 
-def convert_state_dict(source, target_specs, rules, aliases=(), ignored=(), new_layers=(),
-                       source_name="checkpoint", hints=()):
+def convert_state_dict(
+    source,
+    target_specs,
+    rules,
+    aliases=(),
+    ignored=(),
+    new_layers=(),
+    source_name="checkpoint",
+    hints=(),
+):
     """Rename and re-lay-out ``source`` for a model.
 
     source: {name: numpy array} in the checkpoint's layout.
@@ -200,17 +249,30 @@ def convert_state_dict(source, target_specs, rules, aliases=(), ignored=(), new_
             num_ignored += 1
         else:
             run.add(key, value)
-    left = [name for name in target_specs
-            if name not in run.converted and name not in run.misshaped_targets]
+    left = [
+        name
+        for name in target_specs
+        if name not in run.converted and name not in run.misshaped_targets
+    ]
     fresh = [name for name in left if any(p.fullmatch(name) for p in new_layers)]
-    run.raise_problems([f"{name} {_fmt(target_specs[name][0])}" for name in left
-                        if name not in fresh], hints)
-    logger.info(f"{source_name}: converted {len(run.converted)} parameters "
-                f"({run.num_tied} tied duplicates checked, {num_ignored} ignored entries"
-                + (f", {len(fresh)} new model parameters left to their initialisation: "
-                   f"{', '.join(fresh)}" if fresh else "") + ")")
-    return {name: run.converted[name].astype(spec[1], copy=False)
-            for name, spec in target_specs.items() if name in run.converted}
+    run.raise_problems(
+        [f"{name} {_fmt(target_specs[name][0])}" for name in left if name not in fresh], hints
+    )
+    logger.info(
+        f"{source_name}: converted {len(run.converted)} parameters "
+        f"({run.num_tied} tied duplicates checked, {num_ignored} ignored entries"
+        + (
+            f", {len(fresh)} new model parameters left to their initialisation: {', '.join(fresh)}"
+            if fresh
+            else ""
+        )
+        + ")"
+    )
+    return {
+        name: run.converted[name].astype(spec[1], copy=False)
+        for name, spec in target_specs.items()
+        if name in run.converted
+    }
 
 
 def state_specs(layer):
@@ -226,8 +288,9 @@ def save_pdparams(state, dst):
     """paddle.save ``state`` to ``dst`` atomically (temporary file in the same folder + rename)."""
     dst = os.path.abspath(os.fspath(dst))
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    write_with(dst, lambda tmp: paddle.save({k: paddle.to_tensor(v) for k, v in state.items()},
-                                            tmp))
+    write_with(
+        dst, lambda tmp: paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, tmp)
+    )
     logger.info(f"wrote {len(state)} tensors to {dst}")
     return dst
 

@@ -6,14 +6,22 @@ runs the forward rule on each and keeps the keys that land on a model name; ``to
 undoes the layout changes (transpose back, pack q/k/v) and repeats tied tensors under their
 alias names.
 """
+
 import re
 
 import numpy as np
 
 from .convert import first_match
 from .regex_strings import pattern_strings
-from .tables import (COPY, LINEAR, OFFICIAL_DAC_ALIASES, OFFICIAL_DAC_IGNORED, QKV_BIAS, QKV_WEIGHT,
-                     official_dac_rules_for_model)
+from .tables import (
+    COPY,
+    LINEAR,
+    OFFICIAL_DAC_ALIASES,
+    OFFICIAL_DAC_IGNORED,
+    QKV_BIAS,
+    QKV_WEIGHT,
+    official_dac_rules_for_model,
+)
 
 
 def _numbers_in(names):
@@ -42,16 +50,23 @@ def invert_rules(rules, target_names, aliases=(), ignored=()):
         for key in pattern_strings(pattern, numbers, ()):
             m = regex.fullmatch(key)
             name = target(m) if callable(target) else m.expand(target)
-            parts = ([(name.replace("{qkv}", qkv), i) for i, qkv in enumerate("qkv")]
-                     if kind in (QKV_WEIGHT, QKV_BIAS) else [(name, None)])
+            parts = (
+                [(name.replace("{qkv}", qkv), i) for i, qkv in enumerate("qkv")]
+                if kind in (QKV_WEIGHT, QKV_BIAS)
+                else [(name, None)]
+            )
             parts = [(n, part) for n, part in parts if n in names]
-            if not parts or first_match(compiled, key)[0] != index or \
-                    any(p.fullmatch(key) for p in taken):
+            if (
+                not parts
+                or first_match(compiled, key)[0] != index
+                or any(p.fullmatch(key) for p in taken)
+            ):
                 continue
             for n, part in parts:
                 if n in inverse and inverse[n][0] != key:
-                    raise ValueError(f"cannot invert the table: {n} comes from both "
-                                     f"{inverse[n][0]} and {key}")
+                    raise ValueError(
+                        f"cannot invert the table: {n} comes from both {inverse[n][0]} and {key}"
+                    )
                 inverse[n] = (key, kind, part)
     return inverse
 
@@ -81,8 +96,9 @@ def _unapply(kind, parts, key):
     if kind in (QKV_WEIGHT, QKV_BIAS):
         missing = [qkv for i, qkv in enumerate("qkv") if i not in parts]
         if missing:
-            raise ValueError(f"{key}: packing q/k/v needs all three projections, "
-                             f"{'/'.join(missing)} missing")
+            raise ValueError(
+                f"{key}: packing q/k/v needs all three projections, {'/'.join(missing)} missing"
+            )
         thirds = [parts[i].T if kind == QKV_WEIGHT else parts[i] for i in range(3)]
         return np.ascontiguousarray(np.concatenate(thirds, axis=0))
     raise ValueError(f"unknown conversion kind {kind!r}")
@@ -98,8 +114,9 @@ def to_source_layout(arrays, inverse, aliases=(), source_name="checkpoint"):
     """
     unknown = sorted(name for name in arrays if name not in inverse)
     if unknown:
-        raise ValueError(f"{len(unknown)} model name(s) have no {source_name} key: "
-                         + ", ".join(unknown))
+        raise ValueError(
+            f"{len(unknown)} model name(s) have no {source_name} key: " + ", ".join(unknown)
+        )
     grouped = {}
     for name, array in arrays.items():
         key, kind, part = inverse[name]
@@ -116,5 +133,9 @@ def official_dac_inverse(model_names):
     ``invert_rules``); with ``to_source_layout(arrays, inverse, OFFICIAL_DAC_ALIASES)`` it
     writes model arrays (e.g. gradients) as an official state dict would hold them."""
     names = list(model_names)
-    return invert_rules(official_dac_rules_for_model(names), names,
-                        aliases=OFFICIAL_DAC_ALIASES, ignored=OFFICIAL_DAC_IGNORED)
+    return invert_rules(
+        official_dac_rules_for_model(names),
+        names,
+        aliases=OFFICIAL_DAC_ALIASES,
+        ignored=OFFICIAL_DAC_IGNORED,
+    )

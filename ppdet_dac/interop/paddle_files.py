@@ -8,6 +8,7 @@ object, naming it; resume (``-r``), ``weights=`` of the tools, export, the dumps
 tensor must fit) is ``ppdet_dac/interop/weights.py``. ``load_weights_file`` / ``weights_only`` leave out the token a training checkpoint carries in
 each of its files (``TOKEN_KEY``, see ``ppdet_dac/engine/checkpoint.py``).
 """
+
 import os
 import pickle
 
@@ -18,13 +19,21 @@ __all__ = ["TOKEN_KEY", "read_file", "weights_only", "load_weights_file"]
 
 TOKEN_KEY = "ppdet_dac_token"
 # The objects paddle.save writes for a state dict; read_file refuses every other one.
-_SAFE_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "tuple"),
-    ("collections", "OrderedDict"), ("paddle.base.libpaddle", "GeneratorState"),
-})
+_SAFE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("builtins", "tuple"),
+        ("collections", "OrderedDict"),
+        ("paddle.base.libpaddle", "GeneratorState"),
+    }
+)
 _NAME_TABLE = "StructuredToParameterName@@"
 
 
@@ -46,6 +55,7 @@ def read_file(path):
     """
     from paddle.framework.io import _parse_load_result
     from paddle.framework.io_utils import _pack_loaded_dict
+
     with open(path, "rb") as handle:
         try:
             obj = _StateDictUnpickler(handle, encoding="latin1").load()
@@ -55,11 +65,20 @@ def read_file(path):
                 "weights or checkpoint file does not contain; ppdet_dac reads these files "
                 "without running code (a crafted pickle would run it). Only if you trust "
                 "this file: re-save it with python -c \"import paddle; paddle.save("
-                f"paddle.load('{path}'), 'resaved.pdparams')\"") from None
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
-                TypeError, ValueError) as err:
-            raise ValueError(f"{path}: not a file written by paddle.save "
-                             f"({type(err).__name__}: {err})") from None
+                f"paddle.load('{path}'), 'resaved.pdparams')\""
+            ) from None
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            AttributeError,
+            ImportError,
+            IndexError,
+            TypeError,
+            ValueError,
+        ) as err:
+            raise ValueError(
+                f"{path}: not a file written by paddle.save ({type(err).__name__}: {err})"
+            ) from None
     if not isinstance(obj, dict):
         return _parse_load_result(obj, False)
     obj = _pack_loaded_dict(obj)
@@ -84,6 +103,7 @@ def load_weights_file(weights):
     path with or without ``.pdparams``, or a URL (downloaded as ppdet does). Read by
     ``read_file``; FileNotFoundError naming the path when there is no such file."""
     from ppdet.utils.checkpoint import get_weights_path, is_url
+
     weights = str(weights)
     if is_url(weights):
         weights = get_weights_path(weights)

@@ -24,6 +24,7 @@ storage must fit in what is left of the file; the arrays built from the storages
 at most ``MAX_VIEW_FACTOR`` times the storages' bytes (views with zero strides). A file that ends
 early is reported as truncated.
 """
+
 import argparse
 import io
 import os
@@ -33,16 +34,23 @@ import zipfile
 
 import numpy as np
 
-from .pth_unpickler import (CheckpointError, _decode, _PendingTensor, _Storage, _storage_type,
-                            _StorageView, _unpickle)
+from .pth_unpickler import (
+    CheckpointError,
+    _decode,
+    _PendingTensor,
+    _Storage,
+    _storage_type,
+    _StorageView,
+    _unpickle,
+)
 
 __all__ = ["CheckpointError", "read_pth"]
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
-MAX_EXPANSION = 16        # declared uncompressed bytes of a zip / its size on disk
-SIZE_SLACK = 1 << 20      # bytes allowed on top of either limit (headers, small files)
-MAX_VIEW_FACTOR = 4       # bytes of the arrays built / bytes of their storages
+MAX_EXPANSION = 16  # declared uncompressed bytes of a zip / its size on disk
+SIZE_SLACK = 1 << 20  # bytes allowed on top of either limit (headers, small files)
+MAX_VIEW_FACTOR = 4  # bytes of the arrays built / bytes of their storages
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -57,7 +65,8 @@ def _check_expansion(archive, path):
             f"{path}: the zip archive declares {declared} bytes uncompressed ({biggest.filename}: "
             f"{biggest.file_size}), {declared / max(on_disk, 1):.0f} times its {on_disk} bytes on "
             "disk; torch.save stores tensors uncompressed, so this is no checkpoint (a zip bomb?); "
-            "refusing to decompress it")
+            "refusing to decompress it"
+        )
 
 
 def _read_record(archive, name, size, path):
@@ -81,11 +90,13 @@ def _read_zip(path):
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if not pickles:
             if any(n.endswith("constants.pkl") for n in names):
-                raise CheckpointError(f"{path}: a TorchScript archive (torch.jit.save), not a "
-                                      "torch.save checkpoint")
-            raise CheckpointError(f"{path}: a zip file without '<prefix>/data.pkl'; not a "
-                                  "torch.save checkpoint")
-        prefix = pickles[0][:-len("data.pkl")]
+                raise CheckpointError(
+                    f"{path}: a TorchScript archive (torch.jit.save), not a torch.save checkpoint"
+                )
+            raise CheckpointError(
+                f"{path}: a zip file without '<prefix>/data.pkl'; not a torch.save checkpoint"
+            )
+        prefix = pickles[0][: -len("data.pkl")]
         byteorder = "little"
         if prefix + "byteorder" in names:
             byteorder = archive.read(prefix + "byteorder").decode("ascii").strip()
@@ -105,19 +116,21 @@ def _read_zip(path):
                     raise CheckpointError(
                         f"{path}: storage '{key}' holds {held} bytes, its {storage.numel} "
                         f"{storage_type.name} elements need {nbytes}"
-                        + (" (truncated)" if held < nbytes else ""))
+                        + (" (truncated)" if held < nbytes else "")
+                    )
                 storage.data = _buffer_to_array(raw, storage, byteorder, path)
                 storages[key] = storage
             return storages[key]
 
-        with archive.open(pickles[0]) as handle:   # bounded by _check_expansion
+        with archive.open(pickles[0]) as handle:  # bounded by _check_expansion
             return _unpickle(io.BytesIO(handle.read()), path, persistent_load), storages
 
 
 def _storage_nbytes(storage, path):
     if not isinstance(storage.numel, int) or storage.numel < 0:
-        raise CheckpointError(f"{path}: storage '{storage.key}' declares {storage.numel!r} "
-                              "elements")
+        raise CheckpointError(
+            f"{path}: storage '{storage.key}' declares {storage.numel!r} elements"
+        )
     return storage.numel * storage.storage_type.dtype.itemsize
 
 
@@ -125,12 +138,15 @@ def _buffer_to_array(raw, storage, byteorder, path):
     dtype = storage.storage_type.dtype
     nbytes = storage.numel * dtype.itemsize
     if len(raw) < nbytes:
-        raise CheckpointError(f"{path}: storage '{storage.key}' holds {len(raw)} bytes, its "
-                              f"{storage.numel} {storage.storage_type.name} elements need {nbytes} "
-                              "(truncated)")
-    array = np.frombuffer(raw, dtype=dtype.newbyteorder("<" if byteorder == "little" else ">"),
-                          count=storage.numel)
-    return array.astype(dtype)   # native byte order, and a writable copy
+        raise CheckpointError(
+            f"{path}: storage '{storage.key}' holds {len(raw)} bytes, its "
+            f"{storage.numel} {storage.storage_type.name} elements need {nbytes} "
+            "(truncated)"
+        )
+    array = np.frombuffer(
+        raw, dtype=dtype.newbyteorder("<" if byteorder == "little" else ">"), count=storage.numel
+    )
+    return array.astype(dtype)  # native byte order, and a writable copy
 
 
 def _read_legacy(path, handle):
@@ -144,15 +160,16 @@ def _read_legacy(path, handle):
     if version != LEGACY_PROTOCOL_VERSION:
         raise CheckpointError(f"{path}: unsupported legacy protocol version {version!r}")
     sys_info = _unpickle(handle, path, no_persistent)
-    byteorder = "little" if not isinstance(sys_info, dict) or sys_info.get("little_endian", True) \
-        else "big"
+    byteorder = (
+        "little" if not isinstance(sys_info, dict) or sys_info.get("little_endian", True) else "big"
+    )
     storages, views = {}, {}
 
     def persistent_load(pid):
         if not isinstance(pid, tuple) or not pid:
             raise CheckpointError(f"{path}: unexpected persistent id {pid!r}")
         kind = _decode(pid[0])
-        if kind == "module":        # a pickled nn.Module class: keep the reference only
+        if kind == "module":  # a pickled nn.Module class: keep the reference only
             return pid[1]
         if kind != "storage" or len(pid) != 6:
             raise CheckpointError(f"{path}: unexpected persistent id {pid!r}")
@@ -178,17 +195,20 @@ def _read_legacy(path, handle):
         storage = storages[key]
         header = handle.read(8)
         if len(header) != 8:
-            raise CheckpointError(f"{path}: truncated: the file ends before the bytes of storage "
-                                  f"'{key}'")
+            raise CheckpointError(
+                f"{path}: truncated: the file ends before the bytes of storage '{key}'"
+            )
         numel = struct.unpack("<q" if byteorder == "little" else ">q", header)[0]
         if numel != storage.numel:
-            raise CheckpointError(f"{path}: storage '{key}' has {numel} elements on disk, "
-                                  f"{storage.numel} declared")
+            raise CheckpointError(
+                f"{path}: storage '{key}' has {numel} elements on disk, {storage.numel} declared"
+            )
         nbytes = _storage_nbytes(storage, path)
         left = file_size - handle.tell()
         if nbytes > left:
-            raise CheckpointError(f"{path}: truncated: storage '{key}' needs {nbytes} bytes, the "
-                                  f"file has {left} left")
+            raise CheckpointError(
+                f"{path}: truncated: storage '{key}' needs {nbytes} bytes, the file has {left} left"
+            )
         raw = handle.read(nbytes)
         storage.data = _buffer_to_array(raw, storage, byteorder, path)
     return result, storages
@@ -212,18 +232,21 @@ def _materialise(tensor, path, budget):
             raise CheckpointError(
                 f"{path}: its tensors (size={size} stride={stride} of storage '{storage.key}' "
                 f"and the ones before) add up to more than {MAX_VIEW_FACTOR} times the bytes of "
-                "their storages (views with zero strides); refusing to build them")
+                "their storages (views with zero strides); refusing to build them"
+            )
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if offset < 0 or last >= limit:
             raise CheckpointError(
                 f"{path}: tensor size={size} stride={stride} offset={tensor.offset} reads past "
-                f"the end of storage '{storage.key}' ({limit} elements)")
+                f"the end of storage '{storage.key}' ({limit} elements)"
+            )
         itemsize = storage.data.itemsize
         array = np.lib.stride_tricks.as_strided(
-            storage.data[offset:], shape=size, strides=[s * itemsize for s in stride]).copy()
+            storage.data[offset:], shape=size, strides=[s * itemsize for s in stride]
+        ).copy()
     else:
         array = np.zeros(size, dtype=storage.data.dtype)
-    if storage.storage_type.name == "BFloat16Storage":   # bfloat16 = upper half of a float32
+    if storage.storage_type.name == "BFloat16Storage":  # bfloat16 = upper half of a float32
         array = (array.astype(np.uint32) << 16).view(np.float32)
     return array
 
@@ -245,8 +268,11 @@ def _resolve(obj, path, seen, budget):
         obj[:] = [_resolve(item, path, seen, budget) for item in obj]
         return obj
     if isinstance(obj, tuple):
-        return type(obj)(_resolve(item, path, seen, budget) for item in obj) if type(obj) is tuple \
+        return (
+            type(obj)(_resolve(item, path, seen, budget) for item in obj)
+            if type(obj) is tuple
             else obj
+        )
     if isinstance(obj, argparse.Namespace):
         seen.add(id(obj))
         for key, value in vars(obj).items():
@@ -277,16 +303,22 @@ def read_pth(path):
             head = handle.read(4)
             handle.seek(0)
             if head == _ZIP_MAGIC:
-                raise CheckpointError(f"{path}: truncated: a zip archive without its central "
-                                      "directory at the end (an incompletely downloaded or "
-                                      "copied torch.save checkpoint?)")
+                raise CheckpointError(
+                    f"{path}: truncated: a zip archive without its central "
+                    "directory at the end (an incompletely downloaded or "
+                    "copied torch.save checkpoint?)"
+                )
             if head[:2] == b"\x80\x02":
                 result, storages = _read_legacy(path, handle)
             elif tarfile.is_tarfile(path):
-                raise CheckpointError(f"{path}: a tar checkpoint from torch < 0.4; load and "
-                                      "re-save it with a newer torch first")
+                raise CheckpointError(
+                    f"{path}: a tar checkpoint from torch < 0.4; load and "
+                    "re-save it with a newer torch first"
+                )
             else:
-                raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save "
-                                      "zip archive nor a legacy torch.save pickle)")
+                raise CheckpointError(
+                    f"{path}: not a PyTorch checkpoint (neither a torch.save "
+                    "zip archive nor a legacy torch.save pickle)"
+                )
     stored = sum(st.numel * st.storage_type.dtype.itemsize for st in storages.values())
     return _resolve(result, path, set(), {"left": MAX_VIEW_FACTOR * stored + SIZE_SLACK})

@@ -7,6 +7,7 @@ Only the globals a checkpoint needs are accepted (tensor rebuilders, storage typ
 OrderedDict, argparse.Namespace, a few builtins, numpy scalars and arrays); any other raises a
 ``CheckpointError`` naming it.
 """
+
 import argparse
 import codecs
 import collections
@@ -21,11 +22,16 @@ _reconstruct = np.ndarray((0,)).__reduce__()[0]
 
 # Storage class name -> numpy dtype of its elements ("bfloat16" is kept as raw uint16 words).
 STORAGE_DTYPES = {
-    "FloatStorage": np.dtype("float32"), "DoubleStorage": np.dtype("float64"),
-    "HalfStorage": np.dtype("float16"), "BFloat16Storage": np.dtype("uint16"),
-    "LongStorage": np.dtype("int64"), "IntStorage": np.dtype("int32"),
-    "ShortStorage": np.dtype("int16"), "CharStorage": np.dtype("int8"),
-    "ByteStorage": np.dtype("uint8"), "BoolStorage": np.dtype("bool"),
+    "FloatStorage": np.dtype("float32"),
+    "DoubleStorage": np.dtype("float64"),
+    "HalfStorage": np.dtype("float16"),
+    "BFloat16Storage": np.dtype("uint16"),
+    "LongStorage": np.dtype("int64"),
+    "IntStorage": np.dtype("int32"),
+    "ShortStorage": np.dtype("int16"),
+    "CharStorage": np.dtype("int8"),
+    "ByteStorage": np.dtype("uint8"),
+    "BoolStorage": np.dtype("bool"),
 }
 
 
@@ -71,8 +77,9 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
     return _PendingTensor(storage, storage_offset, size, stride)
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None):
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
     return _PendingTensor(storage, storage_offset, size, stride)
 
 
@@ -115,12 +122,12 @@ _ALLOWED_GLOBALS = {
     ("numpy", "dtype"): np.dtype,
     ("numpy", "ndarray"): np.ndarray,
 }
-for _numpy_core in ("numpy.core.multiarray", "numpy._core.multiarray"):   # numpy 1.x / 2.x names
+for _numpy_core in ("numpy.core.multiarray", "numpy._core.multiarray"):  # numpy 1.x / 2.x names
     _ALLOWED_GLOBALS[(_numpy_core, "scalar")] = _numpy_scalar
     _ALLOWED_GLOBALS[(_numpy_core, "_reconstruct")] = _reconstruct
 # Protocol-2 pickles written by Python 3 spell bytes as _codecs.encode(text, 'latin1').
 _ALLOWED_GLOBALS[("_codecs", "encode")] = codecs.encode
-_MODULE_ALIASES = {"__builtin__": "builtins"}   # Python 2 pickles
+_MODULE_ALIASES = {"__builtin__": "builtins"}  # Python 2 pickles
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -140,7 +147,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise CheckpointError(
             f"{self._path}: the checkpoint references the Python global '{module}.{name}', which "
             "is not a tensor, storage or plain container; refusing to load it (only weights, "
-            "optimizer state, OrderedDict and argparse.Namespace are supported)")
+            "optimizer state, OrderedDict and argparse.Namespace are supported)"
+        )
 
 
 def _decode(value):
@@ -149,8 +157,10 @@ def _decode(value):
 
 def _storage_type(pid_type, path):
     if not isinstance(pid_type, StorageType):
-        raise CheckpointError(f"{path}: unsupported storage type {pid_type!r} "
-                              f"(supported: {', '.join(sorted(STORAGE_DTYPES))})")
+        raise CheckpointError(
+            f"{path}: unsupported storage type {pid_type!r} "
+            f"(supported: {', '.join(sorted(STORAGE_DTYPES))})"
+        )
     return pid_type
 
 
@@ -160,13 +170,26 @@ def _unpickle(handle, path, persistent_load):
     except CheckpointError:
         raise
     except EOFError as exc:
-        raise CheckpointError(f"{path}: truncated: the checkpoint pickle ends early (a corrupt or "
-                              f"incompletely copied file; EOFError: {exc})") from None
-    except (pickle.UnpicklingError, AttributeError, ImportError, IndexError, KeyError,
-            TypeError, ValueError, UnicodeDecodeError, struct.error) as exc:
+        raise CheckpointError(
+            f"{path}: truncated: the checkpoint pickle ends early (a corrupt or "
+            f"incompletely copied file; EOFError: {exc})"
+        ) from None
+    except (
+        pickle.UnpicklingError,
+        AttributeError,
+        ImportError,
+        IndexError,
+        KeyError,
+        TypeError,
+        ValueError,
+        UnicodeDecodeError,
+        struct.error,
+    ) as exc:
         if "truncated" in str(exc):
-            raise CheckpointError(f"{path}: truncated: the checkpoint pickle ends early (a "
-                                  f"corrupt or incompletely copied file; {exc})") from None
-        raise CheckpointError(f"{path}: corrupt or unsupported checkpoint pickle "
-                              f"({type(exc).__name__}: {exc})") from None
-
+            raise CheckpointError(
+                f"{path}: truncated: the checkpoint pickle ends early (a "
+                f"corrupt or incompletely copied file; {exc})"
+            ) from None
+        raise CheckpointError(
+            f"{path}: corrupt or unsupported checkpoint pickle ({type(exc).__name__}: {exc})"
+        ) from None

@@ -16,7 +16,7 @@ left to right, an optional item absent before present.
 
 __all__ = ["pattern_strings"]
 
-_SPECIAL = set("^$*+{[")   # outside the subset (a lone "]" or "}" is a literal, as in re)
+_SPECIAL = set("^$*+{[")  # outside the subset (a lone "]" or "}" is a literal, as in re)
 
 
 def pattern_strings(pattern, numbers, texts):
@@ -40,11 +40,12 @@ class _Parser:
         self.pattern, self.numbers, self.texts, self.pos = pattern, numbers, texts, 0
 
     def fail(self, what):
-        raise ValueError(f"cannot invert a table rule with {what} at position {self.pos} of "
-                         f"{self.pattern!r}")
+        raise ValueError(
+            f"cannot invert a table rule with {what} at position {self.pos} of {self.pattern!r}"
+        )
 
     def peek(self, count=1):
-        return self.pattern[self.pos:self.pos + count]
+        return self.pattern[self.pos : self.pos + count]
 
     def alternatives(self):
         """``seq | seq | ...`` up to a ')' or the end."""
@@ -109,7 +110,7 @@ class _Parser:
 
     def escape(self, in_set):
         """``\\d`` (the ten digits) or an escaped punctuation character (itself)."""
-        char = self.pattern[self.pos + 1:self.pos + 2]
+        char = self.pattern[self.pos + 1 : self.pos + 2]
         if char == "d":
             self.pos += 2
             return list("0123456789")

@@ -14,6 +14,7 @@ The source regexes keep to the subset ``regex_strings.py`` reads (literals, grou
 alternatives, character sets, ``\\d``, ``?``, ``\\d+``, ``.+``), so ``inverse.py`` can list the
 keys each rule matches. ``convert.py`` applies a table, ``inverse.py`` runs it backwards.
 """
+
 import re
 
 COPY, LINEAR, QKV_WEIGHT, QKV_BIAS = "copy", "linear", "qkv_weight", "qkv_bias"
@@ -22,8 +23,12 @@ COPY, LINEAR, QKV_WEIGHT, QKV_BIAS = "copy", "linear", "qkv_weight", "qkv_bias"
 # torchvision ResNet (also the official DAC-DETR backbone, under 'backbone.0.body.')
 # -> ppdet ResNet variant 'b' (stride in the 3x3 conv, as torchvision)
 # ---------------------------------------------------------------------------------------------
-_BN_PARAMS = {"weight": "weight", "bias": "bias", "running_mean": "_mean",
-              "running_var": "_variance"}
+_BN_PARAMS = {
+    "weight": "weight",
+    "bias": "bias",
+    "running_mean": "_mean",
+    "running_var": "_variance",
+}
 _BN = "(?P<param>weight|bias|running_mean|running_var)"
 _BRANCH = {"1": "branch2a", "2": "branch2b", "3": "branch2c"}
 # torchvision's ImageNet classifier and BN step counters have no ppdet counterpart.
@@ -76,10 +81,16 @@ def torchvision_resnet_rules(block_counts, src_prefix="", dst_prefix=""):
     return (
         (src + r"conv1\.weight", lambda m: f"{dst}conv1.conv1.conv.weight", COPY),
         (src + r"bn1\." + _BN, lambda m: f"{dst}conv1.conv1.norm.{bn(m)}", COPY),
-        (blk + r"conv(?P<j>[123])\.weight",
-         lambda m: block(m, f"{_BRANCH[m.group('j')]}.conv.weight"), COPY),
-        (blk + r"bn(?P<j>[123])\." + _BN,
-         lambda m: block(m, f"{_BRANCH[m.group('j')]}.norm.{bn(m)}"), COPY),
+        (
+            blk + r"conv(?P<j>[123])\.weight",
+            lambda m: block(m, f"{_BRANCH[m.group('j')]}.conv.weight"),
+            COPY,
+        ),
+        (
+            blk + r"bn(?P<j>[123])\." + _BN,
+            lambda m: block(m, f"{_BRANCH[m.group('j')]}.norm.{bn(m)}"),
+            COPY,
+        ),
         (blk + r"downsample\.0\.weight", lambda m: block(m, "short.conv.weight"), COPY),
         (blk + r"downsample\.1\." + _BN, lambda m: block(m, f"short.norm.{bn(m)}"), COPY),
     )
@@ -113,10 +124,16 @@ OFFICIAL_DAC_RULES = (
     *_linear(_ENC + r"linear([12])", r"transformer.encoder.layers.\1.ffn.linear\2"),
     *_same(_ENC + r"norm2", r"transformer.encoder.layers.\1.ffn.norm"),
     # decoder layer: self_attn + norm2, cross_attn + norm1, linear1/2 + norm3
-    (_DEC + r"self_attn\.in_proj_weight",
-     r"transformer.decoder.layers.\1.self_attn.{qkv}_proj.weight", QKV_WEIGHT),
-    (_DEC + r"self_attn\.in_proj_bias",
-     r"transformer.decoder.layers.\1.self_attn.{qkv}_proj.bias", QKV_BIAS),
+    (
+        _DEC + r"self_attn\.in_proj_weight",
+        r"transformer.decoder.layers.\1.self_attn.{qkv}_proj.weight",
+        QKV_WEIGHT,
+    ),
+    (
+        _DEC + r"self_attn\.in_proj_bias",
+        r"transformer.decoder.layers.\1.self_attn.{qkv}_proj.bias",
+        QKV_BIAS,
+    ),
     *_linear(_DEC + r"self_attn\.out_proj", r"transformer.decoder.layers.\1.self_attn.out_proj"),
     *_same(_DEC + r"norm2", r"transformer.decoder.layers.\1.norm_sa"),
     *_linear(_DEC + r"cross_attn\." + _MSDA, r"transformer.decoder.layers.\1.cross_attn.\2"),
@@ -161,15 +178,18 @@ def _official_dac_table(resnet_block_counts):
     ResNet's with {ppdet stage: number of blocks}."""
     body = OFFICIAL_DAC_BACKBONE_PREFIX
     if resnet_block_counts is None:
-        return OFFICIAL_DAC_RULES + _prefixed(SWIN_RULES + SWIN_OUTPUT_NORM_RULES, body,
-                                              "backbone.")
+        return OFFICIAL_DAC_RULES + _prefixed(
+            SWIN_RULES + SWIN_OUTPUT_NORM_RULES, body, "backbone."
+        )
     return OFFICIAL_DAC_RULES + torchvision_resnet_rules(resnet_block_counts, body, "backbone.")
 
 
 def _prefixed(rules, src_prefix, dst_prefix):
     """The same (string-template) rules for keys under ``src_prefix`` / ``dst_prefix``."""
-    return tuple((re.escape(src_prefix) + pattern, dst_prefix + target, kind)
-                 for pattern, target, kind in rules)
+    return tuple(
+        (re.escape(src_prefix) + pattern, dst_prefix + target, kind)
+        for pattern, target, kind in rules
+    )
 
 
 def torchvision_resnet_table(state_keys):
@@ -178,13 +198,17 @@ def torchvision_resnet_table(state_keys):
 
 
 OFFICIAL_DAC_HINTS = (
-    (r"-> transformer\.class_heads\.\d+\.\w+: model needs",
-     "the official class heads have 91 outputs (raw COCO category ids 0-90): convert with a "
-     "config that keeps DACDETR.class_id_mode: coco_raw (num_classes 91), e.g. "
-     "configs/dac_cdn_ice_r50.yml"),
-    (r"-> transformer\.input_proj\.\d\.0\.weight: model needs",
-     "input_proj follows the backbone's channels: an R50 checkpoint (512/1024/2048) needs an R50 "
-     "config, a Swin-L one (384/768/1536) a Swin-L config"),
+    (
+        r"-> transformer\.class_heads\.\d+\.\w+: model needs",
+        "the official class heads have 91 outputs (raw COCO category ids 0-90): convert with a "
+        "config that keeps DACDETR.class_id_mode: coco_raw (num_classes 91), e.g. "
+        "configs/dac_cdn_ice_r50.yml",
+    ),
+    (
+        r"-> transformer\.input_proj\.\d\.0\.weight: model needs",
+        "input_proj follows the backbone's channels: an R50 checkpoint (512/1024/2048) needs an R50 "
+        "config, a Swin-L one (384/768/1536) a Swin-L config",
+    ),
 )
 
 
@@ -196,11 +220,17 @@ _BLK = r"layers\.(\d+)\.blocks\.(\d+)\."
 SWIN_RULES = (
     *_same(r"patch_embed\.(proj|norm)", r"patch_embed.\1"),
     *_same(_BLK + r"(norm1|norm2)", r"layers.\1.blocks.\2.\3"),
-    (_BLK + r"attn\.(relative_position_bias_table|relative_position_index)",
-     r"layers.\1.blocks.\2.attn.\3", COPY),
+    (
+        _BLK + r"attn\.(relative_position_bias_table|relative_position_index)",
+        r"layers.\1.blocks.\2.attn.\3",
+        COPY,
+    ),
     *_linear(_BLK + r"(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)", r"layers.\1.blocks.\2.\3"),
-    (r"layers\.(\d+)\.downsample\.reduction\.weight", r"layers.\1.downsample.reduction.weight",
-     LINEAR),
+    (
+        r"layers\.(\d+)\.downsample\.reduction\.weight",
+        r"layers.\1.downsample.reduction.weight",
+        LINEAR,
+    ),
     *_same(r"layers\.(\d+)\.downsample\.norm", r"layers.\1.downsample.norm"),
 )
 # The classifier (head, its final norm) and the precomputed shifted-window masks are not used by

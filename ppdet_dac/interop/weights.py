@@ -17,6 +17,7 @@ name ``backbone.res5.*`` also stands for ``res5.*``.
 
 File names the model does not use are summarised (count and first names) in one log line.
 """
+
 import numpy as np
 import paddle
 
@@ -26,10 +27,16 @@ from ppdet_dac.interop.paddle_files import load_weights_file, read_file, weights
 
 logger = setup_logger(__name__)
 
-__all__ = ["SHOWN", "match_names", "fit_weights", "load_model_weights", "load_pretrained",
-           "summarise"]
+__all__ = [
+    "SHOWN",
+    "match_names",
+    "fit_weights",
+    "load_model_weights",
+    "load_pretrained",
+    "summarise",
+]
 
-SHOWN = 5   # names shown per kind in a message
+SHOWN = 5  # names shown per kind in a message
 BACKBONE_PREFIX = "backbone."
 # keys only an optimizer state (.pdopt: Paddle's optimizer state_dict + ppdet's last_epoch) or
 # a ppdet_dac training state (.pdstate) holds
@@ -55,7 +62,7 @@ def match_names(model_names, file_names):
         index.setdefault(name, name)
     for name in sorted(file_names):
         if name.startswith("backbone.res5"):
-            index.setdefault(name[len("backbone."):], name)
+            index.setdefault(name[len("backbone.") :], name)
     matched = {}
     for model_name in model_names:
         parts = model_name.split(".")
@@ -89,8 +96,12 @@ def fit_weights(own, weights):
         else:
             values[name] = value
     used = set(matched.values())
-    return {"values": values, "missing": sorted(k for k in own if k not in matched),
-            "mismatched": sorted(mismatched), "unused": sorted(k for k in weights if k not in used)}
+    return {
+        "values": values,
+        "missing": sorted(k for k in own if k not in matched),
+        "mismatched": sorted(mismatched),
+        "unused": sorted(k for k in weights if k not in used),
+    }
 
 
 def _state_kind(path, state):
@@ -100,8 +111,9 @@ def _state_kind(path, state):
     keys = [str(k) for k in state] if isinstance(state, dict) else []
     if text.endswith(".pdstate") or any(k in _TRAINING_STATE_KEYS for k in keys):
         return "a training state (.pdstate)"
-    if text.endswith(".pdopt") or any(k in _OPTIMIZER_KEYS or k.endswith(_OPTIMIZER_ENDINGS)
-                                      for k in keys):
+    if text.endswith(".pdopt") or any(
+        k in _OPTIMIZER_KEYS or k.endswith(_OPTIMIZER_ENDINGS) for k in keys
+    ):
         return "an optimizer state (.pdopt)"
     return None
 
@@ -109,8 +121,11 @@ def _state_kind(path, state):
 def _not_weights(path, kind):
     text = str(path)
     base = text.rsplit(".", 1)[0] if text.endswith((".pdopt", ".pdstate")) else None
-    hint = (f"use {base}.pdparams" if base
-            else "use the .pdparams file of the checkpoint (e.g. model_final.pdparams)")
+    hint = (
+        f"use {base}.pdparams"
+        if base
+        else "use the .pdparams file of the checkpoint (e.g. model_final.pdparams)"
+    )
     return ValueError(f"{path} is {kind}, not model weights; {hint}")
 
 
@@ -120,8 +135,7 @@ def _to_model_dtype(value, like):
 
 
 def _mismatch_text(mismatched):
-    return summarise([f"{name}: file {got} vs model {want}"
-                      for name, _, got, want in mismatched])
+    return summarise([f"{name}: file {got} vs model {want}" for name, _, got, want in mismatched])
 
 
 def _log_unused(path, unused, log):
@@ -152,7 +166,8 @@ def load_model_weights(model, weights):
             f"{path}: the weights do not fit the model (another config?): "
             f"{len(fit['values'])} of {len(own)} model tensors found with their shape; "
             f"missing {summarise(fit['missing'])}; other shape {_mismatch_text(fit['mismatched'])}"
-            f"; unused in the file {summarise(fit['unused'])}")
+            f"; unused in the file {summarise(fit['unused'])}"
+        )
     _log_unused(path, fit["unused"], logger.warning)
     model.set_dict({k: _to_model_dtype(v, own[k]) for k, v in fit["values"].items()})
     logger.info(f"loaded weights from {path} (all {len(own)} tensors)")
@@ -183,23 +198,37 @@ def load_pretrained(model, path):
             f"{len(backbone)} found with their shape; the model's names, e.g. "
             f"{summarise(backbone)}; the file's names, e.g. {summarise(sorted(state))}; "
             f"other shape {_mismatch_text(fit['mismatched'])}): weights of another backbone? "
-            "tools/convert_backbone.py converts the official torchvision / Swin checkpoints")
+            "tools/convert_backbone.py converts the official torchvision / Swin checkpoints"
+        )
     short = sorted(k for k in backbone if k not in fit["values"])
     other = [m for m in fit["mismatched"] if m[0] in set(short)]
     if short:
         logger.warning(
             f"{path}: pretrain_weights fill {len(loaded)} of {len(backbone)} backbone tensors; "
             f"missing {summarise([k for k in short if k in set(fit['missing'])])}; other shape "
-            f"{_mismatch_text(other)}; these keep their random initialisation")
-    model.set_dict({k: _to_model_dtype(fit["values"][k], v) if k in fit["values"] else v
-                    for k, v in own.items()})   # every key given: no per-key "skip" warnings
-    summary = {"loaded": sorted(fit["values"]),
-               "reinitialised": sorted(m[0] for m in fit["mismatched"]),
-               "absent": fit["missing"], "unused": fit["unused"]}
-    logger.info(f"{path}: loaded {len(summary['loaded'])} of {len(own)} tensors"
-                + (f"; kept the initialisation of {summarise(summary['reinitialised'])} whose "
-                   "shape differs (e.g. the class heads for another class count)"
-                   if summary["reinitialised"] else "")
-                + (f"; {len(summary['absent'])} not in the file" if summary["absent"] else ""))
+            f"{_mismatch_text(other)}; these keep their random initialisation"
+        )
+    model.set_dict(
+        {
+            k: _to_model_dtype(fit["values"][k], v) if k in fit["values"] else v
+            for k, v in own.items()
+        }
+    )  # every key given: no per-key "skip" warnings
+    summary = {
+        "loaded": sorted(fit["values"]),
+        "reinitialised": sorted(m[0] for m in fit["mismatched"]),
+        "absent": fit["missing"],
+        "unused": fit["unused"],
+    }
+    logger.info(
+        f"{path}: loaded {len(summary['loaded'])} of {len(own)} tensors"
+        + (
+            f"; kept the initialisation of {summarise(summary['reinitialised'])} whose "
+            "shape differs (e.g. the class heads for another class count)"
+            if summary["reinitialised"]
+            else ""
+        )
+        + (f"; {len(summary['absent'])} not in the file" if summary["absent"] else "")
+    )
     _log_unused(path, fit["unused"], logger.info)
     return summary

@@ -1,4 +1,5 @@
 """Box helpers. Inside the model boxes are normalised ``cxcywh``; IoU work happens in ``xyxy``."""
+
 import paddle
 
 

@@ -10,6 +10,7 @@ plus loss_{ce,bbox,giou}_enc: encoder proposals, class-agnostic Hungarian, N = #
 weighted (ce 1, bbox 5, giou 2; ce_enc 2), with their sum under 'loss'. Without DAC only the
 O-decoder, its denoising and the encoder terms remain.
 """
+
 import numpy as np
 import paddle
 import paddle.distributed as dist
@@ -21,8 +22,14 @@ from .box_ops import box_cxcywh_to_xyxy, paired_box_iou
 from .losses import giou_box_loss, ia_bce_loss, l1_box_loss, rank_weights, sigmoid_focal_loss
 from .one_to_many import OneToManyAssigner
 
-DEFAULT_WEIGHTS = {"ce": 1.0, "bbox": 5.0, "giou": 2.0, "ce_enc": 2.0, "bbox_enc": 5.0,
-                   "giou_enc": 2.0}
+DEFAULT_WEIGHTS = {
+    "ce": 1.0,
+    "bbox": 5.0,
+    "giou": 2.0,
+    "ce_enc": 2.0,
+    "bbox_enc": 5.0,
+    "giou_enc": 2.0,
+}
 
 
 def average_num_boxes(gt_labels):
@@ -51,9 +58,13 @@ def _flatten_indices(indices, gt_labels, gt_boxes):
         offset += n
     if not batch:
         return None
-    return (paddle.to_tensor(np.concatenate(batch)), paddle.to_tensor(np.concatenate(query)),
-            paddle.concat(labels), paddle.concat(boxes),
-            paddle.to_tensor(np.concatenate(groups)))
+    return (
+        paddle.to_tensor(np.concatenate(batch)),
+        paddle.to_tensor(np.concatenate(query)),
+        paddle.concat(labels),
+        paddle.concat(boxes),
+        paddle.to_tensor(np.concatenate(groups)),
+    )
 
 
 @register
@@ -64,26 +75,43 @@ class DACCriterion(nn.Layer):
     o2m_box_source: 'o' scores the one-to-many assignment with O-decoder boxes (as the official
     code does) or 'c' with the C-decoder's own boxes; the class term always uses C-decoder logits.
     """
+
     __shared__ = ["num_classes", "use_dac"]
     __inject__ = ["matcher"]
 
-    def __init__(self, matcher="DACHungarianMatcher", num_classes=91, use_dac=True,
-                 loss_class_type="ia_bce", loss_weights=None, o2m_box_source="o",
-                 o2m_max_k=6, o2m_threshold=0.4, o2m_num_queries_cap=300, o2m_normalizer=3.0,
-                 rank_tau=1.5, seed=None):
+    def __init__(
+        self,
+        matcher="DACHungarianMatcher",
+        num_classes=91,
+        use_dac=True,
+        loss_class_type="ia_bce",
+        loss_weights=None,
+        o2m_box_source="o",
+        o2m_max_k=6,
+        o2m_threshold=0.4,
+        o2m_num_queries_cap=300,
+        o2m_normalizer=3.0,
+        rank_tau=1.5,
+        seed=None,
+    ):
         super().__init__()
         if loss_class_type not in ("ia_bce", "focal"):
-            raise ValueError(f"loss_class_type must be 'ia_bce' or 'focal', got {loss_class_type!r}")
+            raise ValueError(
+                f"loss_class_type must be 'ia_bce' or 'focal', got {loss_class_type!r}"
+            )
         if o2m_box_source not in ("o", "c"):
             raise ValueError(f"o2m_box_source must be 'o' or 'c', got {o2m_box_source!r}")
         unknown = set(loss_weights or {}) - set(DEFAULT_WEIGHTS)
         if unknown:
-            raise ValueError(f"unknown loss_weights keys {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+            raise ValueError(
+                f"unknown loss_weights keys {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}"
+            )
         self.matcher, self.num_classes, self.use_dac = matcher, num_classes, use_dac
         self.loss_class_type, self.o2m_box_source = loss_class_type, o2m_box_source
         self.weights = dict(DEFAULT_WEIGHTS, **(loss_weights or {}))
-        self.assigner = OneToManyAssigner(num_queries_cap=o2m_num_queries_cap, max_k=o2m_max_k,
-                                          threshold=o2m_threshold)
+        self.assigner = OneToManyAssigner(
+            num_queries_cap=o2m_num_queries_cap, max_k=o2m_max_k, threshold=o2m_threshold
+        )
         self.o2m_normalizer, self.rank_tau = o2m_normalizer, rank_tau
         self.rng = np.random.default_rng(seed)
 
@@ -108,17 +136,23 @@ class DACCriterion(nn.Layer):
             ious = ious.detach()
         if ranked:
             prob = F.sigmoid(paddle.gather_nd(logits, paddle.concat([pos, labels.unsqueeze(1)], 1)))
-            quality = (prob.detach() ** 0.25 * ious ** 0.75).clip(min=0.01)
+            quality = (prob.detach() ** 0.25 * ious**0.75).clip(min=0.01)
             weights = rank_weights(quality, groups, tau=self.rank_tau)
         if self.loss_class_type == "ia_bce":
             ce = ia_bce_loss(logits, batch_idx, query_idx, labels, ious, num_boxes, weights)
         else:
             onehot = paddle.zeros_like(logits)
-            onehot = paddle.scatter_nd_add(onehot, paddle.concat([pos, labels.unsqueeze(1)], 1),
-                                           paddle.ones([pos.shape[0]], dtype=logits.dtype))
+            onehot = paddle.scatter_nd_add(
+                onehot,
+                paddle.concat([pos, labels.unsqueeze(1)], 1),
+                paddle.ones([pos.shape[0]], dtype=logits.dtype),
+            )
             ce = sigmoid_focal_loss(logits, onehot.clip(max=1.0), num_boxes)
-        return (ce, l1_box_loss(src_boxes, tgt_boxes, num_boxes, weights),
-                giou_box_loss(src_boxes, tgt_boxes, num_boxes, weights))
+        return (
+            ce,
+            l1_box_loss(src_boxes, tgt_boxes, num_boxes, weights),
+            giou_box_loss(src_boxes, tgt_boxes, num_boxes, weights),
+        )
 
     def _put(self, losses, ce_bbox_giou, middle, suffix):
         for name, value in zip(("ce", "bbox", "giou"), ce_bbox_giou):
@@ -149,22 +183,37 @@ class DACCriterion(nn.Layer):
                 logits, boxes = all_logits[lid, :, pad:], all_boxes[lid, :, pad:]
                 if branch_sfx == "_one2one":
                     indices = self.matcher(logits, boxes, gt_labels, gt_boxes)
-                    values = self._branch_losses(logits, boxes, indices, gt_labels, gt_boxes,
-                                                 num_boxes, ranked=False)
+                    values = self._branch_losses(
+                        logits, boxes, indices, gt_labels, gt_boxes, num_boxes, ranked=False
+                    )
                 else:
                     source = o_boxes if self.o2m_box_source == "o" else boxes
-                    indices = self.assigner(source.detach(), logits.detach(), gt_boxes, gt_labels,
-                                            self.rng)
-                    values = self._branch_losses(logits, boxes, indices, gt_labels, gt_boxes,
-                                                 self.o2m_normalizer * num_boxes, ranked=True)
+                    indices = self.assigner(
+                        source.detach(), logits.detach(), gt_boxes, gt_labels, self.rng
+                    )
+                    values = self._branch_losses(
+                        logits,
+                        boxes,
+                        indices,
+                        gt_labels,
+                        gt_boxes,
+                        self.o2m_normalizer * num_boxes,
+                        ranked=True,
+                    )
                 self._put(losses, values, "", layer_sfx + branch_sfx)
                 if with_dn:
-                    self._put(losses, self._dn_losses(all_logits[lid], all_boxes[lid], dn_meta,
-                                                      gt_labels, gt_boxes, num_boxes),
-                              "_dn", layer_sfx + branch_sfx)
-        if outputs.get("enc_logits") is not None:   # two-stage models only
-            self._put(losses, self._encoder_losses(outputs, gt_labels, gt_boxes, num_boxes),
-                      "_enc", "")
+                    self._put(
+                        losses,
+                        self._dn_losses(
+                            all_logits[lid], all_boxes[lid], dn_meta, gt_labels, gt_boxes, num_boxes
+                        ),
+                        "_dn",
+                        layer_sfx + branch_sfx,
+                    )
+        if outputs.get("enc_logits") is not None:  # two-stage models only
+            self._put(
+                losses, self._encoder_losses(outputs, gt_labels, gt_boxes, num_boxes), "_enc", ""
+            )
         losses["loss"] = paddle.add_n(list(losses.values()))
         return losses
 
@@ -175,8 +224,15 @@ class DACCriterion(nn.Layer):
             zero = logits.sum() * 0.0
             return zero, zero, zero
         indices = list(zip(dn_meta["positive_idx"], dn_meta["gt_idx"]))
-        return self._branch_losses(logits[:, :pad], boxes[:, :pad], indices, gt_labels, gt_boxes,
-                                   num_boxes * dn_meta["num_dn_group"], ranked=False)
+        return self._branch_losses(
+            logits[:, :pad],
+            boxes[:, :pad],
+            indices,
+            gt_labels,
+            gt_boxes,
+            num_boxes * dn_meta["num_dn_group"],
+            ranked=False,
+        )
 
     def _encoder_losses(self, outputs, gt_labels, gt_boxes, num_boxes):
         """Class-agnostic: every GT is class 0, matched one-to-one over all encoder tokens."""
@@ -192,6 +248,8 @@ class DACCriterion(nn.Layer):
         pos = paddle.stack([batch_idx, query_idx, labels], axis=1)
         targets = paddle.scatter_nd_add(targets, pos, paddle.ones([pos.shape[0]], logits.dtype))
         src_boxes = paddle.gather_nd(boxes, pos[:, :2])
-        return (sigmoid_focal_loss(logits, targets.clip(max=1.0), num_boxes),
-                l1_box_loss(src_boxes, tgt_boxes, num_boxes, None),
-                giou_box_loss(src_boxes, tgt_boxes, num_boxes, None))
+        return (
+            sigmoid_focal_loss(logits, targets.clip(max=1.0), num_boxes),
+            l1_box_loss(src_boxes, tgt_boxes, num_boxes, None),
+            giou_box_loss(src_boxes, tgt_boxes, num_boxes, None),
+        )

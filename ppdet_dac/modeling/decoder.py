@@ -14,6 +14,7 @@ With no self-attention, queries cannot see each other, so the C-stream cannot le
 duplicates; it therefore gathers many queries around each object ("divide and conquer"). The
 C-stream costs no parameters and is only computed in training.
 """
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -27,14 +28,23 @@ from . import init
 class DACDecoderLayer(nn.Layer):
     """The modules of one decoder layer. Post-norm, as in Deformable-DETR."""
 
-    def __init__(self, d_model=256, num_heads=8, dim_feedforward=2048, dropout=0.0, num_levels=4,
-                 num_points=4, offset_lr_mult=0.1):
+    def __init__(
+        self,
+        d_model=256,
+        num_heads=8,
+        dim_feedforward=2048,
+        dropout=0.0,
+        num_levels=4,
+        num_points=4,
+        offset_lr_mult=0.1,
+    ):
         super().__init__()
         self.self_attn = nn.MultiHeadAttention(d_model, num_heads, dropout=dropout)
         self.dropout_sa = nn.Dropout(dropout)
         self.norm_sa = nn.LayerNorm(d_model)
-        self.cross_attn = MSDeformableAttention(d_model, num_levels, num_heads, num_points,
-                                                offset_lr_mult)
+        self.cross_attn = MSDeformableAttention(
+            d_model, num_levels, num_heads, num_points, offset_lr_mult
+        )
         self.dropout_ca = nn.Dropout(dropout)
         self.norm_ca = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
@@ -51,12 +61,14 @@ class DACDecoderLayer(nn.Layer):
         out = self.self_attn(q, k, tgt, attn_mask=attn_allowed)
         return self.norm_sa(tgt + self.dropout_sa(out))
 
-    def cross_attention_ffn(self, tgt, query_pos, ref_input, memory, spatial_shapes,
-                            level_start_index, memory_padding):
+    def cross_attention_ffn(
+        self, tgt, query_pos, ref_input, memory, spatial_shapes, level_start_index, memory_padding
+    ):
         """Cross-attention into the encoder memory, then the FFN. ref_input: [B, Q, L, 4];
         memory_padding: [B, S] bool, True = padding."""
-        out = self.cross_attn(tgt + query_pos, ref_input, memory, spatial_shapes,
-                              level_start_index, memory_padding)
+        out = self.cross_attn(
+            tgt + query_pos, ref_input, memory, spatial_shapes, level_start_index, memory_padding
+        )
         return self.ffn(self.norm_ca(tgt + self.dropout_ca(out)))
 
 
@@ -69,8 +81,8 @@ class _BoxChain:
     """
 
     def __init__(self, init_ref):
-        self.reference = init_ref   # detached, fed to the next layer
-        self.previous = init_ref    # non-detached, for the predicted box
+        self.reference = init_ref  # detached, fed to the next layer
+        self.previous = init_ref  # non-detached, for the predicted box
 
     def step(self, delta):
         refined = F.sigmoid(delta + inverse_sigmoid(self.reference))
@@ -98,9 +110,22 @@ class DACDecoder(nn.Layer):
         self.layers = nn.LayerList([DACDecoderLayer(**layer_kwargs) for _ in range(num_layers)])
         self.num_layers = num_layers
 
-    def forward(self, tgt, init_ref, query_pos, memory, spatial_shapes, level_start_index,
-                valid_ratios, memory_padding, class_heads, box_heads, attn_allowed=None,
-                run_c_stream=False, all_layers=True):
+    def forward(
+        self,
+        tgt,
+        init_ref,
+        query_pos,
+        memory,
+        spatial_shapes,
+        level_start_index,
+        valid_ratios,
+        memory_padding,
+        class_heads,
+        box_heads,
+        attn_allowed=None,
+        run_c_stream=False,
+        all_layers=True,
+    ):
         """
         tgt: [B, Q, C] content queries (DN queries first in training); query_pos: [B, Q, C].
         init_ref: [B, Q, 4] sigmoid-space (cx, cy, w, h) initial reference boxes (no gradient),
@@ -117,7 +142,7 @@ class DACDecoder(nn.Layer):
           run_c_stream also 'logits_c', 'boxes_c' [L, B, Q, ...] for the C-stream.
         """
         if init_ref.shape[-1] == 2:
-            ratios = valid_ratios.unsqueeze(1)                                      # [B,1,L,2]
+            ratios = valid_ratios.unsqueeze(1)  # [B,1,L,2]
             chain_o, chain_c = _FixedPoints(init_ref), _FixedPoints(init_ref)
         else:
             ratios = paddle.concat([valid_ratios, valid_ratios], axis=-1).unsqueeze(1)  # [B,1,L,4]
@@ -129,8 +154,9 @@ class DACDecoder(nn.Layer):
             cross_args = (memory, spatial_shapes, level_start_index, memory_padding)
 
             after_self_attn = layer.self_attention(out_o, query_pos, attn_allowed)
-            out_o = layer.cross_attention_ffn(after_self_attn, query_pos,
-                                              chain_o.reference.unsqueeze(2) * ratios, *cross_args)
+            out_o = layer.cross_attention_ffn(
+                after_self_attn, query_pos, chain_o.reference.unsqueeze(2) * ratios, *cross_args
+            )
             box = chain_o.step(box_heads[lid](out_o))
             if all_layers or last:
                 boxes_o.append(box)
@@ -138,9 +164,9 @@ class DACDecoder(nn.Layer):
 
             if run_c_stream:
                 c_input = after_self_attn if lid == 0 else out_c
-                out_c = layer.cross_attention_ffn(c_input, query_pos,
-                                                  chain_c.reference.unsqueeze(2) * ratios,
-                                                  *cross_args)
+                out_c = layer.cross_attention_ffn(
+                    c_input, query_pos, chain_c.reference.unsqueeze(2) * ratios, *cross_args
+                )
                 boxes_c.append(chain_c.step(box_heads[lid](out_c)))
                 logits_c.append(class_heads[lid](out_c))
 

@@ -1,4 +1,5 @@
 """The multi-scale deformable attention layer (projections, offsets, weights -> ops.ms_deform_attn)."""
+
 import math
 
 import numpy as np
@@ -25,9 +26,11 @@ class MSDeformableAttention(nn.Layer):
         self.head_dim = embed_dim // num_heads
         n_samples = num_heads * num_levels * num_points
         self.sampling_offsets = nn.Linear(
-            embed_dim, n_samples * 2,
+            embed_dim,
+            n_samples * 2,
             weight_attr=paddle.ParamAttr(learning_rate=offset_lr_mult),
-            bias_attr=paddle.ParamAttr(learning_rate=offset_lr_mult))
+            bias_attr=paddle.ParamAttr(learning_rate=offset_lr_mult),
+        )
         self.attention_weights = nn.Linear(embed_dim, n_samples)
         self.value_proj = nn.Linear(embed_dim, embed_dim)
         self.output_proj = nn.Linear(embed_dim, embed_dim)
@@ -48,8 +51,9 @@ class MSDeformableAttention(nn.Layer):
             init.xavier_(layer.weight)
             init.constant_(layer.bias, 0.0)
 
-    def forward(self, query, reference_points, value, spatial_shapes, level_start_index,
-                value_padding=None):
+    def forward(
+        self, query, reference_points, value, spatial_shapes, level_start_index, value_padding=None
+    ):
         """
         query: [B, Lq, C]; value: [B, S, C] with S = Σ H_l·W_l.
         reference_points: [B, Lq, L, 2] (x, y) or [B, Lq, L, 4] (cx, cy, w, h), normalised.
@@ -63,20 +67,28 @@ class MSDeformableAttention(nn.Layer):
             value = value * paddle.logical_not(value_padding).astype(value.dtype).unsqueeze(-1)
         value = value.reshape([bs, -1, self.num_heads, self.head_dim])
         offsets = self.sampling_offsets(query).reshape(
-            [bs, len_q, self.num_heads, self.num_levels, self.num_points, 2])
+            [bs, len_q, self.num_heads, self.num_levels, self.num_points, 2]
+        )
         weights = self.attention_weights(query).reshape(
-            [bs, len_q, self.num_heads, self.num_levels * self.num_points])
+            [bs, len_q, self.num_heads, self.num_levels * self.num_points]
+        )
         weights = F.softmax(weights, axis=-1).reshape(
-            [bs, len_q, self.num_heads, self.num_levels, self.num_points])
+            [bs, len_q, self.num_heads, self.num_levels, self.num_points]
+        )
         if reference_points.shape[-1] == 2:
             normalizer = paddle.flip(spatial_shapes, axis=[1]).astype(offsets.dtype)  # (W, H)
-            locations = (reference_points[:, :, None, :, None, :]
-                         + offsets / normalizer[None, None, None, :, None, :])
+            locations = (
+                reference_points[:, :, None, :, None, :]
+                + offsets / normalizer[None, None, None, :, None, :]
+            )
         elif reference_points.shape[-1] == 4:
-            locations = (reference_points[:, :, None, :, None, :2]
-                         + offsets / self.num_points * reference_points[:, :, None, :, None, 2:] * 0.5)
+            locations = (
+                reference_points[:, :, None, :, None, :2]
+                + offsets / self.num_points * reference_points[:, :, None, :, None, 2:] * 0.5
+            )
         else:
             raise ValueError(
-                f"reference_points must end in 2 or 4 coordinates, got shape {reference_points.shape}")
+                f"reference_points must end in 2 or 4 coordinates, got shape {reference_points.shape}"
+            )
         out = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights)
         return self.output_proj(out)

@@ -19,6 +19,7 @@ entries (``N`` = number of GT in the whole batch) and row ``c * N + j`` is copy 
 (GT of image 0 first, then image 1, ...). Copy ``2g`` is the positive of group ``g``, copy
 ``2g + 1`` its negative (the official ``positive_idx`` / ``negative_idx``).
 """
+
 import numpy as np
 import paddle
 
@@ -103,26 +104,32 @@ class _ReplayDNNoise(DNNoise):
         if tuple(arr.shape) != tuple(shape):
             raise ValueError(
                 "DNNoise.replay: array '{}' has shape {}, but this batch needs shape {}".format(
-                    name, tuple(arr.shape), tuple(shape)))
+                    name, tuple(arr.shape), tuple(shape)
+                )
+            )
         return arr
 
     def label_noise_p(self, num_rows, dtype='float32'):
-        arr = self._get('label_noise_p', (num_rows, ))
+        arr = self._get('label_noise_p', (num_rows,))
         return paddle.to_tensor(arr.astype(dtype))
 
     def new_label(self, num_chosen, num_classes):
-        arr = self._get('new_label', (num_chosen, ))
+        arr = self._get('new_label', (num_chosen,))
         if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
             raise ValueError(
                 "DNNoise.replay: array 'new_label' has values in [{}, {}], outside "
-                "[0, num_classes={})".format(arr.min(), arr.max(), num_classes))
+                "[0, num_classes={})".format(arr.min(), arr.max(), num_classes)
+            )
         return paddle.to_tensor(arr.astype('int64'))
 
     def rand_sign(self, num_rows, dtype='float32'):
         arr = self._get('rand_sign', (num_rows, 4))
         if arr.size and not np.isin(arr, (0, 1)).all():
-            raise ValueError("DNNoise.replay: array 'rand_sign' must hold only 0 and 1, got "
-                             "values {}".format(np.unique(arr)[:8].tolist()))
+            raise ValueError(
+                "DNNoise.replay: array 'rand_sign' must hold only 0 and 1, got values {}".format(
+                    np.unique(arr)[:8].tolist()
+                )
+            )
         return paddle.to_tensor(arr.astype(dtype))
 
     def rand_part_raw(self, num_rows, dtype='float32'):
@@ -135,16 +142,20 @@ def _as_label_vector(labels, b):
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels.reshape([-1])
     if labels.ndim != 1:
-        raise ValueError("gt_labels[{}] must have shape [n] (or [n, 1]), got {}".format(
-            b, list(labels.shape)))
+        raise ValueError(
+            "gt_labels[{}] must have shape [n] (or [n, 1]), got {}".format(b, list(labels.shape))
+        )
     return labels.astype('int64')
 
 
 def _as_box_matrix(boxes, b, n, dtype):
     boxes = paddle.to_tensor(boxes) if not isinstance(boxes, paddle.Tensor) else boxes
     if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] != n:
-        raise ValueError("gt_boxes[{}] must have shape [{}, 4] to match gt_labels[{}], got {}".
-                         format(b, n, b, list(boxes.shape)))
+        raise ValueError(
+            "gt_boxes[{}] must have shape [{}, 4] to match gt_labels[{}], got {}".format(
+                b, n, b, list(boxes.shape)
+            )
+        )
     return boxes.astype(dtype)
 
 
@@ -185,19 +196,22 @@ def cdn_attention_mask(pad_size, single_pad, num_queries):
         group = idx // single_pad
         other_group = group.unsqueeze(1) != group.unsqueeze(0)
         blocked = paddle.logical_or(
-            blocked, paddle.logical_and(paddle.logical_and(row_dn, col_dn), other_group))
+            blocked, paddle.logical_and(paddle.logical_and(row_dn, col_dn), other_group)
+        )
     return blocked
 
 
-def build_cdn_queries(gt_labels,
-                      gt_boxes,
-                      label_enc,
-                      num_queries=900,
-                      num_classes=91,
-                      dn_number=100,
-                      label_noise_ratio=0.5,
-                      box_noise_scale=0.4,
-                      noise=None):
+def build_cdn_queries(
+    gt_labels,
+    gt_boxes,
+    label_enc,
+    num_queries=900,
+    num_classes=91,
+    dn_number=100,
+    label_noise_ratio=0.5,
+    box_noise_scale=0.4,
+    noise=None,
+):
     """Build the contrastive-denoising queries of one training batch.
 
     Args:
@@ -235,14 +249,18 @@ def build_cdn_queries(gt_labels,
     reference, docs/algorithm.md#11-batch-without-ground-truth, which the caller fixes.)
     """
     if len(gt_labels) != len(gt_boxes):
-        raise ValueError("gt_labels has {} images but gt_boxes has {}".format(
-            len(gt_labels), len(gt_boxes)))
+        raise ValueError(
+            "gt_labels has {} images but gt_boxes has {}".format(len(gt_labels), len(gt_boxes))
+        )
     if dn_number < 0:
         raise ValueError("dn_number must be >= 0, got {}".format(dn_number))
     num_rows_enc = label_enc.weight.shape[0]
     if num_rows_enc < num_classes:
-        raise ValueError("label_enc has {} rows but noised labels go up to num_classes - 1 = {}".
-                         format(num_rows_enc, num_classes - 1))
+        raise ValueError(
+            "label_enc has {} rows but noised labels go up to num_classes - 1 = {}".format(
+                num_rows_enc, num_classes - 1
+            )
+        )
     noise = DNNoise() if noise is None else noise
     dtype = _dtype_name(label_enc.weight)
 
@@ -261,13 +279,16 @@ def build_cdn_queries(gt_labels,
     # rank-averaged #GT times this rank's own G (criterion.py).
     max_gt = max(known_num) if known_num else 0
     if max_gt == 0 or sum(known_num) == 0:
-        return None, None, paddle.zeros([num_queries, num_queries], dtype='bool'), \
-            _empty_meta(batch_size)
+        return (
+            None,
+            None,
+            paddle.zeros([num_queries, num_queries], dtype='bool'),
+            _empty_meta(batch_size),
+        )
 
     num_group = max(dn_number // max_gt, 1)
     if dn_number < max_gt:
-        logger.debug("CDN: max_gt=%d exceeds dn_number=%d, using a single group", max_gt,
-                     dn_number)
+        logger.debug("CDN: max_gt=%d exceeds dn_number=%d, using a single group", max_gt, dn_number)
     single_pad = 2 * max_gt
     pad_size = single_pad * num_group
     num_gt = sum(known_num)
@@ -278,8 +299,11 @@ def build_cdn_queries(gt_labels,
     boxes = paddle.concat([bx for bx in boxes_list if bx.shape[0] > 0])
     labels_np = labels.numpy()
     if labels_np.min() < 0 or labels_np.max() >= num_rows_enc:
-        raise ValueError("gt_labels hold class ids in [{}, {}], outside label_enc's [0, {})".
-                         format(labels_np.min(), labels_np.max(), num_rows_enc))
+        raise ValueError(
+            "gt_labels hold class ids in [{}, {}], outside label_enc's [0, {})".format(
+                labels_np.min(), labels_np.max(), num_rows_enc
+            )
+        )
 
     # rows: copy c of GT j is row c * num_gt + j (official `repeat(2 * dn_number, 1)`)
     known_labels = paddle.tile(labels, [num_copies])
@@ -306,7 +330,8 @@ def build_cdn_queries(gt_labels,
         corners = corners + part * diff * box_noise_scale
         corners = corners.clip(min=0.0, max=1.0)
         noised_boxes = paddle.concat(
-            [(corners[:, :2] + corners[:, 2:]) / 2, corners[:, 2:] - corners[:, :2]], axis=1)
+            [(corners[:, :2] + corners[:, 2:]) / 2, corners[:, 2:] - corners[:, :2]], axis=1
+        )
 
     content = label_enc(known_labels)  # [P, D]
     ref_unact = inverse_sigmoid(noised_boxes)  # [P, 4]
@@ -320,18 +345,26 @@ def build_cdn_queries(gt_labels,
 
     hidden = content.shape[1]
     dn_content = paddle.scatter(
-        paddle.zeros([batch_size * pad_size, hidden], dtype=content.dtype), flat_slot, content,
-        overwrite=True).reshape([batch_size, pad_size, hidden])
+        paddle.zeros([batch_size * pad_size, hidden], dtype=content.dtype),
+        flat_slot,
+        content,
+        overwrite=True,
+    ).reshape([batch_size, pad_size, hidden])
     dn_ref_unact = paddle.scatter(
-        paddle.zeros([batch_size * pad_size, 4], dtype=ref_unact.dtype), flat_slot, ref_unact,
-        overwrite=True).reshape([batch_size, pad_size, 4])
+        paddle.zeros([batch_size * pad_size, 4], dtype=ref_unact.dtype),
+        flat_slot,
+        ref_unact,
+        overwrite=True,
+    ).reshape([batch_size, pad_size, 4])
 
     attn_blocked = cdn_attention_mask(pad_size, single_pad, num_queries)
 
     positive_idx, gt_idx = [], []
     for n in known_num:
-        pos = (np.arange(num_group, dtype='int64')[:, None] * single_pad +
-               np.arange(n, dtype='int64')[None, :]).reshape([-1])
+        pos = (
+            np.arange(num_group, dtype='int64')[:, None] * single_pad
+            + np.arange(n, dtype='int64')[None, :]
+        ).reshape([-1])
         positive_idx.append(pos)
         gt_idx.append(np.tile(np.arange(n, dtype='int64'), num_group))
 

@@ -1,4 +1,5 @@
 """The deformable encoder: post-norm layers of multi-scale deformable self-attention + FFN."""
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -34,19 +35,28 @@ class DeformableEncoderLayer(nn.Layer):
     bool (True = padding)) -> [B, S, C]; S = Σ H_l·W_l tokens, C = d_model.
     """
 
-    def __init__(self, d_model=256, num_heads=8, dim_feedforward=2048, dropout=0.0,
-                 num_levels=4, num_points=4, offset_lr_mult=0.1):
+    def __init__(
+        self,
+        d_model=256,
+        num_heads=8,
+        dim_feedforward=2048,
+        dropout=0.0,
+        num_levels=4,
+        num_points=4,
+        offset_lr_mult=0.1,
+    ):
         super().__init__()
-        self.self_attn = MSDeformableAttention(d_model, num_levels, num_heads, num_points,
-                                               offset_lr_mult)
+        self.self_attn = MSDeformableAttention(
+            d_model, num_levels, num_heads, num_points, offset_lr_mult
+        )
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index,
-                token_padding):
-        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index,
-                              token_padding)
+    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, token_padding):
+        attn = self.self_attn(
+            src + pos, reference_points, src, spatial_shapes, level_start_index, token_padding
+        )
         return self.ffn(self.norm(src + self.dropout(attn)))
 
 
@@ -58,8 +68,10 @@ def encoder_reference_points(spatial_shapes_list, valid_ratios):
     """
     refs = []
     for lvl, (h, w) in enumerate(spatial_shapes_list):
-        ref_y, ref_x = paddle.meshgrid(paddle.arange(h, dtype=valid_ratios.dtype) + 0.5,
-                                       paddle.arange(w, dtype=valid_ratios.dtype) + 0.5)
+        ref_y, ref_x = paddle.meshgrid(
+            paddle.arange(h, dtype=valid_ratios.dtype) + 0.5,
+            paddle.arange(w, dtype=valid_ratios.dtype) + 0.5,
+        )
         ref_y = ref_y.reshape([1, -1]) / (valid_ratios[:, lvl, 1:2] * as_float(h))
         ref_x = ref_x.reshape([1, -1]) / (valid_ratios[:, lvl, 0:1] * as_float(w))
         refs.append(paddle.stack([ref_x, ref_y], axis=-1))
@@ -70,16 +82,27 @@ def encoder_reference_points(spatial_shapes_list, valid_ratios):
 class DeformableEncoder(nn.Layer):
     def __init__(self, num_layers=6, **layer_kwargs):
         super().__init__()
-        self.layers = nn.LayerList([DeformableEncoderLayer(**layer_kwargs) for _ in range(num_layers)])
+        self.layers = nn.LayerList(
+            [DeformableEncoderLayer(**layer_kwargs) for _ in range(num_layers)]
+        )
 
-    def forward(self, src, pos, spatial_shapes, spatial_shapes_list, level_start_index,
-                valid_ratios, token_padding):
+    def forward(
+        self,
+        src,
+        pos,
+        spatial_shapes,
+        spatial_shapes_list,
+        level_start_index,
+        valid_ratios,
+        token_padding,
+    ):
         """src, pos: [B, S, C]; token_padding: [B, S] bool (True = padding); spatial_shapes int64
         [L, 2] and spatial_shapes_list its L (H_l, W_l) pairs; level_start_index int64 [L];
         valid_ratios [B, L, 2]. Returns memory [B, S, C]."""
         reference_points = encoder_reference_points(spatial_shapes_list, valid_ratios)
         out = src
         for layer in self.layers:
-            out = layer(out, pos, reference_points, spatial_shapes, level_start_index,
-                        token_padding)
+            out = layer(
+                out, pos, reference_points, spatial_shapes, level_start_index, token_padding
+            )
         return out

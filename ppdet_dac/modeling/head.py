@@ -1,5 +1,6 @@
 """Per-layer prediction heads: a class Linear and a 3-layer box MLP, one clone per decoder layer
 plus one for the encoder proposals (clones share no parameters)."""
+
 import math
 
 import paddle.nn as nn

@@ -1,4 +1,5 @@
 """Initialisers that reproduce the official (PyTorch) defaults, so training from scratch matches."""
+
 import math
 
 import paddle

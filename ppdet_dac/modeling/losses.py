@@ -6,6 +6,7 @@ Every loss returns a scalar already divided by the normaliser ``num_boxes`` (a P
 Matched entries are described by flat index vectors of length K: ``batch_idx`` (image),
 ``query_idx`` (query within the image) and ``labels`` (class channel).
 """
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -41,8 +42,9 @@ def sigmoid_focal_loss(logits, targets, num_boxes, alpha=0.25, gamma=2.0):
     return loss.sum() / num_boxes
 
 
-def ia_bce_loss(logits, batch_idx, query_idx, labels, ious, num_boxes, rank_weights=None,
-                alpha=0.25, gamma=2.0):
+def ia_bce_loss(
+    logits, batch_idx, query_idx, labels, ious, num_boxes, rank_weights=None, alpha=0.25, gamma=2.0
+):
     """Align-DETR IoU-aware BCE over every (image, query, class) entry, divided by ``num_boxes``.
 
     logits: [B, Q, C]; batch_idx, query_idx, labels: int64 [K], the matched entries;
@@ -68,15 +70,17 @@ def ia_bce_loss(logits, batch_idx, query_idx, labels, ious, num_boxes, rank_weig
     c = _as_numpy(labels, np.int64)
     ious = _as_tensor(ious)
     if not (len(b) == len(q) == len(c) == int(np.prod(ious.shape))):
-        raise ValueError(f"batch_idx/query_idx/labels/ious lengths differ: "
-                         f"{len(b)}, {len(q)}, {len(c)}, {list(ious.shape)}")
+        raise ValueError(
+            f"batch_idx/query_idx/labels/ious lengths differ: "
+            f"{len(b)}, {len(q)}, {len(c)}, {list(ious.shape)}"
+        )
     for name, v, hi in (("batch_idx", b, num_b), ("query_idx", q, num_q), ("labels", c, num_c)):
         if len(v) and (v.min() < 0 or v.max() >= hi):
             raise ValueError(f"{name} out of range [0, {hi}): min {v.min()}, max {v.max()}")
 
     flat_logits = logits.reshape([-1])
     prob = F.sigmoid(flat_logits)
-    neg_w = prob ** gamma
+    neg_w = prob**gamma
     if len(b) == 0:
         loss = -(neg_w * F.log_sigmoid(-flat_logits))
         return loss.sum() / num_boxes
@@ -85,7 +89,7 @@ def ia_bce_loss(logits, batch_idx, query_idx, labels, ious, num_boxes, rank_weig
     flat_t = paddle.to_tensor(flat)
     with paddle.no_grad():
         p_pos = paddle.gather(prob.detach(), flat_t)
-        t = (p_pos ** alpha * ious.detach().astype(p_pos.dtype).reshape([-1]) ** (1 - alpha))
+        t = p_pos**alpha * ious.detach().astype(p_pos.dtype).reshape([-1]) ** (1 - alpha)
         t = t.clip(min=0.01)
         if rank_weights is not None:
             t = t * _as_tensor(rank_weights).detach().astype(t.dtype).reshape([-1])
@@ -96,8 +100,9 @@ def ia_bce_loss(logits, batch_idx, query_idx, labels, ious, num_boxes, rank_weig
         uniq = paddle.to_tensor(flat[keep])
         zeros = paddle.zeros_like(flat_logits)
         pos_w = paddle.scatter(zeros, uniq, paddle.gather(t, keep_t), overwrite=True)
-        matched = paddle.scatter(zeros, uniq, paddle.ones([len(keep)], zeros.dtype),
-                                 overwrite=True) > 0
+        matched = (
+            paddle.scatter(zeros, uniq, paddle.ones([len(keep)], zeros.dtype), overwrite=True) > 0
+        )
     neg_w = paddle.where(matched, 1 - pos_w, neg_w)
     loss = -pos_w * F.log_sigmoid(flat_logits) - neg_w * F.log_sigmoid(-flat_logits)
     return loss.sum() / num_boxes

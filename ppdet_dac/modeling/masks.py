@@ -15,6 +15,7 @@ Three kinds of mask travel through ``ppdet_dac/modeling``; each has one name and
     ``attn_allowed`` = not ``attn_blocked``, the form Paddle's ``nn.MultiHeadAttention`` takes as
     its ``attn_mask`` argument.
 """
+
 import paddle
 
 

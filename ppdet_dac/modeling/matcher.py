@@ -5,6 +5,7 @@ Cost of assigning query q to GT g (official ``models/matcher.py``):
   focal = alpha (1-p)^gamma (-log(p + 1e-8)) - (1-alpha) p^gamma (-log(1 - p + 1e-8)),  p = σ(logit)
 solved per image with scipy's ``linear_sum_assignment``.
 """
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -31,10 +32,16 @@ def non_finite_error(what, values, image, gt_boxes):
     """NonFiniteCostError for batch image ``image`` whose ``what`` matrix ``values`` (numpy) has
     NaN/inf entries, saying whether its ground-truth boxes (a tensor) are the cause."""
     gt_ok = bool(np.isfinite(gt_boxes.numpy()).all())
-    cause = ("the predicted logits or boxes are NaN/inf (diverged training?)" if gt_ok
-             else "its ground-truth boxes are NaN/inf")
-    return NonFiniteCostError(f"image {image} of the batch: {what} has "
-                              f"{(~np.isfinite(values)).sum()} non-finite entries: {cause}", image)
+    cause = (
+        "the predicted logits or boxes are NaN/inf (diverged training?)"
+        if gt_ok
+        else "its ground-truth boxes are NaN/inf"
+    )
+    return NonFiniteCostError(
+        f"image {image} of the batch: {what} has "
+        f"{(~np.isfinite(values)).sum()} non-finite entries: {cause}",
+        image,
+    )
 
 
 def _empty_pair():
@@ -52,7 +59,9 @@ class DACHungarianMatcher(object):
 
     def __init__(self, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2.0):
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
-            raise ValueError("cost_class, cost_bbox and cost_giou are all 0; at least one must not be")
+            raise ValueError(
+                "cost_class, cost_bbox and cost_giou are all 0; at least one must not be"
+            )
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
         self.alpha, self.gamma = alpha, gamma
 
@@ -64,19 +73,26 @@ class DACHungarianMatcher(object):
         num_classes = logits.shape[-1]
         labels_np = gt_labels.numpy().reshape([-1])
         if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= num_classes):
-            raise ValueError(f"gt_labels must lie in [0, {num_classes}), got min {labels_np.min()}, "
-                             f"max {labels_np.max()}")
+            raise ValueError(
+                f"gt_labels must lie in [0, {num_classes}), got min {labels_np.min()}, "
+                f"max {labels_np.max()}"
+            )
         with paddle.no_grad():
             prob = paddle.index_select(F.sigmoid(logits), gt_labels.reshape([-1]), axis=1)
             eps, alpha, gamma = 1e-8, self.alpha, self.gamma
             pos = alpha * (1 - prob) ** gamma * (-paddle.log(prob + eps))
-            neg = (1 - alpha) * prob ** gamma * (-paddle.log(1 - prob + eps))
+            neg = (1 - alpha) * prob**gamma * (-paddle.log(1 - prob + eps))
             cost_class = pos - neg
             gt_boxes = gt_boxes.astype(boxes.dtype)
             cost_bbox = paddle.cdist(boxes, gt_boxes, p=1.0)
-            cost_giou = -generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(gt_boxes))
-            cost = (self.cost_bbox * cost_bbox + self.cost_class * cost_class
-                    + self.cost_giou * cost_giou)
+            cost_giou = -generalized_box_iou(
+                box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(gt_boxes)
+            )
+            cost = (
+                self.cost_bbox * cost_bbox
+                + self.cost_class * cost_class
+                + self.cost_giou * cost_giou
+            )
         return cost.numpy()
 
     def __call__(self, logits, boxes, gt_labels, gt_boxes):
@@ -88,11 +104,15 @@ class DACHungarianMatcher(object):
         k_i = min(Q, n_i), query_idx ascending. An image without GT gives two empty arrays.
         """
         if logits.ndim != 3 or boxes.ndim != 3:
-            raise ValueError(f"logits and boxes must be [B, Q, C] and [B, Q, 4], got "
-                             f"{list(logits.shape)} and {list(boxes.shape)}")
+            raise ValueError(
+                f"logits and boxes must be [B, Q, C] and [B, Q, 4], got "
+                f"{list(logits.shape)} and {list(boxes.shape)}"
+            )
         if len(gt_labels) != logits.shape[0] or len(gt_boxes) != logits.shape[0]:
-            raise ValueError(f"batch size {logits.shape[0]} but {len(gt_labels)} gt_labels and "
-                             f"{len(gt_boxes)} gt_boxes entries")
+            raise ValueError(
+                f"batch size {logits.shape[0]} but {len(gt_labels)} gt_labels and "
+                f"{len(gt_boxes)} gt_boxes entries"
+            )
         indices = []
         for i in range(logits.shape[0]):
             if int(gt_labels[i].shape[0]) == 0 or logits.shape[1] == 0:

@@ -10,6 +10,7 @@ Per image, with score C[q, g] = iou_weight · IoU(box_q, gt_g) + score_weight ·
      assigned to several GTs.
 Ties are broken towards the lower index everywhere (arg-max GT, forced query, top-k order).
 """
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -31,8 +32,15 @@ class OneToManyAssigner(object):
     the C-decoder logits (DAC-DETR issue #8); the C-decoder boxes are the alternative.
     """
 
-    def __init__(self, num_queries_cap=300, positive_fraction=0.25, max_k=6, threshold=0.4,
-                 iou_weight=0.7, score_weight=0.3):
+    def __init__(
+        self,
+        num_queries_cap=300,
+        positive_fraction=0.25,
+        max_k=6,
+        threshold=0.4,
+        iou_weight=0.7,
+        score_weight=0.3,
+    ):
         if max_k < 1:
             raise ValueError(f"max_k must be >= 1, got {max_k}")
         if not 0 <= positive_fraction <= 1:
@@ -54,11 +62,15 @@ class OneToManyAssigner(object):
         num_classes = pred_logits.shape[-1]
         labels_np = gt_labels.numpy().reshape([-1])
         if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= num_classes):
-            raise ValueError(f"gt_labels must lie in [0, {num_classes}), got min {labels_np.min()}, "
-                             f"max {labels_np.max()}")
+            raise ValueError(
+                f"gt_labels must lie in [0, {num_classes}), got min {labels_np.min()}, "
+                f"max {labels_np.max()}"
+            )
         with paddle.no_grad():
-            iou = box_iou(box_cxcywh_to_xyxy(pred_boxes),
-                          box_cxcywh_to_xyxy(gt_boxes.astype(pred_boxes.dtype)))[0]
+            iou = box_iou(
+                box_cxcywh_to_xyxy(pred_boxes),
+                box_cxcywh_to_xyxy(gt_boxes.astype(pred_boxes.dtype)),
+            )[0]
             prob = paddle.index_select(F.sigmoid(pred_logits), gt_labels.reshape([-1]), axis=1)
             score = self.iou_weight * iou + self.score_weight * prob.astype(iou.dtype)
         return score.numpy()
@@ -73,16 +85,18 @@ class OneToManyAssigner(object):
         if num_q == 0 or num_gt == 0:
             return _empty_pair()
         if not np.isfinite(score).all():
-            raise ValueError(f"assignment score has {(~np.isfinite(score)).sum()} non-finite entries")
-        matches = score.argmax(axis=1)                       # each query's best GT
+            raise ValueError(
+                f"assignment score has {(~np.isfinite(score)).sum()} non-finite entries"
+            )
+        matches = score.argmax(axis=1)  # each query's best GT
         positive = score[np.arange(num_q), matches] >= self.threshold
-        positive[score.argmax(axis=0)] = True                # each GT's best query, forced
+        positive[score.argmax(axis=0)] = True  # each GT's best query, forced
         pos_idx = np.flatnonzero(positive)
         if len(pos_idx) > self.max_positives:
-            pos_idx = pos_idx[rng.permutation(len(pos_idx))[:self.max_positives]]
+            pos_idx = pos_idx[rng.permutation(len(pos_idx))[: self.max_positives]]
         counts = np.bincount(matches[pos_idx], minlength=num_gt)
         k = min(self.max_k, num_q)
-        top = np.argsort(-score.T, axis=1, kind="stable")[:, :k]   # [n, k] best queries per GT
+        top = np.argsort(-score.T, axis=1, kind="stable")[:, :k]  # [n, k] best queries per GT
         keep = np.arange(k)[None, :] < counts[:, None]
         gt_idx = np.broadcast_to(np.arange(num_gt)[:, None], top.shape)[keep]
         return top[keep].astype(np.int64), gt_idx.astype(np.int64)
@@ -97,12 +111,16 @@ class OneToManyAssigner(object):
         Returns a list of B tuples (query_idx np.int64 [k_i], gt_idx np.int64 [k_i]).
         """
         if pred_boxes.ndim != 3 or pred_logits.ndim != 3:
-            raise ValueError(f"pred_boxes and pred_logits must be [B, Q, 4] and [B, Q, C], got "
-                             f"{list(pred_boxes.shape)} and {list(pred_logits.shape)}")
+            raise ValueError(
+                f"pred_boxes and pred_logits must be [B, Q, 4] and [B, Q, C], got "
+                f"{list(pred_boxes.shape)} and {list(pred_logits.shape)}"
+            )
         batch = pred_boxes.shape[0]
         if len(gt_boxes) != batch or len(gt_labels) != batch:
-            raise ValueError(f"batch size {batch} but {len(gt_boxes)} gt_boxes and "
-                             f"{len(gt_labels)} gt_labels entries")
+            raise ValueError(
+                f"batch size {batch} but {len(gt_boxes)} gt_boxes and "
+                f"{len(gt_labels)} gt_labels entries"
+            )
         if rng is None:
             rng = np.random.default_rng()
         indices = []

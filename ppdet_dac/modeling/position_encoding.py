@@ -1,4 +1,5 @@
 """Sine position encodings: one for feature maps (encoder), one for boxes (query_pos)."""
+
 import math
 
 import paddle
@@ -16,8 +17,9 @@ def _frequencies(num_feats, temperature, dtype):
     return temperature ** (2 * paddle.floor(dim_t / 2) / num_feats)
 
 
-def sine_position_embedding(padding, num_feats=128, temperature=10000.0, scale=2 * math.pi,
-                            eps=1e-6, dtype="float32"):
+def sine_position_embedding(
+    padding, num_feats=128, temperature=10000.0, scale=2 * math.pi, eps=1e-6, dtype="float32"
+):
     """Normalised 2-D sine encoding of a padded feature map.
 
     padding: [B, H, W] bool, True = padding.

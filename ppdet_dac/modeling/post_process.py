@@ -29,6 +29,7 @@ Implementation notes (what is exact and why):
 * Boxes are not clipped to the image (the official code does not clip); the deployment outputs
   clip them (``ppdet_dac.deploy.predictor``), the evaluation keeps them as they are.
 """
+
 import paddle
 import paddle.nn.functional as F
 
@@ -56,14 +57,17 @@ class DACNMSPostProcess(object):
 
     def __init__(self, num_top_candidates=10000, nms_iou_threshold=0.8, max_detections=300):
         if int(num_top_candidates) != num_top_candidates or num_top_candidates < 1:
-            raise ValueError("num_top_candidates must be a positive integer, got {}".format(
-                num_top_candidates))
+            raise ValueError(
+                "num_top_candidates must be a positive integer, got {}".format(num_top_candidates)
+            )
         if int(max_detections) != max_detections or max_detections < 1:
-            raise ValueError("max_detections must be a positive integer, got {}".format(
-                max_detections))
+            raise ValueError(
+                "max_detections must be a positive integer, got {}".format(max_detections)
+            )
         if not 0.0 <= nms_iou_threshold <= 1.0:
-            raise ValueError("nms_iou_threshold must be in [0, 1], got {}".format(
-                nms_iou_threshold))
+            raise ValueError(
+                "nms_iou_threshold must be in [0, 1], got {}".format(nms_iou_threshold)
+            )
         self.num_top_candidates = int(num_top_candidates)
         self.nms_iou_threshold = float(nms_iou_threshold)
         self.max_detections = int(max_detections)
@@ -95,16 +99,21 @@ class DACNMSPostProcess(object):
         sigmoid scores, -1 for the (query, class) pairs outside an image's
         ``num_top_candidates``). Arguments as for ``__call__``."""
         if logits.ndim != 3 or boxes.ndim != 3 or boxes.shape[-1] != 4:
-            raise ValueError("logits must be [B, Q, C] and boxes [B, Q, 4], got {} and {}".format(
-                list(logits.shape), list(boxes.shape)))
+            raise ValueError(
+                "logits must be [B, Q, C] and boxes [B, Q, 4], got {} and {}".format(
+                    list(logits.shape), list(boxes.shape)
+                )
+            )
         num_queries, num_classes = int(logits.shape[1]), int(logits.shape[2])
         if num_queries < 0 or num_classes < 0:
             raise ValueError(
                 "DACNMSPostProcess needs a static number of queries and classes, got logits "
-                "shape {}".format(list(logits.shape)))
+                "shape {}".format(list(logits.shape))
+            )
         if int(boxes.shape[1]) != num_queries:
-            raise ValueError("boxes has {} queries but logits has {}".format(
-                boxes.shape[1], num_queries))
+            raise ValueError(
+                "boxes has {} queries but logits has {}".format(boxes.shape[1], num_queries)
+            )
         num_pairs = num_queries * num_classes
 
         prob = F.sigmoid(logits.astype('float32'))
@@ -113,8 +122,8 @@ class DACNMSPostProcess(object):
         if num_keep < num_pairs:
             _, top_idx = paddle.topk(flat, num_keep, axis=1)
             chosen = paddle.put_along_axis(
-                paddle.zeros_like(flat), top_idx, paddle.ones_like(top_idx, dtype='float32'),
-                axis=1)
+                paddle.zeros_like(flat), top_idx, paddle.ones_like(top_idx, dtype='float32'), axis=1
+            )
             flat = paddle.where(chosen > 0, flat, paddle.full_like(flat, _DROPPED_SCORE))
         scores = flat.reshape([-1, num_queries, num_classes]).transpose([0, 2, 1])  # [B, C, Q]
 
@@ -133,8 +142,8 @@ class DACNMSPostProcess(object):
         # out: [M, 6] (class, score, x1, y1, x2, y2), image-major then class-major;
         # index: [M, 1] = image * Q + query; num: [B]
         out, index, num = paddle._C_ops.multiclass_nms3(
-            boxes_px, scores, None, _SCORE_THRESHOLD, -1, -1, self.nms_iou_threshold, True, 1.0,
-            -1)
+            boxes_px, scores, None, _SCORE_THRESHOLD, -1, -1, self.nms_iou_threshold, True, 1.0, -1
+        )
 
         index = index.reshape([-1]).astype('int64')
         image = index // num_queries
@@ -143,7 +152,8 @@ class DACNMSPostProcess(object):
         # order rows by (image asc, score desc, pair index asc): stable sorts, last key first
         order = paddle.argsort(pair, stable=True)
         order = paddle.gather(
-            order, paddle.argsort(paddle.gather(score, order), descending=True, stable=True))
+            order, paddle.argsort(paddle.gather(score, order), descending=True, stable=True)
+        )
         order = paddle.gather(order, paddle.argsort(paddle.gather(image, order), stable=True))
 
         # keep the first max_detections rows of every image

@@ -1,4 +1,5 @@
 """Two-stage proposals from the encoder memory and mixed query selection."""
+
 import paddle
 import paddle.nn as nn
 
@@ -17,17 +18,18 @@ def encoder_proposals(token_padding, spatial_shapes_list, dtype="float32"):
     bs = token_padding.shape[0]
     proposals, start = [], 0
     for lvl, (h, w) in enumerate(spatial_shapes_list):
-        level_padding = token_padding[:, start:start + h * w].reshape([bs, h, w])
+        level_padding = token_padding[:, start : start + h * w].reshape([bs, h, w])
         start = start + h * w
         is_image = paddle.logical_not(level_padding).astype(dtype)
         valid_h = is_image[:, :, 0].sum(axis=1)
         valid_w = is_image[:, 0, :].sum(axis=1)
-        grid_y, grid_x = paddle.meshgrid(paddle.arange(h, dtype=dtype),
-                                         paddle.arange(w, dtype=dtype))
-        grid = paddle.stack([grid_x, grid_y], axis=-1).unsqueeze(0) + 0.5   # [1, H, W, 2]
+        grid_y, grid_x = paddle.meshgrid(
+            paddle.arange(h, dtype=dtype), paddle.arange(w, dtype=dtype)
+        )
+        grid = paddle.stack([grid_x, grid_y], axis=-1).unsqueeze(0) + 0.5  # [1, H, W, 2]
         scale = paddle.stack([valid_w, valid_h], axis=-1).reshape([bs, 1, 1, 2])
         grid = grid / scale
-        wh = paddle.full_like(grid, 0.05 * (2.0 ** lvl))
+        wh = paddle.full_like(grid, 0.05 * (2.0**lvl))
         proposals.append(paddle.concat([grid, wh], axis=-1).reshape([bs, -1, 4]))
     proposals = paddle.concat(proposals, axis=1)
     valid = paddle.logical_and(proposals > 0.01, proposals < 0.99).all(axis=-1, keepdim=True)
@@ -67,6 +69,7 @@ class QuerySelection(nn.Layer):
 
     def query_pos(self, ref_unact):
         """ref_unact: [B, Q, 4] logit-space boxes -> query_pos [B, Q, C]."""
-        pos = self.pos_trans_norm(self.pos_trans(box_position_embedding(
-            ref_unact, num_feats=self.hidden_dim // 2)))
-        return pos[..., :self.hidden_dim]
+        pos = self.pos_trans_norm(
+            self.pos_trans(box_position_embedding(ref_unact, num_feats=self.hidden_dim // 2))
+        )
+        return pos[..., : self.hidden_dim]

@@ -1,5 +1,6 @@
 """Sizes that work both in dygraph (Python ints) and under static export (0-D int tensors), so the
 exported graph accepts any image size."""
+
 import paddle
 
 

@@ -14,10 +14,17 @@ Public API:
 ``python -m ppdet_dac.ops.selfcheck`` compares the op on the GPU with the op on the CPU (CUDA
 builds of Paddle; on CPU it says that CUDA is absent), see ``selfcheck.py``.
 """
+
 from .reference import ms_deform_attn_reference
-from .ms_deform_attn import (ENV_VAR, force_reference, ms_deform_attn, op_available,
-                             selected_backend)
+from .ms_deform_attn import ENV_VAR, force_reference, ms_deform_attn, op_available, selected_backend
 from .export import register_op_library
 
-__all__ = ["ms_deform_attn", "ms_deform_attn_reference", "op_available", "force_reference",
-           "selected_backend", "register_op_library", "ENV_VAR"]
+__all__ = [
+    "ms_deform_attn",
+    "ms_deform_attn_reference",
+    "op_available",
+    "force_reference",
+    "selected_backend",
+    "register_op_library",
+    "ENV_VAR",
+]

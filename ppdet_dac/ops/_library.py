@@ -5,12 +5,12 @@ directory as ``_ms_deform_attn_op*.so``. Registering it with Paddle
 (``load_op_meta_info_and_register_op``) makes the op runnable in dygraph, under ``to_static`` and in
 a Paddle Inference predictor of the same process.
 """
+
 import ctypes
 import glob
 import os
 
-import paddle
-
+import paddle  # noqa: F401  (libpaddle is loaded before the op library that links it)
 from ppdet.utils.logger import setup_logger
 
 logger = setup_logger(__name__)
@@ -40,13 +40,19 @@ def load():
     path = library_path()
     if path is None:
         where = os.environ.get(LIB_ENV_VAR) or os.path.join(_HERE, _LIB_GLOB)
-        _state["error"] = (f"no op library at {where}; build it with "
-                           "`pip install --no-build-isolation -e .`")
+        _state["error"] = (
+            f"no op library at {where}; build it with `pip install --no-build-isolation -e .`"
+        )
         return None
     try:
         from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
+
         registered = load_op_meta_info_and_register_op(path)
-    except (OSError, RuntimeError, ValueError) as exc:  # a stale or foreign .so must not kill the import
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+    ) as exc:  # a stale or foreign .so must not kill the import
         _state["error"] = f"could not register {path}: {exc}"
         logger.warning(f"ms_deform_attn op library {path} failed to load: {exc}")
         return None
@@ -59,8 +65,12 @@ def load():
 
 def _op_registered():
     from paddle.base.framework import OpProtoHolder
-    return OpProtoHolder.instance().has_op_proto(OP_NAME) if hasattr(
-        OpProtoHolder.instance(), "has_op_proto") else False
+
+    return (
+        OpProtoHolder.instance().has_op_proto(OP_NAME)
+        if hasattr(OpProtoHolder.instance(), "has_op_proto")
+        else False
+    )
 
 
 def load_error():
@@ -77,8 +87,10 @@ def _build_facts():
         else:
             lib = ctypes.CDLL(path)
             lib.ppdet_dac_msda_cpu_variant.restype = ctypes.c_char_p
-            _state["facts"] = (bool(lib.ppdet_dac_msda_built_with_cuda()),
-                               lib.ppdet_dac_msda_cpu_variant().decode())
+            _state["facts"] = (
+                bool(lib.ppdet_dac_msda_built_with_cuda()),
+                lib.ppdet_dac_msda_cpu_variant().decode(),
+            )
     return _state["facts"]
 
 
@@ -95,6 +107,8 @@ def cpu_variant():
 def run_op(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     """Call the registered op (dygraph or static graph); see ``ms_deform_attn`` for shapes."""
     from paddle import _C_ops
-    outs = _C_ops._run_custom_op(OP_NAME, value, spatial_shapes, level_start_index,
-                                 sampling_locations, attention_weights)
+
+    outs = _C_ops._run_custom_op(
+        OP_NAME, value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
     return outs[0] if isinstance(outs, (list, tuple)) else outs

@@ -1,4 +1,5 @@
 """Export helper: register the op library in a process that runs an exported model."""
+
 from . import _library
 
 

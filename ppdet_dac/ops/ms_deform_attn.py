@@ -11,6 +11,7 @@ Which path a call takes:
 
 The first call that takes each path logs which one and why, once per process.
 """
+
 import os
 
 import paddle
@@ -22,14 +23,15 @@ from .reference import ms_deform_attn_reference
 
 logger = setup_logger(__name__)
 
-__all__ = ["ms_deform_attn", "op_available", "force_reference", "selected_backend",
-           "ENV_VAR"]
+__all__ = ["ms_deform_attn", "op_available", "force_reference", "selected_backend", "ENV_VAR"]
 
 ENV_VAR = "PPDET_DAC_MSDA"
 _ENV_CHOICES = ("auto", "op", "reference")
 _LOW_PRECISION = (paddle.float16, paddle.bfloat16)
 
-_forced_reference = None  # None: follow the environment variable; True/False: set by force_reference
+_forced_reference = (
+    None  # None: follow the environment variable; True/False: set by force_reference
+)
 _logged = set()
 
 
@@ -53,8 +55,9 @@ def force_reference(enabled=True):
 def _env_choice():
     choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if choice not in _ENV_CHOICES:
-        raise ValueError(f"environment variable {ENV_VAR}={os.environ[ENV_VAR]!r} is not one of "
-                         f"{_ENV_CHOICES}")
+        raise ValueError(
+            f"environment variable {ENV_VAR}={os.environ[ENV_VAR]!r} is not one of {_ENV_CHOICES}"
+        )
     return choice
 
 
@@ -106,8 +109,9 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
     backend, reason = selected_backend(value)
     _log_once(backend, reason)
     if backend == "reference":
-        return ms_deform_attn_reference(value, spatial_shapes, level_start_index,
-                                        sampling_locations, attention_weights)
+        return ms_deform_attn_reference(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
     out_dtype = value.dtype
     if out_dtype in _LOW_PRECISION:
         value = value.astype(paddle.float32)
@@ -115,8 +119,9 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
         sampling_locations = sampling_locations.astype(value.dtype)
     if attention_weights.dtype in _LOW_PRECISION:
         attention_weights = attention_weights.astype(value.dtype)
-    out = _library.run_op(value, spatial_shapes, level_start_index, sampling_locations,
-                          attention_weights)
+    out = _library.run_op(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
     if out.dtype != out_dtype:
         out = out.astype(out_dtype)
     return out

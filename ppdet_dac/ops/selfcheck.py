@@ -16,6 +16,7 @@ the side depends on the last bit of the product, are left out and counted.
 Exit status: 0 every comparison within its threshold; 1 a mismatch, or the op library is missing
 or built without CUDA; 2 CUDA is absent (Paddle without CUDA, or no GPU visible): nothing compared.
 """
+
 import argparse
 import sys
 
@@ -24,8 +25,17 @@ import paddle
 
 from . import _library
 
-__all__ = ["CASES", "ATOL", "make_case_inputs", "run_op", "kink_mask", "compare", "check_cases",
-           "cuda_status", "main"]
+__all__ = [
+    "CASES",
+    "ATOL",
+    "make_case_inputs",
+    "run_op",
+    "kink_mask",
+    "compare",
+    "check_cases",
+    "cuda_status",
+    "main",
+]
 
 ATOL = {"float32": 5e-5, "float64": 1e-10}
 TENSORS = ("out", "grad_value", "grad_sampling_locations", "grad_attention_weights")
@@ -60,10 +70,14 @@ def make_case_inputs(case, dtype, seed=0):
     logits = rng.standard_normal((batch, queries, heads, num_levels * points))
     attn = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     grad_out = rng.standard_normal((batch, queries, heads * channels))
-    return {"value": value.astype(dtype), "spatial_shapes": shapes, "level_start_index": starts,
-            "loc": loc.astype(dtype),
-            "attn": attn.reshape(batch, queries, heads, num_levels, points).astype(dtype),
-            "grad_out": grad_out.astype(dtype)}
+    return {
+        "value": value.astype(dtype),
+        "spatial_shapes": shapes,
+        "level_start_index": starts,
+        "loc": loc.astype(dtype),
+        "attn": attn.reshape(batch, queries, heads, num_levels, points).astype(dtype),
+        "grad_out": grad_out.astype(dtype),
+    }
 
 
 def run_op(arrays, place):
@@ -76,15 +90,18 @@ def run_op(arrays, place):
         t.stop_gradient = False
     out = _library.run_op(*tensors)
     (out * paddle.to_tensor(arrays["grad_out"], place=place)).sum().backward()
-    return {"out": out.numpy(), "grad_value": tensors[0].grad.numpy(),
-            "grad_sampling_locations": tensors[3].grad.numpy(),
-            "grad_attention_weights": tensors[4].grad.numpy()}
+    return {
+        "out": out.numpy(),
+        "grad_value": tensors[0].grad.numpy(),
+        "grad_sampling_locations": tensors[3].grad.numpy(),
+        "grad_attention_weights": tensors[4].grad.numpy(),
+    }
 
 
 def kink_mask(loc, spatial_shapes):
     """Boolean mask of ``loc`` [N, Lq, M, L, P, 2]: components on a kink of the bilinear map."""
     sizes = np.asarray(spatial_shapes, dtype=np.float64)[:, ::-1]  # (W, H) per level, as (x, y)
-    u = loc.astype(np.float64) * sizes[:, None, :] - 0.5            # broadcast over [.., L, P, 2]
+    u = loc.astype(np.float64) * sizes[:, None, :] - 0.5  # broadcast over [.., L, P, 2]
     eps = np.finfo(loc.dtype).eps
     inside = (u > -1.0) & (u < sizes[:, None, :])
     return inside & (np.abs(u - np.round(u)) <= 8.0 * eps * (np.abs(u) + 1.0))
@@ -108,12 +125,16 @@ def compare(candidate, reference, dtype, skip=None):
     max_abs = float(diff.max(initial=0.0))
     max_rel = float((diff[big] / np.abs(ref[keep][big])).max(initial=0.0))
     threshold = ATOL[dtype] * scale
-    return {"max_abs": max_abs, "max_rel": max_rel, "threshold": threshold,
-            "skipped": int((~keep).sum()), "ok": max_abs <= threshold}
+    return {
+        "max_abs": max_abs,
+        "max_rel": max_rel,
+        "threshold": threshold,
+        "skipped": int((~keep).sum()),
+        "ok": max_abs <= threshold,
+    }
 
 
-def check_cases(candidate, reference, cases=None, dtypes=("float32", "float64"), out=None,
-                seed=0):
+def check_cases(candidate, reference, cases=None, dtypes=("float32", "float64"), out=None, seed=0):
     """Compare ``candidate(arrays)`` with ``reference(arrays)`` (dicts of TENSORS) on every case.
 
     Prints one line per (dtype, case, tensor) to ``out`` (default: sys.stdout); returns the rows
@@ -122,68 +143,97 @@ def check_cases(candidate, reference, cases=None, dtypes=("float32", "float64"),
     rows = []
     cases = CASES if cases is None else cases
     out = sys.stdout if out is None else out
-    print(f"{'dtype':8} {'case':22} {'tensor':24} {'max_abs':>10} {'max_rel':>10} "
-          f"{'threshold':>10}  result", file=out)
+    print(
+        f"{'dtype':8} {'case':22} {'tensor':24} {'max_abs':>10} {'max_rel':>10} "
+        f"{'threshold':>10}  result",
+        file=out,
+    )
     for dtype in dtypes:
         for name, case in cases.items():
             arrays = make_case_inputs(case, dtype, seed)
             got, want = candidate(arrays), reference(arrays)
             kinks = kink_mask(arrays["loc"], arrays["spatial_shapes"])
             for tensor in TENSORS:
-                row = compare(got[tensor], want[tensor], dtype,
-                              kinks if tensor == "grad_sampling_locations" else None)
+                row = compare(
+                    got[tensor],
+                    want[tensor],
+                    dtype,
+                    kinks if tensor == "grad_sampling_locations" else None,
+                )
                 row.update(dtype=dtype, case=name, tensor=tensor)
                 rows.append(row)
                 note = f" ({row['skipped']} on kinks left out)" if row["skipped"] else ""
-                print(f"{dtype:8} {name:22} {tensor:24} {row['max_abs']:10.3e} "
-                      f"{row['max_rel']:10.3e} {row['threshold']:10.3e}  "
-                      f"{'ok' if row['ok'] else 'MISMATCH'}{note}", file=out)
+                print(
+                    f"{dtype:8} {name:22} {tensor:24} {row['max_abs']:10.3e} "
+                    f"{row['max_rel']:10.3e} {row['threshold']:10.3e}  "
+                    f"{'ok' if row['ok'] else 'MISMATCH'}{note}",
+                    file=out,
+                )
     return rows
 
 
 def cuda_status():
     """(True, description of GPU 0) when Paddle has CUDA and sees a GPU, else (False, why not)."""
     if not paddle.is_compiled_with_cuda():
-        return False, (f"this Paddle ({paddle.__version__}) is not compiled with CUDA; install "
-                       "requirements-gpu.txt on a CUDA machine")
+        return False, (
+            f"this Paddle ({paddle.__version__}) is not compiled with CUDA; install "
+            "requirements-gpu.txt on a CUDA machine"
+        )
     count = paddle.device.cuda.device_count()
     if count == 0:
-        return False, (f"this Paddle ({paddle.__version__}, CUDA {paddle.version.cuda()}) sees no "
-                       "GPU (check the driver and CUDA_VISIBLE_DEVICES)")
-    return True, (f"GPU 0 {paddle.device.cuda.get_device_name(0)} (sm_"
-                  f"{''.join(map(str, paddle.device.cuda.get_device_capability(0)))}), Paddle "
-                  f"{paddle.__version__}, CUDA {paddle.version.cuda()}")
+        return False, (
+            f"this Paddle ({paddle.__version__}, CUDA {paddle.version.cuda()}) sees no "
+            "GPU (check the driver and CUDA_VISIBLE_DEVICES)"
+        )
+    return True, (
+        f"GPU 0 {paddle.device.cuda.get_device_name(0)} (sm_"
+        f"{''.join(map(str, paddle.device.cuda.get_device_capability(0)))}), Paddle "
+        f"{paddle.__version__}, CUDA {paddle.version.cuda()}"
+    )
 
 
 def main(argv=None):
     """Command-line entry; returns the exit status (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m ppdet_dac.ops.selfcheck",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ppdet_dac.ops.selfcheck", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     args = parser.parse_args(argv)
     path = _library.load()
     if path is None:
-        print(f"ms_deform_attn self-check: the op library is not available: "
-              f"{_library.load_error()}")
+        print(
+            f"ms_deform_attn self-check: the op library is not available: {_library.load_error()}"
+        )
         return 1
-    print(f"ms_deform_attn self-check: op library {path} (built with CUDA: "
-          f"{_library.built_with_cuda()}, CPU kernels: {_library.cpu_variant()})")
+    print(
+        f"ms_deform_attn self-check: op library {path} (built with CUDA: "
+        f"{_library.built_with_cuda()}, CPU kernels: {_library.cpu_variant()})"
+    )
     available, description = cuda_status()
     if not available:
         print(f"ms_deform_attn self-check: CUDA is absent: {description}; nothing was compared")
         return 2
     if not _library.built_with_cuda():
-        print(f"ms_deform_attn self-check: {description}, but the op library was built without "
-              "CUDA; rebuild it with `pip install --no-build-isolation -e .` in this environment")
+        print(
+            f"ms_deform_attn self-check: {description}, but the op library was built without "
+            "CUDA; rebuild it with `pip install --no-build-isolation -e .` in this environment"
+        )
         return 1
-    print(f"ms_deform_attn self-check: {description}; candidate: the op on the GPU, reference: "
-          "the op on the CPU")
-    rows = check_cases(lambda a: run_op(a, paddle.CUDAPlace(0)),
-                       lambda a: run_op(a, paddle.CPUPlace()), seed=args.seed)
+    print(
+        f"ms_deform_attn self-check: {description}; candidate: the op on the GPU, reference: "
+        "the op on the CPU"
+    )
+    rows = check_cases(
+        lambda a: run_op(a, paddle.CUDAPlace(0)),
+        lambda a: run_op(a, paddle.CPUPlace()),
+        seed=args.seed,
+    )
     bad = [f"{r['dtype']}/{r['case']}/{r['tensor']}" for r in rows if not r["ok"]]
     if bad:
-        print(f"RESULT: FAIL: {len(bad)} of {len(rows)} comparisons exceed their thresholds: "
-              + " ".join(bad))
+        print(
+            f"RESULT: FAIL: {len(bad)} of {len(rows)} comparisons exceed their thresholds: "
+            + " ".join(bad)
+        )
         return 1
     print(f"RESULT: PASS: the GPU op matches the CPU op ({len(rows)} comparisons)")
     return 0

@@ -13,13 +13,13 @@ those of a checkpoint folder). The destination's folder must exist.
 * ``write_with(path, write)``: ``write(temporary path)`` writes the file itself
   (``paddle.save``, ``cv2.imwrite``).
 """
+
 import contextlib
 import os
 import re
 import uuid
 
-__all__ = ["TEMPORARY", "temporary_path", "atomic_open", "write_text", "write_bytes",
-           "write_with"]
+__all__ = ["TEMPORARY", "temporary_path", "atomic_open", "write_text", "write_bytes", "write_with"]
 
 # the name of a temporary file of this module: .<file name>.<8 hex digits>.tmp
 TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")

@@ -12,6 +12,7 @@ The pickle holds {'batches': [{key: ndarray | [ndarray per image]}], 'dataset': 
 'catid2clsid': {...}, 'records': number of records} or, when building the dataset or its
 loader raises, {'error': (exception type name, message)}.
 """
+
 import argparse
 import pickle
 import random
@@ -56,6 +57,7 @@ def main():
     if args.opts is not None:
         import json
         from ppdet_dac.engine import load_checked_config
+
         try:
             cfg = load_checked_config(args.config, json.loads(args.opts))
         except ValueError as err:
@@ -66,6 +68,7 @@ def main():
         cfg = load_config(args.config)
     if args.override:
         import json
+
         merge_config(json.loads(args.override))
     capital = args.mode.capitalize()
     if args.flip_prob is not None:
@@ -85,12 +88,17 @@ def main():
                 batches.append({k: _to_numpy(v) for k, v in batch.items()})
                 if len(batches) >= args.batches:
                     break
-            if len(batches) == before:   # an epoch without a batch: never more than that
-                raise SystemExit(f"the {capital}Reader yields no batch from "
-                                 f"{len(dataset.roidbs)} records (batch_size, drop_last)")
-        result.update(batches=batches, dataset=type(dataset).__name__,
-                      catid2clsid=getattr(dataset, "catid2clsid", None),
-                      records=len(dataset.roidbs))
+            if len(batches) == before:  # an epoch without a batch: never more than that
+                raise SystemExit(
+                    f"the {capital}Reader yields no batch from "
+                    f"{len(dataset.roidbs)} records (batch_size, drop_last)"
+                )
+        result.update(
+            batches=batches,
+            dataset=type(dataset).__name__,
+            catid2clsid=getattr(dataset, "catid2clsid", None),
+            records=len(dataset.roidbs),
+        )
     with open(args.out, "wb") as f:
         pickle.dump(result, f)
 

@@ -1,11 +1,18 @@
 """Category-id tables: COCO raw ids <-> ppdet class ids, and the generic model lookup."""
+
 import numpy as np
 import pytest
 
-from ppdet_dac.data.coco_ids import (COCO_RAW_CATEGORY_IDS, COCO_RAW_NUM_CLASSES,
-                                     cat_ids_from_catid2clsid, coco_contiguous_to_raw,
-                                     coco_raw_to_contiguous, contiguous_to_raw_table,
-                                     model_class_tables, raw_to_contiguous_table)
+from ppdet_dac.data.coco_ids import (
+    COCO_RAW_CATEGORY_IDS,
+    COCO_RAW_NUM_CLASSES,
+    cat_ids_from_catid2clsid,
+    coco_contiguous_to_raw,
+    coco_raw_to_contiguous,
+    contiguous_to_raw_table,
+    model_class_tables,
+    raw_to_contiguous_table,
+)
 
 # The ten ids between 1 and 90 that COCO 2017 detection does not use.
 COCO_UNUSED_IDS = [12, 26, 29, 30, 45, 66, 68, 69, 71, 83]
@@ -53,15 +60,17 @@ def test_raw_table_rejects_ids_that_do_not_fit():
         raw_to_contiguous_table(COCO_RAW_CATEGORY_IDS, 90)
 
 
-@pytest.mark.parametrize("cat_ids, message", [([], "empty"), ([1, 3, 1], "duplicates"),
-                                              ([1, -2], ">= 0"), ([1.5, 2], "integers")])
+@pytest.mark.parametrize(
+    "cat_ids, message",
+    [([], "empty"), ([1, 3, 1], "duplicates"), ([1, -2], ">= 0"), ([1.5, 2], "integers")],
+)
 def test_bad_cat_id_lists(cat_ids, message):
     with pytest.raises(ValueError, match=message):
         contiguous_to_raw_table(cat_ids)
 
 
 def test_model_class_tables_for_a_gapped_dataset():
-    catid2clsid = {5: 2, 1: 0, 3: 1}       # the demo set's ids, in arbitrary dict order
+    catid2clsid = {5: 2, 1: 0, 3: 1}  # the demo set's ids, in arbitrary dict order
     assert cat_ids_from_catid2clsid(catid2clsid) == [1, 3, 5]
 
     to_model, to_dataset = model_class_tables(catid2clsid, "coco_raw", 6)

@@ -1,4 +1,5 @@
 """The synthetic demo dataset: determinism, valid COCO content, idempotency, speed."""
+
 import hashlib
 import importlib.util
 import json
@@ -105,9 +106,11 @@ def test_boxes_enclose_the_drawn_shape(default_demo):
             continue  # single-object images: no occlusion to account for
         image = cv2.imread(os.path.join(root, "val", im["file_name"])).astype(np.float32)
         x, y, w, h = (int(v) for v in anns[0]["bbox"])
-        centre = image[y + h // 2 - 2:y + h // 2 + 3, x + w // 2 - 2:x + w // 2 + 3].mean((0, 1))
+        centre = image[y + h // 2 - 2 : y + h // 2 + 3, x + w // 2 - 2 : x + w // 2 + 3].mean(
+            (0, 1)
+        )
         outside = np.ones(image.shape[:2], bool)
-        outside[max(y - 3, 0):y + h + 3, max(x - 3, 0):x + w + 3] = False
+        outside[max(y - 3, 0) : y + h + 3, max(x - 3, 0) : x + w + 3] = False
         background = image[outside].mean(0)
         if anns[0]["category_id"] != 5:  # a triangle's box centre can lie outside it
             assert np.linalg.norm(centre - background) > 40, (im["file_name"], centre, background)
@@ -141,11 +144,22 @@ def test_bad_arguments_are_rejected(tmp_path):
 
 def test_cli_writes_and_then_skips(tmp_path):
     spec = importlib.util.spec_from_file_location(
-        "make_demo_data_cli", f"{REPO}/tools/make_demo_data.py")
+        "make_demo_data_cli", f"{REPO}/tools/make_demo_data.py"
+    )
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    args = ["--root", str(tmp_path / "d"), "--num-train", "3", "--num-val", "2",
-            "--num-empty-train", "1", "--seed", "5"]
+    args = [
+        "--root",
+        str(tmp_path / "d"),
+        "--num-train",
+        "3",
+        "--num-val",
+        "2",
+        "--num-empty-train",
+        "1",
+        "--seed",
+        "5",
+    ]
     assert cli.main(args) == {"train": "generated", "val": "generated"}
     assert len(os.listdir(tmp_path / "d" / "train")) == 3
     assert _load(str(tmp_path / "d"), "val")["info"]["generator"]["seed"] == 5
@@ -154,10 +168,15 @@ def test_cli_writes_and_then_skips(tmp_path):
     assert cli.main(args + ["--voc"]) == {"train": "skipped", "val": "skipped"}
     voc = tmp_path / "d" / "voc"
     assert (voc / "label_list.txt").read_text() == "circle\nsquare\ntriangle\n"
-    assert (voc / "val.txt").read_text() == ("val/000001.jpg voc/val/000001.xml\n"
-                                             "val/000002.jpg voc/val/000002.xml\n")
+    assert (voc / "val.txt").read_text() == (
+        "val/000001.jpg voc/val/000001.xml\nval/000002.jpg voc/val/000002.xml\n"
+    )
     val = _load(str(tmp_path / "d"), "val")
     x, y, w, h = val["annotations"][0]["bbox"]
     xml = (voc / "val" / "000001.xml").read_text()
-    assert (f"<xmin>{int(x) + 1}</xmin>" in xml and f"<ymin>{int(y) + 1}</ymin>" in xml
-            and f"<xmax>{int(x + w)}</xmax>" in xml and f"<ymax>{int(y + h)}</ymax>" in xml)
+    assert (
+        f"<xmin>{int(x) + 1}</xmin>" in xml
+        and f"<ymin>{int(y) + 1}</ymin>" in xml
+        and f"<xmax>{int(x + w)}</xmax>" in xml
+        and f"<ymax>{int(y + h)}</ymax>" in xml
+    )

@@ -2,6 +2,7 @@
 crafted files that get past a check asking Pillow's plugins in turn are refused from their own
 header, OpenCV's other formats are refused by name, and every entry point sets OpenCV's own
 limit (OPENCV_IO_MAX_IMAGE_PIXELS) before cv2 is loaded."""
+
 import io
 import re
 import struct
@@ -12,14 +13,29 @@ import numpy as np
 import pytest
 from PIL import PcdImagePlugin, PngImagePlugin
 
-from _crafted_images import (lying_jpeg, lying_png, polyglot_hdr, polyglot_png,
-                             several_sof_jpeg, small_image)
-from ppdet_dac.data.image_headers import (ImageHeaderError, UnsupportedFormatError,
-                                          identify_format, read_header)
-from ppdet_dac.data.image_io import (DEFAULT_MAX_PIXELS, MAX_PIXELS_CEILING, ImageSizeError,
-                                     check_image_size, header_size)
+from _crafted_images import (
+    lying_jpeg,
+    lying_png,
+    polyglot_hdr,
+    polyglot_png,
+    several_sof_jpeg,
+    small_image,
+)
+from ppdet_dac.data.image_headers import (
+    ImageHeaderError,
+    UnsupportedFormatError,
+    identify_format,
+    read_header,
+)
+from ppdet_dac.data.image_io import (
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_CEILING,
+    ImageSizeError,
+    check_image_size,
+    header_size,
+)
 
-CHECK_HANG_GUARD_S = 1.0   # the check reads a few header bytes: microseconds
+CHECK_HANG_GUARD_S = 1.0  # the check reads a few header bytes: microseconds
 
 
 def _refused(data, error, pattern, max_pixels=DEFAULT_MAX_PIXELS):
@@ -43,27 +59,42 @@ def test_polyglot_png_is_refused_from_its_ihdr(png_polyglot):
     with PcdImagePlugin.PcdImageFile(io.BytesIO(png_polyglot)) as im:
         assert im.size == (768, 512)
     assert identify_format(png_polyglot) == "PNG"
-    _refused(png_polyglot, ImageSizeError, r"upload is 30000 x 30000 = 900000000 pixels, over "
-                                           r"the limit of 40000000 pixels .*PNG header")
+    _refused(
+        png_polyglot,
+        ImageSizeError,
+        r"upload is 30000 x 30000 = 900000000 pixels, over "
+        r"the limit of 40000000 pixels .*PNG header",
+    )
     # the ceiling does not help it either: 900 Mpx is under 2^30, still over a limit of 10^8
-    _refused(png_polyglot, ImageSizeError, "900000000 pixels", 10 ** 8)
+    _refused(png_polyglot, ImageSizeError, "900000000 pixels", 10**8)
 
 
 @pytest.mark.parametrize("side", [15000, 9000])
 def test_radiance_polyglot_is_refused_by_name_whatever_the_limit(side):
     data = polyglot_hdr(side, side)
-    with PcdImagePlugin.PcdImageFile(io.BytesIO(data)) as im:   # the control, as above
+    with PcdImagePlugin.PcdImageFile(io.BytesIO(data)) as im:  # the control, as above
         assert im.size == (768, 512)
     for limit in (DEFAULT_MAX_PIXELS, MAX_PIXELS_CEILING):
-        _refused(data, UnsupportedFormatError, "upload is a Radiance HDR file: format Radiance "
-                                               "HDR is not accepted", limit)
+        _refused(
+            data,
+            UnsupportedFormatError,
+            "upload is a Radiance HDR file: format Radiance HDR is not accepted",
+            limit,
+        )
 
 
-@pytest.mark.parametrize("ext, name", [(".webp", "WebP"), (".tiff", "TIFF"),
-                                       (".ppm", "PBM/PGM/PPM/PAM/PFM"),
-                                       (".pam", "PBM/PGM/PPM/PAM/PFM"),
-                                       (".pfm", "PBM/PGM/PPM/PAM/PFM"), (".sr", "Sun raster"),
-                                       (".hdr", "Radiance HDR")])
+@pytest.mark.parametrize(
+    "ext, name",
+    [
+        (".webp", "WebP"),
+        (".tiff", "TIFF"),
+        (".ppm", "PBM/PGM/PPM/PAM/PFM"),
+        (".pam", "PBM/PGM/PPM/PAM/PFM"),
+        (".pfm", "PBM/PGM/PPM/PAM/PFM"),
+        (".sr", "Sun raster"),
+        (".hdr", "Radiance HDR"),
+    ],
+)
 def test_other_formats_opencv_decodes_are_refused_by_name(ext, name):
     data = small_image(ext)
     # the control: OpenCV decodes this file
@@ -71,9 +102,14 @@ def test_other_formats_opencv_decodes_are_refused_by_name(ext, name):
     _refused(data, UnsupportedFormatError, f"format {re.escape(name)} is not accepted")
 
 
-@pytest.mark.parametrize("head, name", [(b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
-                                        (b"\xff\x4f\xff\x51", "JPEG 2000"),
-                                        (b"\x76\x2f\x31\x01", "OpenEXR")])
+@pytest.mark.parametrize(
+    "head, name",
+    [
+        (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
+        (b"\xff\x4f\xff\x51", "JPEG 2000"),
+        (b"\x76\x2f\x31\x01", "OpenEXR"),
+    ],
+)
 def test_formats_without_an_encoder_here_are_refused_by_name(head, name):
     _refused(head + bytes(200), UnsupportedFormatError, f"format {name} is not accepted")
 
@@ -85,7 +121,7 @@ def test_header_size_is_the_size_opencv_decodes(ext):
     variants = [small_image(ext)]
     if ext == ".jpg":
         variants.append(lying_jpeg(64, 48))
-    if ext == ".bmp":   # rows stored top-down: negative height
+    if ext == ".bmp":  # rows stored top-down: negative height
         top_down = bytearray(variants[0])
         struct.pack_into("<i", top_down, 22, -16)
         variants.append(bytes(top_down))
@@ -97,10 +133,16 @@ def test_header_size_is_the_size_opencv_decodes(ext):
 
 
 def test_lying_headers_are_refused_with_their_size():
-    _refused(lying_jpeg(30000, 30000), ImageSizeError,
-             r"upload is 30000 x 30000 = 900000000 pixels, .*JPEG header")
-    _refused(lying_png(30000, 30000), ImageSizeError,
-             r"upload is 30000 x 30000 = 900000000 pixels, .*PNG header")
+    _refused(
+        lying_jpeg(30000, 30000),
+        ImageSizeError,
+        r"upload is 30000 x 30000 = 900000000 pixels, .*JPEG header",
+    )
+    _refused(
+        lying_png(30000, 30000),
+        ImageSizeError,
+        r"upload is 30000 x 30000 = 900000000 pixels, .*PNG header",
+    )
     assert header_size(lying_png(7, 5)) == (7, 5)
 
 
@@ -111,13 +153,16 @@ def test_jpeg_with_several_frame_headers_is_refused():
     _refused(data, ImageHeaderError, "several SOF markers")
 
 
-@pytest.mark.parametrize("data, pattern", [
-    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "JPEG ends before its first scan"),
-    (b"\xff\xd8\xff\xda\x00\x08" + bytes(20), "no SOF marker before its scan"),
-    (b"\xff\xd8\xff\xe0\x00\x01" + bytes(20), "has length 1"),
-    (b"\xff\xd8\xff\xc8\x00\x04" + bytes(20), "unknown marker FFC8"),
-    (b"\x89PNG\r\n\x1a\n" + bytes(6), "does not start with its IHDR"),
-])
+@pytest.mark.parametrize(
+    "data, pattern",
+    [
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "JPEG ends before its first scan"),
+        (b"\xff\xd8\xff\xda\x00\x08" + bytes(20), "no SOF marker before its scan"),
+        (b"\xff\xd8\xff\xe0\x00\x01" + bytes(20), "has length 1"),
+        (b"\xff\xd8\xff\xc8\x00\x04" + bytes(20), "unknown marker FFC8"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(6), "does not start with its IHDR"),
+    ],
+)
 def test_unreadable_headers_are_refused(data, pattern):
     _refused(data, ImageHeaderError, pattern)
 
@@ -144,6 +189,7 @@ def test_plain_decode_refuses_what_the_check_refuses(png_polyglot):
     """decode_bgr (drawing, the dataset's decodability scan) decodes only what the header check
     passes: OpenCV's other formats and oversized headers give None, nothing decoded."""
     from ppdet_dac.data.image_io import decode_bgr
+
     webp, jpeg = small_image(".webp"), small_image(".jpg")
     assert cv2.imdecode(np.frombuffer(webp, np.uint8), cv2.IMREAD_COLOR) is not None
     assert decode_bgr(webp) is None and decode_bgr(polyglot_hdr(64, 64)) is None
@@ -165,7 +211,7 @@ def test_mutated_headers_never_pass_with_another_size(ext):
         where = rng.integers(0, 160, size=rng.integers(1, 4))
         data[where] = rng.integers(0, 256, size=where.size)
         try:
-            height, width = check_image_size(data, 10 ** 6)
+            height, width = check_image_size(data, 10**6)
         except ValueError:
             continue
         passed += 1
@@ -176,4 +222,4 @@ def test_mutated_headers_never_pass_with_another_size(ext):
         if image is not None:
             decoded += 1
             assert image.shape[:2] == (height, width), (where, data[where])
-    assert passed > 0 and decoded > 0   # the loop did check decodable files
+    assert passed > 0 and decoded > 0  # the loop did check decodable files

@@ -4,6 +4,7 @@ The hand-made sample: image 1 is 200x100 (W x H) with one box [20, 10, 60, 40] (
 category 7 painted white on a flat background; image 2 is 100x100 with no object. Category 7
 is the second entry of `categories`, so its ppdet class id is 1.
 """
+
 import os
 import pickle
 
@@ -14,17 +15,19 @@ from _data_helpers import BACKGROUND, BOX_COLOUR, REPO, run_probe, write_coco
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
-WHITE = (np.array(BOX_COLOUR) / 255.0 - MEAN) / STD   # normalised value of a box pixel
+WHITE = (np.array(BOX_COLOUR) / 255.0 - MEAN) / STD  # normalised value of a box pixel
 BOX_XYWH = [20, 10, 60, 40]
 
 
 @pytest.fixture(scope="module")
 def handmade(tmp_path_factory):
     root = tmp_path_factory.mktemp("handmade")
-    write_coco(str(root), [{"id": 1, "width": 200, "height": 100},
-                           {"id": 2, "width": 100, "height": 100}],
-               [{"image_id": 1, "category_id": 7, "bbox": BOX_XYWH}],
-               [(3, "square"), (7, "circle")])
+    write_coco(
+        str(root),
+        [{"id": 1, "width": 200, "height": 100}, {"id": 2, "width": 100, "height": 100}],
+        [{"image_id": 1, "category_id": 7, "bbox": BOX_XYWH}],
+        [(3, "square"), (7, "circle")],
+    )
     return root
 
 
@@ -33,10 +36,13 @@ def _config(tmp_path, bases, root, extra=""):
     base_list = ", ".join(f"'{os.path.join(REPO, b)}'" for b in bases)
     text = f"_BASE_: [{base_list}]\n"
     for section in ("TrainDataset", "EvalDataset"):
-        text += (f"{section}:\n  dataset_dir: {root}\n  image_dir: images\n"
-                 f"  anno_path: annotations/instances.json\n")
-    text += ("TestDataset:\n  dataset_dir: " + str(root) + "\n  anno_path: "
-             "annotations/instances.json\n")
+        text += (
+            f"{section}:\n  dataset_dir: {root}\n  image_dir: images\n"
+            f"  anno_path: annotations/instances.json\n"
+        )
+    text += (
+        "TestDataset:\n  dataset_dir: " + str(root) + "\n  anno_path: annotations/instances.json\n"
+    )
     text += "TrainReader:\n  shuffle: false\n" + extra
     path = tmp_path / "probe.yml"
     path.write_text(text)
@@ -97,8 +103,11 @@ def test_demo_train_reader_on_handmade_sample(tmp_path, handmade, flip):
     np.testing.assert_array_equal(batch["gt_class"][0], [[1]])
     assert batch["gt_bbox"][1].shape == (0, 4) and batch["gt_class"][1].shape == (0, 1)
     # the box and the white pixels coincide, on whichever side they ended up
-    np.testing.assert_allclose(_white_extent(image[0], (96, 192)),
-                               _cxcywh_to_pixels(batch["gt_bbox"][0][0], (96, 192)), atol=1.5)
+    np.testing.assert_allclose(
+        _white_extent(image[0], (96, 192)),
+        _cxcywh_to_pixels(batch["gt_bbox"][0][0], (96, 192)),
+        atol=1.5,
+    )
 
 
 def test_demo_eval_reader(tmp_path, handmade):
@@ -116,8 +125,9 @@ def test_demo_eval_reader(tmp_path, handmade):
 def test_spec_reader_keeps_boxes_on_their_pixels(tmp_path, handmade):
     """dac_reader.yml (flip, resize or resize-crop-resize): every output box still covers the
     white pixels, sizes follow the recipe, boxes are normalised cxcywh inside [0, 1]."""
-    config = _config(tmp_path, ["configs/_base_/coco_detection.yml",
-                                "configs/_base_/dac_reader.yml"], handmade)
+    config = _config(
+        tmp_path, ["configs/_base_/coco_detection.yml", "configs/_base_/dac_reader.yml"], handmade
+    )
     result, _ = _probe(tmp_path, config, "--batches", "8", "--seed", "3", "--workers", "0")
     short_sides = set(range(480, 801, 32))
     seen_crop = False
@@ -133,8 +143,9 @@ def test_spec_reader_keeps_boxes_on_their_pixels(tmp_path, handmade):
             assert (boxes >= 0).all() and (boxes <= 1 + 1e-6).all()
             x1, y1, x2, y2 = _cxcywh_to_pixels(boxes[0], (h, w))
             assert -1e-3 <= x1 < x2 <= w + 1e-3 and -1e-3 <= y1 < y2 <= h + 1e-3
-            np.testing.assert_allclose(_white_extent(batch["image"][i], (h, w)),
-                                       [x1, y1, x2, y2], atol=1.5)
+            np.testing.assert_allclose(
+                _white_extent(batch["image"][i], (h, w)), [x1, y1, x2, y2], atol=1.5
+            )
             # image 1 has aspect 2: without a crop its long side is exactly 2x its short side
             seen_crop |= abs(w - 2 * h) > 2
     assert seen_crop, "8 batches should include the crop branch of RandomSelect"
@@ -143,8 +154,9 @@ def test_spec_reader_keeps_boxes_on_their_pixels(tmp_path, handmade):
 def test_spec_eval_reader(tmp_path, handmade):
     """The official validation sizes (short side 800, long side capped at 1333, DETR's rounding)
     and 2 images per batch, zero-padded to the larger one."""
-    config = _config(tmp_path, ["configs/_base_/coco_detection.yml",
-                                "configs/_base_/dac_reader.yml"], handmade)
+    config = _config(
+        tmp_path, ["configs/_base_/coco_detection.yml", "configs/_base_/dac_reader.yml"], handmade
+    )
     result, _ = _probe(tmp_path, config, "--mode", "eval", "--batches", "1", "--workers", "0")
     (batch,) = result["batches"]
     # 200x100: 800 * 200 / 100 > 1333 -> short side round(1333 * 100 / 200) = 666, long side
@@ -162,9 +174,14 @@ def test_coco_config_names_the_missing_annotation_file(tmp_path):
     missing = tmp_path / "coco"
     config = tmp_path / "coco.yml"
     config.write_text(
-        "_BASE_: [" + ", ".join(f"'{os.path.join(REPO, 'configs/_base_', b)}'" for b in
-                                ("coco_detection.yml", "runtime.yml", "dac_reader.yml")) + "]\n"
-        f"TrainDataset:\n  dataset_dir: {missing}\n")
+        "_BASE_: ["
+        + ", ".join(
+            f"'{os.path.join(REPO, 'configs/_base_', b)}'"
+            for b in ("coco_detection.yml", "runtime.yml", "dac_reader.yml")
+        )
+        + "]\n"
+        f"TrainDataset:\n  dataset_dir: {missing}\n"
+    )
     result, _ = _probe(tmp_path, str(config))
     kind, message = result["error"]
     assert kind == "FileNotFoundError"
@@ -173,9 +190,12 @@ def test_coco_config_names_the_missing_annotation_file(tmp_path):
 
 def test_loader_survives_an_undecodable_image(tmp_path):
     root = tmp_path / "data"
-    write_coco(str(root), [{"id": i, "width": 64, "height": 48} for i in range(1, 5)],
-               [{"image_id": i, "category_id": 3, "bbox": [4, 4, 20, 20]} for i in range(1, 5)],
-               [(3, "square")])
+    write_coco(
+        str(root),
+        [{"id": i, "width": 64, "height": 48} for i in range(1, 5)],
+        [{"image_id": i, "category_id": 3, "bbox": [4, 4, 20, 20]} for i in range(1, 5)],
+        [(3, "square")],
+    )
     with open(root / "images" / "0003.png", "wb") as f:
         f.write(b"\x89PNG broken")
     config = _config(tmp_path, ["configs/demo/demo_data.yml"], root, "  batch_size: 2\n")
@@ -184,4 +204,4 @@ def test_loader_survives_an_undecodable_image(tmp_path):
     assert 3 not in ids and len(ids) == 4
     assert "skipping undecodable image: cannot decode image file" in stdout
     assert os.path.join("images", "0003.png") in stdout
-    assert "Traceback" not in stdout and "fail to map" not in stdout   # one line, no stack
+    assert "Traceback" not in stdout and "fail to map" not in stdout  # one line, no stack

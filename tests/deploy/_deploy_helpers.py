@@ -1,6 +1,7 @@
 """Deployment test helpers: the demo config with seeded random weights exported in both attention
 modes (built once per session by the ``exported`` fixture), fresh-process runs, the dygraph
 reference."""
+
 import contextlib
 import os
 import struct
@@ -15,7 +16,7 @@ import paddle
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DEMO_CONFIG = os.path.join(REPO, "configs", "demo", "dac_demo.yml")
-EXPORT_SIZE, EXPORT_MAX_SIZE = 192, 256   # the exported test reader's resize (see Exported)
+EXPORT_SIZE, EXPORT_MAX_SIZE = 192, 256  # the exported test reader's resize (see Exported)
 # -o entries giving tools/infer.py on DEMO_CONFIG the exported model's test reader
 SIZE_OPTS = [f"eval_size={EXPORT_SIZE}", f"eval_max_size={EXPORT_MAX_SIZE}"]
 PYTHON = sys.executable
@@ -31,25 +32,42 @@ def run_process(args, timeout=300, env=None, returncode=0):
     """As run_python, the CompletedProcess (stdout and stderr as text)."""
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = os.pathsep.join([REPO, full_env.get("PYTHONPATH", "")])
-    proc = subprocess.run([PYTHON] + list(args), cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
-    assert proc.returncode == returncode, \
-        f"{args}: exit status {proc.returncode}, expected {returncode}:\n" \
+    proc = subprocess.run(
+        [PYTHON] + list(args),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+    assert proc.returncode == returncode, (
+        f"{args}: exit status {proc.returncode}, expected {returncode}:\n"
         f"{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    )
     return proc
 
 
 def png_bomb(width, height):
     """A valid 1-bit grayscale PNG of width x height black pixels: a few hundred KB that decode
     to width x height x 3 bytes (cv2.IMREAD_COLOR)."""
+
     def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     comp = zlib.compressobj(9)
     row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
     idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 def encoded_image(height, width, ext=".png", value=128):
@@ -67,8 +85,11 @@ def measure_batch_norm(backbone, data_dir, size=160):
     BatchNorm is the identity and the activations of the random network grow layer by layer."""
     val = os.path.join(data_dir, "val")
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    images = [(cv2.resize(cv2.imread(os.path.join(val, name))[:, :, ::-1], (size, size)) / 255.0
-               - mean) / std for name in sorted(os.listdir(val))]
+    images = [
+        (cv2.resize(cv2.imread(os.path.join(val, name))[:, :, ::-1], (size, size)) / 255.0 - mean)
+        / std
+        for name in sorted(os.listdir(val))
+    ]
     batch = paddle.to_tensor(np.stack(images).transpose(0, 3, 1, 2).astype("float32"))
     norms = [layer for layer in backbone.sublayers() if isinstance(layer, paddle.nn.BatchNorm2D)]
     assert norms, "the backbone has no BatchNorm2D layer"
@@ -98,20 +119,28 @@ class Exported:
         make_demo_data(self.data_dir, num_train=2, num_val=4, num_empty_train=0)
         # the test reader at short side 192, long side <= 256: the sizes the hand-worked numbers
         # of the deployment tests (thin-image limits, slicing windows) are computed for
-        self.cfg = load_checked_config(DEMO_CONFIG,
-                                       {"TestDataset": {"dataset_dir": self.data_dir},
-                                        "eval_size": EXPORT_SIZE, "eval_max_size": EXPORT_MAX_SIZE})
+        self.cfg = load_checked_config(
+            DEMO_CONFIG,
+            {
+                "TestDataset": {"dataset_dir": self.data_dir},
+                "eval_size": EXPORT_SIZE,
+                "eval_max_size": EXPORT_MAX_SIZE,
+            },
+        )
         paddle.seed(7)
         model = build_model(self.cfg, None)
         measure_batch_norm(model.backbone, self.data_dir)
         self.weights = os.path.join(root, "random_weights.pdparams")
         paddle.save(model.state_dict(), self.weights)
-        self.model_dirs = {mode: export_model(self.cfg, self.weights,
-                                              os.path.join(root, f"model_{mode}"), mode)
-                           for mode in ("op", "reference")}
+        self.model_dirs = {
+            mode: export_model(self.cfg, self.weights, os.path.join(root, f"model_{mode}"), mode)
+            for mode in ("op", "reference")
+        }
         # two images whose resized sizes differ in both H and W (landscape and portrait)
-        val = sorted(os.path.join(self.data_dir, "val", f)
-                     for f in os.listdir(os.path.join(self.data_dir, "val")))
+        val = sorted(
+            os.path.join(self.data_dir, "val", f)
+            for f in os.listdir(os.path.join(self.data_dir, "val"))
+        )
         self.images = []
         for i, (h, w) in enumerate([(240, 320), (300, 200)]):
             path = os.path.join(root, f"image_{h}x{w}.jpg")
@@ -120,12 +149,14 @@ class Exported:
 
     def dygraph_model(self):
         from ppdet_dac.deploy.export import build_model
+
         return build_model(self.cfg, self.weights)
 
 
 def dygraph_detections(model, feeds, attention):
     """The dygraph model's (bbox, bbox_num) on the predictor's feed dict."""
     from ppdet_dac import ops
+
     previous = ops.force_reference(attention == "reference")
     try:
         with paddle.no_grad():
@@ -135,7 +166,7 @@ def dygraph_detections(model, feeds, attention):
     return out["bbox"].numpy(), out["bbox_num"].numpy()
 
 
-TILE_H, TILE_W = 240, 320   # the grid's cells, and the slice size that cuts it back into them
+TILE_H, TILE_W = 240, 320  # the grid's cells, and the slice size that cuts it back into them
 GRID_ROWS, GRID_COLS = 2, 2
 
 
@@ -143,10 +174,11 @@ def demo_grid(data_dir, path):
     """Write to ``path`` a GRID_ROWS x GRID_COLS grid of the demo val images of ``data_dir``,
     each resized to TILE_H x TILE_W; returns the cells (BGR arrays, row-major)."""
     val = os.path.join(data_dir, "val")
-    names = sorted(os.listdir(val))[:GRID_ROWS * GRID_COLS]
+    names = sorted(os.listdir(val))[: GRID_ROWS * GRID_COLS]
     cells = [cv2.resize(cv2.imread(os.path.join(val, n)), (TILE_W, TILE_H)) for n in names]
-    rows = [np.concatenate(cells[r * GRID_COLS:(r + 1) * GRID_COLS], axis=1)
-            for r in range(GRID_ROWS)]
+    rows = [
+        np.concatenate(cells[r * GRID_COLS : (r + 1) * GRID_COLS], axis=1) for r in range(GRID_ROWS)
+    ]
     assert cv2.imwrite(path, np.concatenate(rows, axis=0))
     return cells
 

@@ -5,6 +5,7 @@
 FEEDS.npz holds feed dicts as '<i>/<input name>'; OUT.npz gets '<model index>/<i>/bbox|bbox_num',
 the graph's own outputs (Predictor.run_model).
 """
+
 import sys
 
 import numpy as np

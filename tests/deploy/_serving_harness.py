@@ -1,5 +1,6 @@
 """Stand-in predictors for the service's tests: the real app, pool and uvicorn server around a
 predictor that needs no model (one detection per image)."""
+
 import threading
 import time
 

@@ -7,6 +7,7 @@ the SIGTERM tests:
 prints ``stub serving on port N`` once it listens; all other limits are long (60 s) so that only
 the shutdown itself can end a stalled upload.
 """
+
 import sys
 
 from _serving_harness import InstantPredictor
@@ -15,12 +16,23 @@ from ppdet_dac.deploy import serving as server
 
 
 def main(body_timeout, grace):
-    options = server.ServingOptions("unused", pool_size=1, max_queue=1, request_timeout=60.0,
-                                    max_body_mb=1.0, body_timeout=body_timeout)
+    options = server.ServingOptions(
+        "unused",
+        pool_size=1,
+        max_queue=1,
+        request_timeout=60.0,
+        max_body_mb=1.0,
+        body_timeout=body_timeout,
+    )
     app = server.build_app(server.DetectionService(InstantPredictor(), 1, 1), options)
-    config = server.make_config(app, port=0, timeout_keep_alive=60.0,
-                                timeout_graceful_shutdown=grace,
-                                max_body_bytes=options.max_body_bytes, body_timeout=body_timeout)
+    config = server.make_config(
+        app,
+        port=0,
+        timeout_keep_alive=60.0,
+        timeout_graceful_shutdown=grace,
+        max_body_bytes=options.max_body_bytes,
+        body_timeout=body_timeout,
+    )
     sock = config.bind_socket()
     sock.listen(config.backlog)
     port = sock.getsockname()[1]

@@ -5,6 +5,7 @@ take 2.7 GB). The files: the zTXt/PCD polyglot PNG (IHDR 30000 x 30000), the Rad
 polyglot (15000 x 15000 and 9000 x 9000, named .png/.jpg as an uploader may), a JPEG whose SOF
 and a PNG whose IHDR declare 30000 x 30000, and a JPEG with two SOF markers
 (tests/_crafted_images.py)."""
+
 import json
 import os
 import subprocess
@@ -13,27 +14,40 @@ import time
 
 import pytest
 
-from _crafted_images import (lying_jpeg, lying_png, polyglot_hdr, polyglot_png,
-                             several_sof_jpeg)
+from _crafted_images import lying_jpeg, lying_png, polyglot_hdr, polyglot_png, several_sof_jpeg
 from _deploy_helpers import DEMO_CONFIG, REPO, SIZE_OPTS
 
-PEAK_RSS_BOUND = 2 ** 30
-HANG_GUARD_S = 600       # a fresh process loads Paddle and the model first: seconds
+PEAK_RSS_BOUND = 2**30
+HANG_GUARD_S = 600  # a fresh process loads Paddle and the model first: seconds
 ANSWER_HANG_GUARD_S = 10  # a refusal from the header takes milliseconds (decoding the polyglot:
-                          # 12 s and 6 GB)
+# 12 s and 6 GB)
 OVER = "30000 x 30000 = 900000000 pixels, over the limit of 40000000 pixels"
-REASONS = {"a_polyglot.png": OVER, "b_radiance_15000.png": "format Radiance HDR is not accepted",
-           "c_radiance_9000.jpg": "format Radiance HDR is not accepted",
-           "d_sof_lies.jpg": OVER, "e_ihdr_lies.png": OVER,
-           "f_two_sofs.jpg": "JPEG has several SOF markers"}
+REASONS = {
+    "a_polyglot.png": OVER,
+    "b_radiance_15000.png": "format Radiance HDR is not accepted",
+    "c_radiance_9000.jpg": "format Radiance HDR is not accepted",
+    "d_sof_lies.jpg": OVER,
+    "e_ihdr_lies.png": OVER,
+    "f_two_sofs.jpg": "JPEG has several SOF markers",
+}
 
 
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory):
     """{file name: bytes}, also written to a folder of their own: (folder, files)."""
-    files = dict(zip(REASONS, [polyglot_png(30000, 30000), polyglot_hdr(15000, 15000),
-                               polyglot_hdr(9000, 9000), lying_jpeg(30000, 30000),
-                               lying_png(30000, 30000), several_sof_jpeg(30000, 30000)]))
+    files = dict(
+        zip(
+            REASONS,
+            [
+                polyglot_png(30000, 30000),
+                polyglot_hdr(15000, 15000),
+                polyglot_hdr(9000, 9000),
+                lying_jpeg(30000, 30000),
+                lying_png(30000, 30000),
+                several_sof_jpeg(30000, 30000),
+            ],
+        )
+    )
     folder = tmp_path_factory.mktemp("crafted")
     for name, data in files.items():
         (folder / name).write_bytes(data)
@@ -57,9 +71,14 @@ def run_measured(args, tmp_path):
     stderr, peak RSS of that process in bytes)."""
     report = tmp_path / "measured.json"
     env = dict(os.environ, PYTHONPATH=REPO)
-    proc = subprocess.run([sys.executable, "-c", MEASURE, str(report), sys.executable]
-                          + list(args), cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=HANG_GUARD_S)
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(report), sys.executable] + list(args),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     measured = json.loads(report.read_text())
     return measured["status"], proc.stdout, proc.stderr, measured["maxrss_kb"] * 1024
@@ -78,27 +97,46 @@ def _check_summary(out_dir, folder):
 def test_deploy_infer_refuses_crafted_files(exported, crafted, tmp_path):
     folder, _ = crafted
     status, stdout, stderr, peak = run_measured(
-        [os.path.join("deploy", "python", "infer.py"), "--model_dir",
-         exported.model_dirs["op"], "--image_dir", str(folder), "--output_dir",
-         str(tmp_path / "out")], tmp_path)
+        [
+            os.path.join("deploy", "python", "infer.py"),
+            "--model_dir",
+            exported.model_dirs["op"],
+            "--image_dir",
+            str(folder),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        tmp_path,
+    )
     assert status == 1, stdout[-3000:] + stderr[-3000:]
     _check_summary(tmp_path / "out", folder)
-    print(f"peak RSS {peak / 2 ** 30:.2f} GB")
-    assert peak < PEAK_RSS_BOUND, f"peak RSS {peak / 2 ** 30:.2f} GB"
+    print(f"peak RSS {peak / 2**30:.2f} GB")
+    assert peak < PEAK_RSS_BOUND, f"peak RSS {peak / 2**30:.2f} GB"
 
 
 @pytest.mark.slow
 def test_dygraph_infer_refuses_crafted_files(exported, crafted, tmp_path):
     folder, _ = crafted
     status, stdout, stderr, peak = run_measured(
-        [os.path.join("tools", "infer.py"), "-c", DEMO_CONFIG, "-o",
-         f"weights={exported.weights}", f"TestDataset.dataset_dir={exported.data_dir}",
-         *SIZE_OPTS, "--infer_dir", str(folder), "--output_dir", str(tmp_path / "out")],
-        tmp_path)
+        [
+            os.path.join("tools", "infer.py"),
+            "-c",
+            DEMO_CONFIG,
+            "-o",
+            f"weights={exported.weights}",
+            f"TestDataset.dataset_dir={exported.data_dir}",
+            *SIZE_OPTS,
+            "--infer_dir",
+            str(folder),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        tmp_path,
+    )
     assert status == 1, stdout[-3000:] + stderr[-3000:]
     _check_summary(tmp_path / "out", folder)
-    print(f"peak RSS {peak / 2 ** 30:.2f} GB")
-    assert peak < PEAK_RSS_BOUND, f"peak RSS {peak / 2 ** 30:.2f} GB"
+    print(f"peak RSS {peak / 2**30:.2f} GB")
+    assert peak < PEAK_RSS_BOUND, f"peak RSS {peak / 2**30:.2f} GB"
 
 
 TRAINING_DECODE = """
@@ -124,28 +162,30 @@ def test_training_decode_refuses_crafted_files(crafted, tmp_path):
     assert status == 0, stderr[-3000:]
     outcome, seconds = json.loads(stdout.strip().splitlines()[-1])
     for path, name in zip(paths, REASONS):
-        assert outcome[path].startswith("refused: ") and REASONS[name] in outcome[path], \
-            outcome[path]
+        assert outcome[path].startswith("refused: ") and REASONS[name] in outcome[path], outcome[
+            path
+        ]
         assert path in outcome[path]
-        assert seconds[path] < 1.0   # hang guard: a header read takes microseconds
-    print(f"peak RSS {peak / 2 ** 30:.2f} GB")
-    assert peak < PEAK_RSS_BOUND, f"peak RSS {peak / 2 ** 30:.2f} GB"
+        assert seconds[path] < 1.0  # hang guard: a header read takes microseconds
+    print(f"peak RSS {peak / 2**30:.2f} GB")
+    assert peak < PEAK_RSS_BOUND, f"peak RSS {peak / 2**30:.2f} GB"
 
 
 @pytest.mark.slow
 def test_service_refuses_crafted_uploads(exported, crafted):
     from test_serving import Server
+
     _, files = crafted
     server = Server(exported.model_dirs["op"])
     try:
         for name, data in files.items():
             started = time.monotonic()
-            _, answer = server.post_image(data)   # PaddleServing: HTTP 200, err_no != 0
+            _, answer = server.post_image(data)  # PaddleServing: HTTP 200, err_no != 0
             assert time.monotonic() - started < ANSWER_HANG_GUARD_S, name
             assert answer["err_no"] != 0 and REASONS[name] in answer["err_msg"], (name, answer)
         assert server.proc.poll() is None
         peak = server.peak_rss()
     finally:
         server.stop()
-    print(f"server peak RSS {peak / 2 ** 30:.2f} GB")
-    assert peak < PEAK_RSS_BOUND, f"server peak RSS {peak / 2 ** 30:.2f} GB"
+    print(f"server peak RSS {peak / 2**30:.2f} GB")
+    assert peak < PEAK_RSS_BOUND, f"server peak RSS {peak / 2**30:.2f} GB"

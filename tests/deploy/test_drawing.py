@@ -1,5 +1,6 @@
 """Drawn detections (ppdet_dac.deploy.visualize): labels inside the image and clear of each
 other for near-duplicate and border boxes, drawn where the layout puts them, boxes clipped."""
+
 import itertools
 
 import numpy as np
@@ -12,9 +13,13 @@ def _scene():
     """Six near-duplicate boxes, a box past the left edge (x1 = -15), one at the top edge, one
     past the bottom-right corner, two overlapping boxes of other classes."""
     rows = [[0, 0.95 - 0.02 * i, 100 + i, 100 + i, 180 + i, 160 - i] for i in range(6)]
-    rows += [[1, 0.8, -15, 40, 60, 120], [2, 0.7, 150, 2, 260, 50],
-             [1, 0.6, 330, 250, WIDTH + 10, HEIGHT + 10],
-             [2, 0.55, 220, 150, 300, 230], [1, 0.52, 230, 160, 310, 240]]
+    rows += [
+        [1, 0.8, -15, 40, 60, 120],
+        [2, 0.7, 150, 2, 260, 50],
+        [1, 0.6, 330, 250, WIDTH + 10, HEIGHT + 10],
+        [2, 0.55, 220, 150, 300, 230],
+        [1, 0.52, 230, 160, 310, 240],
+    ]
     return np.array(rows, np.float32)
 
 
@@ -29,7 +34,7 @@ def test_labels_stay_inside_and_do_not_overlap():
 
     placed = label_boxes((HEIGHT, WIDTH, 3), _scene(), NAMES, threshold=0.0)
     assert len(placed) == len(_scene())
-    assert [p[1].split()[0] for p in placed][:6] == ["circle"] * 6   # highest score first
+    assert [p[1].split()[0] for p in placed][:6] == ["circle"] * 6  # highest score first
     for _, text, box, (x1, y1, x2, y2) in placed:
         assert 0 <= x1 < x2 <= WIDTH and 0 <= y1 < y2 <= HEIGHT, (text, (x1, y1, x2, y2))
         assert 0 <= box[0] <= box[2] <= WIDTH and 0 <= box[1] <= box[3] <= HEIGHT

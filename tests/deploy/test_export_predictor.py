@@ -1,5 +1,6 @@
 """Export + Paddle Inference predictor (fresh process) against dygraph, preprocessing against
 ppdet's reader, infer_cfg.yml content."""
+
 import os
 
 import numpy as np
@@ -37,7 +38,7 @@ def test_preprocess_matches_ppdet_reader(exported):
     for path in exported.images:
         sample = DACDecode()({"im_file": path})
         for transform in reader[1:]:
-            (name, args), = transform.items()
+            ((name, args),) = transform.items()
             sample = getattr(ppdet_ops, name)(**args)(sample)
         image, info = pre.one(path)
         np.testing.assert_array_equal(image, sample["image"])
@@ -72,12 +73,18 @@ def test_predictor_in_fresh_process_matches_dygraph(exported, tmp_path):
     feeds = [pre.batch([path]) for path in exported.images] + [pre.batch(exported.images)]
     sizes = {f["image"].shape[2:] for f in feeds}
     assert len(sizes) == 3, sizes
-    np.savez(tmp_path / "feeds.npz", **{f"{i}/{k}": v for i, f in enumerate(feeds)
-                                        for k, v in f.items()})
+    np.savez(
+        tmp_path / "feeds.npz", **{f"{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()}
+    )
     modes = ["op", "reference"]
-    run_python([os.path.join("tests", "deploy", "_predict_in_process.py"),
-                str(tmp_path / "feeds.npz"), str(tmp_path / "out.npz")]
-               + [exported.model_dirs[m] for m in modes])
+    run_python(
+        [
+            os.path.join("tests", "deploy", "_predict_in_process.py"),
+            str(tmp_path / "feeds.npz"),
+            str(tmp_path / "out.npz"),
+        ]
+        + [exported.model_dirs[m] for m in modes]
+    )
     out = np.load(tmp_path / "out.npz")
     model = exported.dygraph_model()
     for m, mode in enumerate(modes):
@@ -85,8 +92,13 @@ def test_predictor_in_fresh_process_matches_dygraph(exported, tmp_path):
             ref_bbox, ref_num = dygraph_detections(model, feed, mode)
             assert len(ref_num) == len(feed["image"]) and ref_num.min() > 0
             np.testing.assert_array_equal(out[f"{m}/{i}/bbox_num"], ref_num)
-            np.testing.assert_allclose(out[f"{m}/{i}/bbox"], ref_bbox, rtol=0, atol=ATOL,
-                                       err_msg=f"{mode} model, input {feed['image'].shape}")
+            np.testing.assert_allclose(
+                out[f"{m}/{i}/bbox"],
+                ref_bbox,
+                rtol=0,
+                atol=ATOL,
+                err_msg=f"{mode} model, input {feed['image'].shape}",
+            )
 
 
 def test_onednn_is_the_default_and_agrees_with_plain_kernels(exported):
@@ -107,6 +119,7 @@ def test_onednn_is_the_default_and_agrees_with_plain_kernels(exported):
 
 def _load_script(relpath, name):
     import importlib.util
+
     spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relpath))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -118,22 +131,34 @@ def test_onednn_flags(script):
     """oneDNN by default; --disable_mkldnn or ppdet's --enable_mkldnn False turn it off."""
     module = _load_script(script, "flags_" + os.path.basename(os.path.dirname(script)))
     base = ["--model_dir", "m"] + (["--image_file", "x.jpg"] if "infer" in script else [])
-    cases = {(): True, ("--enable_mkldnn",): True, ("--enable_mkldnn", "True"): True,
-             ("--enable_mkldnn=False",): False, ("--enable_mkldnn", "false"): False,
-             ("--disable_mkldnn",): False}
+    cases = {
+        (): True,
+        ("--enable_mkldnn",): True,
+        ("--enable_mkldnn", "True"): True,
+        ("--enable_mkldnn=False",): False,
+        ("--enable_mkldnn", "false"): False,
+        ("--disable_mkldnn",): False,
+    }
     for flags, expected in cases.items():
         assert module.parse_args(base + list(flags)).enable_mkldnn is expected, flags
-    for bad in (["--enable_mkldnn", "--disable_mkldnn"], ["--enable_mkldnn", "maybe"],
-                ["--max_pixels", "0"]):
+    for bad in (
+        ["--enable_mkldnn", "--disable_mkldnn"],
+        ["--enable_mkldnn", "maybe"],
+        ["--max_pixels", "0"],
+    ):
         with pytest.raises(SystemExit):
             module.parse_args(base + bad)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("height, width", [
-    (480, 640),                                             # a typical COCO image
-    pytest.param(800, 1066, marks=pytest.mark.long),        # the recipe's size: make test-long
-], ids=["480x640", "800x1066"])
+@pytest.mark.parametrize(
+    "height, width",
+    [
+        (480, 640),  # a typical COCO image
+        pytest.param(800, 1066, marks=pytest.mark.long),  # the recipe's size: make test-long
+    ],
+    ids=["480x640", "800x1066"],
+)
 def test_onednn_agrees_on_r50(exported, tmp_path, restore_global_config, height, width):
     """The R-50 config (900 queries, 300 detections) at a realistic input size, random weights:
     oneDNN and the plain kernels give the same detections. Near-tied low scores may swap places,
@@ -150,8 +175,10 @@ def test_onednn_agrees_on_r50(exported, tmp_path, restore_global_config, height,
 
     # the test size, said explicitly: ppdet's config is global, and the session's export
     # (``exported``) set the top-level size keys for the demo model
-    cfg = load_checked_config(os.path.join(REPO, "configs", "dac_cdn_ice_r50.yml"),
-                              {"eval_size": height, "eval_max_size": 1333})
+    cfg = load_checked_config(
+        os.path.join(REPO, "configs", "dac_cdn_ice_r50.yml"),
+        {"eval_size": height, "eval_max_size": 1333},
+    )
     paddle.seed(11)
     weights = str(tmp_path / "r50_random.pdparams")
     paddle.save(build_model(cfg, None).state_dict(), weights)
@@ -165,7 +192,7 @@ def test_onednn_agrees_on_r50(exported, tmp_path, restore_global_config, height,
         assert feeds["image"].shape == (1, 3, height, width)
         bbox, num = predictor.run(feeds)
         results[onednn] = bbox
-        assert 100 < num[0] <= 300   # after the NMS, at most max_detections
+        assert 100 < num[0] <= 300  # after the NMS, at most max_detections
     plain, onednn = results[False], results[True]
     np.testing.assert_allclose(np.sort(plain[:, 1]), np.sort(onednn[:, 1]), rtol=0, atol=1e-4)
     for row in plain[np.argsort(-plain[:, 1], kind="stable")[:100]]:
@@ -177,9 +204,12 @@ def test_onednn_agrees_on_r50(exported, tmp_path, restore_global_config, height,
 
 
 THIN = {  # (height, width): refused by the size rule?
-    (4000, 1): True, (1, 4000): True,   # a side resized under one pixel
-    (257, 4000): True, (4000, 257): True,   # 16 x 256 resized: 92 positions < 100 queries
-    (258, 4000): False, (4000, 258): False,  # 17 x 256 resized: 140 positions
+    (4000, 1): True,
+    (1, 4000): True,  # a side resized under one pixel
+    (257, 4000): True,
+    (4000, 257): True,  # 16 x 256 resized: 92 positions < 100 queries
+    (258, 4000): False,
+    (4000, 258): False,  # 17 x 256 resized: 140 positions
 }
 
 
@@ -200,13 +230,16 @@ def test_thin_image_rule_is_the_models(exported):
         else:
             assert pre.check_size(h, w) == pre.model_input_size(h, w)
         im = cv2.cvtColor(np.full((h, w, 3), 100, np.uint8), cv2.COLOR_BGR2RGB)
-        info = {"im_shape": np.array([h, w], np.float32), "scale_factor": np.ones(2, np.float32),
-                "stride": 0}
+        info = {
+            "im_shape": np.array([h, w], np.float32),
+            "scale_factor": np.ones(2, np.float32),
+            "stride": 0,
+        }
         try:
             for op in pre.ops:
                 im = op(im, info)
             predictor.run(pre.stack([(im.astype(np.float32), info)]))
-        except (ValueError, cv2.error):   # cv2: a zero-size resize; Paddle: top-k over too few
+        except (ValueError, cv2.error):  # cv2: a zero-size resize; Paddle: top-k over too few
             assert refused, (h, w)
         else:
             assert not refused, (h, w)
@@ -218,7 +251,8 @@ def test_predictor_rejects_bad_model_dir(tmp_path, exported):
     with pytest.raises(FileNotFoundError, match="infer_cfg.yml"):
         Predictor(str(tmp_path))
     (tmp_path / "infer_cfg.yml").write_text(
-        open(os.path.join(exported.model_dirs["reference"], "infer_cfg.yml")).read())
+        open(os.path.join(exported.model_dirs["reference"], "infer_cfg.yml")).read()
+    )
     with pytest.raises(FileNotFoundError, match="model.json or model.pdmodel"):
         Predictor(str(tmp_path))
     (tmp_path / "infer_cfg.yml").write_text("Preprocess:\n- {type: Mosaic}\n")

@@ -2,6 +2,7 @@
 onnxruntime vs Paddle Inference.
 
 Runs only with the ONNX extra installed (`make onnx`)."""
+
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ for _name in ("onnx", "onnxruntime", "paddle2onnx"):
 
 def _convert_module():
     from ppdet_dac.deploy import onnx_export
+
     return onnx_export
 
 

@@ -1,5 +1,6 @@
 """Inference outputs (ppdet_dac.deploy.outputs): the output folder never holds the inputs,
 x.jpg and x.png get drawings of their own, files of other formats are named in the summary."""
+
 import json
 import os
 
@@ -40,16 +41,18 @@ def test_folder_of_only_unsupported_files_names_them(tmp_path):
     folder = tmp_path / "gifs"
     os.makedirs(folder)
     (folder / "a.gif").write_bytes(b"GIF89a")
-    with pytest.raises(FileNotFoundError, match=r"no \.jpg/\.jpeg/\.png/\.bmp images in .*gifs; "
-                                                r"not read \(unsupported format\): a\.gif"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"no \.jpg/\.jpeg/\.png/\.bmp images in .*gifs; "
+        r"not read \(unsupported format\): a\.gif",
+    ):
         list_inputs(image_dir=str(folder))
 
 
 def test_summary_lists_unsupported_files(tmp_path, capsys):
     folder = _folder(tmp_path)
     paths, unsupported = list_inputs(image_dir=str(folder))
-    status = print_run_outcome(2, 2, [], "d.json", str(tmp_path / "out"),
-                               unsupported=unsupported)
+    status = print_run_outcome(2, 2, [], "d.json", str(tmp_path / "out"), unsupported=unsupported)
     assert status == 0
     with open(tmp_path / "out" / "summary.json") as f:
         assert json.load(f)["unsupported"] == unsupported
@@ -65,13 +68,16 @@ def test_output_folder_holding_the_inputs_is_refused(tmp_path, where):
     before = {p: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     paths = [str(folder / "x.png")]
     image_dir = str(folder) if where == "image_dir" else None
-    with pytest.raises(ValueError, match=rf"--output_dir {folder} holds the input images "
-                                         r"\(x\.png\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"--output_dir {folder} holds the input images "
+        r"\(x\.png\)",
+    ):
         check_output_dir(str(folder), paths, image_dir)
     with pytest.raises(ValueError, match="holds the input images"):
         save_results(paths, [BOX], str(folder) + os.sep, image_dir=image_dir)
     assert {p: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
-    check_output_dir(str(folder / "sub"), paths, image_dir)   # a subfolder is fine
+    check_output_dir(str(folder / "sub"), paths, image_dir)  # a subfolder is fine
 
 
 def test_same_file_name_in_two_folders_is_refused(tmp_path):

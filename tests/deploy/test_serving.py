@@ -2,6 +2,7 @@
 port with the demo model: answers, every class of bad request, image-size limits and the pixel
 bomb (memory bound), concurrency, slow and idle clients, hang-ups, OpenAPI, bound address,
 serving files, worker processes and graceful shutdown."""
+
 import base64
 import http.client
 import json
@@ -28,7 +29,7 @@ START_TIMEOUT = 180
 # Peak resident memory allowed to the demo model's server process (2 predictors): it idles at
 # about 0.7 GB (benchmarks/serving_memory.py); decoding the 30000 x 30000 bomb alone would take
 # 2.7 GB.
-PEAK_RSS_BOUND = 1.5 * 2 ** 30
+PEAK_RSS_BOUND = 1.5 * 2**30
 BOMB_SIDE = 30000
 
 
@@ -38,11 +39,31 @@ class Server:
     def __init__(self, model_dir, *extra):
         env = dict(os.environ, PYTHONPATH=REPO)
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(REPO, "deploy", "serving", "server.py"),
-             "--model_dir", model_dir, "--port", "0", "--pool_size", "2",
-             "--max_body_mb", str(MAX_BODY_MB), "--timeout_keep_alive", str(KEEP_ALIVE_S),
-             "--request_timeout", "60", "--body_timeout", "60"] + list(extra),
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                os.path.join(REPO, "deploy", "serving", "server.py"),
+                "--model_dir",
+                model_dir,
+                "--port",
+                "0",
+                "--pool_size",
+                "2",
+                "--max_body_mb",
+                str(MAX_BODY_MB),
+                "--timeout_keep_alive",
+                str(KEEP_ALIVE_S),
+                "--request_timeout",
+                "60",
+                "--body_timeout",
+                "60",
+            ]
+            + list(extra),
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines = []
         ready = threading.Event()
 
@@ -64,8 +85,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def post(self, body, path="/dac_detr/prediction", timeout=120):
-        request = urllib.request.Request(self.url + path, data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=body, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as reply:
                 return reply.status, json.loads(reply.read())
@@ -116,6 +138,7 @@ def server(exported):
 @pytest.fixture(scope="module")
 def predictor(exported):
     from ppdet_dac.deploy.predictor import Predictor
+
     return Predictor(exported.model_dirs["op"])
 
 
@@ -123,8 +146,11 @@ def predictor(exported):
 def reference(exported, predictor):
     """The in-process predictor's detections for the test images (what the server must say)."""
     from ppdet_dac.deploy.postprocess import detection_records
-    return {path: detection_records(predictor.predict([path])[0], predictor.label_list)
-            for path in exported.images}
+
+    return {
+        path: detection_records(predictor.predict([path])[0], predictor.label_list)
+        for path in exported.images
+    }
 
 
 @pytest.fixture(scope="module")
@@ -145,20 +171,24 @@ def _assert_same_detections(answer, expected):
     assert len(got) == len(expected) > 0
     assert [d["class_id"] for d in got] == [d["class_id"] for d in expected]
     assert [d["label"] for d in got] == [d["label"] for d in expected]
-    np.testing.assert_allclose([[d["score"]] + d["bbox"] for d in got],
-                               [[d["score"]] + d["bbox"] for d in expected], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(
+        [[d["score"]] + d["bbox"] for d in got],
+        [[d["score"]] + d["bbox"] for d in expected],
+        rtol=0,
+        atol=1e-4,
+    )
 
 
 def _assert_inside(answer, width, height):
     boxes = np.array([d["bbox"] for d in json.loads(answer["value"][0])])
-    assert boxes.min() >= 0 and boxes[:, [0, 2]].max() <= width and \
-        boxes[:, [1, 3]].max() <= height
+    assert boxes.min() >= 0 and boxes[:, [0, 2]].max() <= width and boxes[:, [1, 3]].max() <= height
 
 
 def test_good_request_equals_predictor(server, reference, exported, predictor):
     """The answers are the predictor's detections: boxes clipped to the image (the graph's own
     boxes cross its border)."""
     import cv2
+
     for path in exported.images:
         status, answer = server.post_image(_read(path))
         assert status == 200
@@ -166,15 +196,21 @@ def test_good_request_equals_predictor(server, reference, exported, predictor):
         _assert_same_detections(answer, reference[path])
         height, width = cv2.imread(path).shape[:2]
         raw = predictor.run_model(predictor.preprocessor.batch([path]))["bbox"]
-        assert raw[:, 2:].min() < 0 or raw[:, [2, 4]].max() > width or \
-            raw[:, [3, 5]].max() > height
+        assert raw[:, 2:].min() < 0 or raw[:, [2, 4]].max() > width or raw[:, [3, 5]].max() > height
         _assert_inside(answer, width, height)
 
 
 BAD_REQUESTS = {
     "bad base64": (json.dumps({"key": ["image"], "value": ["not*base64!"]}).encode(), "base64"),
-    "not an image": (json.dumps({"key": ["image"], "value": [
-        base64.b64encode(b"GIF89a definitely not a picture").decode()]}).encode(), "decode"),
+    "not an image": (
+        json.dumps(
+            {
+                "key": ["image"],
+                "value": [base64.b64encode(b"GIF89a definitely not a picture").decode()],
+            }
+        ).encode(),
+        "decode",
+    ),
     "wrong key": (json.dumps({"key": ["img"], "value": ["aGVsbG8="]}).encode(), "expected key"),
     "not json": (b"{'key': ", "not JSON"),
     "value not a list": (json.dumps({"key": ["image"], "value": "aGVsbG8="}).encode(), "lists"),
@@ -189,8 +225,9 @@ def test_bad_request_is_refused_and_server_keeps_serving(server, reference, expo
     status, answer = server.post(body)
     assert answer["err_no"] != 0 and message in answer["err_msg"], answer
     assert answer["value"] == []
-    _assert_same_detections(server.post_image(_read(exported.images[0]))[1],
-                            reference[exported.images[0]])
+    _assert_same_detections(
+        server.post_image(_read(exported.images[0]))[1], reference[exported.images[0]]
+    )
 
 
 # (width, height) -> what the message says; each is answered, never a closed connection
@@ -198,7 +235,7 @@ IMAGE_LIMITS = {
     (1, 4000): "1 x 4000 pixels (width x height, aspect ratio 4000:1): resized for this model",
     (4000, 1): "4000 x 1 pixels (width x height, aspect ratio 4000:1): resized for this model",
     (4000, 257): "resized to 256 x 16 it gives 92 feature positions (strides [8, 16, 32, 64]), "
-                 "fewer than the 100 proposals",
+    "fewer than the 100 proposals",
     (257, 4000): "resized to 16 x 256 it gives 92 feature positions",
     (BOMB_SIDE, BOMB_SIDE): "is 30000 x 30000 = 900000000 pixels, over the limit of 40000000",
     (40000, 30000): "is 40000 x 30000 = 1200000000 pixels, over the limit of 40000000",
@@ -210,7 +247,7 @@ def _sized_image(size, bomb):
     width, height = size
     if size == (BOMB_SIDE, BOMB_SIDE):
         return bomb
-    return png_bomb(width, height) if width * height > 10 ** 7 else encoded_image(height, width)
+    return png_bomb(width, height) if width * height > 10**7 else encoded_image(height, width)
 
 
 @pytest.mark.parametrize("size", sorted(IMAGE_LIMITS))
@@ -224,6 +261,7 @@ def test_thinnest_image_the_model_takes_is_answered(server, predictor):
     """One row more than the refused 4000 x 257: 17 resized rows give 140 >= 100 positions, and
     the service answers exactly what the predictor computes."""
     from ppdet_dac.deploy.postprocess import detection_records
+
     for width, height in ((4000, 258), (258, 4000)):
         data = encoded_image(height, width)
         expected = detection_records(predictor.predict([data])[0], predictor.label_list)
@@ -237,8 +275,8 @@ def test_pixel_bomb_is_refused_before_decoding(server, bomb):
         assert answer["err_no"] == 9 and "over the limit" in answer["err_msg"]
     assert server.proc.poll() is None
     peak = server.peak_rss()
-    print(f"server peak RSS after the bombs: {peak / 2 ** 30:.2f} GB")
-    assert peak < PEAK_RSS_BOUND, f"server peak RSS {peak / 2 ** 30:.2f} GB"
+    print(f"server peak RSS after the bombs: {peak / 2**30:.2f} GB")
+    assert peak < PEAK_RSS_BOUND, f"server peak RSS {peak / 2**30:.2f} GB"
 
 
 def test_oversized_body_is_refused(server, reference, exported):
@@ -246,8 +284,9 @@ def test_oversized_body_is_refused(server, reference, exported):
     body = json.dumps({"key": ["image"], "value": [too_big.decode()]}).encode()
     status, answer = server.post(body)
     assert status == 413 and answer["err_no"] == 5 and "exceeds the limit" in answer["err_msg"]
-    _assert_same_detections(server.post_image(_read(exported.images[1]))[1],
-                            reference[exported.images[1]])
+    _assert_same_detections(
+        server.post_image(_read(exported.images[1]))[1], reference[exported.images[1]]
+    )
 
 
 def test_oversized_chunked_body_is_refused(server):
@@ -255,8 +294,13 @@ def test_oversized_chunked_body_is_refused(server):
     chunk = b"A" * 65536
     parts = [b'{"key": ["image"], "value": ["'] + [chunk] * (int(MAX_BODY_MB * 16) + 2)
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    conn.request("POST", "/dac_detr/prediction", body=iter(parts),
-                 headers={"Content-Type": "application/json"}, encode_chunked=True)
+    conn.request(
+        "POST",
+        "/dac_detr/prediction",
+        body=iter(parts),
+        headers={"Content-Type": "application/json"},
+        encode_chunked=True,
+    )
     reply = conn.getresponse()
     answer = json.loads(reply.read())
     conn.close()
@@ -268,8 +312,12 @@ def test_health_and_unknown_path(server):
     status, body = server.get("/health")
     health = json.loads(body)
     assert status == 200 and health["pid"] == server.proc.pid
-    assert {k: health[k] for k in ("status", "service", "pool_size", "max_queue")} == \
-        {"status": "ok", "service": "dac_detr", "pool_size": 2, "max_queue": 8}
+    assert {k: health[k] for k in ("status", "service", "pool_size", "max_queue")} == {
+        "status": "ok",
+        "service": "dac_detr",
+        "pool_size": 2,
+        "max_queue": 8,
+    }
     status, answer = server.post(b"{}", path="/other/prediction")
     assert status == 404 and answer["err_no"] == 7 and "/dac_detr/prediction" in answer["err_msg"]
 
@@ -326,8 +374,10 @@ def test_concurrent_mixed_requests(server, reference, exported, bomb):
 def test_slow_client_does_not_block_others(server, reference, exported):
     slow = socket.create_connection(("127.0.0.1", server.port), timeout=60)
     try:
-        slow.sendall(b"POST /dac_detr/prediction HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"key\"")
+        slow.sendall(
+            b"POST /dac_detr/prediction HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"key\""
+        )
         start = time.monotonic()
         for path in exported.images * 2:
             _assert_same_detections(server.post_image(_read(path))[1], reference[path])
@@ -344,8 +394,9 @@ def test_idle_connections_hold_nothing_and_are_closed(server, reference, exporte
     idle = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(100)]
     try:
         opened = time.monotonic()
-        _assert_same_detections(server.post_image(_read(exported.images[0]))[1],
-                                reference[exported.images[0]])
+        _assert_same_detections(
+            server.post_image(_read(exported.images[0]))[1], reference[exported.images[0]]
+        )
         closed = 0
         for sock in idle:
             sock.settimeout(max(KEEP_ALIVE_S + 30 - (time.monotonic() - opened), 0.1))
@@ -355,18 +406,25 @@ def test_idle_connections_hold_nothing_and_are_closed(server, reference, exporte
                 pass
         assert closed == 100
         print(f"100 idle connections closed {time.monotonic() - opened:.2f} s after opening")
-        assert time.monotonic() - opened < KEEP_ALIVE_S + 30   # about KEEP_ALIVE_S: a hang guard
+        assert time.monotonic() - opened < KEEP_ALIVE_S + 30  # about KEEP_ALIVE_S: a hang guard
     finally:
         for sock in idle:
             sock.close()
 
 
 def test_client_hanging_up_is_one_log_line(server, exported):
-    body = json.dumps({"key": ["image"], "value": [base64.b64encode(
-        _read(exported.images[0])).decode()], "logid": 77}).encode()
+    body = json.dumps(
+        {
+            "key": ["image"],
+            "value": [base64.b64encode(_read(exported.images[0])).decode()],
+            "logid": 77,
+        }
+    ).encode()
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    sock.sendall(b"POST /dac_detr/prediction HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                 b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    sock.sendall(
+        b"POST /dac_detr/prediction HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
     sock.close()
     lines = server.wait_for_line("(logid 77)", timeout=60)
     assert len(lines) == 1 and "closed the connection before its answer" in lines[0]
@@ -402,6 +460,7 @@ def test_serving_files_written(server, exported):
         assert f'feed_var {{\n  name: "{name}"' in proto
     assert proto.count("fetch_var {") == 2 and 'alias_name: "bbox"' in proto
     import yaml
+
     with open(os.path.join(model_dir, "config.yml")) as f:
         config = yaml.safe_load(f)
     assert config["http_port"] == server.port
@@ -411,8 +470,12 @@ def test_serving_files_written(server, exported):
 
 
 def _client(*args, returncode=0):
-    out = subprocess.run([sys.executable, os.path.join(REPO, "deploy", "serving", "client.py")]
-                         + list(args), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "deploy", "serving", "client.py")] + list(args),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == returncode, out.stdout + out.stderr
     return out
 
@@ -424,11 +487,14 @@ def test_client_takes_the_printed_url_the_base_url_or_host_and_port(server, expo
     printed = printed.split("serving on ")[1].split()[0]
     assert printed.endswith("/dac_detr/prediction")
     image = exported.images[0]
-    forms = [["--url", printed], ["--url", server.url], ["--url", server.url + "/"],
-             ["--url", f"127.0.0.1:{server.port}"],
-             ["--host", "127.0.0.1", "--port", str(server.port)]]
-    outputs = [_client("--image_file", image, "--threshold", "0", *form).stdout
-               for form in forms]
+    forms = [
+        ["--url", printed],
+        ["--url", server.url],
+        ["--url", server.url + "/"],
+        ["--url", f"127.0.0.1:{server.port}"],
+        ["--host", "127.0.0.1", "--port", str(server.port)],
+    ]
+    outputs = [_client("--image_file", image, "--threshold", "0", *form).stdout for form in forms]
     assert f"{image}: " in outputs[0] and " detections with score >= 0" in outputs[0]
     assert len(outputs[0].splitlines()) > 1 and all(out == outputs[0] for out in outputs)
     refused = _client("--image_file", image, "--url", server.url, "--port", "1", returncode=2)
@@ -437,16 +503,19 @@ def test_client_takes_the_printed_url_the_base_url_or_host_and_port(server, expo
 
 def test_client_prediction_url_forms():
     import importlib.util
+
     spec = importlib.util.spec_from_file_location(
-        "dac_serving_client", os.path.join(REPO, "deploy", "serving", "client.py"))
+        "dac_serving_client", os.path.join(REPO, "deploy", "serving", "client.py")
+    )
     client = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(client)
     full = "http://10.0.0.5:8080/dac_detr/prediction"
-    for url in ("http://10.0.0.5:8080", "http://10.0.0.5:8080/", "10.0.0.5:8080", full,
-                full + "/"):
+    for url in ("http://10.0.0.5:8080", "http://10.0.0.5:8080/", "10.0.0.5:8080", full, full + "/"):
         assert client.prediction_url(url) == full, url
-    assert client.prediction_url("https://example.org/detect/") == \
-        "https://example.org/detect/dac_detr/prediction"   # a proxy's prefix is kept
+    assert (
+        client.prediction_url("https://example.org/detect/")
+        == "https://example.org/detect/dac_detr/prediction"
+    )  # a proxy's prefix is kept
     assert client.prediction_url(None, "10.0.0.5", 8080) == full
     assert client.prediction_url(None, "::1", 8080) == "http://[::1]:8080/dac_detr/prediction"
     for bad in ("ftp://10.0.0.5/", "http://", "http://10.0.0.5:8080/?x=1"):
@@ -462,17 +531,20 @@ def test_sigterm_shuts_down_cleanly(server, exported):
     keep_alive.request("GET", "/health")
     assert json.loads(keep_alive.getresponse().read())["status"] == "ok"  # connection stays open
     stalled = socket.create_connection(("127.0.0.1", server.port), timeout=60)
-    stalled.sendall(b"POST /dac_detr/prediction HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                    b"application/json\r\nContent-Length: 100000\r\n\r\n{\"key\"")
+    stalled.sendall(
+        b"POST /dac_detr/prediction HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        b"application/json\r\nContent-Length: 100000\r\n\r\n{\"key\""
+    )
     answers = []
-    worker = threading.Thread(target=lambda: answers.append(
-        server.post_image(_read(exported.images[0]))[1]))
+    worker = threading.Thread(
+        target=lambda: answers.append(server.post_image(_read(exported.images[0]))[1])
+    )
     worker.start()
     time.sleep(0.2)  # accepted by then; the prediction itself takes longer
     start = time.monotonic()
     assert server.stop() == 0
     print(f"exited {time.monotonic() - start:.2f} s after SIGTERM")
-    assert time.monotonic() - start < 30   # about 0.5 s: a hang guard
+    assert time.monotonic() - start < 30  # about 0.5 s: a hang guard
     worker.join(60)
     keep_alive.close()
     reply = b""
@@ -515,23 +587,40 @@ def test_sliced_server_with_thresholds(exported, tmp_path):
     from ppdet_dac.deploy.predictor import Predictor
     from ppdet_dac.deploy.slicing import SliceConfig
 
-    grid = str(tmp_path / "grid.jpg")   # under the test server's 0.5 MB body limit
+    grid = str(tmp_path / "grid.jpg")  # under the test server's 0.5 MB body limit
     demo_grid(exported.data_dir, grid)
     thin = encoded_image(257, 4000)
-    predictor = Predictor(exported.model_dirs["op"], nms_threshold=0.2, score_threshold=0.02,
-                          slicing=SliceConfig((TILE_H, TILE_W), (0, 0)))
+    predictor = Predictor(
+        exported.model_dirs["op"],
+        nms_threshold=0.2,
+        score_threshold=0.02,
+        slicing=SliceConfig((TILE_H, TILE_W), (0, 0)),
+    )
     images = [_read(grid), _read(grid), _read(exported.images[1]), thin]
-    expected = [detection_records(predictor.predict([im])[0], predictor.label_list)
-                for im in images]
-    srv = Server(exported.model_dirs["op"], "--slice_infer", "--slice_size", str(TILE_H),
-                 str(TILE_W), "--overlap_ratio", "0", "0", "--nms_threshold", "0.2",
-                 "--score_threshold", "0.02")
+    expected = [
+        detection_records(predictor.predict([im])[0], predictor.label_list) for im in images
+    ]
+    srv = Server(
+        exported.model_dirs["op"],
+        "--slice_infer",
+        "--slice_size",
+        str(TILE_H),
+        str(TILE_W),
+        "--overlap_ratio",
+        "0",
+        "0",
+        "--nms_threshold",
+        "0.2",
+        "--score_threshold",
+        "0.02",
+    )
     try:
         assert any(f"sliced {TILE_H}x{TILE_W}" in line for line in srv.lines)
         with ThreadPoolExecutor(max_workers=2) as pool:
             answers = list(pool.map(lambda im: srv.post_image(im)[1], images))
-        for answer, records, size in zip(answers, expected, [(640, 480), (640, 480), (200, 300),
-                                                              (4000, 257)]):
+        for answer, records, size in zip(
+            answers, expected, [(640, 480), (640, 480), (200, 300), (4000, 257)]
+        ):
             if records:
                 _assert_same_detections(answer, records)
                 _assert_inside(answer, *size)

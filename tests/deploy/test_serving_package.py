@@ -1,5 +1,6 @@
 """The service as a package: its options checked in one place (ServingOptions, also what the
 CLI reports), and nothing reaches it through sys.path edits or file-path imports."""
+
 import os
 import re
 import subprocess
@@ -34,19 +35,31 @@ def test_options_out_of_range_are_one_error_naming_the_flag(option, value):
 def test_options_defaults_and_derived_values():
     options = ServingOptions("m", max_body_mb=0.5, request_timeout=3.0, body_timeout=10.0)
     assert options.max_body_bytes == 524288
-    assert options.body_deadline == (3.0, "--request_timeout")   # the shorter of the two
-    assert options.grace == 8.0                                  # request_timeout + 5
-    assert ServingOptions("m").grace == 20.0                     # at most 20 s by default
+    assert options.body_deadline == (3.0, "--request_timeout")  # the shorter of the two
+    assert options.grace == 8.0  # request_timeout + 5
+    assert ServingOptions("m").grace == 20.0  # at most 20 s by default
     assert ServingOptions("m", timeout_graceful_shutdown=2.5).grace == 2.5
 
 
 def test_cli_reports_a_bad_option_in_one_line():
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "deploy", "serving", "server.py"),
-                           "--model_dir", "m", "--pool_size", "0"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "deploy", "serving", "server.py"),
+            "--model_dir",
+            "m",
+            "--pool_size",
+            "0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1].endswith(
-        "error: --pool_size must be >= 1, got 0"), proc.stderr[-2000:]
+    assert (
+        proc.stderr.strip().splitlines()[-1].endswith("error: --pool_size must be >= 1, got 0")
+    ), proc.stderr[-2000:]
 
 
 # a statement that edits sys.path or loads a file by path
@@ -59,9 +72,11 @@ SERVICE_FILES = ("deploy/serving/server.py", "ppdet_dac/deploy/serving/")
 def _path_imports(rel, text):
     """The statements of ``text`` (a file at ``rel``) that reach the service by path."""
     service = rel.startswith(SERVICE_FILES)
-    return [f"{rel}: {statement.strip()[:80]}"
-            for statement in re.split(r"\n(?=\S)|\n\s*\n", text)
-            if PATH_IMPORT.search(statement) and (service or SERVICE_NAMES.search(statement))]
+    return [
+        f"{rel}: {statement.strip()[:80]}"
+        for statement in re.split(r"\n(?=\S)|\n\s*\n", text)
+        if PATH_IMPORT.search(statement) and (service or SERVICE_NAMES.search(statement))
+    ]
 
 
 def test_nothing_imports_the_service_by_path():

@@ -1,14 +1,24 @@
 """Sliced inference (ppdet_dac.deploy.slicing, --slice_infer): tile layout, merging, a stand-in
 detector on a large image with many small objects, and the exported model on a grid of demo
 images, in process and through deploy/python/infer.py and tools/infer.py."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 
-from _deploy_helpers import (DEMO_CONFIG, GRID_COLS, GRID_ROWS, REPO, SIZE_OPTS, TILE_H, TILE_W,
-                             demo_grid, run_python)
+from _deploy_helpers import (
+    DEMO_CONFIG,
+    GRID_COLS,
+    GRID_ROWS,
+    REPO,
+    SIZE_OPTS,
+    TILE_H,
+    TILE_W,
+    demo_grid,
+    run_python,
+)
 
 
 def test_windows_of_the_issue_photo():
@@ -21,12 +31,16 @@ def test_windows_of_the_issue_photo():
     assert windows.tolist() == [[x, y, x + 640, y + 640] for y in ys for x in xs]
     # an image smaller than a slice is one tile; one side smaller: tiles along the other only
     assert SliceConfig().windows(300, 200).tolist() == [[0, 0, 200, 300]]
-    assert SliceConfig((100, 100), (0.5, 0.0)).windows(50, 250).tolist() == \
-        [[0, 0, 100, 50], [100, 0, 200, 50], [150, 0, 250, 50]]
+    assert SliceConfig((100, 100), (0.5, 0.0)).windows(50, 250).tolist() == [
+        [0, 0, 100, 50],
+        [100, 0, 200, 50],
+        [150, 0, 250, 50],
+    ]
 
 
-@pytest.mark.parametrize("size,overlap", [((640, 640), (0.25, 0.25)), ((96, 160), (0.2, 0.5)),
-                                          ((101, 33), (0.0, 0.9))])
+@pytest.mark.parametrize(
+    "size,overlap", [((640, 640), (0.25, 0.25)), ((96, 160), (0.2, 0.5)), ((101, 33), (0.0, 0.9))]
+)
 def test_windows_cover_the_image_with_the_overlap_asked(size, overlap):
     from ppdet_dac.deploy.slicing import SliceConfig
 
@@ -49,11 +63,13 @@ def test_windows_cover_the_image_with_the_overlap_asked(size, overlap):
 def test_bad_slice_options_name_the_option():
     from ppdet_dac.deploy.slicing import SliceConfig
 
-    for kwargs, message in (({"slice_size": (0, 640)}, "slice_size"),
-                            ({"overlap_ratio": (1.0, 0.2)}, "overlap_ratio"),
-                            ({"combine_method": "nmm"}, "combine_method"),
-                            ({"match_metric": "giou"}, "match_metric"),
-                            ({"match_threshold": 1.5}, "match_threshold")):
+    for kwargs, message in (
+        ({"slice_size": (0, 640)}, "slice_size"),
+        ({"overlap_ratio": (1.0, 0.2)}, "overlap_ratio"),
+        ({"combine_method": "nmm"}, "combine_method"),
+        ({"match_metric": "giou"}, "match_metric"),
+        ({"match_threshold": 1.5}, "match_threshold"),
+    ):
         with pytest.raises(ValueError, match=message):
             SliceConfig(**kwargs)
 
@@ -77,8 +93,9 @@ def test_merge_is_greedy_classwise_nms(metric):
     rng = np.random.default_rng(3)
     xy = rng.uniform(0, 200, (300, 2))
     wh = rng.uniform(10, 60, (300, 2))
-    dets = np.concatenate([rng.integers(0, 3, (300, 1)), rng.permutation(300)[:, None] / 300.0,
-                           xy, xy + wh], axis=1).astype(np.float32)
+    dets = np.concatenate(
+        [rng.integers(0, 3, (300, 1)), rng.permutation(300)[:, None] / 300.0, xy, xy + wh], axis=1
+    ).astype(np.float32)
     threshold = 0.5
     kept = merge_detections(dets, SliceConfig(match_threshold=threshold, match_metric=metric))
     assert 30 < len(kept) < 290
@@ -105,8 +122,10 @@ def _scene(height=1035, width=1249, count=120, side=40, seed=0):
     boxes = []
     while len(boxes) < count:
         x, y = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
-        if all(x >= bx2 + 4 or x + side + 4 <= bx1 or y >= by2 + 4 or y + side + 4 <= by1
-               for bx1, by1, bx2, by2 in boxes):
+        if all(
+            x >= bx2 + 4 or x + side + 4 <= bx1 or y >= by2 + 4 or y + side + 4 <= by1
+            for bx1, by1, bx2, by2 in boxes
+        ):
             boxes.append((x, y, x + side, y + side))
     for k, (x1, y1, x2, y2) in enumerate(boxes):
         image[y1:y2, x1:x2] = (k + 1, 255, 255)
@@ -130,6 +149,7 @@ def _colour_detector(full_boxes):
                 rows.append([k % 3, score, xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
             out.append(np.array(rows, np.float32).reshape(-1, 6))
         return out
+
     return detect
 
 
@@ -141,12 +161,13 @@ def test_sliced_stand_in_finds_every_small_object_once():
 
     image, boxes = _scene()
     detect = _colour_detector(boxes)
-    merged = sliced_detections(image, SliceConfig((256, 256), (0.25, 0.25)), detect,
-                               batch_size=4)
+    merged = sliced_detections(image, SliceConfig((256, 256), (0.25, 0.25)), detect, batch_size=4)
     count = len(boxes)
     order = np.argsort(merged[:, 2] * 10000 + merged[:, 3])
-    expected = np.concatenate([(np.arange(count) % 3)[:, None],
-                               (0.2 + 0.7 * np.arange(count) / count)[:, None], boxes], axis=1)
+    expected = np.concatenate(
+        [(np.arange(count) % 3)[:, None], (0.2 + 0.7 * np.arange(count) / count)[:, None], boxes],
+        axis=1,
+    )
     expected = expected[np.argsort(boxes[:, 0] * 10000 + boxes[:, 1])]
     np.testing.assert_allclose(merged[order], expected, rtol=0, atol=1e-5)
     concat = sliced_detections(image, SliceConfig((256, 256), (0.25, 0.25), "concat"), detect)
@@ -207,10 +228,10 @@ def test_sliced_grid_equals_per_cell_inference(exported, grid):
     path, cells = grid
     whole = Predictor(exported.model_dirs["op"])
     cells_dets = _per_cell(whole, cells)
-    concat = Predictor(exported.model_dirs["op"],
-                       slicing=SliceConfig((TILE_H, TILE_W), (0, 0), "concat"))
-    np.testing.assert_array_equal(_key(concat.predict([path])[0]),
-                                  _key(np.concatenate(cells_dets)))
+    concat = Predictor(
+        exported.model_dirs["op"], slicing=SliceConfig((TILE_H, TILE_W), (0, 0), "concat")
+    )
+    np.testing.assert_array_equal(_key(concat.predict([path])[0]), _key(np.concatenate(cells_dets)))
     merged = Predictor(exported.model_dirs["op"], slicing=SliceConfig((TILE_H, TILE_W), (0, 0)))
     result = merged.predict([path])[0]
     assert _assert_merged_from_cells(result, cells_dets) > 0
@@ -225,33 +246,72 @@ def test_infer_tools_slice_infer(exported, grid, tmp_path, tool):
     from ppdet_dac.deploy.slicing import SliceConfig
 
     path, cells = grid
-    flags = ["--slice_infer", "--slice_size", str(TILE_H), str(TILE_W), "--overlap_ratio",
-             "0", "0", "--nms_threshold", "0.2", "--score_threshold", "0.02"]
+    flags = [
+        "--slice_infer",
+        "--slice_size",
+        str(TILE_H),
+        str(TILE_W),
+        "--overlap_ratio",
+        "0",
+        "0",
+        "--nms_threshold",
+        "0.2",
+        "--score_threshold",
+        "0.02",
+    ]
     if tool == "deploy":
-        run_python([os.path.join("deploy", "python", "infer.py"), "--model_dir",
-                    exported.model_dirs["op"], "--image_file", path, "--output_dir",
-                    str(tmp_path), "--batch_size", "2"] + flags)
+        run_python(
+            [
+                os.path.join("deploy", "python", "infer.py"),
+                "--model_dir",
+                exported.model_dirs["op"],
+                "--image_file",
+                path,
+                "--output_dir",
+                str(tmp_path),
+                "--batch_size",
+                "2",
+            ]
+            + flags
+        )
         model_dir, combine = exported.model_dirs["op"], "nms"
-    else:   # concat: dygraph and exported scores differ in the last bits, NMS ties could flip
-        run_python([os.path.join("tools", "infer.py"), "-c", DEMO_CONFIG,
-                    "-o", f"weights={exported.weights}",
-                    f"TestDataset.dataset_dir={exported.data_dir}", *SIZE_OPTS, "--infer_img", path,
-                    "--output_dir", str(tmp_path), "--draw_threshold", "0.0",
-                    "--combine_method", "concat"] + flags)
+    else:  # concat: dygraph and exported scores differ in the last bits, NMS ties could flip
+        run_python(
+            [
+                os.path.join("tools", "infer.py"),
+                "-c",
+                DEMO_CONFIG,
+                "-o",
+                f"weights={exported.weights}",
+                f"TestDataset.dataset_dir={exported.data_dir}",
+                *SIZE_OPTS,
+                "--infer_img",
+                path,
+                "--output_dir",
+                str(tmp_path),
+                "--draw_threshold",
+                "0.0",
+                "--combine_method",
+                "concat",
+            ]
+            + flags
+        )
         model_dir, combine = exported.model_dirs["reference"], "concat"
     with open(tmp_path / "detections.json") as f:
-        (_, records), = json.load(f).items()
+        ((_, records),) = json.load(f).items()
     got = np.array([[r["class_id"], r["score"]] + r["bbox"] for r in records], np.float32)
     slicing = SliceConfig((TILE_H, TILE_W), (0, 0), combine)
-    expected = Predictor(model_dir, nms_threshold=0.2, score_threshold=0.02,
-                         slicing=slicing).predict([path])[0]
+    expected = Predictor(
+        model_dir, nms_threshold=0.2, score_threshold=0.02, slicing=slicing
+    ).predict([path])[0]
     default_nms = Predictor(model_dir, score_threshold=0.02, slicing=slicing).predict([path])[0]
     assert default_nms.shape != expected.shape or not np.array_equal(default_nms, expected)
     assert len(got) == len(expected) > 0 and got[:, 1].min() >= 0.02
     np.testing.assert_allclose(_key(got), _key(expected), rtol=0, atol=1e-4)
     height, width = GRID_ROWS * TILE_H, GRID_COLS * TILE_W
-    assert got[:, 2:].min() >= 0 and got[:, [2, 4]].max() <= width and \
-        got[:, [3, 5]].max() <= height
+    assert (
+        got[:, 2:].min() >= 0 and got[:, [2, 4]].max() <= width and got[:, [3, 5]].max() <= height
+    )
     assert (tmp_path / "grid.png.png").is_file()
 
 
@@ -264,24 +324,53 @@ def test_slice_and_threshold_flags(script):
     from ppdet_dac.deploy.slicing import SliceConfig
 
     spec = importlib.util.spec_from_file_location(
-        "slice_flags_" + os.path.basename(os.path.dirname(script)),
-        os.path.join(REPO, script))
+        "slice_flags_" + os.path.basename(os.path.dirname(script)), os.path.join(REPO, script)
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     base = ["--model_dir", "m"] + (["--image_file", "x.jpg"] if "infer" in script else [])
-    args = module.parse_args(base + ["--slice_infer", "--slice_size", "320", "480",
-                                     "--overlap_ratio", "0.1", "0.2", "--combine_method",
-                                     "concat", "--match_metric", "iou", "--match_threshold",
-                                     "0.4", "--nms_threshold", "0.5", "--score_threshold", "0.3"])
-    assert args.detection == {"nms_threshold": 0.5, "score_threshold": 0.3, "slicing": SliceConfig(
-        (320, 480), (0.1, 0.2), "concat", 0.4, "iou")}
-    assert module.parse_args(base).detection == {"nms_threshold": None, "score_threshold": 0.0,
-                                                 "slicing": None}
+    args = module.parse_args(
+        base
+        + [
+            "--slice_infer",
+            "--slice_size",
+            "320",
+            "480",
+            "--overlap_ratio",
+            "0.1",
+            "0.2",
+            "--combine_method",
+            "concat",
+            "--match_metric",
+            "iou",
+            "--match_threshold",
+            "0.4",
+            "--nms_threshold",
+            "0.5",
+            "--score_threshold",
+            "0.3",
+        ]
+    )
+    assert args.detection == {
+        "nms_threshold": 0.5,
+        "score_threshold": 0.3,
+        "slicing": SliceConfig((320, 480), (0.1, 0.2), "concat", 0.4, "iou"),
+    }
+    assert module.parse_args(base).detection == {
+        "nms_threshold": None,
+        "score_threshold": 0.0,
+        "slicing": None,
+    }
     if "server" in script:
-        assert module.parse_args(base + ["--threshold", "0.25"]).detection["score_threshold"] \
-            == 0.25
-    for bad in (["--slice_infer", "--slice_size", "0", "640"],
-                ["--slice_infer", "--overlap_ratio", "1", "0"], ["--nms_threshold", "2"],
-                ["--score_threshold", "-1"], ["--combine_method", "nmm"]):
+        assert (
+            module.parse_args(base + ["--threshold", "0.25"]).detection["score_threshold"] == 0.25
+        )
+    for bad in (
+        ["--slice_infer", "--slice_size", "0", "640"],
+        ["--slice_infer", "--overlap_ratio", "1", "0"],
+        ["--nms_threshold", "2"],
+        ["--score_threshold", "-1"],
+        ["--combine_method", "nmm"],
+    ):
         with pytest.raises(SystemExit):
             module.parse_args(base + bad)

@@ -2,6 +2,7 @@
 threshold gives (re-run on the graph's NMS candidates), --score_threshold drops rows, the
 coco_raw label map, exports without the candidates; the graph's own outputs stay the
 evaluation's."""
+
 import os
 import shutil
 import types
@@ -12,7 +13,7 @@ import yaml
 
 from _deploy_helpers import DEMO_CONFIG, EXPORT_MAX_SIZE, EXPORT_SIZE, global_config_restored
 
-STRICT = 0.2   # the demo exports at 0.8; on the random demo weights 0.2 changes the top 100
+STRICT = 0.2  # the demo exports at 0.8; on the random demo weights 0.2 changes the top 100
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +24,18 @@ def strict_export(exported, tmp_path_factory):
     from ppdet_dac.deploy.export import export_model
 
     with global_config_restored():
-        cfg = load_checked_config(DEMO_CONFIG, {
-            "TestDataset": {"dataset_dir": exported.data_dir},
-            "eval_size": EXPORT_SIZE, "eval_max_size": EXPORT_MAX_SIZE,
-            "DACNMSPostProcess": {"nms_iou_threshold": STRICT}})
-        out = export_model(cfg, exported.weights,
-                           str(tmp_path_factory.mktemp("strict") / "model"), "op")
+        cfg = load_checked_config(
+            DEMO_CONFIG,
+            {
+                "TestDataset": {"dataset_dir": exported.data_dir},
+                "eval_size": EXPORT_SIZE,
+                "eval_max_size": EXPORT_MAX_SIZE,
+                "DACNMSPostProcess": {"nms_iou_threshold": STRICT},
+            },
+        )
+        out = export_model(
+            cfg, exported.weights, str(tmp_path_factory.mktemp("strict") / "model"), "op"
+        )
     with open(os.path.join(out, "infer_cfg.yml")) as f:
         assert yaml.safe_load(f)["NMS"]["nms_threshold"] == STRICT
     return out
@@ -52,8 +59,9 @@ def test_nms_threshold_equals_an_export_at_that_threshold(exported, strict_expor
         np.testing.assert_array_equal(got[0], expected[0])
         default = loose.run(feeds)
         assert default[0].shape != got[0].shape or not np.array_equal(default[0], got[0])
-        np.testing.assert_array_equal(rerun.run_model(feeds)["bbox"],
-                                      loose.run_model(feeds)["bbox"])
+        np.testing.assert_array_equal(
+            rerun.run_model(feeds)["bbox"], loose.run_model(feeds)["bbox"]
+        )
     # the exported threshold itself is the graph's own selection
     same = Predictor(exported.model_dirs["op"], nms_threshold=0.8)
     for a, b in zip(same.predict(exported.images), loose.predict(exported.images)):
@@ -90,13 +98,18 @@ def test_reselect_maps_coco_raw_labels_as_the_model_does():
     scale = paddle.to_tensor(np.array([[0.75, 0.75], [1.0, 1.0]], np.float32))
     post = DACNMSPostProcess(2000, 0.6, 120)
     nms_boxes, nms_scores = post.candidates(logits, boxes, im_shape, scale)
-    model = types.SimpleNamespace(class_id_mode="coco_raw",
-                                  to_dataset_ids=paddle.to_tensor(to_dataset))
+    model = types.SimpleNamespace(
+        class_id_mode="coco_raw", to_dataset_ids=paddle.to_tensor(to_dataset)
+    )
     expected = DACDETR._to_dataset_labels(model, *post.select(nms_boxes, nms_scores))
-    nms = {"nms_top_k": 2000, "keep_top_k": 120, "nms_threshold": 0.8,
-           "label_map": to_dataset.tolist()}
+    nms = {
+        "nms_top_k": 2000,
+        "keep_top_k": 120,
+        "nms_threshold": 0.8,
+        "label_map": to_dataset.tolist(),
+    }
     bbox, bbox_num = reselect(nms_boxes.numpy(), nms_scores.numpy(), nms, 0.6)
-    assert bbox_num.sum() < 240 and (bbox[:, 0] >= 0).all()   # some rows were dropped
+    assert bbox_num.sum() < 240 and (bbox[:, 0] >= 0).all()  # some rows were dropped
     np.testing.assert_array_equal(bbox_num, expected["bbox_num"].numpy())
     np.testing.assert_array_equal(bbox, expected["bbox"].numpy())
 
@@ -115,8 +128,9 @@ def test_export_without_candidates_refuses_nms_threshold(exported, tmp_path):
         yaml.safe_dump(cfg, f)
     current = Predictor(exported.model_dirs["op"]).predict(exported.images[:1])[0]
     np.testing.assert_array_equal(Predictor(str(old)).predict(exported.images[:1])[0], current)
-    with pytest.raises(ValueError, match=f"{old / 'infer_cfg.yml'}: this export has no NMS "
-                                         "candidates output"):
+    with pytest.raises(
+        ValueError, match=f"{old / 'infer_cfg.yml'}: this export has no NMS candidates output"
+    ):
         Predictor(str(old), nms_threshold=0.5)
     with pytest.raises(ValueError, match="nms_threshold must be in"):
         Predictor(exported.model_dirs["op"], nms_threshold=1.5)

@@ -3,6 +3,7 @@ and PNGs with the boxes drawn where the detections are; the dygraph tool agrees 
 exported model; a folder with bad files is processed to its end, each bad file reported, exit
 status 1; an output folder holding the inputs is refused, x.jpg and x.png get drawings of their
 own and files of other formats are named in the summary."""
+
 import json
 import os
 
@@ -20,8 +21,9 @@ def _changed_pixels_lie_on_boxes(original, drawn, rows, label_names, threshold):
     from ppdet_dac.deploy.visualize import label_boxes
 
     allowed = np.zeros(original.shape[:2], dtype=bool)
-    for _, _, (x1, y1, x2, y2), (rx1, ry1, rx2, ry2) in label_boxes(original.shape, rows,
-                                                                    label_names, threshold):
+    for _, _, (x1, y1, x2, y2), (rx1, ry1, rx2, ry2) in label_boxes(
+        original.shape, rows, label_names, threshold
+    ):
         ring = np.zeros_like(allowed)
         cv2.rectangle(ring.view(np.uint8), (x1, y1), (x2, y2), 1, 6)
         allowed |= ring
@@ -43,8 +45,9 @@ def assert_clipped(rows, raw, height, width):
     expected[:, [3, 5]] = np.clip(expected[:, [3, 5]], 0, height)
     order = np.lexsort((raw[:, 0], -raw[:, 1]))
     rows = np.asarray(rows, np.float32).reshape(-1, 6)
-    np.testing.assert_allclose(rows[np.lexsort((rows[:, 0], -rows[:, 1]))], expected[order],
-                               rtol=0, atol=1e-4)
+    np.testing.assert_allclose(
+        rows[np.lexsort((rows[:, 0], -rows[:, 1]))], expected[order], rtol=0, atol=1e-4
+    )
 
 
 def test_deploy_infer_draws_boxes_at_detections(exported, tmp_path):
@@ -59,9 +62,19 @@ def test_deploy_infer_draws_boxes_at_detections(exported, tmp_path):
     dets = predictor.predict([image])[0]
     threshold = float(np.sort(dets[:, 1])[::-1][NUM_DRAWN - 1])
     out_dir = tmp_path / "out"
-    stdout = run_python([os.path.join("deploy", "python", "infer.py"),
-                         "--model_dir", exported.model_dirs["op"], "--image_file", image,
-                         "--output_dir", str(out_dir), "--threshold", repr(threshold)])
+    stdout = run_python(
+        [
+            os.path.join("deploy", "python", "infer.py"),
+            "--model_dir",
+            exported.model_dirs["op"],
+            "--image_file",
+            image,
+            "--output_dir",
+            str(out_dir),
+            "--threshold",
+            repr(threshold),
+        ]
+    )
     assert f"{image}: " in stdout
     png = out_dir / (os.path.basename(image) + ".png")
     assert png.is_file()
@@ -82,7 +95,7 @@ def test_deploy_infer_draws_boxes_at_detections(exported, tmp_path):
     _changed_pixels_lie_on_boxes(original, drawn, shown, predictor.label_list, threshold)
     for x1, y1, x2, y2 in np.round(shown[:, 2:]).astype(int):
         for x, y in (((x1, (y1 + y2) // 2)), (x2, (y1 + y2) // 2), ((x1 + x2) // 2, y2)):
-            x, y = min(x, w - 1), min(y, h - 1)   # an edge on the border is drawn inside
+            x, y = min(x, w - 1), min(y, h - 1)  # an edge on the border is drawn inside
             assert np.any(drawn[y, x] != original[y, x]), (x, y)
 
 
@@ -92,12 +105,25 @@ def test_dygraph_tool_agrees_with_exported_model(exported, tmp_path):
     from ppdet_dac.deploy.predictor import Predictor
 
     image = exported.images[1]
-    run_python([os.path.join("tools", "infer.py"), "-c", DEMO_CONFIG,
-                "-o", f"weights={exported.weights}", f"TestDataset.dataset_dir={exported.data_dir}",
-                *SIZE_OPTS,
-                "--infer_img", image, "--output_dir", str(tmp_path), "--draw_threshold", "0.0"])
+    run_python(
+        [
+            os.path.join("tools", "infer.py"),
+            "-c",
+            DEMO_CONFIG,
+            "-o",
+            f"weights={exported.weights}",
+            f"TestDataset.dataset_dir={exported.data_dir}",
+            *SIZE_OPTS,
+            "--infer_img",
+            image,
+            "--output_dir",
+            str(tmp_path),
+            "--draw_threshold",
+            "0.0",
+        ]
+    )
     with open(tmp_path / "detections.json") as f:
-        (path, dy), = json.load(f).items()
+        ((path, dy),) = json.load(f).items()
     assert os.path.abspath(path) == os.path.abspath(image)
     predictor = Predictor(exported.model_dirs["reference"])
     pi = detection_records(predictor.predict([image])[0], predictor.label_list)
@@ -105,8 +131,12 @@ def test_dygraph_tool_agrees_with_exported_model(exported, tmp_path):
     height, width = cv2.imread(image).shape[:2]
     raw = predictor.run_model(predictor.preprocessor.batch([image]))["bbox"]
     assert_clipped([[r["class_id"], r["score"]] + r["bbox"] for r in dy], raw, height, width)
-    np.testing.assert_allclose([[r["score"]] + r["bbox"] for r in dy],
-                               [[r["score"]] + r["bbox"] for r in pi], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(
+        [[r["score"]] + r["bbox"] for r in dy],
+        [[r["score"]] + r["bbox"] for r in pi],
+        rtol=0,
+        atol=1e-4,
+    )
 
 
 def _folder_with_bad_files(exported, folder):
@@ -121,9 +151,11 @@ def _folder_with_bad_files(exported, folder):
     (folder / "c_strip.png").write_bytes(encoded_image(1, 4000))
     for path in exported.images:
         shutil.copy(path, folder / ("d_" + os.path.basename(path)))
-    return {"a_junk.jpg": "not a readable JPEG/PNG/BMP image",
-            "b_bomb.png": "9000 x 5000 = 45000000 pixels, over the limit of 40000000",
-            "c_strip.png": "4000 x 1 pixels (width x height, aspect ratio 4000:1)"}
+    return {
+        "a_junk.jpg": "not a readable JPEG/PNG/BMP image",
+        "b_bomb.png": "9000 x 5000 = 45000000 pixels, over the limit of 40000000",
+        "c_strip.png": "4000 x 1 pixels (width x height, aspect ratio 4000:1)",
+    }
 
 
 def _check_reported(out_dir, folder, bad, stdout, good_detections):
@@ -142,9 +174,12 @@ def _check_reported(out_dir, folder, bad, stdout, good_detections):
         assert (out_dir / (name + ".png")).is_file()
         assert len(got) == len(expected) > 0
         assert [r["class_id"] for r in got] == [r["class_id"] for r in expected]
-        np.testing.assert_allclose([[r["score"]] + r["bbox"] for r in got],
-                                   [[r["score"]] + r["bbox"] for r in expected], rtol=0,
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            [[r["score"]] + r["bbox"] for r in got],
+            [[r["score"]] + r["bbox"] for r in expected],
+            rtol=0,
+            atol=1e-4,
+        )
 
 
 def test_deploy_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp_path):
@@ -156,17 +191,35 @@ def test_deploy_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp_
     bad = _folder_with_bad_files(exported, folder)
     predictor = Predictor(exported.model_dirs["op"])
     # with --batch_size 2 the two good images (after the bad ones are dropped) are one batch
-    good = {"d_" + os.path.basename(p): detection_records(dets, predictor.label_list)
-            for p, dets in zip(exported.images, predictor.predict(exported.images))}
+    good = {
+        "d_" + os.path.basename(p): detection_records(dets, predictor.label_list)
+        for p, dets in zip(exported.images, predictor.predict(exported.images))
+    }
     out_dir = tmp_path / "out"
-    proc = run_process([os.path.join("deploy", "python", "infer.py"),
-                        "--model_dir", exported.model_dirs["op"], "--image_dir", str(folder),
-                        "--output_dir", str(out_dir), "--batch_size", "2"], returncode=1)
+    proc = run_process(
+        [
+            os.path.join("deploy", "python", "infer.py"),
+            "--model_dir",
+            exported.model_dirs["op"],
+            "--image_dir",
+            str(folder),
+            "--output_dir",
+            str(out_dir),
+            "--batch_size",
+            "2",
+        ],
+        returncode=1,
+    )
     assert "3 file(s) skipped" in proc.stdout
     _check_reported(out_dir, folder, bad, proc.stdout, good)
-    for name in bad:   # one log line per skipped file, no traceback
-        assert sum(f"skipping {folder / name}:" in line
-                   for line in proc.stdout.splitlines() + proc.stderr.splitlines()) == 1
+    for name in bad:  # one log line per skipped file, no traceback
+        assert (
+            sum(
+                f"skipping {folder / name}:" in line
+                for line in proc.stdout.splitlines() + proc.stderr.splitlines()
+            )
+            == 1
+        )
     assert "Traceback" not in proc.stderr
 
 
@@ -178,15 +231,31 @@ def test_dygraph_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp
     folder = tmp_path / "images"
     bad = _folder_with_bad_files(exported, folder)
     predictor = Predictor(exported.model_dirs["reference"])
-    good = {"d_" + os.path.basename(p): detection_records(predictor.predict([p])[0],
-                                                          predictor.label_list)
-            for p in exported.images}
+    good = {
+        "d_" + os.path.basename(p): detection_records(
+            predictor.predict([p])[0], predictor.label_list
+        )
+        for p in exported.images
+    }
     out_dir = tmp_path / "out"
-    proc = run_process([os.path.join("tools", "infer.py"), "-c", DEMO_CONFIG,
-                        "-o", f"weights={exported.weights}",
-                        f"TestDataset.dataset_dir={exported.data_dir}", *SIZE_OPTS,
-                        "--infer_dir", str(folder), "--output_dir", str(out_dir),
-                        "--draw_threshold", "0.0"], returncode=1)
+    proc = run_process(
+        [
+            os.path.join("tools", "infer.py"),
+            "-c",
+            DEMO_CONFIG,
+            "-o",
+            f"weights={exported.weights}",
+            f"TestDataset.dataset_dir={exported.data_dir}",
+            *SIZE_OPTS,
+            "--infer_dir",
+            str(folder),
+            "--output_dir",
+            str(out_dir),
+            "--draw_threshold",
+            "0.0",
+        ],
+        returncode=1,
+    )
     assert "3 file(s) skipped" in proc.stdout
     _check_reported(out_dir, folder, bad, proc.stdout, good)
 
@@ -205,41 +274,63 @@ def _same_stem_folder(exported, folder):
 
 def _tool_args(tool, exported, folder, out_dir):
     if tool == "deploy":
-        return [os.path.join("deploy", "python", "infer.py"), "--model_dir",
-                exported.model_dirs["reference"], "--image_dir", str(folder), "--output_dir",
-                str(out_dir), "--threshold", "0.0"]
-    return [os.path.join("tools", "infer.py"), "-c", DEMO_CONFIG, "-o",
-            f"weights={exported.weights}", f"TestDataset.dataset_dir={exported.data_dir}",
-            *SIZE_OPTS, "--infer_dir", str(folder), "--output_dir", str(out_dir),
-            "--draw_threshold", "0.0"]
+        return [
+            os.path.join("deploy", "python", "infer.py"),
+            "--model_dir",
+            exported.model_dirs["reference"],
+            "--image_dir",
+            str(folder),
+            "--output_dir",
+            str(out_dir),
+            "--threshold",
+            "0.0",
+        ]
+    return [
+        os.path.join("tools", "infer.py"),
+        "-c",
+        DEMO_CONFIG,
+        "-o",
+        f"weights={exported.weights}",
+        f"TestDataset.dataset_dir={exported.data_dir}",
+        *SIZE_OPTS,
+        "--infer_dir",
+        str(folder),
+        "--output_dir",
+        str(out_dir),
+        "--draw_threshold",
+        "0.0",
+    ]
 
 
 @pytest.mark.parametrize("tool", ["deploy", "dygraph"])
 def test_output_folder_holding_the_inputs_is_refused(exported, tmp_path, tool):
     """--output_dir = the image folder: one error naming it, exit 2, the inputs untouched."""
     from _deploy_helpers import run_process
+
     folder = tmp_path / "images"
     before = _same_stem_folder(exported, folder)
     proc = run_process(_tool_args(tool, exported, folder, folder), returncode=2)
-    assert f"--output_dir {folder} holds the input images (x.jpg, x.png)" in proc.stderr + \
-        proc.stdout
+    assert (
+        f"--output_dir {folder} holds the input images (x.jpg, x.png)" in proc.stderr + proc.stdout
+    )
     assert "Traceback" not in proc.stderr
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
 @pytest.mark.parametrize("tool", ["deploy", "dygraph"])
-def test_same_stem_images_get_their_own_drawings_and_other_formats_are_named(exported, tmp_path,
-                                                                              tool):
+def test_same_stem_images_get_their_own_drawings_and_other_formats_are_named(
+    exported, tmp_path, tool
+):
     """x.jpg and x.png: two drawings (x.jpg.png, x.png.png), each of its own image; the GIF,
     WebP and TIFF are named in summary.json and the closing lines; exit status 0."""
     from _deploy_helpers import run_process
+
     folder, out_dir = tmp_path / "images", tmp_path / "out"
     _same_stem_folder(exported, folder)
     proc = run_process(_tool_args(tool, exported, folder, out_dir), returncode=0)
     for name in ("x.jpg", "x.png"):
-        drawn, original = cv2.imread(str(out_dir / (name + ".png"))), cv2.imread(
-            str(folder / name))
-        assert drawn.shape == original.shape   # the two images differ in size
+        drawn, original = cv2.imread(str(out_dir / (name + ".png"))), cv2.imread(str(folder / name))
+        assert drawn.shape == original.shape  # the two images differ in size
     with open(out_dir / "detections.json") as f:
         assert sorted(os.path.basename(p) for p in json.load(f)) == ["x.jpg", "x.png"]
     with open(out_dir / "summary.json") as f:

@@ -10,6 +10,7 @@ read that clock only, so the printed times are known exactly. The last stdout li
 ``import paddle``), ``readings`` (how many times the demo read the clock), ``parts`` (what
 main returned).
 """
+
 import json
 import os
 import sys
@@ -52,5 +53,13 @@ if __name__ == "__main__":
     clock = _Clock(demo.STARTED, laps)
     demo.time = clock
     result = demo.main(["--started_at", repr(demo.STARTED - setup_s), *sys.argv[3:]])
-    print(json.dumps({"started": demo.STARTED, "paddle_imported_at": FIRST_IMPORT.get("paddle"),
-                      "readings": clock.readings, "parts": result["parts"]}))
+    print(
+        json.dumps(
+            {
+                "started": demo.STARTED,
+                "paddle_imported_at": FIRST_IMPORT.get("paddle"),
+                "readings": clock.readings,
+                "parts": result["parts"],
+            }
+        )
+    )

@@ -8,6 +8,7 @@ per training step the largest GT count of its own images, the number of denoisin
 DN slots it built, the #GT normaliser, the step's local and logged (rank-averaged) total loss, and the epoch's mean
 loss.
 """
+
 import json
 import os
 import sys
@@ -30,8 +31,13 @@ _build_cdn_queries, _average_num_boxes = transformer.build_cdn_queries, criterio
 def build_cdn_queries(*args, **kwargs):
     result = _build_cdn_queries(*args, **kwargs)
     meta = result[3]
-    record["dn"].append({"max_gt": meta["max_gt"], "num_dn_group": meta["num_dn_group"],
-                         "pad_size": meta["pad_size"]})
+    record["dn"].append(
+        {
+            "max_gt": meta["max_gt"],
+            "num_dn_group": meta["num_dn_group"],
+            "pad_size": meta["pad_size"],
+        }
+    )
     return result
 
 

@@ -2,6 +2,7 @@
 
 ppdet's config is process-global, so every training run happens in a fresh interpreter.
 """
+
 import os
 import socket
 import subprocess
@@ -54,13 +55,24 @@ TrainReader:
 def make_tiny_setup(root, epoch=2, num_train=8, num_val=2):
     """Write the tiny dataset and config under ``root``; returns the config path."""
     from ppdet_dac.data.demo_data import make_demo_data
+
     data = os.path.join(root, "data")
-    make_demo_data(data, num_train=num_train, num_val=num_val, num_empty_train=1, min_size=96,
-                   max_size=128, max_objects=3)
+    make_demo_data(
+        data,
+        num_train=num_train,
+        num_val=num_val,
+        num_empty_train=1,
+        min_size=96,
+        max_size=128,
+        max_objects=3,
+    )
     path = os.path.join(root, "tiny.yml")
     with open(path, "w") as handle:
-        handle.write(TINY_CONFIG.format(repo=REPO, epoch=epoch, data=data,
-                                        save_dir=os.path.join(root, "out")))
+        handle.write(
+            TINY_CONFIG.format(
+                repo=REPO, epoch=epoch, data=data, save_dir=os.path.join(root, "out")
+            )
+        )
     return path
 
 
@@ -74,8 +86,9 @@ def run_train(config, *args, timeout=600, check=True, cwd=REPO):
     """python tools/train.py -c config *args in a fresh process (in ``cwd``);
     CompletedProcess."""
     cmd = [PYTHON, os.path.join(REPO, "tools", "train.py"), "-c", config, *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=child_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
@@ -91,8 +104,15 @@ def free_port():
 def launch_cmd(log_dir, script, *args, nproc=2, master=None, nnodes=1, node_rank=None):
     """python -m paddle.distributed.launch for ``script args``: ``nproc`` processes on this
     machine, or with ``master`` one node of ``nnodes`` (``node_rank``)."""
-    cmd = [PYTHON, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc),
-           "--log_dir", str(log_dir)]
+    cmd = [
+        PYTHON,
+        "-m",
+        "paddle.distributed.launch",
+        "--nproc_per_node",
+        str(nproc),
+        "--log_dir",
+        str(log_dir),
+    ]
     if master:
         cmd += ["--master", master, "--nnodes", str(nnodes), "--rank", str(node_rank)]
     return cmd + [script, *map(str, args)]
@@ -107,4 +127,5 @@ def worker_logs(log_dir):
 def load_params(path):
     """{name: ndarray} of a .pdparams file (a checkpoint's token left out)."""
     from ppdet_dac.interop.paddle_files import TOKEN_KEY
+
     return {k: v.numpy() for k, v in paddle.load(str(path)).items() if k != TOKEN_KEY}

@@ -14,6 +14,7 @@ TOOL is ``train`` or ``eval``. FAULT is one of
 * ``dump:PATH``: no fault; rank 0 writes what the tool's main returned (eval's {metric:
   results}) to PATH as JSON.
 """
+
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools"))
 
 fault, tool = sys.argv[1].split(":"), sys.argv[2]
-module = __import__(tool)   # tools/train.py or tools/eval.py: imports ppdet_dac first
+module = __import__(tool)  # tools/train.py or tools/eval.py: imports ppdet_dac first
 
 import paddle.distributed as dist  # noqa: E402
 from ppdet_dac.engine.trainer import DACTrainer  # noqa: E402
@@ -34,8 +35,11 @@ _check_finite = DACTrainer._check_finite
 
 
 def check_finite(self, outputs, epoch_id, step_id):
-    if fault[0] not in ("none", "dump") and dist.get_rank() == int(fault[1]) and \
-            self.global_iter == int(fault[2]):
+    if (
+        fault[0] not in ("none", "dump")
+        and dist.get_rank() == int(fault[1])
+        and self.global_iter == int(fault[2])
+    ):
         if fault[0] in ("raise", "hold"):
             raise ValueError(f"probe: rank {fault[1]} fails at iteration {fault[2]}")
         if fault[0] == "kill" and not os.path.exists(fault[3]):

@@ -2,6 +2,7 @@
 rewrite refused naming the file, partial temporary files removed, the token invisible to the
 weight loaders (ours and ppdet's), and the restricted reader: the same objects as paddle.load,
 no code run from a crafted file."""
+
 import os
 import pickle
 import signal
@@ -14,8 +15,13 @@ import pytest
 
 from _engine_helpers import PYTHON, REPO, child_env
 
-from ppdet_dac.engine.checkpoint import (latest_checkpoint, load_checkpoint, read_checkpoint,
-                                         remove_stale_temporaries, save_checkpoint)
+from ppdet_dac.engine.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from ppdet_dac.interop.paddle_files import TOKEN_KEY, load_weights_file, read_file
 
 # Run A writes checkpoint 1; run B rewrites it and is killed (SIGKILL) while writing the
@@ -54,6 +60,7 @@ def _model():
 def checkpoint_log(caplog):
     """Records of ppdet_dac.engine.checkpoint's logger (ppdet loggers do not propagate)."""
     import logging
+
     log = logging.getLogger("ppdet_dac.engine.checkpoint")
     log.addHandler(caplog.handler)
     caplog.set_level(logging.INFO)
@@ -62,8 +69,13 @@ def checkpoint_log(caplog):
 
 
 def test_interrupted_rewrite_is_refused_and_its_partial_file_removed(tmp_path, checkpoint_log):
-    proc = subprocess.Popen([PYTHON, "-c", REWRITE, str(tmp_path)], cwd=REPO, env=child_env(),
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [PYTHON, "-c", REWRITE, str(tmp_path)],
+        cwd=REPO,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "WRITING" in (line.strip() for line in iter(proc.stdout.readline, ""))
     finally:
@@ -78,14 +90,19 @@ def test_interrupted_rewrite_is_refused_and_its_partial_file_removed(tmp_path, c
     np.testing.assert_allclose(b_params["weight"].numpy(), model.weight.numpy() + 1)
     assert a_state["epochs_done"] == 1 and paddle.load(base + ".pdopt")["last_epoch"] == 1
     assert b_params[TOKEN_KEY] != a_state[TOKEN_KEY]
-    with pytest.raises(ValueError, match=rf"checkpoint {base} is mixed from different writes: "
-                                         rf"\['{base}\.pdparams'\] does not come from the "
-                                         rf"write of {base}\.pdstate"):
+    with pytest.raises(
+        ValueError,
+        match=rf"checkpoint {base} is mixed from different writes: "
+        rf"\['{base}\.pdparams'\] does not come from the "
+        rf"write of {base}\.pdstate",
+    ):
         load_checkpoint(base, model, opt)
-    np.testing.assert_array_equal(model.weight.numpy(), _model()[0].weight.numpy())   # untouched
-    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]   # removed at the resume
-    assert f"removed {tmp_path / partial[0]} (40 bytes), a partial checkpoint file" in \
-        checkpoint_log.text
+    np.testing.assert_array_equal(model.weight.numpy(), _model()[0].weight.numpy())  # untouched
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]  # removed at the resume
+    assert (
+        f"removed {tmp_path / partial[0]} (40 bytes), a partial checkpoint file"
+        in checkpoint_log.text
+    )
     assert latest_checkpoint(str(tmp_path)) is None
 
 
@@ -93,21 +110,24 @@ def test_every_file_holds_the_token_and_loaders_leave_it_out(tmp_path):
     from ppdet.utils.checkpoint import load_pretrain_weight, load_weight
     from ppdet_dac.analysis.dump import load_model_weights
     from ppdet_dac.engine.pretrained import load_pretrain_weights
+
     model, opt = _model()
     base = str(tmp_path / "0")
     save_checkpoint(base, model, opt, 1, 4)
     tokens = {s: paddle.load(base + s)[TOKEN_KEY] for s in (".pdparams", ".pdopt", ".pdstate")}
     assert len(set(tokens.values())) == 1 and len(tokens[".pdstate"]) == 32
     save_checkpoint(base, model, opt, 1, 4)
-    assert paddle.load(base + ".pdparams")[TOKEN_KEY] != tokens[".pdparams"]   # new per write
+    assert paddle.load(base + ".pdparams")[TOKEN_KEY] != tokens[".pdparams"]  # new per write
     state, opt_state, params = read_checkpoint(base)
     assert TOKEN_KEY not in state and TOKEN_KEY not in opt_state and TOKEN_KEY not in params
     expected = {k: v.numpy() for k, v in model.state_dict().items()}
     assert load_weights_file(base)[1].keys() == expected.keys()
-    loaders = [lambda m: load_model_weights(m, base),            # strict about extra keys
-               lambda m: load_pretrain_weights(m, base + ".pdparams"),
-               lambda m: load_weight(m, base),                     # ppdet's -r
-               lambda m: load_pretrain_weight(m, base)]            # ppdet's weights=
+    loaders = [
+        lambda m: load_model_weights(m, base),  # strict about extra keys
+        lambda m: load_pretrain_weights(m, base + ".pdparams"),
+        lambda m: load_weight(m, base),  # ppdet's -r
+        lambda m: load_pretrain_weight(m, base),
+    ]  # ppdet's weights=
     for load in loaders:
         paddle.seed(1)
         other = paddle.nn.Linear(3, 2)
@@ -140,12 +160,13 @@ class _Runs:
 
 
 def test_read_file_returns_what_paddle_load_does_and_runs_no_code(tmp_path):
-    class Ema:   # EMA on: raw weights, EMA state and every kind of value in the .pdstate
+    class Ema:  # EMA on: raw weights, EMA state and every kind of value in the .pdstate
         step = 3
         state_dict = {"weight": paddle.ones([2, 3]), "bias": paddle.zeros([2])}
 
         def apply(self):
             return self.state_dict
+
     model, opt = _model()
     model(paddle.ones([1, 3])).sum().backward()
     opt.step()
@@ -169,6 +190,7 @@ def test_read_file_returns_what_paddle_load_does_and_runs_no_code(tmp_path):
             assert a.current_seed() == b.current_seed(), where
         else:
             assert a == b, where
+
     for suffix in (".pdparams", ".pdopt", ".pdstate"):
         same(paddle.load(base + suffix), read_file(base + suffix), suffix)
 
@@ -176,11 +198,14 @@ def test_read_file_returns_what_paddle_load_does_and_runs_no_code(tmp_path):
     crafted = tmp_path / "crafted.pdparams"
     with open(crafted, "wb") as handle:
         pickle.dump({"weight": _Runs(marker)}, handle, protocol=4)
-    with pytest.raises(ValueError, match=rf"{crafted}: refused: the file asks to build the "
-                                         r"Python object posix\.system"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{crafted}: refused: the file asks to build the "
+        r"Python object posix\.system",
+    ):
         load_weights_file(str(crafted))
     assert not marker.exists()
-    paddle.load(str(crafted))   # what the file does when paddle.load reads it
+    paddle.load(str(crafted))  # what the file does when paddle.load reads it
     assert marker.exists()
     # a crafted .pdstate in a checkpoint is refused on resume the same way
     marker.unlink()

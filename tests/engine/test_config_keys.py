@@ -3,6 +3,7 @@ the key, where it was set and the closest known names; every real config still l
 
 The key check reads the files itself and leaves ppdet's process-global config alone, so it runs
 in this process; the tools run in a fresh interpreter."""
+
 import glob
 import json
 import os
@@ -31,43 +32,76 @@ def _error(config, opts=None):
 # (-o as ppdet's ArgsParser gives it, the message after "<config> with -o ...: ")
 OPT_TYPOS = [
     ({"epcoh": 1}, "epcoh=1", "unknown key 'epcoh' (top level); did you mean 'epoch'?"),
-    ({"TrainReader": {"batchsize": 1}}, "TrainReader.batchsize=1",
-     "unknown key 'batchsize' in TrainReader; did you mean 'batch_size'?"),
-    ({"TrainDataset": {"anno_pth": "a.json"}}, "TrainDataset.anno_pth=a.json",
-     "unknown key 'anno_pth' in TrainDataset (DACCOCODataSet); did you mean 'anno_path'?"),
-    ({"TestDataset": {"anno_pth": "a.json"}}, "TestDataset.anno_pth=a.json",
-     "unknown key 'anno_pth' in TestDataset (ImageFolder); did you mean 'anno_path'?"),
-    ({"OptimizerBuilder": {"optimizer": {"weight_decy": 0.05}}},
-     "OptimizerBuilder.optimizer.weight_decy=0.05",
-     "unknown key 'weight_decy' in OptimizerBuilder.optimizer (AdamW); did you mean "
-     "'weight_decay'?"),
-    ({"OptimizerBuilder": {"clip_grad_by_nrm": 0.1}}, "OptimizerBuilder.clip_grad_by_nrm=0.1",
-     "unknown key 'clip_grad_by_nrm' in OptimizerBuilder; did you mean 'clip_grad_by_norm'"),
-    ({"LearningRate": {"base_rl": 0.1}}, "LearningRate.base_rl=0.1",
-     "unknown key 'base_rl' in LearningRate; did you mean 'base_lr'?"),
-    ({"LearningRate": {"schedulers": [{"name": "PiecewiseDecay", "gama": 0.1}]}},
-     "LearningRate.schedulers=[{'name': 'PiecewiseDecay', 'gama': 0.1}]",
-     "unknown key 'gama' in LearningRate.schedulers[0] (PiecewiseDecay); did you mean 'gamma'?"),
-    ({"DACTransformer": {"num_querys": 50}}, "DACTransformer.num_querys=50",
-     "unknown key 'num_querys' in DACTransformer; did you mean 'num_queries' or 'num_heads' or "
-     "'num_levels'?"),
-    ({"DACCriterion": {"matcher": {"name": "DACHungarianMatcher", "cost_clas": 1}}},
-     "DACCriterion.matcher.cost_clas=1",
-     "unknown key 'cost_clas' in DACCriterion.matcher (DACHungarianMatcher); did you mean "
-     "'cost_class'?"),
-    ({"TrainReader": {"sample_transforms": [{"DACDecode": {}}, {"RandomFlip": {"prb": 0.5}}]}},
-     "TrainReader.sample_transforms=[{'DACDecode': {}}, {'RandomFlip': {'prb': 0.5}}]",
-     "unknown key 'prb' in TrainReader.sample_transforms[1].RandomFlip; did you mean 'prob'?"),
-    ({"EvalReader": {"batch_transforms": [{"PadMaskBtch": {}}]}},
-     "EvalReader.batch_transforms=[{'PadMaskBtch': {}}]",
-     "unknown transform 'PadMaskBtch' in EvalReader.batch_transforms[0]; did you mean "
-     "'PadMaskBatch'"),
-    ({"TestReader": {"inputs_def": {"image_shap": [3, 640, 640]}}},
-     "TestReader.inputs_def.image_shap=[3, 640, 640]",
-     "unknown key 'image_shap' in TestReader.inputs_def; did you mean 'image_shape'?"),
+    (
+        {"TrainReader": {"batchsize": 1}},
+        "TrainReader.batchsize=1",
+        "unknown key 'batchsize' in TrainReader; did you mean 'batch_size'?",
+    ),
+    (
+        {"TrainDataset": {"anno_pth": "a.json"}},
+        "TrainDataset.anno_pth=a.json",
+        "unknown key 'anno_pth' in TrainDataset (DACCOCODataSet); did you mean 'anno_path'?",
+    ),
+    (
+        {"TestDataset": {"anno_pth": "a.json"}},
+        "TestDataset.anno_pth=a.json",
+        "unknown key 'anno_pth' in TestDataset (ImageFolder); did you mean 'anno_path'?",
+    ),
+    (
+        {"OptimizerBuilder": {"optimizer": {"weight_decy": 0.05}}},
+        "OptimizerBuilder.optimizer.weight_decy=0.05",
+        "unknown key 'weight_decy' in OptimizerBuilder.optimizer (AdamW); did you mean "
+        "'weight_decay'?",
+    ),
+    (
+        {"OptimizerBuilder": {"clip_grad_by_nrm": 0.1}},
+        "OptimizerBuilder.clip_grad_by_nrm=0.1",
+        "unknown key 'clip_grad_by_nrm' in OptimizerBuilder; did you mean 'clip_grad_by_norm'",
+    ),
+    (
+        {"LearningRate": {"base_rl": 0.1}},
+        "LearningRate.base_rl=0.1",
+        "unknown key 'base_rl' in LearningRate; did you mean 'base_lr'?",
+    ),
+    (
+        {"LearningRate": {"schedulers": [{"name": "PiecewiseDecay", "gama": 0.1}]}},
+        "LearningRate.schedulers=[{'name': 'PiecewiseDecay', 'gama': 0.1}]",
+        "unknown key 'gama' in LearningRate.schedulers[0] (PiecewiseDecay); did you mean 'gamma'?",
+    ),
+    (
+        {"DACTransformer": {"num_querys": 50}},
+        "DACTransformer.num_querys=50",
+        "unknown key 'num_querys' in DACTransformer; did you mean 'num_queries' or 'num_heads' or "
+        "'num_levels'?",
+    ),
+    (
+        {"DACCriterion": {"matcher": {"name": "DACHungarianMatcher", "cost_clas": 1}}},
+        "DACCriterion.matcher.cost_clas=1",
+        "unknown key 'cost_clas' in DACCriterion.matcher (DACHungarianMatcher); did you mean "
+        "'cost_class'?",
+    ),
+    (
+        {"TrainReader": {"sample_transforms": [{"DACDecode": {}}, {"RandomFlip": {"prb": 0.5}}]}},
+        "TrainReader.sample_transforms=[{'DACDecode': {}}, {'RandomFlip': {'prb': 0.5}}]",
+        "unknown key 'prb' in TrainReader.sample_transforms[1].RandomFlip; did you mean 'prob'?",
+    ),
+    (
+        {"EvalReader": {"batch_transforms": [{"PadMaskBtch": {}}]}},
+        "EvalReader.batch_transforms=[{'PadMaskBtch': {}}]",
+        "unknown transform 'PadMaskBtch' in EvalReader.batch_transforms[0]; did you mean "
+        "'PadMaskBatch'",
+    ),
+    (
+        {"TestReader": {"inputs_def": {"image_shap": [3, 640, 640]}}},
+        "TestReader.inputs_def.image_shap=[3, 640, 640]",
+        "unknown key 'image_shap' in TestReader.inputs_def; did you mean 'image_shape'?",
+    ),
     # no close name: the known ones are listed
-    ({"export": {"onnx": True}}, "export.onnx=True",
-     "unknown key 'onnx' in export; known: benchmark, fuse_conv_bn, nms, post_process"),
+    (
+        {"export": {"onnx": True}},
+        "export.onnx=True",
+        "unknown key 'onnx' in export; known: benchmark, fuse_conv_bn, nms, post_process",
+    ),
 ]
 
 
@@ -76,12 +110,21 @@ def test_opt_typo_names_the_entry_and_the_right_key(opts, entry, message):
     assert _error(DEMO, opts).startswith(f"{DEMO} with -o {entry}: {message}")
 
 
-@pytest.mark.parametrize("opts, entry, section", [
-    ({"TrainReader": {"sample_transforms": {"1": {"RandomFlip": {"prob": 0.3}}}}},
-     "TrainReader.sample_transforms.1.RandomFlip.prob=0.3", "TrainReader.sample_transforms"),
-    ({"LearningRate": {"schedulers": {"0": {"gamma": 0.2}}}},
-     "LearningRate.schedulers.0.gamma=0.2", "LearningRate.schedulers"),
-])
+@pytest.mark.parametrize(
+    "opts, entry, section",
+    [
+        (
+            {"TrainReader": {"sample_transforms": {"1": {"RandomFlip": {"prob": 0.3}}}}},
+            "TrainReader.sample_transforms.1.RandomFlip.prob=0.3",
+            "TrainReader.sample_transforms",
+        ),
+        (
+            {"LearningRate": {"schedulers": {"0": {"gamma": 0.2}}}},
+            "LearningRate.schedulers.0.gamma=0.2",
+            "LearningRate.schedulers",
+        ),
+    ],
+)
 def test_opt_cannot_index_a_list(opts, entry, section):
     """ppdet's -o parser turns `a.list.1.key=value` into a mapping that replaces the whole list:
     refused, with how to do it instead."""
@@ -92,51 +135,83 @@ def test_opt_cannot_index_a_list(opts, entry, section):
 
 def test_optimizer_keys_that_the_builder_replaces_are_refused():
     """ppdet's OptimizerBuilder sets a non-AdamW optimizer's weight_decay from `regularizer`."""
-    opts = {"OptimizerBuilder": {"optimizer": {"type": "Momentum", "momentum": 0.9,
-                                               "weight_decay": 0.01}}}
-    assert "'weight_decay' in OptimizerBuilder.optimizer (Momentum) is replaced by " \
-           "OptimizerBuilder (from regularizer)" in _error(DEMO, opts)
+    opts = {
+        "OptimizerBuilder": {
+            "optimizer": {"type": "Momentum", "momentum": 0.9, "weight_decay": 0.01}
+        }
+    }
+    assert (
+        "'weight_decay' in OptimizerBuilder.optimizer (Momentum) is replaced by "
+        "OptimizerBuilder (from regularizer)" in _error(DEMO, opts)
+    )
     opts = {"OptimizerBuilder": {"optimizer": {"type": "Momentm"}}}
-    assert "unknown optimizer type 'Momentm' in OptimizerBuilder.optimizer.type; did you mean " \
-           "'Momentum'?" in _error(DEMO, opts)
+    assert (
+        "unknown optimizer type 'Momentm' in OptimizerBuilder.optimizer.type; did you mean "
+        "'Momentum'?" in _error(DEMO, opts)
+    )
 
 
 def test_correct_opts_pass():
     """The -o entries the README and the tests use, and new keys read by the Trainer."""
-    check_config_file(DEMO, {
-        "epoch": 1, "use_ema": True, "ema_decay": 0.999, "pretrain_weights": "none",
-        "weights": "w", "save_dir": "out", "TrainReader": {"batch_size": 1, "shuffle": False},
-        "TrainDataset": {"dataset_dir": "d", "anno_path": "a.json"},
-        "EvalDataset": {"image_dir": "train"}, "TestDataset": {"dataset_dir": "d"},
-        "OptimizerBuilder": {"optimizer": {"weight_decay": 0.05}, "clip_grad_by_norm": 0.1},
-        "LearningRate": {"base_lr": 0.001}, "DACTransformer": {"num_queries": 50},
-        "DACCriterion": {"matcher": {"name": "DACHungarianMatcher", "cost_class": 1.0}}})
+    check_config_file(
+        DEMO,
+        {
+            "epoch": 1,
+            "use_ema": True,
+            "ema_decay": 0.999,
+            "pretrain_weights": "none",
+            "weights": "w",
+            "save_dir": "out",
+            "TrainReader": {"batch_size": 1, "shuffle": False},
+            "TrainDataset": {"dataset_dir": "d", "anno_path": "a.json"},
+            "EvalDataset": {"image_dir": "train"},
+            "TestDataset": {"dataset_dir": "d"},
+            "OptimizerBuilder": {"optimizer": {"weight_decay": 0.05}, "clip_grad_by_norm": 0.1},
+            "LearningRate": {"base_lr": 0.001},
+            "DACTransformer": {"num_queries": 50},
+            "DACCriterion": {"matcher": {"name": "DACHungarianMatcher", "cost_class": 1.0}},
+        },
+    )
 
 
 YAML_BASE = f"_BASE_: ['{R50}']\n"
 # (the user's YAML after its _BASE_ line, the message after "<file>: ")
 YAML_TYPOS = [
     ("epcoh: 1\n", "unknown key 'epcoh' (top level); did you mean 'epoch'?"),
-    ("TrainReader:\n  batchsize: 4\n",
-     "unknown key 'batchsize' in TrainReader; did you mean 'batch_size'?"),
-    ("EvalDataset:\n  anno_pth: a.json\n",
-     "unknown key 'anno_pth' in EvalDataset (DACCOCODataSet); did you mean 'anno_path'?"),
-    ("OptimizerBuilder:\n  optimizer: {type: AdamW, weight_decy: 0.05}\n",
-     "unknown key 'weight_decy' in OptimizerBuilder.optimizer (AdamW); did you mean "
-     "'weight_decay'?"),
-    ("LearningRate:\n  base_lr: 0.0002\n  schedulers:\n  - !PiecewiseDecay\n    gama: 0.1\n"
-     "    milestones: [11]\n",
-     "unknown key 'gama' in LearningRate.schedulers[0] (!PiecewiseDecay); did you mean 'gamma'?"),
-    ("DACCriterion:\n  o2m_max_kk: 4\n",
-     "unknown key 'o2m_max_kk' in DACCriterion; did you mean 'o2m_max_k'?"),
-    ("SwinTransformr:\n  depths: [2, 2, 6, 2]\n",
-     "unknown key 'SwinTransformr' (top level); did you mean 'SwinTransformer'"),
+    (
+        "TrainReader:\n  batchsize: 4\n",
+        "unknown key 'batchsize' in TrainReader; did you mean 'batch_size'?",
+    ),
+    (
+        "EvalDataset:\n  anno_pth: a.json\n",
+        "unknown key 'anno_pth' in EvalDataset (DACCOCODataSet); did you mean 'anno_path'?",
+    ),
+    (
+        "OptimizerBuilder:\n  optimizer: {type: AdamW, weight_decy: 0.05}\n",
+        "unknown key 'weight_decy' in OptimizerBuilder.optimizer (AdamW); did you mean "
+        "'weight_decay'?",
+    ),
+    (
+        "LearningRate:\n  base_lr: 0.0002\n  schedulers:\n  - !PiecewiseDecay\n    gama: 0.1\n"
+        "    milestones: [11]\n",
+        "unknown key 'gama' in LearningRate.schedulers[0] (!PiecewiseDecay); did you mean 'gamma'?",
+    ),
+    (
+        "DACCriterion:\n  o2m_max_kk: 4\n",
+        "unknown key 'o2m_max_kk' in DACCriterion; did you mean 'o2m_max_k'?",
+    ),
+    (
+        "SwinTransformr:\n  depths: [2, 2, 6, 2]\n",
+        "unknown key 'SwinTransformr' (top level); did you mean 'SwinTransformer'",
+    ),
     # an argument of a transform nested in RandomSelect
-    ("TrainReader:\n  sample_transforms:\n    - DACDecode: {}\n    - RandomSelect:\n"
-     "        transforms1: [{RandomFlip: {}}]\n"
-     "        transforms2: [{RandomSizeCrop: {min_sze: 384, max_size: 600}}]\n",
-     "unknown key 'min_sze' in TrainReader.sample_transforms[1].RandomSelect.transforms2[0]."
-     "RandomSizeCrop; did you mean 'min_size'"),
+    (
+        "TrainReader:\n  sample_transforms:\n    - DACDecode: {}\n    - RandomSelect:\n"
+        "        transforms1: [{RandomFlip: {}}]\n"
+        "        transforms2: [{RandomSizeCrop: {min_sze: 384, max_size: 600}}]\n",
+        "unknown key 'min_sze' in TrainReader.sample_transforms[1].RandomSelect.transforms2[0]."
+        "RandomSizeCrop; did you mean 'min_size'",
+    ),
 ]
 
 
@@ -154,19 +229,26 @@ def test_typo_in_a_base_file_names_that_file(tmp_path):
     user.write_text("_BASE_: ['base.yml']\nepoch: 1\n")
     assert _error(str(user)).startswith(
         f"{user} (_BASE_ {base}): unknown key 'snapshot_epohc' (top level); did you mean "
-        "'snapshot_epoch' or 'snapshot_iter'?")
+        "'snapshot_epoch' or 'snapshot_iter'?"
+    )
 
 
 def test_missing_base_file_is_named(tmp_path):
     user = tmp_path / "user.yml"
     user.write_text("_BASE_: ['nowhere.yml']\n")
-    with pytest.raises(FileNotFoundError, match=re.escape(
-            f"config file not found: {tmp_path / 'nowhere.yml'} (a _BASE_ file of {user})")):
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(
+            f"config file not found: {tmp_path / 'nowhere.yml'} (a _BASE_ file of {user})"
+        ),
+    ):
         check_config_file(str(user))
 
 
-REAL_CONFIGS = sorted(os.path.relpath(p, REPO) for p in
-                      glob.glob(os.path.join(REPO, "configs", "**", "*.yml"), recursive=True))
+REAL_CONFIGS = sorted(
+    os.path.relpath(p, REPO)
+    for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yml"), recursive=True)
+)
 
 
 @pytest.mark.parametrize("config", REAL_CONFIGS)
@@ -178,17 +260,25 @@ def test_the_tests_tiny_config_passes_with_their_overrides(tmp_path):
     """tests/engine/_engine_helpers.py's config with the -o of tests/engine/test_distributed.py."""
     tiny = tmp_path / "tiny.yml"
     tiny.write_text(TINY_CONFIG.format(repo=REPO, epoch=1, data="d", save_dir="out"))
-    check_config_file(str(tiny), {"TrainDataset": {"dataset_dir": "d"},
-                                  "EvalDataset": {"dataset_dir": "d"},
-                                  "TrainReader": {"batch_size": 1, "shuffle": False},
-                                  "save_dir": "out"})
+    check_config_file(
+        str(tiny),
+        {
+            "TrainDataset": {"dataset_dir": "d"},
+            "EvalDataset": {"dataset_dir": "d"},
+            "TrainReader": {"batch_size": 1, "shuffle": False},
+            "save_dir": "out",
+        },
+    )
 
 
 def _sources():
     import ppdet
+
     ppdet_dir = os.path.dirname(ppdet.__file__)
-    paths = [os.path.join(ppdet_dir, "engine", "trainer.py"),
-             os.path.join(ppdet_dir, "engine", "callbacks.py")]
+    paths = [
+        os.path.join(ppdet_dir, "engine", "trainer.py"),
+        os.path.join(ppdet_dir, "engine", "callbacks.py"),
+    ]
     paths += glob.glob(os.path.join(REPO, "ppdet_dac", "**", "*.py"), recursive=True)
     paths += glob.glob(os.path.join(REPO, "tools", "*.py"))
     text = ""
@@ -203,8 +293,9 @@ def test_every_allow_listed_key_is_read_somewhere():
     """TOP_LEVEL_KEYS stays honest: each key appears as a config read (a string literal or an
     attribute of cfg) in ppdet's Trainer / callbacks, ppdet_dac or tools/."""
     text = _sources()
-    unread = [key for key in TOP_LEVEL_KEYS
-              if not re.search(rf"""(['"]{key}['"]|cfg\.{key}\b)""", text)]
+    unread = [
+        key for key in TOP_LEVEL_KEYS if not re.search(rf"""(['"]{key}['"]|cfg\.{key}\b)""", text)
+    ]
     assert unread == []
 
 
@@ -241,23 +332,41 @@ def test_every_tool_stops_before_loading(tmp_path):
     option cannot be given with -o (merge_args would replace the -o value); a device flag
     needs that device in the Paddle build (this one is built for CPU, maybe CUDA)."""
     out = tmp_path / "messages.json"
-    proc = subprocess.run([sys.executable, "-c", TOOLS_SCRIPT, "configs/demo/dac_demo.yml",
-                           str(out)], cwd=REPO, env=child_env(), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", TOOLS_SCRIPT, "configs/demo/dac_demo.yml", str(out)],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     messages = json.loads(out.read_text())
-    expected = ("configs/demo/dac_demo.yml with -o epcoh=1: unknown key 'epcoh' (top level); "
-                "did you mean 'epoch'?")
-    value = ("configs/demo/dac_demo.yml with -o LearningRate.base_lr=-1: LearningRate.base_lr "
-             "must be a number > 0, got -1")
-    for tool in ("train", "eval", "infer", "export_model", "dump_outputs", "analyze_queries",
-                 "demo"):
+    expected = (
+        "configs/demo/dac_demo.yml with -o epcoh=1: unknown key 'epcoh' (top level); "
+        "did you mean 'epoch'?"
+    )
+    value = (
+        "configs/demo/dac_demo.yml with -o LearningRate.base_lr=-1: LearningRate.base_lr "
+        "must be a number > 0, got -1"
+    )
+    for tool in (
+        "train",
+        "eval",
+        "infer",
+        "export_model",
+        "dump_outputs",
+        "analyze_queries",
+        "demo",
+    ):
         assert messages[tool] == expected, tool
         assert messages[tool + " loaded"] is False, tool
         assert messages[tool + " value"] == value, tool
         assert messages[tool + " value loaded"] is False, tool
     assert messages["train_option"] == (
         "configs/demo/dac_demo.yml with -o amp=True: 'amp' is an option of this tool, whose "
-        "value replaces the -o one; pass --amp instead")
-    assert messages["eval_device"] == ("configs/demo/dac_demo.yml: use_npu is true, but this "
-                                       "Paddle build has no NPU support")
+        "value replaces the -o one; pass --amp instead"
+    )
+    assert messages["eval_device"] == (
+        "configs/demo/dac_demo.yml: use_npu is true, but this Paddle build has no NPU support"
+    )

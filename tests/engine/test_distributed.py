@@ -5,6 +5,7 @@ denoising groups from its own images (as the official code), so the ranks run di
 of queries; neither may hang, the #GT normaliser and the logged losses are averaged over the
 ranks, and DataParallel must keep the parameters identical.
 """
+
 import json
 import os
 import subprocess
@@ -30,11 +31,23 @@ def _mixed_dataset(root):
     for i, has_boxes in enumerate(HAS_BOXES):
         images.append({"id": i + 1, "width": 112, "height": 96})
         if has_boxes:
-            annotations += [{"image_id": i + 1, "category_id": 1 + 2 * (k % 3),
-                             "bbox": [10 + 30 * k, 12, 24, 28 + 8 * k]} for k in range(i % 3 + 1)]
+            annotations += [
+                {
+                    "image_id": i + 1,
+                    "category_id": 1 + 2 * (k % 3),
+                    "bbox": [10 + 30 * k, 12, 24, 28 + 8 * k],
+                }
+                for k in range(i % 3 + 1)
+            ]
     for split in ("train", "val"):
-        write_coco(root, images, annotations, [(1, "circle"), (3, "square"), (5, "triangle")],
-                   image_dir=split, anno_name=f"instances_{split}.json")
+        write_coco(
+            root,
+            images,
+            annotations,
+            [(1, "circle"), (3, "square"), (5, "triangle")],
+            image_dir=split,
+            anno_name=f"instances_{split}.json",
+        )
 
 
 def test_two_ranks_with_own_denoising_groups_and_an_empty_batch(tmp_path):
@@ -43,15 +56,32 @@ def test_two_ranks_with_own_denoising_groups_and_an_empty_batch(tmp_path):
     _mixed_dataset(data)
     out = tmp_path / "ranks"
     out.mkdir()
-    cmd = [PYTHON, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-           "--log_dir", str(tmp_path / "log"), os.path.join(REPO, "tests", "engine", "_dist_probe.py"),
-           str(out), "-c", config, "-o", f"TrainDataset.dataset_dir={data}",
-           f"EvalDataset.dataset_dir={data}", "TrainReader.batch_size=1",
-           "TrainReader.shuffle=false", f"save_dir={tmp_path / 'out'}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
-                          timeout=600)
-    logs = "".join(open(os.path.join(tmp_path, "log", f)).read()[-3000:]
-                   for f in sorted(os.listdir(tmp_path / "log")))
+    cmd = [
+        PYTHON,
+        "-m",
+        "paddle.distributed.launch",
+        "--nproc_per_node",
+        "2",
+        "--log_dir",
+        str(tmp_path / "log"),
+        os.path.join(REPO, "tests", "engine", "_dist_probe.py"),
+        str(out),
+        "-c",
+        config,
+        "-o",
+        f"TrainDataset.dataset_dir={data}",
+        f"EvalDataset.dataset_dir={data}",
+        "TrainReader.batch_size=1",
+        "TrainReader.shuffle=false",
+        f"save_dir={tmp_path / 'out'}",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=600
+    )
+    logs = "".join(
+        open(os.path.join(tmp_path, "log", f)).read()[-3000:]
+        for f in sorted(os.listdir(tmp_path / "log"))
+    )
     assert proc.returncode == 0, logs
     records = [json.load(open(out / f"rank{r}.json")) for r in (0, 1)]
     # three steps each; the largest GT count of each rank's own image (0: no GT at all)
@@ -72,7 +102,8 @@ def test_two_ranks_with_own_denoising_groups_and_an_empty_batch(tmp_path):
             assert rec["loss"][step]["logged"] == pytest.approx(sum(own) / 2, rel=1e-6)
     assert records[0]["epoch_loss"] == pytest.approx(records[1]["epoch_loss"], rel=1e-12)
     assert records[0]["epoch_loss"] == pytest.approx(
-        [sum(r["loss"][s]["local"] for r in records for s in range(3)) / 6], rel=1e-6)
+        [sum(r["loss"][s]["local"] for r in records for s in range(3)) / 6], rel=1e-6
+    )
     # the trainer's optimizer clips once over all gradients (after DataParallel's all-reduce)
     assert records[0]["grad_clip"] == records[1]["grad_clip"] == "GlobalNormClip"
     a, b = load_params(out / "rank0.pdparams"), load_params(out / "rank1.pdparams")
@@ -87,6 +118,6 @@ def test_two_ranks_with_own_denoising_groups_and_an_empty_batch(tmp_path):
             assert not np.array_equal(a[key], b[key]), key
         else:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    final = load_params(tmp_path / "out" / "tiny" / "model_final.pdparams")   # written by rank 0
+    final = load_params(tmp_path / "out" / "tiny" / "model_final.pdparams")  # written by rank 0
     for key in a:
         np.testing.assert_array_equal(final[key], a[key], err_msg=key)

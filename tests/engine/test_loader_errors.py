@@ -4,6 +4,7 @@ tools/train.py --eval and tools/eval.py with an undecodable val image (``on_deco
 raise``; with the configs' ``report`` evaluation names the image, leaves it out and finishes) and tools/train.py with a train file without 'annotations' exit non-zero naming the
 file; the epoch trained before the failed evaluation keeps its checkpoint. (tools/infer.py skips
 such files before its reader: tests/deploy/test_visualize_cli.py.)"""
+
 import json
 import os
 import subprocess
@@ -65,15 +66,21 @@ def broken_raise(broken):
     text = open(config).read()
     line = next(l for l in text.splitlines() if l.startswith("EvalDataset:"))
     os.makedirs(os.path.join(str(root), "raise"), exist_ok=True)
-    strict = os.path.join(str(root), "raise", "tiny.yml")   # same config name: output/tiny
+    strict = os.path.join(str(root), "raise", "tiny.yml")  # same config name: output/tiny
     with open(strict, "w") as handle:
         handle.write(text.replace(line, line[:-1] + ", on_decode_error: raise}"))
     return strict, bad, root
 
 
 def _run(args, cwd):
-    return subprocess.run([PYTHON, *args], cwd=str(cwd), env=child_env(), capture_output=True,
-                          text=True, timeout=TIMEOUT_S)
+    return subprocess.run(
+        [PYTHON, *args],
+        cwd=str(cwd),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
 
 
 def _last_line(proc):
@@ -88,7 +95,7 @@ def test_reader_errors_reach_the_caller(broken_raise, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     for name in ("eval/0", "eval/2", "test/0"):
-        assert results[name] is not None, name   # the error came through
+        assert results[name] is not None, name  # the error came through
         kind, message, seconds = results[name]
         assert kind == "ImageDecodeError", (name, kind, message)
         assert f"cannot decode image file {bad} (7 bytes)" in message, name
@@ -101,18 +108,25 @@ def test_train_eval_with_an_undecodable_val_image(broken_raise, tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     out = tmp_path / "out"
-    proc = _run([os.path.join(REPO, "tools", "train.py"), "-c", config, "--eval",
-                 "-o", f"save_dir={out}"], cwd)
+    proc = _run(
+        [os.path.join(REPO, "tools", "train.py"), "-c", config, "--eval", "-o", f"save_dir={out}"],
+        cwd,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert _last_line(proc).endswith(f"ImageDecodeError: cannot decode image file {bad} (7 bytes): "
-                                     "not a readable JPEG/PNG/BMP image")
+    assert _last_line(proc).endswith(
+        f"ImageDecodeError: cannot decode image file {bad} (7 bytes): "
+        "not a readable JPEG/PNG/BMP image"
+    )
     log = proc.stdout + proc.stderr
     # the trained epoch is kept: its checkpoint is complete and resumable
     from ppdet_dac.engine.checkpoint import read_checkpoint
+
     state = read_checkpoint(str(out / "tiny" / "model_final"))[0]
     assert (state["epochs_done"], state["global_iter"]) == (1, 2)
-    assert f"the evaluation after epoch 0 failed (below); the epoch's checkpoint " \
-           f"{out / 'tiny' / 'model_final'} is written" in log
+    assert (
+        f"the evaluation after epoch 0 failed (below); the epoch's checkpoint "
+        f"{out / 'tiny' / 'model_final'} is written" in log
+    )
     assert not (out / "tiny" / "best_model.pdstate").exists()
     assert os.listdir(cwd) == []
     # epoch 1 puts the demo schedule's milestone (3) after the end: one warning line
@@ -120,11 +134,20 @@ def test_train_eval_with_an_undecodable_val_image(broken_raise, tmp_path):
     assert len(warnings) == 1 and "PiecewiseDecay milestones [3]" in warnings[0]
 
     # tools/eval.py on the same data and these weights
-    proc = _run([os.path.join(REPO, "tools", "eval.py"), "-c", config,
-                 "-o", f"weights={out / 'tiny' / 'model_final'}"], cwd)
+    proc = _run(
+        [
+            os.path.join(REPO, "tools", "eval.py"),
+            "-c",
+            config,
+            "-o",
+            f"weights={out / 'tiny' / 'model_final'}",
+        ],
+        cwd,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert _last_line(proc).endswith(f"cannot decode image file {bad} (7 bytes): not a readable "
-                                     "JPEG/PNG/BMP image")
+    assert _last_line(proc).endswith(
+        f"cannot decode image file {bad} (7 bytes): not a readable JPEG/PNG/BMP image"
+    )
     assert os.listdir(cwd) == []
 
 
@@ -136,14 +159,23 @@ def test_train_file_without_annotations(broken, tmp_path):
     del content["annotations"]
     images_only = root / "data" / "annotations" / "images_only.json"
     images_only.write_text(json.dumps(content))
-    proc = _run([os.path.join(REPO, "tools", "train.py"), "-c", config,
-                 "-o", f"save_dir={tmp_path / 'out'}",
-                 "TrainDataset.anno_path=annotations/images_only.json"], tmp_path)
+    proc = _run(
+        [
+            os.path.join(REPO, "tools", "train.py"),
+            "-c",
+            config,
+            "-o",
+            f"save_dir={tmp_path / 'out'}",
+            "TrainDataset.anno_path=annotations/images_only.json",
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert _last_line(proc) == (
         f"ValueError: {images_only}: no 'annotations' in this file, which the TrainDataset "
         "reads; training and evaluation need the box annotations (a file of images alone is "
-        "for TestDataset)")
+        "for TestDataset)"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -155,12 +187,21 @@ def test_eval_reports_an_undecodable_image_and_finishes(broken, tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     out = tmp_path / "out"
-    proc = _run([os.path.join(REPO, "tools", "train.py"), "-c", config, "-o",
-                 f"save_dir={out}"], cwd)
+    proc = _run(
+        [os.path.join(REPO, "tools", "train.py"), "-c", config, "-o", f"save_dir={out}"], cwd
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = _run([os.path.join(REPO, "tools", "eval.py"), "-c", config, "-o",
-                 f"weights={out / 'tiny' / 'model_final'}",
-                 f"output_eval={tmp_path / 'eval'}"], cwd)
+    proc = _run(
+        [
+            os.path.join(REPO, "tools", "eval.py"),
+            "-c",
+            config,
+            "-o",
+            f"weights={out / 'tiny' / 'model_final'}",
+            f"output_eval={tmp_path / 'eval'}",
+        ],
+        cwd,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert f"{bad} (image id 2) cannot be decoded: left out of the evaluation" in log

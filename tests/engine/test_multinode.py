@@ -6,6 +6,7 @@ which one rank is killed (SIGKILL) in the middle of an epoch and the same comman
 is run again; and evaluation sharded over 2 ranks against one process. A rank that raises
 while the other waits in a collective stops both, with its error in both logs.
 """
+
 import json
 import os
 import pathlib
@@ -16,8 +17,16 @@ import subprocess
 import numpy as np
 import pytest
 
-from _engine_helpers import (PYTHON, REPO, child_env, free_port, launch_cmd, load_params,
-                             make_tiny_setup, worker_logs)
+from _engine_helpers import (
+    PYTHON,
+    REPO,
+    child_env,
+    free_port,
+    launch_cmd,
+    load_params,
+    make_tiny_setup,
+    worker_logs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -25,8 +34,17 @@ PROBE = os.path.join(REPO, "tests", "engine", "_fault_probe.py")
 # 8 training images, 1 per process and step: 4 iterations per epoch with 2 ranks, 2 epochs;
 # 7 val images in batches of 2 (the official eval batch): 4 batches, the last of one image.
 # Evaluation after each epoch, iteration checkpoints after every step.
-TRAIN_FLAGS = ["--seed", "3", "-r", "auto", "--eval", "-o", "TrainReader.batch_size=1",
-               "EvalReader.batch_size=2", "snapshot_iter=1"]
+TRAIN_FLAGS = [
+    "--seed",
+    "3",
+    "-r",
+    "auto",
+    "--eval",
+    "-o",
+    "TrainReader.batch_size=1",
+    "EvalReader.batch_size=2",
+    "snapshot_iter=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +54,20 @@ def tiny(tmp_path_factory):
 
 def _train(root, config, name, fault="none", **launch):
     """One launch of the probed tools/train.py with its own save_dir; (returncode, logs)."""
-    cmd = launch_cmd(root / f"log_{name}", PROBE, fault, "train", "-c", config,
-                     *TRAIN_FLAGS, f"save_dir={root / name}", **launch)
-    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
-                          timeout=600)
+    cmd = launch_cmd(
+        root / f"log_{name}",
+        PROBE,
+        fault,
+        "train",
+        "-c",
+        config,
+        *TRAIN_FLAGS,
+        f"save_dir={root / name}",
+        **launch,
+    )
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=600
+    )
     return proc.returncode, worker_logs(root / f"log_{name}")
 
 
@@ -48,11 +76,30 @@ def _two_nodes(root, config, name, fault):
     master = f"127.0.0.1:{free_port()}"
     procs = []
     for node in (0, 1):
-        cmd = launch_cmd(root / f"log_{name}_{node}", PROBE, fault, "train", "-c", config,
-                         *TRAIN_FLAGS, f"save_dir={root / name}", nproc=1,
-                         master=master, nnodes=2, node_rank=node)
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True))
+        cmd = launch_cmd(
+            root / f"log_{name}_{node}",
+            PROBE,
+            fault,
+            "train",
+            "-c",
+            config,
+            *TRAIN_FLAGS,
+            f"save_dir={root / name}",
+            nproc=1,
+            master=master,
+            nnodes=2,
+            node_rank=node,
+        )
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=child_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
     return procs
 
 
@@ -79,44 +126,58 @@ def test_two_nodes_of_one_process_equal_one_node_of_two(tiny, reference, tmp_pat
     assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     # node 0 holds global rank 0, which writes the checkpoints and prints the log
     assert "epoch 1: mean loss" in logs[0]
-    _assert_same_params(reference / "model_final.pdparams",
-                        tmp_path / "nodes" / "tiny" / "model_final.pdparams")
+    _assert_same_params(
+        reference / "model_final.pdparams", tmp_path / "nodes" / "tiny" / "model_final.pdparams"
+    )
     first = load_params(reference / "0.pdparams")
     final = load_params(reference / "model_final.pdparams")
-    assert any(not np.array_equal(first[k], final[k]) for k in final)   # epoch 1 trained
+    assert any(not np.array_equal(first[k], final[k]) for k in final)  # epoch 1 trained
 
 
-def test_kill_one_rank_mid_epoch_and_rerun_gives_identical_parameters(tiny, reference,
-                                                                      tmp_path):
+def test_kill_one_rank_mid_epoch_and_rerun_gives_identical_parameters(tiny, reference, tmp_path):
     marker = tmp_path / "killed"
-    fault = f"kill:1:6:{marker}"   # rank 1 at iteration 6: epoch 1, after 2 of its 4 batches
+    fault = f"kill:1:6:{marker}"  # rank 1 at iteration 6: epoch 1, after 2 of its 4 batches
     code, logs = _train(tmp_path, tiny, "run", fault)
     assert code != 0 and marker.exists()
-    assert "no complete checkpoint" in logs[0]   # -r auto started a fresh run
+    assert "no complete checkpoint" in logs[0]  # -r auto started a fresh run
     assert not (tmp_path / "run" / "tiny" / "model_final.pdstate").exists()
     # the same command again: resumes from the newest complete checkpoint (iter_6, or iter_5
     # when rank 0 was stopped while writing iter_6) in the middle of epoch 1
     code, logs = _train(tmp_path, tiny, "run", fault)
     assert code == 0, logs[0][-3000:]
-    resumed = [n for n in ("iter_5", "iter_6")
-               if f"resuming from {tmp_path / 'run' / 'tiny' / n}," in logs[0]]
+    resumed = [
+        n
+        for n in ("iter_5", "iter_6")
+        if f"resuming from {tmp_path / 'run' / 'tiny' / n}," in logs[0]
+    ]
     assert len(resumed) == 1, logs[0][-3000:]
-    done_in_epoch = int(resumed[0][len("iter_"):]) - 4
+    done_in_epoch = int(resumed[0][len("iter_") :]) - 4
     assert f"epoch 1: resuming at batch {done_in_epoch} of 4" in logs[0]
-    _assert_same_params(reference / "model_final.pdparams",
-                        tmp_path / "run" / "tiny" / "model_final.pdparams")
+    _assert_same_params(
+        reference / "model_final.pdparams", tmp_path / "run" / "tiny" / "model_final.pdparams"
+    )
 
 
 def _eval(root, config, name, weights, nproc):
     out = root / name
-    args = [f"dump:{out}.json", "eval", "-c", config, "--output_eval", out, "-o",
-            f"weights={weights}", "EvalReader.batch_size=2"]
+    args = [
+        f"dump:{out}.json",
+        "eval",
+        "-c",
+        config,
+        "--output_eval",
+        out,
+        "-o",
+        f"weights={weights}",
+        "EvalReader.batch_size=2",
+    ]
     if nproc == 1:
         cmd = [PYTHON, PROBE, *map(str, args)]
     else:
         cmd = launch_cmd(root / f"log_{name}", PROBE, *args, nproc=nproc)
-    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=600
+    )
     log = proc.stdout + proc.stderr if nproc == 1 else worker_logs(root / f"log_{name}")[0]
     assert proc.returncode == 0, log[-3000:]
     with open(f"{out}.json") as handle:
@@ -130,12 +191,12 @@ def test_sharded_evaluation_equals_one_process(tiny, reference, tmp_path):
     # 4 batches (2, 2, 2, 1 images) dealt to 2 ranks: 2 each, no image twice
     assert "evaluated 7 images (4 batches) on 2 process(es)" in log
     assert "batches per rank [2, 2]" in log
-    assert stats_1[0] > 0.0   # a model that finds something: the comparison means something
+    assert stats_1[0] > 0.0  # a model that finds something: the comparison means something
     np.testing.assert_allclose(stats_2, stats_1, rtol=0, atol=1e-6)
     with open(bbox_1) as a, open(bbox_2) as b:
         dets_1, dets_2 = json.load(a), json.load(b)
     assert len({d["image_id"] for d in dets_1}) == 7
-    assert dets_2 == dets_1   # the same detections in the same order
+    assert dets_2 == dets_1  # the same detections in the same order
 
 
 def test_a_failing_rank_stops_every_rank_with_its_error(tiny, tmp_path):
@@ -165,23 +226,39 @@ def test_a_data_error_in_sharded_evaluation_stops_every_rank(tiny, reference, tm
     # one undecodable val image: the rank whose batch holds it tells the other at the gather,
     # and both stop with the same error naming the rank and the file
     import shutil
+
     data = tmp_path / "data"
     shutil.copytree(os.path.join(os.path.dirname(tiny), "data", "val"), data / "val")
-    shutil.copytree(os.path.join(os.path.dirname(tiny), "data", "annotations"),
-                    data / "annotations")
+    shutil.copytree(
+        os.path.join(os.path.dirname(tiny), "data", "annotations"), data / "annotations"
+    )
     bad = data / "val" / "000003.jpg"
     bad.write_bytes(b"garbage")
-    cmd = launch_cmd(tmp_path / "log", PROBE, "none", "eval", "-c", tiny, "--output_eval",
-                     tmp_path / "eval", "-o", f"weights={reference / 'model_final'}",
-                     "EvalReader.batch_size=2", f"EvalDataset.dataset_dir={data}",
-                     # 'report' (the configs' default) leaves the image out; 'raise' stops
-                     "EvalDataset.on_decode_error=raise")
-    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
-                          timeout=600)   # a hang guard: a rank left waiting would hang here
+    cmd = launch_cmd(
+        tmp_path / "log",
+        PROBE,
+        "none",
+        "eval",
+        "-c",
+        tiny,
+        "--output_eval",
+        tmp_path / "eval",
+        "-o",
+        f"weights={reference / 'model_final'}",
+        "EvalReader.batch_size=2",
+        f"EvalDataset.dataset_dir={data}",
+        # 'report' (the configs' default) leaves the image out; 'raise' stops
+        "EvalDataset.on_decode_error=raise",
+    )
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=600
+    )  # a hang guard: a rank left waiting would hang here
     logs = worker_logs(tmp_path / "log")
     assert proc.returncode != 0
-    error = re.compile(r"EvaluationError: tiny: evaluation failed on 1 of 2 ranks: rank \d: "
-                       rf"ImageDecodeError: cannot decode image file {re.escape(str(bad))} ")
+    error = re.compile(
+        r"EvaluationError: tiny: evaluation failed on 1 of 2 ranks: rank \d: "
+        rf"ImageDecodeError: cannot decode image file {re.escape(str(bad))} "
+    )
     # both logs name the failing rank and file: neither rank waited out the gather's timeout
     for log in logs:
         assert error.search(log), log[-3000:]

@@ -1,6 +1,7 @@
 """The optimiser and schedule a config builds: the official lrs, decay, clip and drop
 (docs/algorithm.md#9-optimiser-and-schedule); one parameter group and one gradient clip over
 all parameters, as ``clip_grad_norm_`` officially."""
+
 import json
 import os
 import subprocess
@@ -50,21 +51,39 @@ PROBE = textwrap.dedent("""
 
 
 def _probe(config):
-    proc = subprocess.run([sys.executable, "-c", PROBE, config], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, config],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
-@pytest.mark.parametrize("config,epochs,drop_epoch,groups", [
-    ("configs/dac_cdn_ice_r50.yml", 12, 11, {"backbone": [0.1], "sampling_offsets": [0.1]}),
-    ("configs/dac_cdn_r50_2x.yml", 24, 20, {"backbone": [0.1], "sampling_offsets": [0.1]}),
-    ("configs/dac_cdn_ice_swin_l_2x.yml", 24, 20, {"backbone": [0.1], "sampling_offsets": [0.1]}),
-    # one-stage: the learned reference points also learn at 0.1x (official lr_linear_proj_names)
-    ("configs/dac_deformable_detr_r50.yml", 12, 11,
-     {"backbone": [0.1], "sampling_offsets": [0.1], "reference_points": [0.1]}),
-])
+@pytest.mark.parametrize(
+    "config,epochs,drop_epoch,groups",
+    [
+        ("configs/dac_cdn_ice_r50.yml", 12, 11, {"backbone": [0.1], "sampling_offsets": [0.1]}),
+        ("configs/dac_cdn_r50_2x.yml", 24, 20, {"backbone": [0.1], "sampling_offsets": [0.1]}),
+        (
+            "configs/dac_cdn_ice_swin_l_2x.yml",
+            24,
+            20,
+            {"backbone": [0.1], "sampling_offsets": [0.1]},
+        ),
+        # one-stage: the learned reference points also learn at 0.1x (official lr_linear_proj_names)
+        (
+            "configs/dac_deformable_detr_r50.yml",
+            12,
+            11,
+            {"backbone": [0.1], "sampling_offsets": [0.1], "reference_points": [0.1]},
+        ),
+    ],
+)
 def test_official_optimizer_and_schedule(config, epochs, drop_epoch, groups):
     r = _probe(config)
     assert r["optimizer"] == "AdamW" and r["all_trainable_in_optimizer"] and r["single_group"]
@@ -78,8 +97,8 @@ def test_official_optimizer_and_schedule(config, epochs, drop_epoch, groups):
     # x0.1 from the first iteration of epoch `drop_epoch` (10 iterations per epoch), no warm-up
     assert r["epochs"] == epochs
     lrs = r["lrs"]
-    assert lrs[:drop_epoch * 10] == pytest.approx([2e-4] * (drop_epoch * 10))
-    assert lrs[drop_epoch * 10:] == pytest.approx([2e-5] * ((epochs - drop_epoch) * 10))
+    assert lrs[: drop_epoch * 10] == pytest.approx([2e-4] * (drop_epoch * 10))
+    assert lrs[drop_epoch * 10 :] == pytest.approx([2e-5] * ((epochs - drop_epoch) * 10))
 
 
 # One AdamW step with known gradients g = r (the gradient of sum(p * r)): the optimizer's first
@@ -130,14 +149,19 @@ CLIP_PROBE = textwrap.dedent("""
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["configs/dac_cdn_r50.yml", "configs/dac_cdn_swin_l.yml"])
 def test_one_clip_factor_from_the_norm_of_all_gradients(config):
-    proc = subprocess.run([sys.executable, "-c", CLIP_PROBE, config], cwd=REPO,
-                          capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, PYTHONPATH=REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", CLIP_PROBE, config],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
     # the official clip_grad_norm_(model.parameters(), 0.1): one factor for every parameter
     factor = 0.1 / (r["norm"] + 1e-6)
-    assert r["norm"] > 1e3   # far above 0.1: the clip is active
+    assert r["norm"] > 1e3  # far above 0.1: the clip is active
     kinds = {p["kind"] for p in r["params"].values()}
     assert kinds == {"backbone", "sampling_offsets", "other"}
     for name, p in r["params"].items():
@@ -161,11 +185,11 @@ def test_global_norm_clip_is_torchs_clip_grad_norm():
 
     grads = [pair([3.0, 0.0]), pair([0.0, 4.0]), pair([100.0, 100.0], need_clip=False)]
     clipped = GlobalNormClip(0.1)(grads)
-    factor = 0.1 / (5.0 + 1e-6)   # ||(3, 4)|| = 5
+    factor = 0.1 / (5.0 + 1e-6)  # ||(3, 4)|| = 5
     np.testing.assert_allclose(clipped[0][1].numpy(), [3 * factor, 0.0], rtol=1e-6)
     np.testing.assert_allclose(clipped[1][1].numpy(), [0.0, 4 * factor], rtol=1e-6)
     np.testing.assert_array_equal(clipped[2][1].numpy(), [100.0, 100.0])
-    small = GlobalNormClip(10.0)(grads[:2])   # norm below max_norm: factor 1
+    small = GlobalNormClip(10.0)(grads[:2])  # norm below max_norm: factor 1
     np.testing.assert_array_equal(small[0][1].numpy(), [3.0, 0.0])
 
 
@@ -174,9 +198,13 @@ def test_parameter_groups_are_refused():
     from ppdet_dac.engine.optimizer import use_official_clip
 
     a, b = paddle.nn.Linear(2, 2), paddle.nn.Linear(2, 2)
-    opt = paddle.optimizer.AdamW(parameters=[{"params": a.parameters(), "learning_rate": 0.1},
-                                             {"params": b.parameters()}],
-                                 grad_clip=paddle.nn.ClipGradByGlobalNorm(0.1))
-    with pytest.raises(ValueError, match=r"cfg\.yml: OptimizerBuilder\.optimizer\.param_groups: "
-                                         r"Paddle clips .* \(2 groups\)"):
+    opt = paddle.optimizer.AdamW(
+        parameters=[{"params": a.parameters(), "learning_rate": 0.1}, {"params": b.parameters()}],
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(0.1),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"cfg\.yml: OptimizerBuilder\.optimizer\.param_groups: "
+        r"Paddle clips .* \(2 groups\)",
+    ):
         use_official_clip(opt, "cfg.yml: OptimizerBuilder")

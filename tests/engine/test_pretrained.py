@@ -1,6 +1,7 @@
 """`pretrain_weights`: no silent random backbone, ppdet's ImageNet weights by default, read from
 ppdet's weights cache without network access, and a clear error in bounded time (on every rank)
 when a URL cannot be downloaded."""
+
 import base64
 import glob
 import hashlib
@@ -21,14 +22,18 @@ import pytest
 from _engine_helpers import PYTHON, REPO, child_env
 
 from ppdet_dac.engine import pretrained
-from ppdet_dac.engine.pretrained import (PretrainWeightsError, check_pretrain_weights,
-                                         fetch_pretrain_weights)
+from ppdet_dac.engine.pretrained import (
+    PretrainWeightsError,
+    check_pretrain_weights,
+    fetch_pretrain_weights,
+)
 
-R50_URL = ("https://paddledet.bj.bcebos.com/models/pretrained/"
-           "ResNet50_vb_normal_pretrained.pdparams")
-SWIN_L_URL = ("https://bj.bcebos.com/v1/paddledet/models/pretrained/"
-              "swin_large_patch4_window12_384_22kto1k_pretrained.pdparams")
-REFUSED = "http://127.0.0.1:9/x.pdparams"   # the discard port: connection refused
+R50_URL = "https://paddledet.bj.bcebos.com/models/pretrained/ResNet50_vb_normal_pretrained.pdparams"
+SWIN_L_URL = (
+    "https://bj.bcebos.com/v1/paddledet/models/pretrained/"
+    "swin_large_patch4_window12_384_22kto1k_pretrained.pdparams"
+)
+REFUSED = "http://127.0.0.1:9/x.pdparams"  # the discard port: connection refused
 
 
 def _cfg(backbone="ResNet", **keys):
@@ -38,10 +43,17 @@ def _cfg(backbone="ResNet", **keys):
 @pytest.fixture
 def weights_home(tmp_path, monkeypatch):
     from ppdet.utils import download
+
     home = tmp_path / "weights"
     monkeypatch.setattr(download, "WEIGHTS_HOME", str(home))
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                 "ALL_PROXY"):
+    for name in (
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ):
         monkeypatch.delenv(name, raising=False)
     return home
 
@@ -57,16 +69,22 @@ def pretrained_log(caplog):
 
 
 # ------------------------------------------------------------------ the config value
-@pytest.mark.parametrize("keys", [{}, {"pretrain_weights": None}, {"pretrain_weights": ""},
-                                  {"pretrain_weights": "  "}])
+@pytest.mark.parametrize(
+    "keys", [{}, {"pretrain_weights": None}, {"pretrain_weights": ""}, {"pretrain_weights": "  "}]
+)
 @pytest.mark.parametrize("backbone,url", [("ResNet", R50_URL), ("SwinTransformer", SWIN_L_URL)])
 def test_missing_or_empty_value_is_one_error_naming_the_config(keys, backbone, url):
     with pytest.raises(ValueError) as info:
         check_pretrain_weights(_cfg(backbone, **keys), "configs/some.yml")
     message = str(info.value)
     assert message.startswith("configs/some.yml: `pretrain_weights` is missing or empty")
-    for part in ("random weights", url, "local .pdparams", "convert_backbone",
-                 "`pretrain_weights: none`"):
+    for part in (
+        "random weights",
+        url,
+        "local .pdparams",
+        "convert_backbone",
+        "`pretrain_weights: none`",
+    ):
         assert part in message
 
 
@@ -78,11 +96,14 @@ def test_none_means_from_scratch_said_in_one_info_line(value, pretrained_log):
     assert "cfg.yml" in lines[0].getMessage() and "from scratch" in lines[0].getMessage()
 
 
-@pytest.mark.parametrize("section,refused", [
-    ({"depth": 18, "freeze_norm": True}, True),
-    ({"depth": 18, "freeze_norm": False}, False),
-    ({"depth": 18}, False),                       # a plain dict without the key: nothing said
-])
+@pytest.mark.parametrize(
+    "section,refused",
+    [
+        ({"depth": 18, "freeze_norm": True}, True),
+        ({"depth": 18, "freeze_norm": False}, False),
+        ({"depth": 18}, False),  # a plain dict without the key: nothing said
+    ],
+)
 def test_from_scratch_with_frozen_norms_is_refused_by_name(section, refused):
     cfg = _cfg(pretrain_weights="none", ResNet=section)
     if not refused:
@@ -91,7 +112,8 @@ def test_from_scratch_with_frozen_norms_is_refused_by_name(section, refused):
     with pytest.raises(ValueError) as info:
         check_pretrain_weights(cfg, "configs/mine.yml")
     assert str(info.value).startswith(
-        "configs/mine.yml: `pretrain_weights: none` with `ResNet.freeze_norm: true`")
+        "configs/mine.yml: `pretrain_weights: none` with `ResNet.freeze_norm: true`"
+    )
     assert "`ResNet.freeze_norm: false`" in str(info.value)
     # with ImageNet weights frozen norms are the recipe: the value is passed on
     assert check_pretrain_weights(dict(cfg, pretrain_weights=R50_URL), "c.yml") == R50_URL
@@ -100,31 +122,46 @@ def test_from_scratch_with_frozen_norms_is_refused_by_name(section, refused):
 def test_from_scratch_frozen_norm_default_of_ppdet_resnet_is_seen():
     # ppdet's ResNet freezes its norms by default: a config that leaves the key out is refused
     from ppdet.core.workspace import global_config
+
     schema = global_config["ResNet"]
     section = schema.copy()
     section.pop("freeze_norm", None)
-    assert section["freeze_norm"] is True       # the class default, through the SchemaDict
+    assert section["freeze_norm"] is True  # the class default, through the SchemaDict
     with pytest.raises(ValueError, match=r"^c\.yml: `pretrain_weights: none` with `ResNet"):
         check_pretrain_weights(_cfg(pretrain_weights="none", ResNet=section), "c.yml")
 
 
 def test_a_url_or_path_is_passed_on():
     assert check_pretrain_weights(_cfg(pretrain_weights=f" {R50_URL} "), "c.yml") == R50_URL
-    assert check_pretrain_weights(_cfg(pretrain_weights="w/r50.pdparams"), "c.yml") == \
-        "w/r50.pdparams"
+    assert (
+        check_pretrain_weights(_cfg(pretrain_weights="w/r50.pdparams"), "c.yml") == "w/r50.pdparams"
+    )
 
 
 def test_train_stops_before_reading_the_dataset_when_the_value_is_empty():
     # dac_cdn_r50 reads dataset/coco, which is not there: the error must come first (reading
     # the dataset would end with another error). The run takes ~9 s on an idle 2-core machine;
     # the timeout only guards against a hang (>= 10x that under load).
-    proc = subprocess.run([PYTHON, os.path.join(REPO, "tools", "train.py"), "-c",
-                           "configs/dac_cdn_r50.yml", "-o", "pretrain_weights="],
-                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            PYTHON,
+            os.path.join(REPO, "tools", "train.py"),
+            "-c",
+            "configs/dac_cdn_r50.yml",
+            "-o",
+            "pretrain_weights=",
+        ],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(
-        "ValueError: configs/dac_cdn_r50.yml: `pretrain_weights` is missing or empty"), last
+        "ValueError: configs/dac_cdn_r50.yml: `pretrain_weights` is missing or empty"
+    ), last
     assert R50_URL in last
 
 
@@ -138,8 +175,9 @@ def test_local_path_with_or_without_suffix(tmp_path):
 
 def test_missing_local_file_is_named(tmp_path):
     missing = tmp_path / "nothere.pdparams"
-    with pytest.raises(FileNotFoundError,
-                       match=re.escape(f"c.yml: pretrain_weights file not found: {missing}")):
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"c.yml: pretrain_weights file not found: {missing}")
+    ):
         fetch_pretrain_weights(str(missing), "c.yml")
     with pytest.raises(ValueError, match=r"r50\.pth: expected a \.pdparams file"):
         fetch_pretrain_weights(str(tmp_path / "r50.pth"))
@@ -177,17 +215,17 @@ class _Server:
 
 
 def test_url_is_downloaded_once_into_the_cache(weights_home):
-    body = os.urandom(3 * (1 << 20) + 17)   # more than one chunk
+    body = os.urandom(3 * (1 << 20) + 17)  # more than one chunk
     server = _Server(body)
     try:
         path = fetch_pretrain_weights(server.url)
         assert path == str(weights_home / "r50_test.pdparams")
         assert open(path, "rb").read() == body
-        assert fetch_pretrain_weights(server.url) == path    # cached: no second request
+        assert fetch_pretrain_weights(server.url) == path  # cached: no second request
         assert server.hits == 1
     finally:
         server.close()
-    assert sorted(os.listdir(weights_home)) == ["r50_test.pdparams"]   # no temporary file left
+    assert sorted(os.listdir(weights_home)) == ["r50_test.pdparams"]  # no temporary file left
 
 
 def test_download_with_wrong_md5_is_refused_and_not_cached(weights_home):
@@ -205,10 +243,12 @@ def test_unreachable_url_is_a_clear_error_in_bounded_time(weights_home, monkeypa
     never answers is cut off after them); a refused connection fails at once (~0.02 s: the
     30 s limit below only guards against a hang)."""
     import requests
+
     timeouts = []
     get = requests.get
-    monkeypatch.setattr(requests, "get",
-                        lambda *a, **k: timeouts.append(k.get("timeout")) or get(*a, **k))
+    monkeypatch.setattr(
+        requests, "get", lambda *a, **k: timeouts.append(k.get("timeout")) or get(*a, **k)
+    )
     start = time.monotonic()
     with pytest.raises(PretrainWeightsError) as info:
         fetch_pretrain_weights(REFUSED, "configs/x.yml")
@@ -231,6 +271,7 @@ def test_each_rank_learns_a_failed_download(weights_home, monkeypatch):
 
     def no_download(url, dest):
         raise AssertionError("only local rank 0 downloads")
+
     monkeypatch.setattr(pretrained, "_download", no_download)
     monkeypatch.setenv("PADDLE_RANK_IN_NODE", "1")
     with pytest.raises(PretrainWeightsError, match="failed on another process of this run"):
@@ -239,8 +280,13 @@ def test_each_rank_learns_a_failed_download(weights_home, monkeypatch):
 
 
 # the lines Paddle writes when a signal ends the process (C++ traceback, then the signal)
-_PADDLE_SIGNAL_MARKS = ("C++ Traceback", "Error Message Summary", "FatalError:", "[TimeInfo:",
-                        "[SignalInfo:")
+_PADDLE_SIGNAL_MARKS = (
+    "C++ Traceback",
+    "Error Message Summary",
+    "FatalError:",
+    "[TimeInfo:",
+    "[SignalInfo:",
+)
 
 
 def test_two_ranks_both_stop_when_the_download_fails(tmp_path):
@@ -248,9 +294,20 @@ def test_two_ranks_both_stop_when_the_download_fails(tmp_path):
     env = dict(child_env(), HOME=str(tmp_path))
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         env.pop(name, None)
-    cmd = [PYTHON, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-           str(tmp_path / "log"), os.path.join(REPO, "tools", "train.py"), "-c",
-           "configs/demo/dac_demo.yml", "-o", f"pretrain_weights={REFUSED}"]
+    cmd = [
+        PYTHON,
+        "-m",
+        "paddle.distributed.launch",
+        "--nproc_per_node",
+        "2",
+        "--log_dir",
+        str(tmp_path / "log"),
+        os.path.join(REPO, "tools", "train.py"),
+        "-c",
+        "configs/demo/dac_demo.yml",
+        "-o",
+        f"pretrain_weights={REFUSED}",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     cache = tmp_path / ".cache" / "paddle" / "weights" / "x.pdparams"
@@ -260,13 +317,16 @@ def test_two_ranks_both_stop_when_the_download_fails(tmp_path):
         # other rank has failed, may still reach a rank while it exits and add Paddle's
         # "[SignalInfo: *** SIGTERM ..." lines after it
         lines = open(tmp_path / "log" / f"workerlog.{rank}").read().strip().splitlines()
-        signal_block = [i for i, line in enumerate(lines)
-                        if any(mark in line for mark in _PADDLE_SIGNAL_MARKS)]
-        lines = lines[:signal_block[0]] if signal_block else lines
+        signal_block = [
+            i for i, line in enumerate(lines) if any(mark in line for mark in _PADDLE_SIGNAL_MARKS)
+        ]
+        lines = lines[: signal_block[0]] if signal_block else lines
         last = [line for line in lines if line.strip() and not set(line.strip()) <= {"-"}][-1]
-        assert last.startswith("ppdet_dac.engine.pretrained.PretrainWeightsError: "
-                               f"configs/demo/dac_demo.yml: cannot download pretrain_weights "
-                               f"{REFUSED}: "), last
+        assert last.startswith(
+            "ppdet_dac.engine.pretrained.PretrainWeightsError: "
+            f"configs/demo/dac_demo.yml: cannot download pretrain_weights "
+            f"{REFUSED}: "
+        ), last
         assert reason in last and f"ppdet looks for this file at {cache}" in last
 
 
@@ -315,23 +375,37 @@ RESOLVE_AND_LOAD = textwrap.dedent("""
 
 # Swin-L's names at smaller widths (24..192 channels: none equals the transformer's 256, so a
 # per-output norm of the backbone cannot match a transformer norm by name suffix and shape)
-SMALL_SWIN = {"SwinTransformer": {"embed_dim": 24, "depths": [1, 1, 1, 1],
-                                  "num_heads": [1, 2, 4, 8]}}
+SMALL_SWIN = {
+    "SwinTransformer": {"embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 4, 8]}
+}
 
 
-@pytest.mark.parametrize("config,url,opts", [
-    ("configs/dac_cdn_r50.yml", R50_URL, {}),
-    ("configs/dac_cdn_swin_l.yml", SWIN_L_URL, SMALL_SWIN),
-])
-def test_shipped_config_loads_ppdet_weights_from_the_cache_without_network(config, url, opts,
-                                                                           tmp_path):
-    env = dict(child_env(), HOME=str(tmp_path))   # ppdet's WEIGHTS_HOME: ~/.cache/paddle/weights
+@pytest.mark.parametrize(
+    "config,url,opts",
+    [
+        ("configs/dac_cdn_r50.yml", R50_URL, {}),
+        ("configs/dac_cdn_swin_l.yml", SWIN_L_URL, SMALL_SWIN),
+    ],
+)
+def test_shipped_config_loads_ppdet_weights_from_the_cache_without_network(
+    config, url, opts, tmp_path
+):
+    env = dict(child_env(), HOME=str(tmp_path))  # ppdet's WEIGHTS_HOME: ~/.cache/paddle/weights
     os.makedirs(tmp_path / ".cache" / "paddle" / "weights")
-    proc = subprocess.run([PYTHON, "-c", RESOLVE_AND_LOAD, config, json.dumps(opts)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [PYTHON, "-c", RESOLVE_AND_LOAD, config, json.dumps(opts)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
-                 if line.split(" ", 1)[0] in ("URL", "PATH", "LOADED"))
+    lines = dict(
+        line.split(" ", 1)
+        for line in proc.stdout.splitlines()
+        if line.split(" ", 1)[0] in ("URL", "PATH", "LOADED")
+    )
     assert lines["URL"] == url
     assert lines["PATH"] == str(tmp_path / ".cache" / "paddle" / "weights" / url.split("/")[-1])
     assert int(lines["LOADED"]) > 0
@@ -354,17 +428,30 @@ EVERY_CONFIG = textwrap.dedent("""
 
 def test_every_shipped_config_names_its_backbone_weights():
     found = glob.glob(os.path.join(REPO, "configs", "**", "*.yml"), recursive=True)
-    configs = sorted(os.path.relpath(p, REPO) for p in found
-                     if "_base_" not in p and not os.path.basename(p).startswith("demo_data"))
-    proc = subprocess.run([PYTHON, "-c", EVERY_CONFIG, *configs], cwd=REPO, env=child_env(),
-                          capture_output=True, text=True, timeout=300)
+    configs = sorted(
+        os.path.relpath(p, REPO)
+        for p in found
+        if "_base_" not in p and not os.path.basename(p).startswith("demo_data")
+    )
+    proc = subprocess.run(
+        [PYTHON, "-c", EVERY_CONFIG, *configs],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    found = {path: (value, backbone) for _, path, value, backbone in
-             (line.split(" ") for line in proc.stdout.splitlines() if line.startswith("VALUE "))}
+    found = {
+        path: (value, backbone)
+        for _, path, value, backbone in (
+            line.split(" ") for line in proc.stdout.splitlines() if line.startswith("VALUE ")
+        )
+    }
     assert sorted(found) == configs
     for path, (value, backbone) in found.items():
         if path.startswith("configs/demo/"):
-            expected = ("none", "ResNet")                      # ResNet-18 from scratch
+            expected = ("none", "ResNet")  # ResNet-18 from scratch
         elif "swin_l" in path:
             expected = (SWIN_L_URL, "SwinTransformer")
         else:
@@ -388,8 +475,9 @@ def test_fine_tuning_keeps_every_tensor_but_the_class_dependent_ones(tmp_path):
     src = {k: v.numpy() for k, v in source.state_dict().items()}
     after = {k: v.numpy() for k, v in target.state_dict().items()}
     class_dependent = sorted(k for k in after if src[k].shape != after[k].shape)
-    assert class_dependent and all(("class_heads" in k) or ("label_enc" in k)
-                                   for k in class_dependent)
+    assert class_dependent and all(
+        ("class_heads" in k) or ("label_enc" in k) for k in class_dependent
+    )
     assert summary["reinitialised"] == class_dependent and summary["absent"] == []
     for key, value in after.items():
         if key in class_dependent:
@@ -397,4 +485,4 @@ def test_fine_tuning_keeps_every_tensor_but_the_class_dependent_ones(tmp_path):
         else:
             np.testing.assert_array_equal(value, src[key], err_msg=key)
     moved = [k for k in after if k not in class_dependent and not np.array_equal(before[k], src[k])]
-    assert len(moved) > 10   # the two models really started from different weights
+    assert len(moved) > 10  # the two models really started from different weights

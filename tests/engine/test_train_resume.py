@@ -1,9 +1,9 @@
 """Training with DACTrainer: exact resume after a kill (at an epoch end and in the middle of an
 epoch, with -r auto), crash-safe checkpoints, the NaN guard."""
+
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -39,10 +39,24 @@ def _epoch_lines(log):
 def _probed_run(tiny, out, marker):
     """The same command each time: tools/train.py -r auto, SIGKILLed at iteration 6 (epoch 1,
     after 2 of its 4 batches, iter_6 written) unless ``marker`` exists; (returncode, log)."""
-    cmd = [PYTHON, PROBE, f"kill:0:6:{marker}", "train", "-c", tiny, "--seed", "3", "-r", "auto",
-           "-o", f"save_dir={out}", *SNAPSHOTS]
-    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
-                          timeout=600)
+    cmd = [
+        PYTHON,
+        PROBE,
+        f"kill:0:6:{marker}",
+        "train",
+        "-c",
+        tiny,
+        "--seed",
+        "3",
+        "-r",
+        "auto",
+        "-o",
+        f"save_dir={out}",
+        *SNAPSHOTS,
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=600
+    )
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -64,29 +78,38 @@ def test_resume_after_kill_gives_identical_parameters(tiny, straight_run, killed
     # resumed from the killed run's epoch-0 checkpoint into a folder of its own; a resumed run
     # takes no pretrain weights (this URL would fail: nothing listens there)
     resumed = str(tmp_path / "resumed")
-    run_train(tiny, "--seed", "3", "-o", f"save_dir={resumed}", *SNAPSHOTS,
-              "pretrain_weights=http://127.0.0.1:9/unreachable.pdparams",
-              "-r", str(killed / "0"))
+    run_train(
+        tiny,
+        "--seed",
+        "3",
+        "-o",
+        f"save_dir={resumed}",
+        *SNAPSHOTS,
+        "pretrain_weights=http://127.0.0.1:9/unreachable.pdparams",
+        "-r",
+        str(killed / "0"),
+    )
 
     a = load_params(os.path.join(straight, "model_final.pdparams"))
     b = load_params(os.path.join(resumed, "tiny", "model_final.pdparams"))
     assert sorted(a) == sorted(b)
     first = load_params(os.path.join(straight, "0.pdparams"))
-    assert any(not np.array_equal(first[k], a[k]) for k in a)   # the second epoch trained
+    assert any(not np.array_equal(first[k], a[k]) for k in a)  # the second epoch trained
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     state_a = paddle.load(os.path.join(straight, "model_final.pdstate"))
     state_b = paddle.load(os.path.join(resumed, "tiny", "model_final.pdstate"))
-    assert state_a["global_iter"] == state_b["global_iter"] == 8   # 2 epochs x 4 iterations
+    assert state_a["global_iter"] == state_b["global_iter"] == 8  # 2 epochs x 4 iterations
 
 
-def test_mid_epoch_kill_and_auto_resume_give_identical_parameters(tiny, straight_run,
-                                                                   killed_run):
+def test_mid_epoch_kill_and_auto_resume_give_identical_parameters(tiny, straight_run, killed_run):
     straight, straight_log = straight_run
     # iteration checkpoints: every step except the epoch ends (4, 8), the 2 newest kept
     assert sorted(os.listdir(straight)) == [
-        f"{base}{s}" for base in ("0", "iter_6", "iter_7", "model_final")
-        for s in (".pdopt", ".pdparams", ".pdstate")]
+        f"{base}{s}"
+        for base in ("0", "iter_6", "iter_7", "model_final")
+        for s in (".pdopt", ".pdparams", ".pdstate")
+    ]
     assert paddle.load(os.path.join(straight, "iter_6.pdstate"))["epoch_step"] == 2
     # the same command three times. 1 (killed_run): -r auto starts fresh; SIGKILL at
     # iteration 6
@@ -134,10 +157,16 @@ KILL_WRITER = textwrap.dedent("""
 
 def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
     from ppdet_dac.engine.checkpoint import load_checkpoint
-    proc = subprocess.Popen([PYTHON, "-c", KILL_WRITER, str(tmp_path)], cwd=REPO, env=child_env(),
-                            stdout=subprocess.PIPE, text=True)
+
+    proc = subprocess.Popen(
+        [PYTHON, "-c", KILL_WRITER, str(tmp_path)],
+        cwd=REPO,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     lines = iter(proc.stdout.readline, "")
-    assert "WRITING" in (line.strip() for line in lines)   # ppdet prints warnings first
+    assert "WRITING" in (line.strip() for line in lines)  # ppdet prints warnings first
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # The interrupted write overwrote nothing: the checkpoint is still the first one.
@@ -148,20 +177,24 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
     saved = paddle.load(str(tmp_path / "1.pdparams"))
     np.testing.assert_array_equal(model.weight.numpy(), saved["weight"].numpy())
     leftovers = sorted(os.listdir(tmp_path))
-    assert sorted(n for n in leftovers if not n.startswith(".")) == \
-        ["1.pdopt", "1.pdparams", "1.pdstate"]
+    assert sorted(n for n in leftovers if not n.startswith(".")) == [
+        "1.pdopt",
+        "1.pdparams",
+        "1.pdstate",
+    ]
 
 
 def test_incomplete_or_mixed_checkpoint_is_refused(tmp_path):
     from ppdet_dac.engine.checkpoint import load_checkpoint, save_checkpoint
+
     model = paddle.nn.Linear(3, 2)
     opt = paddle.optimizer.AdamW(parameters=model.parameters())
     save_checkpoint(str(tmp_path / "a"), model, opt, 1, 4)
     save_checkpoint(str(tmp_path / "b"), model, opt, 2, 8)
-    os.replace(tmp_path / "b.pdopt", tmp_path / "a.pdopt")          # a mixed pair
+    os.replace(tmp_path / "b.pdopt", tmp_path / "a.pdopt")  # a mixed pair
     with pytest.raises(ValueError, match="different writes"):
         load_checkpoint(str(tmp_path / "a"), model, opt)
-    with pytest.raises(FileNotFoundError, match=r"b\.pdopt"):       # an incomplete one
+    with pytest.raises(FileNotFoundError, match=r"b\.pdopt"):  # an incomplete one
         load_checkpoint(str(tmp_path / "b.pdparams"), model, opt)
 
 
@@ -185,8 +218,14 @@ NAN_PROBE = textwrap.dedent("""
 
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
     config = make_tiny_setup(str(tmp_path), epoch=3, num_train=4)
-    proc = subprocess.run([PYTHON, "-c", NAN_PROBE, REPO, "-c", config, "--seed", "0"], cwd=REPO,
-                          env=child_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [PYTHON, "-c", NAN_PROBE, REPO, "-c", config, "--seed", "0"],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("FloatingPointError")
@@ -203,17 +242,21 @@ def test_resume_with_ema_restores_ema_and_raw_weights(tiny, tmp_path):
     run_train(tiny, "-o", f"save_dir={straight}", "use_ema=true")
     os.makedirs(os.path.join(resumed, "tiny"))
     for suffix in (".pdparams", ".pdopt", ".pdstate"):
-        with open(os.path.join(straight, "tiny", "0" + suffix), "rb") as src, \
-                open(os.path.join(resumed, "tiny", "0" + suffix), "wb") as dst:
+        with (
+            open(os.path.join(straight, "tiny", "0" + suffix), "rb") as src,
+            open(os.path.join(resumed, "tiny", "0" + suffix), "wb") as dst,
+        ):
             dst.write(src.read())
-    run_train(tiny, "-o", f"save_dir={resumed}", "use_ema=true",
-              "-r", os.path.join(resumed, "tiny", "0"))
+    run_train(
+        tiny, "-o", f"save_dir={resumed}", "use_ema=true", "-r", os.path.join(resumed, "tiny", "0")
+    )
     a = paddle.load(os.path.join(straight, "tiny", "model_final.pdstate"))
     b = paddle.load(os.path.join(resumed, "tiny", "model_final.pdstate"))
     ema_a = load_params(os.path.join(straight, "tiny", "model_final.pdparams"))
     ema_b = load_params(os.path.join(resumed, "tiny", "model_final.pdparams"))
-    for key in ema_a:   # .pdparams holds the EMA weights, .pdstate the raw ones
+    for key in ema_a:  # .pdparams holds the EMA weights, .pdstate the raw ones
         np.testing.assert_array_equal(ema_a[key], ema_b[key], err_msg=key)
-        np.testing.assert_array_equal(a["raw_weights"][key].numpy(),
-                                      b["raw_weights"][key].numpy(), err_msg=key)
+        np.testing.assert_array_equal(
+            a["raw_weights"][key].numpy(), b["raw_weights"][key].numpy(), err_msg=key
+        )
     assert any(not np.array_equal(ema_a[k], a["raw_weights"][k].numpy()) for k in ema_a)

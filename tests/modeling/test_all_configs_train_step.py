@@ -5,6 +5,7 @@ that a 128 x 128 image is enough (the two-stage encoder proposes queries from it
 8x8 + 4x4 + 2x2 = 340 >= 300): every layer, level, loss and parameter stays as shipped. The
 configs exactly as shipped (900 queries, a 256 x 256 image: 1360 tokens) run in `make test-long`.
 """
+
 import json
 import os
 import subprocess
@@ -49,27 +50,39 @@ STEP_SCRIPT = textwrap.dedent("""
 
 # The *_2x configs build the same models as their 12-epoch bases (their schedules are checked in
 # tests/engine/test_optimizer.py), so one step of each base covers them.
-CONFIGS = sorted(f"configs/{name}" for name in os.listdir(os.path.join(REPO, "configs"))
-                 if name.endswith(".yml") and not name.endswith("_2x.yml"))
+CONFIGS = sorted(
+    f"configs/{name}"
+    for name in os.listdir(os.path.join(REPO, "configs"))
+    if name.endswith(".yml") and not name.endswith("_2x.yml")
+)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size, queries", [
-    (128, 300),
-    pytest.param(256, 900, marks=pytest.mark.long),   # every config's own query count
-], ids=["128px", "256px-as-shipped"])
+@pytest.mark.parametrize(
+    "size, queries",
+    [
+        (128, 300),
+        pytest.param(256, 900, marks=pytest.mark.long),  # every config's own query count
+    ],
+    ids=["128px", "256px-as-shipped"],
+)
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_runs_a_training_step(config, size, queries):
-    proc = subprocess.run([sys.executable, "-c", STEP_SCRIPT, config, str(size), str(queries)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", STEP_SCRIPT, config, str(size), str(queries)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
     assert result["loss"] > 0 and result["loss"] < 1e4
     terms = [k for k in result["keys"] if k != "loss"]
     # 6 decoder layers with DN: O-decoder 36 + encoder 3, plus the C-decoder's 36 with DAC
     use_dac = "dac_" in os.path.basename(config)
-    one_stage = "deformable_detr" in config   # no denoising, no encoder proposals
+    one_stage = "deformable_detr" in config  # no denoising, no encoder proposals
     assert len(terms) == (36 if one_stage else 75 if use_dac else 39)
     assert all(k.endswith("_one2one") or k.endswith("_enc") or use_dac for k in terms)
     # Every trainable parameter moved except those whose first gradient is zero by the official
@@ -79,7 +92,11 @@ def test_config_runs_a_training_step(config, size, queries):
     # drops whole blocks of a step, so Swin blocks may sit out this one step.
     assert result["trainable"] > 100
     for name in result["unchanged"]:
-        assert name == "transformer.level_embed" or (
-            name.startswith(("transformer.box_heads.", "transformer.box_head."))
-            and ".layers.2." not in name) or (
-            "swin" in config and name.startswith("backbone.layers.")), name
+        assert (
+            name == "transformer.level_embed"
+            or (
+                name.startswith(("transformer.box_heads.", "transformer.box_head."))
+                and ".layers.2." not in name
+            )
+            or ("swin" in config and name.startswith("backbone.layers."))
+        ), name

@@ -1,4 +1,5 @@
 """Every shipped R50 config builds the official model size; bad configs fail with one clear error."""
+
 import os
 import subprocess
 import sys
@@ -20,12 +21,18 @@ COUNT_SCRIPT = textwrap.dedent("""
 
 
 def _run(args):
-    return subprocess.run([sys.executable, "-c", COUNT_SCRIPT] + args, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", COUNT_SCRIPT] + args,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize("config", ["configs/dac_cdn_ice_r50.yml", "configs/dac_cdn_r50.yml",
-                                    "configs/dino_cdn_r50.yml"])
+@pytest.mark.parametrize(
+    "config", ["configs/dac_cdn_ice_r50.yml", "configs/dac_cdn_r50.yml", "configs/dino_cdn_r50.yml"]
+)
 def test_r50_configs_have_official_parameter_count(config):
     result = _run([config])
     assert result.returncode == 0, result.stderr[-2000:]
@@ -35,8 +42,10 @@ def test_r50_configs_have_official_parameter_count(config):
 
 def test_unknown_key_is_one_clear_error(tmp_path):
     bad = tmp_path / "bad.yml"
-    bad.write_text(f"_BASE_: ['{os.path.join(REPO, 'configs/dac_cdn_ice_r50.yml')}']\n"
-                   "DACTransformer:\n  num_querys: 300\n")
+    bad.write_text(
+        f"_BASE_: ['{os.path.join(REPO, 'configs/dac_cdn_ice_r50.yml')}']\n"
+        "DACTransformer:\n  num_querys: 300\n"
+    )
     result = _run([str(bad)])
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]

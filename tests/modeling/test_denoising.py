@@ -1,4 +1,5 @@
 """Contrastive denoising queries: groups, layout, mask, exact noise, randomness, empty batches."""
+
 import numpy as np
 import paddle
 import pytest
@@ -71,8 +72,13 @@ def test_query_layout_without_noise():
     labels, boxes = _gt(counts, seed=3)
     enc = _label_enc(1)
     content, ref, mask, meta = build_cdn_queries(
-        *_to_tensors(labels, boxes), enc, num_queries=5, dn_number=7, label_noise_ratio=0.0,
-        box_noise_scale=0.0)
+        *_to_tensors(labels, boxes),
+        enc,
+        num_queries=5,
+        dn_number=7,
+        label_noise_ratio=0.0,
+        box_noise_scale=0.0,
+    )
     max_gt, groups = 3, 7 // 3
     assert meta['num_dn_group'] == groups and meta['pad_size'] == 2 * max_gt * groups
     weight = enc.weight.numpy()
@@ -84,8 +90,9 @@ def test_query_layout_without_noise():
                 for j in range(n):
                     slot = g * 2 * max_gt + half * max_gt + j
                     np.testing.assert_array_equal(content[b, slot], weight[labels[b][j]])
-                    np.testing.assert_allclose(ref[b, slot], _np_inverse_sigmoid(boxes[b][j]),
-                                               rtol=1e-6, atol=1e-6)
+                    np.testing.assert_allclose(
+                        ref[b, slot], _np_inverse_sigmoid(boxes[b][j]), rtol=1e-6, atol=1e-6
+                    )
                     filled[b, slot] = True
     # every other slot is padding: zero content and zero box logit (box 0.5, 0.5, 0.5, 0.5)
     assert filled.sum() == 2 * groups * sum(counts)
@@ -111,12 +118,12 @@ def _official_mask(pad_size, single_pad, num_groups, num_queries):
     for i in range(num_groups):
         rows = slice(single_pad * i, single_pad * (i + 1))
         if i == 0:
-            mask[rows, single_pad * (i + 1):pad_size] = True
+            mask[rows, single_pad * (i + 1) : pad_size] = True
         if i == num_groups - 1:
-            mask[rows, :single_pad * i] = True
+            mask[rows, : single_pad * i] = True
         else:
-            mask[rows, single_pad * (i + 1):pad_size] = True
-            mask[rows, :single_pad * i] = True
+            mask[rows, single_pad * (i + 1) : pad_size] = True
+            mask[rows, : single_pad * i] = True
     return mask
 
 
@@ -125,7 +132,8 @@ def test_attention_mask_rules(counts, dn_number):
     labels, boxes = _gt(counts, seed=4)
     num_queries = 6
     _, _, mask, meta = build_cdn_queries(
-        *_to_tensors(labels, boxes), _label_enc(), num_queries=num_queries, dn_number=dn_number)
+        *_to_tensors(labels, boxes), _label_enc(), num_queries=num_queries, dn_number=dn_number
+    )
     mask = mask.numpy()
     assert mask.dtype == np.bool_
     pad, width = meta['pad_size'], meta['single_pad']
@@ -141,7 +149,8 @@ def test_attention_mask_rules(counts, dn_number):
                 expected = (i // width) != (j // width)
             assert mask[i, j] == expected, (i, j)
     np.testing.assert_array_equal(
-        mask, _official_mask(pad, width, meta['num_dn_group'], num_queries))
+        mask, _official_mask(pad, width, meta['num_dn_group'], num_queries)
+    )
 
 
 def _replay_arrays(num_rows, label_ratio, seed):
@@ -166,8 +175,9 @@ def _expected_noised_boxes(boxes_cat, num_copies, sign01, part_raw, dtype='float
     part = part * (sign01.astype(dtype) * 2.0 - 1.0).astype(dtype)
     moved = corners + part * half * np.asarray(SCALE, dtype)
     clipped = np.clip(moved, 0.0, 1.0)
-    noised = np.concatenate([(clipped[:, :2] + clipped[:, 2:]) / 2,
-                             clipped[:, 2:] - clipped[:, :2]], axis=1)
+    noised = np.concatenate(
+        [(clipped[:, :2] + clipped[:, 2:]) / 2, clipped[:, 2:] - clipped[:, :2]], axis=1
+    )
     return noised, corners, moved, half, negative
 
 
@@ -181,20 +191,27 @@ def test_replay_box_noise_exact():
     p, new_label, sign, part = _replay_arrays(num_rows, 0.5, seed=6)
     noise = DNNoise.replay(p, new_label, sign, part)
     _, ref, _, meta = build_cdn_queries(
-        *_to_tensors(labels, boxes), _label_enc(), num_queries=4, dn_number=dn_number,
-        box_noise_scale=SCALE, noise=noise)
+        *_to_tensors(labels, boxes),
+        _label_enc(),
+        num_queries=4,
+        dn_number=dn_number,
+        box_noise_scale=SCALE,
+        noise=noise,
+    )
     assert meta['num_dn_group'] == groups
     boxes_cat = np.concatenate(boxes)
-    noised, corners, moved, half, negative = _expected_noised_boxes(boxes_cat, 2 * groups, sign,
-                                                                    part)
+    noised, corners, moved, half, negative = _expected_noised_boxes(
+        boxes_cat, 2 * groups, sign, part
+    )
     ref = ref.numpy()
     bid = np.concatenate([np.full([n], b) for b, n in enumerate(counts)])
     within = np.concatenate([np.arange(n) for n in counts])
     for r in range(num_rows):
         copy, j = divmod(r, num_gt)
         slot = copy * meta['max_gt'] + within[j]
-        np.testing.assert_allclose(ref[bid[j], slot], _np_inverse_sigmoid(noised[r]), rtol=1e-5,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            ref[bid[j], slot], _np_inverse_sigmoid(noised[r]), rtol=1e-5, atol=1e-5
+        )
         # back from the module's logits to corners: positives stay within the corner-noise
         # bound, negatives move at least that far (unless clamped at the image border)
         box = 1.0 / (1.0 + np.exp(-ref[bid[j], slot].astype('float64')))
@@ -216,16 +233,22 @@ def test_float64_queries_stay_float64():
     float32 and the float32 draws are widened exactly (official formula, numpy float64)."""
     counts = [2, 1]
     labels, boxes = _gt(counts, seed=5)
-    boxes64 = [np.random.RandomState(b).uniform(0.3, 0.6, size=[n, 4]) for b, n in
-               enumerate(counts)]
+    boxes64 = [
+        np.random.RandomState(b).uniform(0.3, 0.6, size=[n, 4]) for b, n in enumerate(counts)
+    ]
     num_rows = 2 * 2 * sum(counts)
     p, new_label, sign, part = _replay_arrays(num_rows, 0.5, seed=6)
     enc = _label_enc()
     enc.to(dtype='float64')
     content, ref, _, meta = build_cdn_queries(
-        [paddle.to_tensor(l) for l in labels], [paddle.to_tensor(b) for b in boxes64], enc,
-        num_queries=4, dn_number=4, box_noise_scale=SCALE,
-        noise=DNNoise.replay(p, new_label, sign, part))
+        [paddle.to_tensor(l) for l in labels],
+        [paddle.to_tensor(b) for b in boxes64],
+        enc,
+        num_queries=4,
+        dn_number=4,
+        box_noise_scale=SCALE,
+        noise=DNNoise.replay(p, new_label, sign, part),
+    )
     assert content.dtype == paddle.float64 and ref.dtype == paddle.float64
     noised = _expected_noised_boxes(np.concatenate(boxes64), 4, sign, part, 'float64')[0]
     num_gt = sum(counts)
@@ -234,11 +257,16 @@ def test_float64_queries_stay_float64():
     ref = ref.numpy()
     for r in range(num_rows):
         copy, j = divmod(r, num_gt)
-        np.testing.assert_allclose(ref[bid[j], copy * meta['max_gt'] + within[j]],
-                                   _np_inverse_sigmoid(noised[r]), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            ref[bid[j], copy * meta['max_gt'] + within[j]],
+            _np_inverse_sigmoid(noised[r]),
+            rtol=1e-12,
+            atol=1e-12,
+        )
     # float32 rounding of the boxes would be visible at this tolerance
-    rounded = _expected_noised_boxes(np.concatenate(boxes64).astype('float32'), 4, sign, part,
-                                     'float64')[0]
+    rounded = _expected_noised_boxes(
+        np.concatenate(boxes64).astype('float32'), 4, sign, part, 'float64'
+    )[0]
     assert np.abs(_np_inverse_sigmoid(rounded) - _np_inverse_sigmoid(noised)).max() > 1e-9
 
 
@@ -253,8 +281,11 @@ def test_replay_label_noise_rows():
     new_label = np.random.RandomState(9).randint(0, NUM_CLASSES, size=[chosen.size])
     enc = _label_enc(2)
     content, _, _, meta = build_cdn_queries(
-        *_to_tensors(labels, boxes), enc, num_queries=3, noise=DNNoise.replay(
-            p, new_label, sign, part))
+        *_to_tensors(labels, boxes),
+        enc,
+        num_queries=3,
+        noise=DNNoise.replay(p, new_label, sign, part),
+    )
     assert meta['num_dn_group'] == groups
     expected = np.tile(np.concatenate(labels), 2 * groups)
     expected[chosen] = new_label
@@ -282,8 +313,9 @@ def test_replay_rejects_wrong_shapes():
         with pytest.raises(ValueError, match=name):
             build_cdn_queries(*args, _label_enc(), num_queries=3, noise=noise)
     # right shapes work
-    build_cdn_queries(*args, _label_enc(), num_queries=3,
-                      noise=DNNoise.replay(p, new_label, sign, part))
+    build_cdn_queries(
+        *args, _label_enc(), num_queries=3, noise=DNNoise.replay(p, new_label, sign, part)
+    )
 
 
 def test_same_seed_same_queries():
@@ -319,8 +351,11 @@ def test_content_is_differentiable_wrt_label_enc():
     p, new_label, sign, part = _replay_arrays(num_rows, 0.5, seed=14)
     enc = _label_enc(4)
     content, _, _, _ = build_cdn_queries(
-        *_to_tensors(labels, boxes), enc, num_queries=3, noise=DNNoise.replay(
-            p, new_label, sign, part))
+        *_to_tensors(labels, boxes),
+        enc,
+        num_queries=3,
+        noise=DNNoise.replay(p, new_label, sign, part),
+    )
     content.sum().backward()
     final = np.tile(np.concatenate(labels), 2 * groups)
     final[np.nonzero(p < 0.25)[0]] = new_label
@@ -332,14 +367,15 @@ def test_labels_of_shape_n_by_1_and_bad_inputs():
     labels, boxes = _gt([2], seed=15)
     enc = _label_enc()
     paddle.seed(5)
-    a = build_cdn_queries([paddle.to_tensor(labels[0][:, None])], [paddle.to_tensor(boxes[0])],
-                          enc, num_queries=2)[0]
+    a = build_cdn_queries(
+        [paddle.to_tensor(labels[0][:, None])], [paddle.to_tensor(boxes[0])], enc, num_queries=2
+    )[0]
     paddle.seed(5)
-    b = build_cdn_queries([paddle.to_tensor(labels[0])], [paddle.to_tensor(boxes[0])], enc,
-                          num_queries=2)[0]
+    b = build_cdn_queries(
+        [paddle.to_tensor(labels[0])], [paddle.to_tensor(boxes[0])], enc, num_queries=2
+    )[0]
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     with pytest.raises(ValueError, match=r'gt_boxes\[0\]'):
         build_cdn_queries([paddle.to_tensor(labels[0])], [paddle.to_tensor(boxes[0][:1])], enc)
     with pytest.raises(ValueError, match='gt_labels'):
-        build_cdn_queries([paddle.to_tensor(np.array([3, 95]))], [paddle.to_tensor(boxes[0])],
-                          enc)
+        build_cdn_queries([paddle.to_tensor(np.array([3, 95]))], [paddle.to_tensor(boxes[0])], enc)

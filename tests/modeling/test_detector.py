@@ -1,4 +1,5 @@
 """Tiny DAC-DETR on CPU: loss keys and invariants, the DAC C-stream's properties, predict path."""
+
 import re
 
 import numpy as np
@@ -69,8 +70,11 @@ def test_one_gt_gives_positive_losses():
 def test_overfits_one_image():
     model = build_tiny_detector(num_queries=20)
     batch = make_batch([2], seed=3)
-    opt = paddle.optimizer.AdamW(learning_rate=3e-3, parameters=model.parameters(),
-                                 grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+    opt = paddle.optimizer.AdamW(
+        learning_rate=3e-3,
+        parameters=model.parameters(),
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0),
+    )
     model.train()
     history = []
     for _ in range(30):
@@ -112,22 +116,30 @@ def test_c_stream_never_calls_self_attention():
 
 def test_dn_queries_do_not_change_matching_queries_in_c_stream():
     from ppdet_dac.modeling.denoising import DNNoise
+
     model = build_tiny_detector()
     batch = make_batch([2, 1])
     outs = []
     for seed in (1, 2):
         rng = np.random.default_rng(seed)
-        num_gt, groups = 3, 10 // 2   # G = floor(10 / max_gt=2)
+        num_gt, groups = 3, 10 // 2  # G = floor(10 / max_gt=2)
         rows = 2 * groups * num_gt
         p = rng.uniform(size=rows)
-        noise = DNNoise.replay(p, rng.integers(0, 5, int((p < 0.25).sum())),
-                               rng.integers(0, 2, (rows, 4)), rng.uniform(size=(rows, 4)))
+        noise = DNNoise.replay(
+            p,
+            rng.integers(0, 5, int((p < 0.25).sum())),
+            rng.integers(0, 2, (rows, 4)),
+            rng.uniform(size=(rows, 4)),
+        )
         outs.append(_transformer_outputs(model, batch, dn_noise=noise))
     pad = outs[0]["dn_meta"]["pad_size"]
-    assert not np.allclose(outs[0]["boxes_c"][:, :, :pad].numpy(), outs[1]["boxes_c"][:, :, :pad].numpy())
+    assert not np.allclose(
+        outs[0]["boxes_c"][:, :, :pad].numpy(), outs[1]["boxes_c"][:, :, :pad].numpy()
+    )
     for key in ("logits_c", "boxes_c", "logits", "boxes"):
-        np.testing.assert_allclose(outs[0][key][:, :, pad:].numpy(), outs[1][key][:, :, pad:].numpy(),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            outs[0][key][:, :, pad:].numpy(), outs[1][key][:, :, pad:].numpy(), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_eval_output_identical_with_and_without_dac():
@@ -146,15 +158,20 @@ def test_eval_output_identical_with_and_without_dac():
 def test_c_branch_loss_reaches_shared_modules():
     model = build_tiny_detector()
     losses = _losses(model, make_batch([2, 1]))
-    c_terms = [v for k, v in losses.items()
-               if k != "loss" and not k.endswith("_one2one") and not k.endswith("_enc")]
+    c_terms = [
+        v
+        for k, v in losses.items()
+        if k != "loss" and not k.endswith("_one2one") and not k.endswith("_enc")
+    ]
     paddle.add_n(c_terms).backward()
     layer = model.transformer.decoder.layers[1]
-    for name, param in [("cross_attn.value_proj", layer.cross_attn.value_proj.weight),
-                        ("cross_attn.sampling_offsets", layer.cross_attn.sampling_offsets.weight),
-                        ("ffn.linear1", layer.ffn.linear1.weight),
-                        ("class_head", model.transformer.class_heads[1].weight),
-                        ("box_head", model.transformer.box_heads[1].layers[-1].weight)]:
+    for name, param in [
+        ("cross_attn.value_proj", layer.cross_attn.value_proj.weight),
+        ("cross_attn.sampling_offsets", layer.cross_attn.sampling_offsets.weight),
+        ("ffn.linear1", layer.ffn.linear1.weight),
+        ("class_head", model.transformer.class_heads[1].weight),
+        ("box_head", model.transformer.box_heads[1].layers[-1].weight),
+    ]:
         assert param.grad is not None and float(param.grad.abs().sum()) > 0, name
     # layer 1's self-attention is O-stream only: the C-branch loss cannot reach it
     sa = layer.self_attn.q_proj.weight
@@ -192,7 +209,7 @@ def test_one_stage_streams_share_fixed_reference_points_and_one_head():
     assert all(h is transformer.class_head for h in transformer.class_heads)
     assert all(h is transformer.box_head for h in transformer.box_heads)
     names = [n for n, _ in model.named_parameters()]
-    assert sum(n.startswith("transformer.class_head.") for n in names) == 2   # weight, bias
+    assert sum(n.startswith("transformer.class_head.") for n in names) == 2  # weight, bias
     out = _transformer_outputs(model, make_batch([2, 1]))
     np.testing.assert_array_equal(out["logits"][0].numpy(), out["logits_c"][0].numpy())
     np.testing.assert_array_equal(out["boxes"][0].numpy(), out["boxes_c"][0].numpy())
@@ -202,9 +219,10 @@ def test_one_stage_streams_share_fixed_reference_points_and_one_head():
     points = paddle.nn.functional.sigmoid(transformer.reference_points(query_pos)).numpy()
     side = 1.0 / (1.0 + np.exp(2.0))
     for key in ("boxes", "boxes_c"):
-        boxes = out[key].numpy()                      # [L, B, Q, 4]
-        np.testing.assert_allclose(boxes[..., :2], np.broadcast_to(points, boxes[..., :2].shape),
-                                   atol=1e-6)
+        boxes = out[key].numpy()  # [L, B, Q, 4]
+        np.testing.assert_allclose(
+            boxes[..., :2], np.broadcast_to(points, boxes[..., :2].shape), atol=1e-6
+        )
         np.testing.assert_allclose(boxes[..., 2:], side, atol=1e-6)
 
 
@@ -231,11 +249,12 @@ def test_non_finite_matching_cost_names_the_im_id(im_id_as_list):
     batch = make_batch([2, 1])
     batch["gt_bbox"][1] = paddle.to_tensor(np.array([[0.5, np.nan, 0.2, 0.2]], dtype="float32"))
     ids = np.array([[17], [42]], dtype="int64")
-    batch["im_id"] = ([paddle.to_tensor(i) for i in ids] if im_id_as_list
-                      else paddle.to_tensor(ids))
+    batch["im_id"] = [paddle.to_tensor(i) for i in ids] if im_id_as_list else paddle.to_tensor(ids)
     with pytest.raises(NonFiniteCostError) as info:
         _losses(model, batch)
     assert info.value.image == 1
     assert str(info.value).startswith("image 1 of the batch: matching cost has ")
-    assert str(info.value).endswith("non-finite entries: its ground-truth boxes are NaN/inf; "
-                                    "it is im_id 42 (the batch's im_ids: [17, 42])")
+    assert str(info.value).endswith(
+        "non-finite entries: its ground-truth boxes are NaN/inf; "
+        "it is im_id 42 (the batch's im_ids: [17, 42])"
+    )

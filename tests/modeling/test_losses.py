@@ -1,10 +1,16 @@
 """Focal loss, IA-BCE, rank weights and box losses against numpy hand computations."""
+
 import numpy as np
 import paddle
 import pytest
 
-from ppdet_dac.modeling.losses import (giou_box_loss, ia_bce_loss, l1_box_loss, rank_weights,
-                                       sigmoid_focal_loss)
+from ppdet_dac.modeling.losses import (
+    giou_box_loss,
+    ia_bce_loss,
+    l1_box_loss,
+    rank_weights,
+    sigmoid_focal_loss,
+)
 
 
 def _sig(x):
@@ -46,12 +52,12 @@ def _np_ia_bce(x, b, q, c, ious, n, w=None, x_for_t=None):
     """Official IA_BCE_loss in numpy. ``x_for_t`` freezes the (detached) quality at other logits."""
     p = _sig(x)
     p_t = _sig(x if x_for_t is None else x_for_t)
-    t = np.clip(p_t[b, q, c] ** 0.25 * ious ** 0.75, 0.01, None)
+    t = np.clip(p_t[b, q, c] ** 0.25 * ious**0.75, 0.01, None)
     if w is not None:
         t = t * w
     pos_w = np.zeros_like(x)
-    neg_w = p ** 2
-    pos_w[b, q, c] = t          # numpy fancy assignment: the last duplicate wins
+    neg_w = p**2
+    pos_w[b, q, c] = t  # numpy fancy assignment: the last duplicate wins
     neg_w[b, q, c] = 1 - t
     return (-pos_w * np.log(p) - neg_w * np.log(1 - p)).sum() / n
 
@@ -71,8 +77,7 @@ def _case(seed=0, scale=2.0):
 def test_ia_bce_matches_numpy(weighted):
     x, b, q, c, ious, w = _case()
     w = w if weighted else None
-    out = ia_bce_loss(_t(x), _i(b), _i(q), _i(c), _t(ious), 2.5,
-                      None if w is None else _t(w))
+    out = ia_bce_loss(_t(x), _i(b), _i(q), _i(c), _t(ious), 2.5, None if w is None else _t(w))
     np.testing.assert_allclose(float(out), _np_ia_bce(x, b, q, c, ious, 2.5, w), rtol=1e-10)
 
 
@@ -96,8 +101,8 @@ def test_ia_bce_duplicate_entry_last_wins():
     b, q, c = np.array([0, 1, 0]), np.array([2, 1, 2]), np.array([1, 0, 1])
     ious = np.array([0.9, 0.5, 0.2])
     out = ia_bce_loss(_t(x), _i(b), _i(q), _i(c), _t(ious), 1.0)
-    last_wins = _np_ia_bce(x, b[1:], q[1:], c[1:], ious[1:], 1.0)     # entries 1, 2
-    first_wins = _np_ia_bce(x, b[:2], q[:2], c[:2], ious[:2], 1.0)    # entries 0, 1
+    last_wins = _np_ia_bce(x, b[1:], q[1:], c[1:], ious[1:], 1.0)  # entries 1, 2
+    first_wins = _np_ia_bce(x, b[:2], q[:2], c[:2], ious[:2], 1.0)  # entries 0, 1
     np.testing.assert_allclose(float(out), last_wins, rtol=1e-10)
     assert abs(last_wins - first_wins) > 1e-3  # the duplicate really changes the value
 
@@ -107,7 +112,7 @@ def test_ia_bce_empty_matches_is_all_negative():
     empty = _i(np.zeros(0))
     out = ia_bce_loss(_t(x), empty, empty, empty, _t(np.zeros(0)), 4.0, None)
     p = _sig(x)
-    np.testing.assert_allclose(float(out), (-(p ** 2) * np.log(1 - p)).sum() / 4.0, rtol=1e-10)
+    np.testing.assert_allclose(float(out), (-(p**2) * np.log(1 - p)).sum() / 4.0, rtol=1e-10)
 
 
 def test_ia_bce_gradient_equals_finite_differences_float64():
@@ -123,8 +128,10 @@ def test_ia_bce_gradient_equals_finite_differences_float64():
         hi, lo = x.copy(), x.copy()
         hi[idx] += eps
         lo[idx] -= eps
-        fd[idx] = (_np_ia_bce(hi, b, q, c, ious, 2.0, w, x_for_t=x)
-                   - _np_ia_bce(lo, b, q, c, ious, 2.0, w, x_for_t=x)) / (2 * eps)
+        fd[idx] = (
+            _np_ia_bce(hi, b, q, c, ious, 2.0, w, x_for_t=x)
+            - _np_ia_bce(lo, b, q, c, ious, 2.0, w, x_for_t=x)
+        ) / (2 * eps)
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
 
 
@@ -142,9 +149,12 @@ def test_ia_bce_finite_for_extreme_logits(dtype, with_matches):
     x = np.full((2, 4, 3), 50.0)
     x[:, ::2] = -50.0
     x[1, 1, 2] = -50.0
-    b, q, c = (np.array([0, 0, 1, 1]), np.array([0, 1, 1, 2]), np.array([1, 1, 2, 0])) \
-        if with_matches else (np.zeros(0),) * 3
-    ious = np.array([0.5, 0.0, 1.0, 0.7])[:len(b)]
+    b, q, c = (
+        (np.array([0, 0, 1, 1]), np.array([0, 1, 1, 2]), np.array([1, 1, 2, 0]))
+        if with_matches
+        else (np.zeros(0),) * 3
+    )
+    ious = np.array([0.5, 0.0, 1.0, 0.7])[: len(b)]
     logits = _t(x, dtype=dtype, grad=True)
     loss = ia_bce_loss(logits, _i(b), _i(q), _i(c), _t(ious, dtype=dtype), 1.0)
     loss.backward()
@@ -153,9 +163,9 @@ def test_ia_bce_finite_for_extreme_logits(dtype, with_matches):
     # reference with stable logs: log p = -softplus(-x), log(1-p) = -softplus(x)
     p = _sig(x)
     log_p, log_1mp = -np.logaddexp(0, -x), -np.logaddexp(0, x)
-    pos_w, neg_w = np.zeros_like(x), p ** 2
+    pos_w, neg_w = np.zeros_like(x), p**2
     if with_matches:
-        t = np.clip(p[b.astype(int), q.astype(int), c.astype(int)] ** 0.25 * ious ** 0.75, 0.01, None)
+        t = np.clip(p[b.astype(int), q.astype(int), c.astype(int)] ** 0.25 * ious**0.75, 0.01, None)
         pos_w[b.astype(int), q.astype(int), c.astype(int)] = t
         neg_w[b.astype(int), q.astype(int), c.astype(int)] = 1 - t
     expected = (-pos_w * log_p - neg_w * log_1mp).sum()
@@ -178,27 +188,34 @@ def test_rank_weights_hand_computed():
     out = rank_weights(_t(quality, "float32"), _i(groups), tau=1.5)
     assert out.dtype == paddle.float32
     np.testing.assert_allclose(out.numpy(), np.exp(-ranks / 1.5), rtol=1e-6)
-    np.testing.assert_allclose(rank_weights(_t(quality), _i(groups), tau=2.0).numpy(),
-                               np.exp(-ranks / 2.0), rtol=1e-12)
+    np.testing.assert_allclose(
+        rank_weights(_t(quality), _i(groups), tau=2.0).numpy(), np.exp(-ranks / 2.0), rtol=1e-12
+    )
 
 
 def test_rank_weights_ties_keep_input_order():
     quality = [0.01, 0.5, 0.01, 0.01, 0.5]
     groups = [0, 0, 0, 1, 1]
     ranks = np.array([1, 0, 2, 1, 0])
-    np.testing.assert_allclose(rank_weights(_t(quality), _i(groups)).numpy(), np.exp(-ranks / 1.5),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        rank_weights(_t(quality), _i(groups)).numpy(), np.exp(-ranks / 1.5), rtol=1e-12
+    )
 
 
 def test_rank_weights_random_against_counting_rule():
     rng = np.random.default_rng(5)
-    quality = np.round(rng.uniform(0, 1, 40), 1)     # rounding makes ties
+    quality = np.round(rng.uniform(0, 1, 40), 1)  # rounding makes ties
     groups = rng.integers(0, 6, 40)
-    ranks = np.array([((groups == groups[i]) & (quality > quality[i])).sum()
-                      + ((groups[:i] == groups[i]) & (quality[:i] == quality[i])).sum()
-                      for i in range(40)])
-    np.testing.assert_allclose(rank_weights(_t(quality), _i(groups)).numpy(), np.exp(-ranks / 1.5),
-                               rtol=1e-12)
+    ranks = np.array(
+        [
+            ((groups == groups[i]) & (quality > quality[i])).sum()
+            + ((groups[:i] == groups[i]) & (quality[:i] == quality[i])).sum()
+            for i in range(40)
+        ]
+    )
+    np.testing.assert_allclose(
+        rank_weights(_t(quality), _i(groups)).numpy(), np.exp(-ranks / 1.5), rtol=1e-12
+    )
 
 
 def test_rank_weights_empty():
@@ -210,7 +227,9 @@ def test_rank_weights_empty():
 def _np_giou_cxcywh(a, g):
     a = np.concatenate([a[:, :2] - a[:, 2:] / 2, a[:, :2] + a[:, 2:] / 2], 1)
     g = np.concatenate([g[:, :2] - g[:, 2:] / 2, g[:, :2] + g[:, 2:] / 2], 1)
-    inter = np.prod(np.clip(np.minimum(a[:, 2:], g[:, 2:]) - np.maximum(a[:, :2], g[:, :2]), 0, None), 1)
+    inter = np.prod(
+        np.clip(np.minimum(a[:, 2:], g[:, 2:]) - np.maximum(a[:, :2], g[:, :2]), 0, None), 1
+    )
     union = np.prod(a[:, 2:] - a[:, :2], 1) + np.prod(g[:, 2:] - g[:, :2], 1) - inter
     hull = np.prod(np.maximum(a[:, 2:], g[:, 2:]) - np.minimum(a[:, :2], g[:, :2]), 1)
     return inter / union - (hull - union) / hull
@@ -223,10 +242,16 @@ def test_box_losses_match_numpy(weighted):
     tgt = np.concatenate([rng.uniform(0.3, 0.7, (5, 2)), rng.uniform(0.1, 0.3, (5, 2))], 1)
     w = rng.uniform(0.2, 1.0, 5) if weighted else np.ones(5)
     w_t = _t(w) if weighted else None
-    np.testing.assert_allclose(float(l1_box_loss(_t(src), _t(tgt), 3.0, w_t)),
-                               (w * np.abs(src - tgt).sum(1)).sum() / 3.0, rtol=1e-10)
-    np.testing.assert_allclose(float(giou_box_loss(_t(src), _t(tgt), 3.0, w_t)),
-                               (w * (1 - _np_giou_cxcywh(src, tgt))).sum() / 3.0, rtol=1e-10)
+    np.testing.assert_allclose(
+        float(l1_box_loss(_t(src), _t(tgt), 3.0, w_t)),
+        (w * np.abs(src - tgt).sum(1)).sum() / 3.0,
+        rtol=1e-10,
+    )
+    np.testing.assert_allclose(
+        float(giou_box_loss(_t(src), _t(tgt), 3.0, w_t)),
+        (w * (1 - _np_giou_cxcywh(src, tgt))).sum() / 3.0,
+        rtol=1e-10,
+    )
 
 
 def test_giou_loss_hand_values():

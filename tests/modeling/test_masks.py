@@ -1,5 +1,6 @@
 """The mask vocabulary (modeling/masks.py) and the documented fields of ``FlatLevels``, on a batch
 whose second image has its right half padded."""
+
 import numpy as np
 import paddle
 
@@ -16,7 +17,7 @@ LEVELS = [(8, 8), (4, 4), (2, 2), (1, 1)]
 def _half_padded_batch():
     batch = make_batch([1, 1], size=SIZE)
     image_mask = np.ones((2, SIZE, SIZE), dtype="float32")
-    image_mask[1, :, SIZE // 2:] = 0.0          # image 1: columns 32..63 are padding
+    image_mask[1, :, SIZE // 2 :] = 0.0  # image 1: columns 32..63 are padding
     batch["pad_mask"] = paddle.to_tensor(image_mask)
     return batch
 
@@ -31,9 +32,9 @@ def test_attn_allowed_is_not_blocked():
     blocked = cdn_attention_mask(pad_size=4, single_pad=2, num_queries=3)
     allowed = attn_allowed_from_blocked(blocked).numpy()
     np.testing.assert_array_equal(allowed, ~blocked.numpy())
-    assert not allowed[4, 0]     # a matching query does not see a DN query
-    assert allowed[0, 4]         # a DN query sees the matching queries
-    assert allowed[0, 1] and not allowed[0, 2]   # its own group, not the other group
+    assert not allowed[4, 0]  # a matching query does not see a DN query
+    assert allowed[0, 4]  # a DN query sees the matching queries
+    assert allowed[0, 1] and not allowed[0, 2]  # its own group, not the other group
 
 
 def test_flatten_levels_fields_have_the_documented_shapes():
@@ -60,5 +61,6 @@ def test_flatten_levels_fields_have_the_documented_shapes():
     assert not level0[:, :4].any() and level0[:, 4:].all()
     assert padding[1].sum() == sum(h * w // 2 for h, w in LEVELS[:3])
     np.testing.assert_allclose(flat.valid_ratios.numpy()[0], np.ones((4, 2)))
-    np.testing.assert_allclose(flat.valid_ratios.numpy()[1],
-                               [[0.5, 1.0], [0.5, 1.0], [0.5, 1.0], [1.0, 1.0]])
+    np.testing.assert_allclose(
+        flat.valid_ratios.numpy()[1], [[0.5, 1.0], [0.5, 1.0], [0.5, 1.0], [1.0, 1.0]]
+    )

@@ -1,4 +1,5 @@
 """DACNMSPostProcess: scaling, class-wise NMS decisions, top-300, numpy reference, export."""
+
 import os
 
 import numpy as np
@@ -14,10 +15,12 @@ def _logit(p):
 
 
 def _run(pp, logits, boxes, im_shape, scale_factor):
-    bbox, num = pp(paddle.to_tensor(np.asarray(logits, 'float32')),
-                   paddle.to_tensor(np.asarray(boxes, 'float32')),
-                   paddle.to_tensor(np.asarray(im_shape, 'float32')),
-                   paddle.to_tensor(np.asarray(scale_factor, 'float32')))
+    bbox, num = pp(
+        paddle.to_tensor(np.asarray(logits, 'float32')),
+        paddle.to_tensor(np.asarray(boxes, 'float32')),
+        paddle.to_tensor(np.asarray(im_shape, 'float32')),
+        paddle.to_tensor(np.asarray(scale_factor, 'float32')),
+    )
     return bbox.numpy(), num.numpy()
 
 
@@ -68,8 +71,13 @@ def _reference(prob, boxes, im_shape, scale_factor, top_k, thr, max_det):
 
 def _clustered_inputs(rng, bsz, nq, nc, num_clusters, jitter):
     """Queries around a few centres so that many same-class IoUs fall near 0.8."""
-    centres = np.concatenate([rng.uniform(0.25, 0.75, [bsz, num_clusters, 2]),
-                              rng.uniform(0.1, 0.3, [bsz, num_clusters, 2])], axis=2)
+    centres = np.concatenate(
+        [
+            rng.uniform(0.25, 0.75, [bsz, num_clusters, 2]),
+            rng.uniform(0.1, 0.3, [bsz, num_clusters, 2]),
+        ],
+        axis=2,
+    )
     pick = rng.randint(0, num_clusters, [bsz, nq])
     boxes = np.take_along_axis(centres, pick[..., None], axis=1)
     boxes = boxes + rng.uniform(-jitter, jitter, boxes.shape)
@@ -87,8 +95,11 @@ def test_boxes_scaled_to_original_image_and_tie_order():
     bbox, num = _run(pp, logits, boxes, [[400, 500]], [[0.7, 0.3]])
     assert num.tolist() == [3]
     np.testing.assert_array_equal(bbox[:, 0], [1, 0, 2])  # equal scores: lower class first
-    np.testing.assert_allclose(bbox[:, 1], [1 / (1 + np.exp(-1.5)), 1 / (1 + np.exp(10.0)),
-                                            1 / (1 + np.exp(10.0))], rtol=1e-6)
+    np.testing.assert_allclose(
+        bbox[:, 1],
+        [1 / (1 + np.exp(-1.5)), 1 / (1 + np.exp(10.0)), 1 / (1 + np.exp(10.0))],
+        rtol=1e-6,
+    )
     for row in bbox:
         np.testing.assert_allclose(row[2:], [416.75, 71.375, 1250.25, 214.125], rtol=1e-6)
 
@@ -141,8 +152,9 @@ def test_at_most_max_detections_sorted_by_score():
     rng = np.random.RandomState(0)
     bsz, nq, nc = 2, 400, 91
     logits = rng.normal(0, 2, [bsz, nq, nc]).astype('float32')
-    boxes = np.concatenate([rng.uniform(0.1, 0.9, [bsz, nq, 2]),
-                            rng.uniform(0.02, 0.2, [bsz, nq, 2])], axis=2).astype('float32')
+    boxes = np.concatenate(
+        [rng.uniform(0.1, 0.9, [bsz, nq, 2]), rng.uniform(0.02, 0.2, [bsz, nq, 2])], axis=2
+    ).astype('float32')
     im_shape = np.array([[640, 480], [512, 512]], 'float32')
     scale = np.array([[1.0, 1.0], [0.5, 0.5]], 'float32')
     pp = DACNMSPostProcess()
@@ -153,25 +165,27 @@ def test_at_most_max_detections_sorted_by_score():
     np.testing.assert_array_equal(num, np.minimum(ref_num_all, 300))
     start = 0
     for n in num:
-        scores = bbox[start:start + n, 1]
+        scores = bbox[start : start + n, 1]
         assert np.all(np.diff(scores) <= 0)
         start += n
     assert bbox.shape == (int(num.sum()), 6)
 
 
-@pytest.mark.parametrize('bsz,nq,nc,top_k,max_det,seed', [
-    (2, 60, 4, 100, 20, 1),
-    (2, 60, 4, 30, 300, 4),  # fewer survivors than max_det: the candidate cut shows
-    (3, 40, 3, 10000, 300, 2),
-    (2, 150, 91, 10000, 300, 3),
-])
+@pytest.mark.parametrize(
+    'bsz,nq,nc,top_k,max_det,seed',
+    [
+        (2, 60, 4, 100, 20, 1),
+        (2, 60, 4, 30, 300, 4),  # fewer survivors than max_det: the candidate cut shows
+        (3, 40, 3, 10000, 300, 2),
+        (2, 150, 91, 10000, 300, 3),
+    ],
+)
 def test_matches_numpy_reference(bsz, nq, nc, top_k, max_det, seed):
     rng = np.random.RandomState(seed)
     logits, boxes = _clustered_inputs(rng, bsz, nq, nc, num_clusters=6, jitter=0.02)
     im_shape = rng.uniform(300, 800, [bsz, 2]).astype('float32')
     scale = rng.uniform(0.5, 1.5, [bsz, 2]).astype('float32')
-    pp = DACNMSPostProcess(num_top_candidates=top_k, nms_iou_threshold=0.8,
-                           max_detections=max_det)
+    pp = DACNMSPostProcess(num_top_candidates=top_k, nms_iou_threshold=0.8, max_detections=max_det)
     bbox, num = _run(pp, logits, boxes, im_shape, scale)
     prob = F.sigmoid(paddle.to_tensor(logits)).numpy()
     ref, ref_num = _reference(prob, boxes, im_shape, scale, top_k, 0.8, max_det)
@@ -198,7 +212,8 @@ class _Exported(paddle.nn.Layer):
         super().__init__()
         self.post_process = DACNMSPostProcess()
         self.gain = self.create_parameter(
-            [1], default_initializer=paddle.nn.initializer.Constant(1.0))
+            [1], default_initializer=paddle.nn.initializer.Constant(1.0)
+        )
 
     def forward(self, logits, boxes, im_shape, scale_factor):
         return self.post_process(logits * self.gain, boxes, im_shape, scale_factor)

@@ -1,10 +1,21 @@
 """Shared helpers for the ms_deform_attn tests: random inputs and an independent NumPy implementation."""
+
 import numpy as np
 import paddle
 
 
-def make_inputs(shapes, batch=2, num_queries=5, heads=2, channels=3, points=2, seed=0,
-                dtype="float64", spread=0.2, borders=True):
+def make_inputs(
+    shapes,
+    batch=2,
+    num_queries=5,
+    heads=2,
+    channels=3,
+    points=2,
+    seed=0,
+    dtype="float64",
+    spread=0.2,
+    borders=True,
+):
     """Random MSDA inputs as NumPy arrays.
 
     shapes: list of (H, W). Locations are drawn in [-spread, 1 + spread] so that some fall outside the
@@ -27,8 +38,13 @@ def make_inputs(shapes, batch=2, num_queries=5, heads=2, channels=3, points=2, s
         flat[:k, lvl, 0] = np.array([0.0, 1.0, 0.5 / w, 1.0 - 0.5 / w, 1.0 / w, 0.0])[:k]
         flat[:k, lvl, 1] = np.array([0.0, 1.0, 0.5 / h, 1.0 - 0.5 / h, 0.0, 1.0 / h])[:k]
     attn = rng.uniform(0.0, 1.0, (batch, num_queries, heads, levels, points))
-    return {"value": value.astype(dtype), "spatial_shapes": shapes_arr, "level_start_index": starts,
-            "loc": loc.astype(dtype), "attn": attn.astype(dtype)}
+    return {
+        "value": value.astype(dtype),
+        "spatial_shapes": shapes_arr,
+        "level_start_index": starts,
+        "loc": loc.astype(dtype),
+        "attn": attn.astype(dtype),
+    }
 
 
 def to_paddle(arrays, stop_gradient=True, place=None):
@@ -64,7 +80,11 @@ def naive_msda(value, spatial_shapes, level_start_index, loc, attn):
                 xc, yc = x0 + dx, y0 + dy
                 wgt = (1.0 - np.abs(x - xc)) * (1.0 - np.abs(y - yc))
                 inside = (xc >= 0) & (xc < w) & (yc >= 0) & (yc < h)
-                idx = start + np.clip(yc, 0, h - 1).astype(np.int64) * w + np.clip(xc, 0, w - 1).astype(np.int64)
+                idx = (
+                    start
+                    + np.clip(yc, 0, h - 1).astype(np.int64) * w
+                    + np.clip(xc, 0, w - 1).astype(np.int64)
+                )
                 vals = value[bi, idx, mi]  # [N, Lq, M, P, D]
                 coef = np.where(inside, wgt, 0.0) * attn[:, :, :, lvl, :]
                 out += (coef[..., None] * vals).sum(3)

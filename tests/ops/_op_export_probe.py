@@ -7,6 +7,7 @@ Each PREFIX (``PREFIX.json`` + ``PREFIX.pdiparams``) runs on the arrays of INPUT
 ``--register`` registers the ms_deform_attn op library (``ppdet_dac.ops.register_op_library()``)
 before that model's predictor is created; models listed before it run in a process without the op.
 """
+
 import os
 import sys
 
@@ -38,6 +39,7 @@ def main(argv):
         if rest[0] == "--register":
             rest.pop(0)
             from ppdet_dac.ops import register_op_library
+
             print("registered", register_op_library(), flush=True)
         prefix, inputs_path = rest.pop(0), rest.pop(0)
         with np.load(inputs_path) as inputs:

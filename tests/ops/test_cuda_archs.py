@@ -1,5 +1,6 @@
 """custom_ops/ms_deform_attn/cuda_archs.py: the -gencode flags setup.py gives nvcc when Paddle
 has CUDA (nvcc's own default, sm_52 for CUDA 11/12, cannot build the float64 backward)."""
+
 import importlib.util
 import os
 import re
@@ -13,14 +14,18 @@ NVCC = os.path.join(REPO, ".venv", "cuda", "bin", "nvcc")
 
 
 def _archs():
-    spec = importlib.util.spec_from_file_location("cuda_archs", os.path.join(OP_DIR, "cuda_archs.py"))
+    spec = importlib.util.spec_from_file_location(
+        "cuda_archs", os.path.join(OP_DIR, "cuda_archs.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-CUDA_12_6_LIST = "\n".join(f"compute_{a}" for a in (50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86,
-                                                      87, 89, 90)) + "\n"
+CUDA_12_6_LIST = (
+    "\n".join(f"compute_{a}" for a in (50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90))
+    + "\n"
+)
 
 
 def test_cuda_12_list_builds_volta_to_hopper_with_hopper_ptx():
@@ -29,13 +34,17 @@ def test_cuda_12_list_builds_volta_to_hopper_with_hopper_ptx():
     flags = archs.gencode_flags(archs.parse_arch_list(CUDA_12_6_LIST))
     pairs = [flags[i + 1] for i in range(0, len(flags), 2)]
     assert set(flags[0::2]) == {"-gencode"}
-    assert pairs == [f"arch=compute_{a},code=sm_{a}" for a in (70, 75, 80, 86, 89, 90)] + \
-                    ["arch=compute_90,code=compute_90"]
+    assert pairs == [f"arch=compute_{a},code=sm_{a}" for a in (70, 75, 80, 86, 89, 90)] + [
+        "arch=compute_90,code=compute_90"
+    ]
 
 
 def test_no_project_arch_is_a_clear_error():
-    with pytest.raises(RuntimeError, match=r"old/nvcc supports none of the architectures this "
-                                           r"project builds for \(sm_70, sm_75.*it lists \[50, 52\]"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"old/nvcc supports none of the architectures this "
+        r"project builds for \(sm_70, sm_75.*it lists \[50, 52\]",
+    ):
         _archs().gencode_flags([50, 52], source="old/nvcc")
 
 

@@ -7,6 +7,7 @@ the ptxas register/spill summary.
 `make test` builds the program first (target cuda-build); run alone, these tests skip when it is
 missing, except on CI (CI=true), where a missing build is an error.
 """
+
 import importlib.util
 import os
 import re
@@ -23,8 +24,19 @@ NVCC = os.path.join(REPO, ".venv", "cuda", "bin", "nvcc")
 OP_DIR = os.path.join(REPO, "custom_ops", "ms_deform_attn")
 TENSORS = ("out", "grad_value", "grad_sampling_locations", "grad_attention_weights")
 # The cases of msda_gpu_check.cu (make_cases), each in float32 and float64.
-CASES = ("dac-encoder", "dac-decoder", "outside-and-borders", "h1-w1-levels", "one-query-odd-d7",
-         "d1", "d16", "d33-partial-warp", "d64", "non-finite-locations", "contention")
+CASES = (
+    "dac-encoder",
+    "dac-decoder",
+    "outside-and-borders",
+    "h1-w1-levels",
+    "one-query-odd-d7",
+    "d1",
+    "d16",
+    "d33-partial-warp",
+    "d64",
+    "non-finite-locations",
+    "contention",
+)
 ROW = re.compile(r"^(float32|float64)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(ok|MISMATCH)\b")
 
 
@@ -39,8 +51,9 @@ def _require(path, what):
 
 def _run(*args, env=None, timeout=300):
     _require(PROGRAM, "msda_gpu_check")
-    return subprocess.run([PROGRAM, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, check=False)
+    return subprocess.run(
+        [PROGRAM, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
 
 
 def _rows(stdout):
@@ -65,18 +78,22 @@ def test_cpu_reference_only_compares_every_tensor_and_passes():
     # float64: the CPU kernels agree with the naive float64 transcription to rounding.
     assert max(v[0] for k, v in rows.items() if k[0] == "float64") < 1e-11
     lines = proc.stdout.splitlines()
-    assert lines[-1] == f"RESULT: PASS: {len(expected)} comparisons within their thresholds " \
-                        "(CPU kernels vs naive float64 reference)"
+    assert (
+        lines[-1] == f"RESULT: PASS: {len(expected)} comparisons within their thresholds "
+        "(CPU kernels vs naive float64 reference)"
+    )
     # The CPU kernels are deterministic, and the DAC shapes are timed (forward and backward).
     for dtype in ("float32", "float64"):
         assert f"repeat {dtype}: backward bitwise deterministic in every case (2 runs)" in lines
         for case in ("dac-encoder", "dac-decoder"):
             timed = [l for l in lines if l.startswith(f"  time {dtype} {case} ")]
-            assert len(timed) == 1 and re.search(r"forward \d+\.\d+ ms, .* backward \d+\.\d+ ms",
-                                                 timed[0]), timed
+            assert len(timed) == 1 and re.search(
+                r"forward \d+\.\d+ ms, .* backward \d+\.\d+ ms", timed[0]
+            ), timed
     # The borders case puts locations exactly on kinks: their location gradient is left out.
-    assert re.search(r"outside-and-borders +grad_sampling_locations .* ok \(\d+ on kinks left out\)",
-                     proc.stdout)
+    assert re.search(
+        r"outside-and-borders +grad_sampling_locations .* ok \(\d+ on kinks left out\)", proc.stdout
+    )
 
 
 def test_injected_mismatch_fails_and_names_the_tensor():
@@ -101,14 +118,20 @@ def test_no_gpu_stops_with_one_line():
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
-    assert re.match(r"msda_gpu_check: no usable CUDA GPU: (no CUDA driver found|the driver "
-                    r"supports CUDA|cudaGetDeviceCount: ).*; nothing was checked", lines[0])
+    assert re.match(
+        r"msda_gpu_check: no usable CUDA GPU: (no CUDA driver found|the driver "
+        r"supports CUDA|cudaGetDeviceCount: ).*; nothing was checked",
+        lines[0],
+    )
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--bogus"], "unknown argument '--bogus'"),
-    (["--repeat", "0"], "--repeat needs a positive integer, got '0'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--bogus"], "unknown argument '--bogus'"),
+        (["--repeat", "0"], "--repeat needs a positive integer, got '0'"),
+    ],
+)
 def test_bad_arguments_exit_2(args, message):
     proc = _run(*args)
     assert proc.returncode == 2 and message in proc.stderr
@@ -123,8 +146,18 @@ def _make_kernel_object(tmp_path, source_text):
     (src / "msda_cuda.cu").write_text(source_text)
     out = tmp_path / "out"
     # NVCC given explicitly: no install stamps are involved, only the compile rule.
-    cmd = ["make", "--no-print-directory", "-C", REPO, str(out / "msda_cuda.o"), f"OP_DIR={src}",
-           f"CUDA_OUT={out}", f"NVCC={NVCC}", "CUDA_ARCHS=75", "CUDA_LDFLAGS="]
+    cmd = [
+        "make",
+        "--no-print-directory",
+        "-C",
+        REPO,
+        str(out / "msda_cuda.o"),
+        f"OP_DIR={src}",
+        f"CUDA_OUT={out}",
+        f"NVCC={NVCC}",
+        "CUDA_ARCHS=75",
+        "CUDA_LDFLAGS=",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -132,17 +165,25 @@ def test_kernel_compiles_and_prints_register_summary(tmp_path):
     with open(os.path.join(OP_DIR, "msda_cuda.cu")) as handle:
         proc = _make_kernel_object(tmp_path, handle.read())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = proc.stdout[proc.stdout.index("ptxas: registers"):].splitlines()
-    assert summary[1].split() == ["arch", "forward<float>", "forward<double>", "backward<float>",
-                                  "backward<double>"]
+    summary = proc.stdout[proc.stdout.index("ptxas: registers") :].splitlines()
+    assert summary[1].split() == [
+        "arch",
+        "forward<float>",
+        "forward<double>",
+        "backward<float>",
+        "backward<double>",
+    ]
     assert summary[2].startswith("sm_75 ") and summary[2].count("regs, spill") == 4
     assert len(summary) == 4 and summary[3].startswith("spills: ")
 
 
-@pytest.mark.parametrize("anchor", [
-    "int launch_blocks(int64_t items) {",                 # host code (host compiler's -Wall)
-    "__device__ __forceinline__ T warp_sum(T v) {",       # device code (nvcc's own diagnostics)
-])
+@pytest.mark.parametrize(
+    "anchor",
+    [
+        "int launch_blocks(int64_t items) {",  # host code (host compiler's -Wall)
+        "__device__ __forceinline__ T warp_sum(T v) {",  # device code (nvcc's own diagnostics)
+    ],
+)
 def test_a_compiler_warning_fails_the_build(tmp_path, anchor):
     """Warnings are errors: an unused variable in host or device code stops the build."""
     with open(os.path.join(OP_DIR, "msda_cuda.cu")) as handle:
@@ -156,8 +197,9 @@ def test_a_compiler_warning_fails_the_build(tmp_path, anchor):
 
 
 def _ptxas_summary():
-    spec = importlib.util.spec_from_file_location("ptxas_summary",
-                                                  os.path.join(OP_DIR, "ptxas_summary.py"))
+    spec = importlib.util.spec_from_file_location(
+        "ptxas_summary", os.path.join(OP_DIR, "ptxas_summary.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -190,8 +232,17 @@ def test_ptxas_summary_reads_registers_and_spills():
     }
     lines = module.format_table(table)
     assert lines[1].split() == ["arch", "forward<float>", "backward<double>"]
-    assert lines[2].split() == ["sm_80", "56", "regs,", "spill", "0/0", "255", "regs,", "spill",
-                                "12/16"]
+    assert lines[2].split() == [
+        "sm_80",
+        "56",
+        "regs,",
+        "spill",
+        "0/0",
+        "255",
+        "regs,",
+        "spill",
+        "12/16",
+    ]
     assert lines[3].split() == ["sm_100", "48", "regs,", "spill", "0/0", "-"]
     assert lines[4] == "spills: sm_80 backward<double>"
 

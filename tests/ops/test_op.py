@@ -1,6 +1,7 @@
 """The compiled ms_deform_attn op: forward and gradients against the NumPy transcription, finite
 differences and the grid_sample reference; determinism; dispatch; the op inside the tiny detector;
 malformed inputs; CUDA (skipped without a CUDA build)."""
+
 import importlib
 import os
 import subprocess
@@ -21,16 +22,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # the dispatch module (the package attribute of the same name is the function)
 dispatch = importlib.import_module("ppdet_dac.ops.ms_deform_attn")
 
-pytestmark = pytest.mark.skipif(not ops.op_available(),
-                                reason=f"op library not built: {_library.load_error()}")
+pytestmark = pytest.mark.skipif(
+    not ops.op_available(), reason=f"op library not built: {_library.load_error()}"
+)
 
 GRAD_KEYS = ("value", "loc", "attn")
 
 # (levels (H, W), batch, queries, heads, channels, points)
 SHAPE_CASES = [
     ([(6, 7), (3, 4)], 2, 5, 2, 3, 2),
-    ([(1, 5), (4, 1), (1, 1)], 1, 4, 2, 5, 3),   # levels with H = 1 and/or W = 1
-    ([(5, 5)], 3, 1, 1, 7, 4),                     # batch 3, one query, odd channels
+    ([(1, 5), (4, 1), (1, 1)], 1, 4, 2, 5, 3),  # levels with H = 1 and/or W = 1
+    ([(5, 5)], 3, 1, 1, 7, 4),  # batch 3, one query, odd channels
     ([(8, 6), (4, 3), (2, 2), (1, 1)], 3, 9, 3, 32, 2),  # D = 32: the unrolled kernel
 ]
 
@@ -46,13 +48,26 @@ def _default_dispatch(monkeypatch):
 
 def _inputs(case, seed, **kwargs):
     shapes, batch, queries, heads, channels, points = case
-    return make_inputs(shapes, batch=batch, num_queries=queries, heads=heads, channels=channels,
-                       points=points, seed=seed, **kwargs)
+    return make_inputs(
+        shapes,
+        batch=batch,
+        num_queries=queries,
+        heads=heads,
+        channels=channels,
+        points=points,
+        seed=seed,
+        **kwargs,
+    )
 
 
 def _naive(arrays):
-    return naive_msda(arrays["value"], arrays["spatial_shapes"], arrays["level_start_index"],
-                      arrays["loc"], arrays["attn"])
+    return naive_msda(
+        arrays["value"],
+        arrays["spatial_shapes"],
+        arrays["level_start_index"],
+        arrays["loc"],
+        arrays["attn"],
+    )
 
 
 def _op_grads(fn, arrays, grad_out):
@@ -66,6 +81,7 @@ def _op_grads(fn, arrays, grad_out):
 
 # --- forward ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", SHAPE_CASES)
 @pytest.mark.parametrize("dtype,atol", [("float64", 1e-10), ("float32", 1e-5)])
 def test_forward_matches_numpy_and_reference(case, dtype, atol):
@@ -77,8 +93,9 @@ def test_forward_matches_numpy_and_reference(case, dtype, atol):
     expected = _naive(arrays)
     assert out.shape == list(expected.shape)
     np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=atol)
-    np.testing.assert_allclose(out.numpy(), ms_deform_attn_reference(*tensors).numpy(),
-                               rtol=0, atol=atol)
+    np.testing.assert_allclose(
+        out.numpy(), ms_deform_attn_reference(*tensors).numpy(), rtol=0, atol=atol
+    )
 
 
 def test_forward_hand_computed_sample():
@@ -87,8 +104,13 @@ def test_forward_hand_computed_sample():
     value = np.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 4, 1, 1)
     locs = np.array([[0.5, 0.5], [0.25, 0.25], [0.0, 0.0], [1.5, 0.5]]).reshape(1, 4, 1, 1, 1, 2)
     attn = np.full((1, 4, 1, 1, 1), 2.0)
-    arrays = {"value": value, "spatial_shapes": np.array([[2, 2]], "int64"),
-              "level_start_index": np.array([0], "int64"), "loc": locs, "attn": attn}
+    arrays = {
+        "value": value,
+        "spatial_shapes": np.array([[2, 2]], "int64"),
+        "level_start_index": np.array([0], "int64"),
+        "loc": locs,
+        "attn": attn,
+    }
     out = ms_deform_attn(*to_paddle(arrays)).numpy().reshape(-1)
     np.testing.assert_allclose(out, [2.0 * 2.5, 2.0 * 1.0, 2.0 * 0.25, 0.0], rtol=0, atol=1e-12)
 
@@ -104,10 +126,11 @@ def test_non_finite_and_far_locations_sample_nothing():
     out, grads = _op_grads(ms_deform_attn, arrays, np.ones((2, 4, 6)))
     bad_rows = np.zeros(flat.shape[0], bool)
     bad_rows[[5 * i for i in range(5)] + [5 * i + 1 for i in range(5)]] = True
-    clean = dict(arrays, attn=np.where(bad_rows.reshape(arrays["attn"].shape), 0.0,
-                                       arrays["attn"]),
-                 loc=np.where(bad_rows.reshape(arrays["attn"].shape)[..., None], 0.5,
-                              arrays["loc"]))
+    clean = dict(
+        arrays,
+        attn=np.where(bad_rows.reshape(arrays["attn"].shape), 0.0, arrays["attn"]),
+        loc=np.where(bad_rows.reshape(arrays["attn"].shape)[..., None], 0.5, arrays["loc"]),
+    )
     np.testing.assert_allclose(out, _naive(clean), rtol=0, atol=1e-10)
     assert np.isfinite(grads["value"]).all()
     assert np.all(grads["loc"].reshape(-1, 2)[bad_rows] == 0)
@@ -115,6 +138,7 @@ def test_non_finite_and_far_locations_sample_nothing():
 
 
 # --- gradients -------------------------------------------------------------------------------
+
 
 def _central_difference(fn, arrays, key, grad_out, eps):
     """d sum(fn(arrays) * grad_out) / d arrays[key], by central differences (float64)."""
@@ -131,10 +155,13 @@ def _central_difference(fn, arrays, key, grad_out, eps):
     return grad
 
 
-@pytest.mark.parametrize("case", [
-    ([(3, 4), (2, 3)], 1, 2, 2, 3, 2),
-    ([(1, 3), (2, 1)], 2, 1, 1, 2, 2),   # H = 1 / W = 1 levels, batch 2, one query
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ([(3, 4), (2, 3)], 1, 2, 2, 3, 2),
+        ([(1, 3), (2, 1)], 2, 1, 1, 2, 2),  # H = 1 / W = 1 levels, batch 2, one query
+    ],
+)
 def test_grad_matches_finite_differences_float64(case):
     arrays = _inputs(case, seed=5, borders=False)
     grad_out = np.random.default_rng(1).standard_normal(_naive(arrays).shape)
@@ -155,8 +182,9 @@ def test_grad_matches_reference_autograd(case, dtype):
     rel = 1e-5 if dtype == "float32" else 1e-10
     for key in GRAD_KEYS:
         scale = max(1.0, np.abs(ref_grads[key]).max())
-        np.testing.assert_allclose(op_grads[key], ref_grads[key], rtol=0, atol=rel * scale,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            op_grads[key], ref_grads[key], rtol=0, atol=rel * scale, err_msg=key
+        )
 
 
 def test_backward_is_bitwise_deterministic():
@@ -182,8 +210,17 @@ np.savez(sys.argv[2], **_op_grads(ms_deform_attn, arrays, grad_out)[1])
 
 
 def _determinism_case():
-    arrays = make_inputs([(6, 8), (3, 4)], batch=2, num_queries=300, heads=4, channels=32,
-                         points=4, seed=3, dtype="float32", spread=0.0)
+    arrays = make_inputs(
+        [(6, 8), (3, 4)],
+        batch=2,
+        num_queries=300,
+        heads=4,
+        channels=32,
+        points=4,
+        seed=3,
+        dtype="float32",
+        spread=0.0,
+    )
     return arrays, np.random.default_rng(4).standard_normal((2, 300, 128)).astype("float32")
 
 
@@ -195,8 +232,14 @@ def test_backward_same_bits_with_one_thread(tmp_path):
     out = str(tmp_path / "grads.npz")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop(ops.ENV_VAR, None)
-    proc = subprocess.run([sys.executable, "-c", _ONE_THREAD_GRADS, HERE, out], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _ONE_THREAD_GRADS, HERE, out],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(out) as one_thread:
         for key in GRAD_KEYS:
@@ -204,6 +247,7 @@ def test_backward_same_bits_with_one_thread(tmp_path):
 
 
 # --- dispatch --------------------------------------------------------------------------------
+
 
 class _Counter:
     """Wraps a function and counts its calls."""
@@ -252,8 +296,16 @@ def test_force_reference_routes_to_reference(counters):
     assert counters["op"].calls == 1
 
 
-@pytest.mark.parametrize("env,backend", [("reference", "reference"), (" Reference ", "reference"),
-                                         ("op", "op"), ("auto", "op"), ("", "op")])
+@pytest.mark.parametrize(
+    "env,backend",
+    [
+        ("reference", "reference"),
+        (" Reference ", "reference"),
+        ("op", "op"),
+        ("auto", "op"),
+        ("", "op"),
+    ],
+)
 def test_env_var_selects_backend(monkeypatch, counters, env, backend):
     monkeypatch.setenv(ops.ENV_VAR, env)
     tensors, out, expected = _small_call()
@@ -296,8 +348,14 @@ def test_low_precision_is_cast_around_the_op(counters, dtype):
     low[0].stop_gradient = False
     out = ms_deform_attn(*low)
     assert out.dtype == low[0].dtype and counters["op"].calls == 1
-    as_f32 = {k: (paddle.to_tensor(v).astype(dtype).astype("float32").numpy()
-                  if v.dtype == np.float32 else v) for k, v in arrays.items()}
+    as_f32 = {
+        k: (
+            paddle.to_tensor(v).astype(dtype).astype("float32").numpy()
+            if v.dtype == np.float32
+            else v
+        )
+        for k, v in arrays.items()
+    }
     tol = 1e-2 if dtype == "float16" else 5e-2
     np.testing.assert_allclose(out.astype("float32").numpy(), _naive(as_f32), rtol=tol, atol=tol)
     out.astype("float32").sum().backward()
@@ -305,6 +363,7 @@ def test_low_precision_is_cast_around_the_op(counters, dtype):
 
 
 # --- the op inside the tiny detector -----------------------------------------------------------
+
 
 def _train_step(model, batch, seed):
     """Losses and a few parameter gradients of one training forward/backward with fixed noise."""
@@ -321,6 +380,7 @@ def _train_step(model, batch, seed):
 
 def test_tiny_detector_same_losses_with_op_and_reference(monkeypatch):
     from _common import build_tiny_detector, make_batch
+
     op_calls = _Counter(_library.run_op)
     monkeypatch.setattr(_library, "run_op", op_calls)
     model = build_tiny_detector(seed=0)
@@ -344,46 +404,78 @@ def test_tiny_detector_same_losses_with_op_and_reference(monkeypatch):
         np.testing.assert_allclose(op_losses[key], value, rtol=1e-5, atol=1e-5, err_msg=key)
     assert op_grads
     for key, value in ref_grads.items():
-        np.testing.assert_allclose(op_grads[key], value, rtol=0,
-                                   atol=1e-5 * max(1.0, np.abs(value).max()), err_msg=key)
+        np.testing.assert_allclose(
+            op_grads[key], value, rtol=0, atol=1e-5 * max(1.0, np.abs(value).max()), err_msg=key
+        )
 
 
 # --- malformed inputs ------------------------------------------------------------------------
+
 
 def _bad_cases():
     arrays = make_inputs([(3, 4), (2, 3)], batch=2, num_queries=3, seed=0, dtype="float32")
     v, s, st, loc, attn = to_paddle(arrays)
     i64 = lambda a: paddle.to_tensor(np.array(a, "int64"))  # noqa: E731
-    return {  # name: (replaced arguments, message pattern)
-        "value rank": ({"value": v.flatten(2)},
-                       r"value must have rank 4 \[N, S, M, D\], got shape \[2, 18, 6\]"),
-        "loc rank": ({"loc": loc[..., 0]}, "sampling_locations must have rank 6"),
-        "attn rank": ({"attn": attn[..., 0]}, "attention_weights must have rank 5"),
-        "shapes rank": ({"shapes": s.flatten()}, "spatial_shapes must have rank 2"),
-        "starts rank": ({"starts": st.reshape([1, 2])}, "level_start_index must have rank 1"),
-        "int value": ({"value": v.astype("int32")}, "value must be float32 or float64.*got int32"),
-        "loc dtype": ({"loc": loc.astype("float64")},
-                      "sampling_locations dtype float64 differs from value dtype float32"),
-        "batch": ({"loc": loc[:1], "attn": attn[:1]}, "batch of sampling_locations"),
-        "heads": ({"loc": loc[:, :, :1], "attn": attn[:, :, :1]}, "heads of sampling_locations"),
-        "levels": ({"loc": loc[:, :, :, :1], "attn": attn[:, :, :, :1]},
-                   r"levels of sampling_locations .* do not match spatial_shapes"),
-        "points": ({"attn": attn[..., :1]},
-                   "attention_weights .* does not match sampling_locations"),
-        "loc xy": ({"loc": paddle.concat([loc, loc[..., :1]], -1)},
-                   "sampling_locations must end in 2"),
-        "shapes cols": ({"shapes": i64([[3, 4, 1], [2, 3, 1]])},
-                        r"spatial_shapes must be \[L, 2\]"),
-        "sum hw": ({"shapes": i64([[3, 4], [2, 2]])},
-                   "sum of H\\*W over spatial_shapes is 16 but value has 18 positions"),
-        "starts value": ({"starts": i64([0, 11])},
-                         r"level_start_index\[1\] = 11 but the levels before it hold 12"),
-        "starts length": ({"starts": i64([0, 12, 18])}, "level_start_index .* does not match"),
-        "zero size": ({"shapes": i64([[0, 4], [2, 3]]), "starts": i64([0, 0])},
-                      r"spatial_shapes\[0\] = \(0, 4\) must be positive"),
-        "shapes int32": ({"shapes": s.astype("int32")}, "spatial_shapes must be int64, got int32"),
-        "starts int32": ({"starts": st.astype("int32")}, "level_start_index must be int64"),
-    }, {"value": v, "shapes": s, "starts": st, "loc": loc, "attn": attn}
+    return (
+        {  # name: (replaced arguments, message pattern)
+            "value rank": (
+                {"value": v.flatten(2)},
+                r"value must have rank 4 \[N, S, M, D\], got shape \[2, 18, 6\]",
+            ),
+            "loc rank": ({"loc": loc[..., 0]}, "sampling_locations must have rank 6"),
+            "attn rank": ({"attn": attn[..., 0]}, "attention_weights must have rank 5"),
+            "shapes rank": ({"shapes": s.flatten()}, "spatial_shapes must have rank 2"),
+            "starts rank": ({"starts": st.reshape([1, 2])}, "level_start_index must have rank 1"),
+            "int value": (
+                {"value": v.astype("int32")},
+                "value must be float32 or float64.*got int32",
+            ),
+            "loc dtype": (
+                {"loc": loc.astype("float64")},
+                "sampling_locations dtype float64 differs from value dtype float32",
+            ),
+            "batch": ({"loc": loc[:1], "attn": attn[:1]}, "batch of sampling_locations"),
+            "heads": (
+                {"loc": loc[:, :, :1], "attn": attn[:, :, :1]},
+                "heads of sampling_locations",
+            ),
+            "levels": (
+                {"loc": loc[:, :, :, :1], "attn": attn[:, :, :, :1]},
+                r"levels of sampling_locations .* do not match spatial_shapes",
+            ),
+            "points": (
+                {"attn": attn[..., :1]},
+                "attention_weights .* does not match sampling_locations",
+            ),
+            "loc xy": (
+                {"loc": paddle.concat([loc, loc[..., :1]], -1)},
+                "sampling_locations must end in 2",
+            ),
+            "shapes cols": (
+                {"shapes": i64([[3, 4, 1], [2, 3, 1]])},
+                r"spatial_shapes must be \[L, 2\]",
+            ),
+            "sum hw": (
+                {"shapes": i64([[3, 4], [2, 2]])},
+                "sum of H\\*W over spatial_shapes is 16 but value has 18 positions",
+            ),
+            "starts value": (
+                {"starts": i64([0, 11])},
+                r"level_start_index\[1\] = 11 but the levels before it hold 12",
+            ),
+            "starts length": ({"starts": i64([0, 12, 18])}, "level_start_index .* does not match"),
+            "zero size": (
+                {"shapes": i64([[0, 4], [2, 3]]), "starts": i64([0, 0])},
+                r"spatial_shapes\[0\] = \(0, 4\) must be positive",
+            ),
+            "shapes int32": (
+                {"shapes": s.astype("int32")},
+                "spatial_shapes must be int64, got int32",
+            ),
+            "starts int32": ({"starts": st.astype("int32")}, "level_start_index must be int64"),
+        },
+        {"value": v, "shapes": s, "starts": st, "loc": loc, "attn": attn},
+    )
 
 
 _BAD, _GOOD = _bad_cases()
@@ -393,12 +485,14 @@ _BAD, _GOOD = _bad_cases()
 def test_malformed_input_raises_clear_error(name):
     replaced, pattern = _BAD[name]
     args = dict(_GOOD, **replaced)
-    with pytest.raises((ValueError, TypeError, RuntimeError, OSError),
-                       match="ms_deform_attn: " + pattern):
+    with pytest.raises(
+        (ValueError, TypeError, RuntimeError, OSError), match="ms_deform_attn: " + pattern
+    ):
         ms_deform_attn(args["value"], args["shapes"], args["starts"], args["loc"], args["attn"])
 
 
 # --- CUDA --------------------------------------------------------------------------------------
+
 
 def _cuda_ready():
     return paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
@@ -420,5 +514,6 @@ def test_cuda_matches_cpu(dtype, atol):
     np.testing.assert_allclose(out.numpy(), cpu_out, rtol=0, atol=atol)
     for key, t in zip(GRAD_KEYS, (gpu[0], gpu[3], gpu[4])):
         scale = max(1.0, np.abs(cpu_grads[key]).max())
-        np.testing.assert_allclose(t.grad.numpy(), cpu_grads[key], rtol=0, atol=atol * scale,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            t.grad.numpy(), cpu_grads[key], rtol=0, atol=atol * scale, err_msg=key
+        )

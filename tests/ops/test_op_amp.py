@@ -9,6 +9,7 @@ locations and weights) is tested here directly: the op always computes in float3
 takes the value's dtype and every gradient its input's dtype, bit-exactly the float32 results
 rounded to those dtypes.
 """
+
 import numpy as np
 import paddle
 import pytest
@@ -21,8 +22,9 @@ from _msda_helpers import make_inputs, to_paddle
 
 paddle.set_device("cpu")
 
-pytestmark = pytest.mark.skipif(not ops.op_available(),
-                                reason=f"op library not built: {_library.load_error()}")
+pytestmark = pytest.mark.skipif(
+    not ops.op_available(), reason=f"op library not built: {_library.load_error()}"
+)
 
 
 @pytest.fixture
@@ -70,15 +72,28 @@ def test_cpu_autocast_bfloat16_is_a_noop(op_dtypes, level):
 
 
 # (value, sampling_locations, attention_weights) as GPU autocast may produce them.
-MIXED = [("bfloat16", "float32", "float32"), ("bfloat16", "float32", "bfloat16"),
-         ("bfloat16", "bfloat16", "bfloat16"), ("float16", "float32", "float16"),
-         ("float32", "bfloat16", "float16")]
+MIXED = [
+    ("bfloat16", "float32", "float32"),
+    ("bfloat16", "float32", "bfloat16"),
+    ("bfloat16", "bfloat16", "bfloat16"),
+    ("float16", "float32", "float16"),
+    ("float32", "bfloat16", "float16"),
+]
 
 
 @pytest.mark.parametrize("dtypes", MIXED, ids=["-".join(d) for d in MIXED])
 def test_low_precision_inputs_run_the_op_in_float32(op_dtypes, dtypes):
-    arrays = make_inputs([(5, 6), (3, 2)], batch=2, num_queries=4, heads=2, channels=8, points=3,
-                         seed=4, dtype="float32", borders=False)
+    arrays = make_inputs(
+        [(5, 6), (3, 2)],
+        batch=2,
+        num_queries=4,
+        heads=2,
+        channels=8,
+        points=3,
+        seed=4,
+        dtype="float32",
+        borders=False,
+    )
     base = to_paddle(arrays)
     grad_out = np.random.default_rng(5).standard_normal((2, 4, 16)).astype("float32")
 
@@ -94,8 +109,10 @@ def test_low_precision_inputs_run_the_op_in_float32(op_dtypes, dtypes):
     got = run(*low, g)
     # The float32 computation on the same (rounded) numbers; the output gradient reaches the op
     # through the output's dtype, so it is rounded to it.
-    want = run(*[paddle.to_tensor(t.astype("float32").numpy()) for t in low],
-               g.astype(low[0].dtype).astype("float32"))
+    want = run(
+        *[paddle.to_tensor(t.astype("float32").numpy()) for t in low],
+        g.astype(low[0].dtype).astype("float32"),
+    )
     assert op_dtypes == [(paddle.float32,) * 3] * 2
     assert got[0].dtype == low[0].dtype
     assert got[0].numpy().tobytes() == want[0].astype(low[0].dtype).numpy().tobytes()

@@ -2,6 +2,7 @@
 ``to_static(full_graph=True)`` + ``jit.save``, runs in a fresh process's Paddle Inference predictor
 (after ``register_op_library()``) and matches dygraph, for two sets of level sizes. A
 reference-forced export has no custom op and runs without registering it."""
+
 import os
 import re
 import subprocess
@@ -44,11 +45,13 @@ INPUT_NAMES = ("value", "spatial_shapes", "level_start_index", "loc", "attn")
 
 
 def _spec():
-    return [paddle.static.InputSpec([None, None, HEADS * CHANNELS], "float32", "value"),
-            paddle.static.InputSpec([LEVELS, 2], "int64", "spatial_shapes"),
-            paddle.static.InputSpec([LEVELS], "int64", "level_start_index"),
-            paddle.static.InputSpec([None, None, HEADS, LEVELS, POINTS, 2], "float32", "loc"),
-            paddle.static.InputSpec([None, None, HEADS, LEVELS, POINTS], "float32", "attn")]
+    return [
+        paddle.static.InputSpec([None, None, HEADS * CHANNELS], "float32", "value"),
+        paddle.static.InputSpec([LEVELS, 2], "int64", "spatial_shapes"),
+        paddle.static.InputSpec([LEVELS], "int64", "level_start_index"),
+        paddle.static.InputSpec([None, None, HEADS, LEVELS, POINTS, 2], "float32", "loc"),
+        paddle.static.InputSpec([None, None, HEADS, LEVELS, POINTS], "float32", "attn"),
+    ]
 
 
 def _runs():
@@ -56,12 +59,23 @@ def _runs():
     runs = {}
     cases = [(((6, 8), (3, 4)), 2, 7), (((5, 3), (2, 2)), 1, 3)]  # (level sizes, batch, queries)
     for run, (sizes, batch, queries) in enumerate(cases):
-        arrays = make_inputs(sizes, batch=batch, num_queries=queries, heads=HEADS,
-                             channels=CHANNELS, points=POINTS, seed=run, dtype="float32")
-        runs[run] = {"value": arrays["value"].reshape(batch, -1, HEADS * CHANNELS),
-                     "spatial_shapes": arrays["spatial_shapes"],
-                     "level_start_index": arrays["level_start_index"],
-                     "loc": arrays["loc"], "attn": arrays["attn"]}
+        arrays = make_inputs(
+            sizes,
+            batch=batch,
+            num_queries=queries,
+            heads=HEADS,
+            channels=CHANNELS,
+            points=POINTS,
+            seed=run,
+            dtype="float32",
+        )
+        runs[run] = {
+            "value": arrays["value"].reshape(batch, -1, HEADS * CHANNELS),
+            "spatial_shapes": arrays["spatial_shapes"],
+            "level_start_index": arrays["level_start_index"],
+            "loc": arrays["loc"],
+            "attn": arrays["attn"],
+        }
     return runs
 
 
@@ -79,8 +93,13 @@ def _expected(layer, arrays):
     """The layer's output computed with the NumPy transcription in place of the attention."""
     value = arrays["value"] @ layer.value_proj.weight.numpy() + layer.value_proj.bias.numpy()
     batch = value.shape[0]
-    out = naive_msda(value.reshape(batch, -1, HEADS, CHANNELS), arrays["spatial_shapes"],
-                     arrays["level_start_index"], arrays["loc"], arrays["attn"])
+    out = naive_msda(
+        value.reshape(batch, -1, HEADS, CHANNELS),
+        arrays["spatial_shapes"],
+        arrays["level_start_index"],
+        arrays["loc"],
+        arrays["attn"],
+    )
     return out @ layer.output_proj.weight.numpy() + layer.output_proj.bias.numpy()
 
 
@@ -90,8 +109,10 @@ def test_export_round_trip_in_fresh_process(tmp_path):
     layer = _ProjectedAttention()
     layer.eval()
     runs = _runs()
-    eager = {run: layer(*[paddle.to_tensor(a[k]) for k in INPUT_NAMES]).numpy()
-             for run, a in runs.items()}
+    eager = {
+        run: layer(*[paddle.to_tensor(a[k]) for k in INPUT_NAMES]).numpy()
+        for run, a in runs.items()
+    }
     for run, arrays in runs.items():
         np.testing.assert_allclose(eager[run], _expected(layer, arrays), rtol=0, atol=1e-5)
 
@@ -105,8 +126,16 @@ def test_export_round_trip_in_fresh_process(tmp_path):
     np.savez(inputs, **{f"{run}/{k}": v for run, a in runs.items() for k, v in a.items()})
     out_path = str(tmp_path / "outputs.npz")
     # The reference model runs first, before the op library is registered in that process.
-    cmd = [sys.executable, os.path.join(HERE, "_op_export_probe.py"), out_path,
-           ref_prefix, inputs, "--register", op_prefix, inputs]
+    cmd = [
+        sys.executable,
+        os.path.join(HERE, "_op_export_probe.py"),
+        out_path,
+        ref_prefix,
+        inputs,
+        "--register",
+        op_prefix,
+        inputs,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     env.pop(ops.ENV_VAR, None)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
@@ -116,5 +145,6 @@ def test_export_round_trip_in_fresh_process(tmp_path):
         for run in runs:
             for prefix in (op_prefix, ref_prefix):
                 got = outputs[f"{os.path.basename(prefix)}/{run}"]
-                np.testing.assert_allclose(got, eager[run], rtol=0, atol=1e-5,
-                                           err_msg=f"{prefix} run {run}")
+                np.testing.assert_allclose(
+                    got, eager[run], rtol=0, atol=1e-5, err_msg=f"{prefix} run {run}"
+                )

@@ -5,6 +5,7 @@ one storage (like tied weights). ``Strided`` places a tensor at an offset / with
 explicit flat storage, ``BFloat16`` stores float32 values as bfloat16. Both the zip format
 (torch >= 1.6) and the legacy pickle-stream format (torch < 1.6) can be written.
 """
+
 import collections
 import io
 import pickle
@@ -14,10 +15,14 @@ import zipfile
 import numpy as np
 
 _STORAGE_NAMES = {
-    np.dtype("float32"): "FloatStorage", np.dtype("float64"): "DoubleStorage",
-    np.dtype("float16"): "HalfStorage", np.dtype("int64"): "LongStorage",
-    np.dtype("int32"): "IntStorage", np.dtype("int16"): "ShortStorage",
-    np.dtype("int8"): "CharStorage", np.dtype("uint8"): "ByteStorage",
+    np.dtype("float32"): "FloatStorage",
+    np.dtype("float64"): "DoubleStorage",
+    np.dtype("float16"): "HalfStorage",
+    np.dtype("int64"): "LongStorage",
+    np.dtype("int32"): "IntStorage",
+    np.dtype("int16"): "ShortStorage",
+    np.dtype("int8"): "CharStorage",
+    np.dtype("uint8"): "ByteStorage",
     np.dtype("bool"): "BoolStorage",
 }
 
@@ -38,7 +43,7 @@ class Strided:
     def __init__(self, storage, offset, shape, stride):
         if not (storage.ndim == 1 and storage.flags.c_contiguous):
             raise ValueError("Strided needs a flat contiguous storage array")
-        self.storage = storage   # the same array object -> the same storage in the file
+        self.storage = storage  # the same array object -> the same storage in the file
         self.offset, self.shape, self.stride = offset, tuple(shape), tuple(stride)
 
 
@@ -82,9 +87,10 @@ class _Tensor:
         self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
 
     def __reduce__(self):
-        return (Global("torch._utils", "_rebuild_tensor_v2"),
-                (self.storage, self.offset, self.shape, self.stride, False,
-                 collections.OrderedDict()))
+        return (
+            Global("torch._utils", "_rebuild_tensor_v2"),
+            (self.storage, self.offset, self.shape, self.stride, False, collections.OrderedDict()),
+        )
 
 
 def _contiguous_strides(shape):
@@ -101,7 +107,7 @@ class _Pickler(pickle._Pickler):
     def __init__(self, file, legacy):
         super().__init__(file, protocol=2)
         self.legacy = legacy
-        self.storages = collections.OrderedDict()   # id(flat array) -> _StorageRef
+        self.storages = collections.OrderedDict()  # id(flat array) -> _StorageRef
 
     def _storage(self, flat, name):
         if id(flat) not in self.storages:
@@ -131,18 +137,27 @@ class _Pickler(pickle._Pickler):
 
     def save_bfloat16(self, value):
         storage = self._storage(value.words.reshape(-1), "BFloat16Storage")
-        self.save(_Tensor(storage, 0, tuple(value.words.shape),
-                          _contiguous_strides(value.words.shape)))
+        self.save(
+            _Tensor(storage, 0, tuple(value.words.shape), _contiguous_strides(value.words.shape))
+        )
 
     def save_from_type(self, value):
         flat = np.ascontiguousarray(value.array).reshape(-1)
         self._flat_for.setdefault(id(value), (value, flat))
         storage = self._storage(flat, _STORAGE_NAMES[flat.dtype])
-        args = (storage, 0, tuple(value.array.shape), _contiguous_strides(value.array.shape),
-                False, collections.OrderedDict())
-        self.save_reduce(Global("torch._tensor", "_rebuild_from_type_v2"),
-                         (Global("torch._utils", "_rebuild_tensor_v2"), value.type, args, {}),
-                         obj=value)
+        args = (
+            storage,
+            0,
+            tuple(value.array.shape),
+            _contiguous_strides(value.array.shape),
+            False,
+            collections.OrderedDict(),
+        )
+        self.save_reduce(
+            Global("torch._tensor", "_rebuild_from_type_v2"),
+            (Global("torch._utils", "_rebuild_tensor_v2"), value.type, args, {}),
+            obj=value,
+        )
 
     dispatch[Global] = save_global_ref
     dispatch[FromType] = save_from_type
@@ -177,8 +192,15 @@ def save_legacy(obj, path):
     buffer = io.BytesIO()
     pickle.dump(0x1950A86A20F9469CFC6C, buffer, protocol=2)
     pickle.dump(1001, buffer, protocol=2)
-    pickle.dump({"protocol_version": 1001, "little_endian": True,
-                 "type_sizes": {"short": 2, "int": 4, "long": 8}}, buffer, protocol=2)
+    pickle.dump(
+        {
+            "protocol_version": 1001,
+            "little_endian": True,
+            "type_sizes": {"short": 2, "int": 4, "long": 8},
+        },
+        buffer,
+        protocol=2,
+    )
     pickler = _Pickler(buffer, legacy=True)
     pickler.dump(obj)
     refs = list(pickler.storages.values())

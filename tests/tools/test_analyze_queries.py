@@ -1,6 +1,7 @@
 """Query affinity counts (ppdet_dac/analysis/queries.py) against hand counts, its CSV / PNG
 outputs, checkpoint ordering, the pixel frame of the predictions, and tools/analyze_queries.py
 on the demo model."""
+
 import csv
 import json
 import os
@@ -12,27 +13,37 @@ import pytest
 
 from _common import REPO
 
-from ppdet_dac.analysis.queries import (QueryAffinityCounter, analyze_checkpoint,
-                                       checkpoint_epochs, count_queries_per_gt, plot_curves,
-                                       read_csv, write_csv)
+from ppdet_dac.analysis.queries import (
+    QueryAffinityCounter,
+    analyze_checkpoint,
+    checkpoint_epochs,
+    count_queries_per_gt,
+    plot_curves,
+    read_csv,
+    write_csv,
+)
 
 CONFIG = os.path.join(REPO, "configs", "demo", "dac_demo.yml")
 
 # Two GT: A = [0, 0, 10, 10] (class 0) and B = [20, 20, 30, 30] (class 1). Queries and their IoU:
 GT = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=np.float64)
 GT_LABELS = np.array([0, 1])
-PRED = np.array([
-    [0, 0, 10, 10],      # q0: IoU(A) = 1
-    [0, 0, 10, 8],       # q1: IoU(A) = 80 / 100 = 0.8 exactly (not > 0.8)
-    [0, 0, 10, 6.5],     # q2: IoU(A) = 0.65
-    [20, 20, 30, 30],    # q3: IoU(B) = 1
-    [20, 20, 30, 27.5],  # q4: IoU(B) = 0.75
-    [100, 100, 110, 110],  # q5: touches nothing
-    [5, 0, 25, 10],      # q6: IoU(A) = 50 / 250 = 0.2, IoU(B) = 0
-], dtype=np.float64)
+PRED = np.array(
+    [
+        [0, 0, 10, 10],  # q0: IoU(A) = 1
+        [0, 0, 10, 8],  # q1: IoU(A) = 80 / 100 = 0.8 exactly (not > 0.8)
+        [0, 0, 10, 6.5],  # q2: IoU(A) = 0.65
+        [20, 20, 30, 30],  # q3: IoU(B) = 1
+        [20, 20, 30, 27.5],  # q4: IoU(B) = 0.75
+        [100, 100, 110, 110],  # q5: touches nothing
+        [5, 0, 25, 10],  # q6: IoU(A) = 50 / 250 = 0.2, IoU(B) = 0
+    ],
+    dtype=np.float64,
+)
 # score of each query for class 0 and class 1
-SCORES = np.array([[0.9, 0.1], [0.3, 0.1], [0.6, 0.1], [0.99, 0.2], [0.1, 0.7], [0.9, 0.9],
-                   [0.9, 0.9]])
+SCORES = np.array(
+    [[0.9, 0.1], [0.3, 0.1], [0.6, 0.1], [0.99, 0.2], [0.1, 0.7], [0.9, 0.9], [0.9, 0.9]]
+)
 # hand counts [threshold, GT] for IoU > 0.6 / 0.7 / 0.8:
 #   A: {q0, q1, q2} / {q0, q1} / {q0};   B: {q3, q4} / {q3, q4} / {q3}
 HAND = np.array([[3, 2], [2, 2], [1, 1]])
@@ -62,8 +73,9 @@ def test_counter_averages_per_object():
     means, n = result["o"]
     assert n == 4
     # per threshold: (A + B + 0 + second-image hits) / 4
-    assert means == pytest.approx({0.6: (3 + 2 + 0 + 2) / 4, 0.7: (2 + 2 + 0 + 2) / 4,
-                                   0.8: (1 + 1 + 0 + 1) / 4})
+    assert means == pytest.approx(
+        {0.6: (3 + 2 + 0 + 2) / 4, 0.7: (2 + 2 + 0 + 2) / 4, 0.8: (1 + 1 + 0 + 1) / 4}
+    )
     assert result["c"][1] == 2 and result["c"][0][0.7] == pytest.approx(2.0)
 
 
@@ -82,13 +94,12 @@ def test_csv_content(tmp_path):
     write_csv(_rows(), str(tmp_path / "q.csv"))
     with open(tmp_path / "q.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    table = {(r["epoch"], r["stream"], r["iou"]): float(r["mean_queries_per_object"])
-             for r in rows}
+    table = {(r["epoch"], r["stream"], r["iou"]): float(r["mean_queries_per_object"]) for r in rows}
     assert len(rows) == 8
     assert table[("1", "o", "0.6")] == pytest.approx((3 + 2) / 2)
     assert table[("1", "o", "0.8")] == pytest.approx((1 + 1) / 2)
-    assert table[("2", "o", "0.6")] == pytest.approx((1 + 0) / 2)   # only q0 left
-    assert table[("2", "c", "0.6")] == pytest.approx((3 + 2) / 2)   # q0..q4
+    assert table[("2", "o", "0.6")] == pytest.approx((1 + 0) / 2)  # only q0 left
+    assert table[("2", "c", "0.6")] == pytest.approx((3 + 2) / 2)  # q0..q4
     assert {r["num_objects"] for r in rows} == {"2"} and {r["score_gate"] for r in rows} == {"off"}
     assert read_csv(str(tmp_path / "q.csv")) == rows
     (tmp_path / "bad.csv").write_text("model,epoch\nx,1\n")
@@ -98,6 +109,7 @@ def test_csv_content(tmp_path):
 
 def _assert_png(path):
     import matplotlib.image as mpimg
+
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(path) > 0
@@ -112,12 +124,23 @@ def test_png_is_written(tmp_path):
 
 
 def test_checkpoint_order(tmp_path):
-    for name in ("10.pdparams", "2.pdparams", "epoch_1.pdparams", "model_final.pdparams",
-                 "notes.txt", "best.pdparams", "2.pdopt"):
+    for name in (
+        "10.pdparams",
+        "2.pdparams",
+        "epoch_1.pdparams",
+        "model_final.pdparams",
+        "notes.txt",
+        "best.pdparams",
+        "2.pdopt",
+    ):
         (tmp_path / name).write_bytes(b"")
     order = [(e, os.path.basename(p)) for e, p in checkpoint_epochs(str(tmp_path))]
-    assert order == [(1, "epoch_1.pdparams"), (2, "2.pdparams"), (10, "10.pdparams"),
-                     (11, "model_final.pdparams")]
+    assert order == [
+        (1, "epoch_1.pdparams"),
+        (2, "2.pdparams"),
+        (10, "10.pdparams"),
+        (11, "model_final.pdparams"),
+    ]
     with pytest.raises(FileNotFoundError, match="nowhere"):
         checkpoint_epochs(str(tmp_path / "nowhere"))
 
@@ -125,16 +148,18 @@ def test_checkpoint_order(tmp_path):
 class _FakeTransformer(object):
     """Returns, for every image, k copies of each GT box (normalised to the unpadded image)
     followed by far-away queries, in both streams."""
+
     use_dac = True
 
     def __init__(self, normalised_gt, num_queries=8, copies=2):
         self.normalised_gt, self.num_queries, self.copies = normalised_gt, num_queries, copies
 
     def __call__(self, feats, mask, run_c_stream=False):
-        boxes = np.tile(np.array([[0.95, 0.95, 0.01, 0.01]]), (len(self.normalised_gt),
-                                                              self.num_queries, 1))
+        boxes = np.tile(
+            np.array([[0.95, 0.95, 0.01, 0.01]]), (len(self.normalised_gt), self.num_queries, 1)
+        )
         for b, gts in enumerate(self.normalised_gt):
-            boxes[b, :len(gts) * self.copies] = np.repeat(gts, self.copies, axis=0)
+            boxes[b, : len(gts) * self.copies] = np.repeat(gts, self.copies, axis=0)
         boxes = paddle.to_tensor(boxes[None].astype("float32"))
         logits = paddle.zeros([1, boxes.shape[1], self.num_queries, 2])
         return {"logits": logits, "boxes": boxes, "logits_c": logits, "boxes_c": boxes}
@@ -155,8 +180,10 @@ class _FakeModel(object):
 def test_predictions_use_the_unpadded_pixel_frame():
     """A box predicted on the GT (normalised by the *unpadded* size) counts above 0.8; had the
     padded size been used, the 96 x 64 image padded to 128 x 128 would shrink it."""
-    gt_px = [np.array([[10, 20, 40, 60]], dtype="float32"),
-             np.array([[0, 0, 32, 32], [16, 16, 48, 32]], dtype="float32")]
+    gt_px = [
+        np.array([[10, 20, 40, 60]], dtype="float32"),
+        np.array([[0, 0, 32, 32], [16, 16, 48, 32]], dtype="float32"),
+    ]
     unpadded = [(96, 64), (64, 128)]  # (h, w)
     norm = []
     for boxes, (h, w) in zip(gt_px, unpadded):
@@ -165,10 +192,15 @@ def test_predictions_use_the_unpadded_pixel_frame():
     pad_mask = np.zeros((2, 128, 128), dtype="float32")
     for b, (h, w) in enumerate(unpadded):
         pad_mask[b, :h, :w] = 1.0
-    batch = {"image": paddle.zeros([2, 3, 128, 128]), "pad_mask": paddle.to_tensor(pad_mask),
-             "gt_bbox": [paddle.to_tensor(g) for g in gt_px],
-             "gt_class": [paddle.to_tensor(np.array([[1]], dtype="int32")),
-                          paddle.to_tensor(np.array([[0], [1]], dtype="int32"))]}
+    batch = {
+        "image": paddle.zeros([2, 3, 128, 128]),
+        "pad_mask": paddle.to_tensor(pad_mask),
+        "gt_bbox": [paddle.to_tensor(g) for g in gt_px],
+        "gt_class": [
+            paddle.to_tensor(np.array([[1]], dtype="int32")),
+            paddle.to_tensor(np.array([[0], [1]], dtype="int32")),
+        ],
+    }
     model = _FakeModel(_FakeTransformer(norm, copies=2))
     counter = analyze_checkpoint(model, [batch], [0.8, 0.99])
     for stream in ("o", "c"):
@@ -204,31 +236,53 @@ def test_cli_epochs_dir_and_single_checkpoint(demo):
 
     data = ["-o", f"EvalDataset.dataset_dir={demo / 'data'}"]
     common = ["-c", CONFIG, "--iou", "0.3", "0.5", "--max-images", "2"]
-    rows = analyze_queries.main(common + data + ["--epochs-dir", str(demo / "ckpt"), "--out",
-                                                 str(demo / "curve")])
+    rows = analyze_queries.main(
+        common + data + ["--epochs-dir", str(demo / "ckpt"), "--out", str(demo / "curve")]
+    )
     with open(demo / "data" / "annotations" / "instances_val.json") as f:
         anno = json.load(f)
     first_two = sorted(img["id"] for img in anno["images"])[:2]
     num_gt = sum(1 for a in anno["annotations"] if a["image_id"] in first_two)
     written = read_csv(str(demo / "curve.csv"))
     assert [(r["epoch"], r["stream"], r["iou"]) for r in written] == [
-        (e, s, t) for e in ("1", "2") for s in ("c", "o") for t in ("0.3", "0.5")]
+        (e, s, t) for e in ("1", "2") for s in ("c", "o") for t in ("0.3", "0.5")
+    ]
     assert {int(r["num_objects"]) for r in written} == {num_gt}
     assert {r["model"] for r in written} == {"dac_demo"}
     _assert_png(demo / "curve.png")
     assert len(rows) == len(written)
 
-    single = analyze_queries.main(common + ["-o", f"weights={demo / 'ckpt' / 'epoch_2'}",
-                                            f"EvalDataset.dataset_dir={demo / 'data'}",
-                                            "--label", "one", "--extra-csv",
-                                            str(demo / "curve.csv"), "--out",
-                                            str(demo / "single")])
-    same = {(r["stream"], r["iou"]): r["mean_queries_per_object"] for r in written
-            if r["epoch"] == "2"}
+    single = analyze_queries.main(
+        common
+        + [
+            "-o",
+            f"weights={demo / 'ckpt' / 'epoch_2'}",
+            f"EvalDataset.dataset_dir={demo / 'data'}",
+            "--label",
+            "one",
+            "--extra-csv",
+            str(demo / "curve.csv"),
+            "--out",
+            str(demo / "single"),
+        ]
+    )
+    same = {
+        (r["stream"], r["iou"]): r["mean_queries_per_object"] for r in written if r["epoch"] == "2"
+    }
     assert {(r["stream"], r["iou"]): r["mean_queries_per_object"] for r in single} == same
     assert len(read_csv(str(demo / "single.csv"))) == 4
     _assert_png(demo / "single.png")
-    both = analyze_queries.main(["-c", CONFIG, "--plot-only", "--extra-csv", str(demo / "curve.csv"),
-                                 str(demo / "single.csv"), "--out", str(demo / "both")])
+    both = analyze_queries.main(
+        [
+            "-c",
+            CONFIG,
+            "--plot-only",
+            "--extra-csv",
+            str(demo / "curve.csv"),
+            str(demo / "single.csv"),
+            "--out",
+            str(demo / "both"),
+        ]
+    )
     assert len(both) == len(written) + 4
     _assert_png(demo / "both.png")

@@ -1,5 +1,6 @@
 """Converters: the torch-free .pth reader, the official DAC-DETR -> ppdet_dac mapping, and the
 torchvision ResNet / Swin backbone mappings, on synthetic checkpoints written in torch's formats."""
+
 import argparse
 import collections
 import hashlib
@@ -24,8 +25,9 @@ from ppdet_dac.interop import CheckpointError, read_pth  # noqa: E402
 from ppdet_dac.interop import mapping  # noqa: E402
 
 # names and shapes of the official R50 checkpoint's state_dict (a copy kept with the tests)
-KEY_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
-                        "official_state_dict_keys.txt")
+KEY_LIST = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "data", "official_state_dict_keys.txt"
+)
 R50_CONFIG = os.path.join(REPO, "configs", "dac_cdn_ice_r50.yml")
 BODY = "backbone.0.body."
 
@@ -44,9 +46,16 @@ def official_state(official_rows):
 @pytest.fixture(scope="module")
 def official_file(official_state, tmp_path_factory):
     path = tmp_path_factory.mktemp("official") / "checkpoint0011.pth"
-    writer.save_zip({"model": official_state, "optimizer": {"state": {}, "param_groups": []},
-                     "lr_scheduler": {"step_size": 11}, "epoch": 11,
-                     "args": argparse.Namespace(lr=2e-4, num_queries_one2one=900)}, path)
+    writer.save_zip(
+        {
+            "model": official_state,
+            "optimizer": {"state": {}, "param_groups": []},
+            "lr_scheduler": {"step_size": 11},
+            "epoch": 11,
+            "args": argparse.Namespace(lr=2e-4, num_queries_one2one=900),
+        },
+        path,
+    )
     return path
 
 
@@ -65,7 +74,7 @@ def _torchvision_r50_state(official_state):
     state = collections.OrderedDict()
     for key, value in official_state.items():
         if key.startswith(BODY):
-            name = key[len(BODY):]
+            name = key[len(BODY) :]
             state[name] = value
             if name.endswith("running_var"):
                 state[name.replace("running_var", "num_batches_tracked")] = np.array(7, np.int64)
@@ -97,39 +106,48 @@ def _layout_payload():
     base = np.arange(60, dtype=np.float64) * 0.5
     ints = np.arange(-20, 20, dtype=np.int64) * 3
     bf16 = writer.BFloat16(np.array([[1.5, -2.25, 3.1], [1e-3, 65504.0, -0.0]], np.float32))
-    model = collections.OrderedDict([
-        ("f32", np.arange(24, dtype=np.float32).reshape(2, 3, 4) - 7.25),
-        ("f16", np.array([[0.5, -1.0], [2.0, 1e-4]], np.float16)),
-        ("i32", np.array([1, -2, 2 ** 30], np.int32)),
-        ("i16", np.array([-3, 300], np.int16)),
-        ("i8", np.array([-128, 127], np.int8)),
-        ("u8", np.array([0, 255, 7], np.uint8)),
-        ("bool", np.array([True, False, True])),
-        ("scalar", np.array(42, np.int64)),
-        ("empty", np.zeros((0, 3), np.float32)),
-        # a transposed view with an offset, and a second view into the same storage
-        ("strided", writer.Strided(base, 2, (3, 4), (1, 5))),
-        ("strided_tail", writer.Strided(base, 40, (2, 2, 3), (9, 1, 3))),
-        ("broadcast", writer.Strided(ints, 5, (3, 2), (0, 7))),
-        ("bf16", bf16),
-        ("subclass", writer.FromType(np.array([[0.5, 1.5]], np.float32))),
-    ])
+    model = collections.OrderedDict(
+        [
+            ("f32", np.arange(24, dtype=np.float32).reshape(2, 3, 4) - 7.25),
+            ("f16", np.array([[0.5, -1.0], [2.0, 1e-4]], np.float16)),
+            ("i32", np.array([1, -2, 2**30], np.int32)),
+            ("i16", np.array([-3, 300], np.int16)),
+            ("i8", np.array([-128, 127], np.int8)),
+            ("u8", np.array([0, 255, 7], np.uint8)),
+            ("bool", np.array([True, False, True])),
+            ("scalar", np.array(42, np.int64)),
+            ("empty", np.zeros((0, 3), np.float32)),
+            # a transposed view with an offset, and a second view into the same storage
+            ("strided", writer.Strided(base, 2, (3, 4), (1, 5))),
+            ("strided_tail", writer.Strided(base, 40, (2, 2, 3), (9, 1, 3))),
+            ("broadcast", writer.Strided(ints, 5, (3, 2), (0, 7))),
+            ("bf16", bf16),
+            ("subclass", writer.FromType(np.array([[0.5, 1.5]], np.float32))),
+        ]
+    )
     expected = {k: v for k, v in model.items() if isinstance(v, np.ndarray)}
-    for name, view in [("strided", model["strided"]), ("strided_tail", model["strided_tail"]),
-                       ("broadcast", model["broadcast"])]:
+    for name, view in [
+        ("strided", model["strided"]),
+        ("strided_tail", model["strided_tail"]),
+        ("broadcast", model["broadcast"]),
+    ]:
         index = np.full(view.shape, view.offset)
-        for axis, step in enumerate(view.stride):   # flat index = offset + sum(i_axis * stride)
+        for axis, step in enumerate(view.stride):  # flat index = offset + sum(i_axis * stride)
             shape = [1] * len(view.shape)
             shape[axis] = view.shape[axis]
             index = index + np.arange(view.shape[axis]).reshape(shape) * step
         expected[name] = view.storage[index]
     expected["bf16"] = bf16.expected
     expected["subclass"] = model["subclass"].array
-    model._metadata = collections.OrderedDict([("", {"version": 1})])   # as nn.Module saves it
-    obj = {"model": model, "epoch": 3, "args": argparse.Namespace(lr=1e-4, backbone="resnet50"),
-           "history": [1.5, "text", (2, None), {3, 4}, np.float64(0.25), np.int64(-9)],
-           "numpy": writer.PlainNumpy(np.array([[1, 2], [3, 4]], np.int32)),
-           "tied": [model["f32"], model["f32"]]}
+    model._metadata = collections.OrderedDict([("", {"version": 1})])  # as nn.Module saves it
+    obj = {
+        "model": model,
+        "epoch": 3,
+        "args": argparse.Namespace(lr=1e-4, backbone="resnet50"),
+        "history": [1.5, "text", (2, None), {3, 4}, np.float64(0.25), np.int64(-9)],
+        "numpy": writer.PlainNumpy(np.array([[1, 2], [3, 4]], np.int32)),
+        "tied": [model["f32"], model["f32"]],
+    }
     return obj, expected
 
 
@@ -167,8 +185,12 @@ def _zip_with_pickle(path, payload):
 def test_reader_refuses_foreign_globals_without_running_them(tmp_path):
     marker = tmp_path / "ran"
     # GLOBAL os.system, then call it: what a malicious checkpoint would do.
-    payload = (b"\x80\x02cos\nsystem\nq\x00X" + len(f"touch {marker}").to_bytes(4, "little")
-               + f"touch {marker}".encode() + b"\x85R.")
+    payload = (
+        b"\x80\x02cos\nsystem\nq\x00X"
+        + len(f"touch {marker}").to_bytes(4, "little")
+        + f"touch {marker}".encode()
+        + b"\x85R."
+    )
     _zip_with_pickle(tmp_path / "evil.pth", payload)
     with pytest.raises(CheckpointError) as info:
         read_pth(tmp_path / "evil.pth")
@@ -176,8 +198,18 @@ def test_reader_refuses_foreign_globals_without_running_them(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("case", ["random_bytes", "text", "tar", "zip_without_pickle",
-                                  "truncated_storage", "out_of_bounds", "corrupt_pickle"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "random_bytes",
+        "text",
+        "tar",
+        "zip_without_pickle",
+        "truncated_storage",
+        "out_of_bounds",
+        "corrupt_pickle",
+    ],
+)
 def test_reader_rejects_non_checkpoints_with_the_file_name(tmp_path, case):
     path = tmp_path / f"{case}.pth"
     if case == "random_bytes":
@@ -203,19 +235,24 @@ def test_reader_rejects_non_checkpoints_with_the_file_name(tmp_path, case):
             for name, raw in data.items():
                 archive.writestr(name, raw)
     elif case == "out_of_bounds":
-        writer.save_zip({"w": writer.Strided(np.arange(10, dtype=np.float32), 4, (3, 3), (3, 1))},
-                        path)
+        writer.save_zip(
+            {"w": writer.Strided(np.arange(10, dtype=np.float32), 4, (3, 3), (3, 1))}, path
+        )
     elif case == "corrupt_pickle":
         _zip_with_pickle(path, b"\x80\x02}q\x00(X\x01\x00\x00")
     with pytest.raises(CheckpointError) as info:
         read_pth(path)
     message = str(info.value)
     assert str(path) in message
-    expected_words = {"random_bytes": "not a PyTorch checkpoint",
-                      "text": "not a PyTorch checkpoint",
-                      "tar": "tar", "zip_without_pickle": "data.pkl",
-                      "truncated_storage": "storage '0'", "out_of_bounds": "reads past the end",
-                      "corrupt_pickle": "corrupt"}
+    expected_words = {
+        "random_bytes": "not a PyTorch checkpoint",
+        "text": "not a PyTorch checkpoint",
+        "tar": "tar",
+        "zip_without_pickle": "data.pkl",
+        "truncated_storage": "storage '0'",
+        "out_of_bounds": "reads past the end",
+        "corrupt_pickle": "corrupt",
+    }
     assert expected_words[case] in message
 
 
@@ -225,8 +262,9 @@ def test_reader_missing_file(tmp_path):
 
 
 # ----------------------------------------------------------------------- official checkpoints
-def test_official_checkpoint_converts_and_loads_exactly(official_file, official_state, r50_model,
-                                                        r50_specs):
+def test_official_checkpoint_converts_and_loads_exactly(
+    official_file, official_state, r50_model, r50_specs
+):
     converted = mapping.convert_official(read_pth(official_file), r50_specs, str(official_file))
     missing, unexpected = r50_model.set_state_dict(converted)
     assert missing == [] and unexpected == []
@@ -282,38 +320,47 @@ def test_official_checkpoint_converts_and_loads_exactly(official_file, official_
         keys = candidates.get(_fingerprint(value))
         assert keys, f"{name} equals no tensor of the checkpoint"
         used.update(keys)
-    twins = {k for k in src if k.startswith(("transformer.decoder.class_embed.",
-                                             "transformer.decoder.bbox_embed."))}
+    twins = {
+        k
+        for k in src
+        if k.startswith(("transformer.decoder.class_embed.", "transformer.decoder.bbox_embed."))
+    }
     assert set(src) - twins <= used
 
 
-def test_convert_official_tool_writes_weights_ppdet_loads(official_file, official_state, tmp_path,
-                                                          r50_model):
+def test_convert_official_tool_writes_weights_ppdet_loads(
+    official_file, official_state, tmp_path, r50_model
+):
     from ppdet.utils.checkpoint import load_pretrain_weight
 
     dst = tmp_path / "out" / "dac_r50.pdparams"
     assert convert_official.main(["--src", str(official_file), "--dst", str(dst)]) == str(dst)
-    assert os.listdir(dst.parent) == ["dac_r50.pdparams"]   # no temporary file left behind
+    assert os.listdir(dst.parent) == ["dac_r50.pdparams"]  # no temporary file left behind
     assert len(paddle.load(str(dst))) == 600
     # tools/eval.py's `-o weights=<dst>` goes through ppdet's Trainer.load_weights
-    for tensor in r50_model.state_dict().values():   # parameters and BN statistics
+    for tensor in r50_model.state_dict().values():  # parameters and BN statistics
         tensor.set_value(np.zeros(tensor.shape, dtype="float32"))
     load_pretrain_weight(r50_model, str(dst))
     state = r50_model.state_dict()
-    np.testing.assert_array_equal(state["transformer.class_heads.2.weight"].numpy(),
-                                  official_state["class_embed.2.weight"].T)
+    np.testing.assert_array_equal(
+        state["transformer.class_heads.2.weight"].numpy(), official_state["class_embed.2.weight"].T
+    )
     np.testing.assert_array_equal(
         state["transformer.decoder.layers.0.self_attn.q_proj.bias"].numpy(),
-        official_state["transformer.decoder.layers.0.self_attn.in_proj_bias"][:256])
-    np.testing.assert_array_equal(state["backbone.res5.res5a.short.norm._variance"].numpy(),
-                                  official_state[BODY + "layer4.0.downsample.1.running_var"])
+        official_state["transformer.decoder.layers.0.self_attn.in_proj_bias"][:256],
+    )
+    np.testing.assert_array_equal(
+        state["backbone.res5.res5a.short.norm._variance"].numpy(),
+        official_state[BODY + "layer4.0.downsample.1.running_var"],
+    )
 
 
 def test_checkpoint_saved_from_the_ddp_wrapper_converts(official_state, r50_specs):
     wrapped = {"model": {"module." + k: v for k, v in official_state.items()}}
     converted = mapping.convert_official(wrapped, r50_specs, "ddp.pth")
-    np.testing.assert_array_equal(converted["transformer.query_embed.weight"],
-                                  official_state["query_embed.weight"])
+    np.testing.assert_array_equal(
+        converted["transformer.query_embed.weight"], official_state["query_embed.weight"]
+    )
 
 
 def _softmax(x):
@@ -328,31 +375,43 @@ def test_converted_layers_compute_what_the_torch_layers_compute():
     d, heads, length, classes = 16, 4, 5, 7
     rng = np.random.default_rng(11)
     sa, cls = "transformer.decoder.layers.0.self_attn.", "class_embed.0."
-    source = {sa + "in_proj_weight": rng.standard_normal((3 * d, d)).astype(np.float32),
-              sa + "in_proj_bias": rng.standard_normal(3 * d).astype(np.float32),
-              sa + "out_proj.weight": rng.standard_normal((d, d)).astype(np.float32),
-              sa + "out_proj.bias": rng.standard_normal(d).astype(np.float32),
-              cls + "weight": rng.standard_normal((classes, d)).astype(np.float32),
-              cls + "bias": rng.standard_normal(classes).astype(np.float32)}
+    source = {
+        sa + "in_proj_weight": rng.standard_normal((3 * d, d)).astype(np.float32),
+        sa + "in_proj_bias": rng.standard_normal(3 * d).astype(np.float32),
+        sa + "out_proj.weight": rng.standard_normal((d, d)).astype(np.float32),
+        sa + "out_proj.bias": rng.standard_normal(d).astype(np.float32),
+        cls + "weight": rng.standard_normal((classes, d)).astype(np.float32),
+        cls + "bias": rng.standard_normal(classes).astype(np.float32),
+    }
     mha, linear = paddle.nn.MultiHeadAttention(d, heads), paddle.nn.Linear(d, classes)
     specs = {sa + k: v for k, v in mapping.state_specs(mha).items()}
-    specs.update({"transformer.class_heads.0." + k: v
-                  for k, v in mapping.state_specs(linear).items()})
+    specs.update(
+        {"transformer.class_heads.0." + k: v for k, v in mapping.state_specs(linear).items()}
+    )
     converted = mapping.convert_state_dict(source, specs, mapping.OFFICIAL_DAC_RULES)
-    mha.set_state_dict({k[len(sa):]: v for k, v in converted.items() if k.startswith(sa)})
-    linear.set_state_dict({k.split(".")[-1]: v for k, v in converted.items()
-                           if k.startswith("transformer.class_heads.")})
+    mha.set_state_dict({k[len(sa) :]: v for k, v in converted.items() if k.startswith(sa)})
+    linear.set_state_dict(
+        {
+            k.split(".")[-1]: v
+            for k, v in converted.items()
+            if k.startswith("transformer.class_heads.")
+        }
+    )
     mha.eval()
 
     query, key, value = (rng.standard_normal((1, length, d)).astype(np.float32) for _ in range(3))
     got = mha(paddle.to_tensor(query), paddle.to_tensor(key), paddle.to_tensor(value)).numpy()[0]
     w, b = source[sa + "in_proj_weight"], source[sa + "in_proj_bias"]
-    q, k, v = (x[0] @ w[i * d:(i + 1) * d].T + b[i * d:(i + 1) * d]
-               for i, x in enumerate((query, key, value)))
+    q, k, v = (
+        x[0] @ w[i * d : (i + 1) * d].T + b[i * d : (i + 1) * d]
+        for i, x in enumerate((query, key, value))
+    )
     split = lambda x: x.reshape(length, heads, d // heads).transpose(1, 0, 2)  # noqa: E731
     attended = _softmax(split(q) @ split(k).transpose(0, 2, 1) / np.sqrt(d // heads)) @ split(v)
-    expected = (attended.transpose(1, 0, 2).reshape(length, d) @ source[sa + "out_proj.weight"].T
-                + source[sa + "out_proj.bias"])
+    expected = (
+        attended.transpose(1, 0, 2).reshape(length, d) @ source[sa + "out_proj.weight"].T
+        + source[sa + "out_proj.bias"]
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
     got = linear(paddle.to_tensor(query[0])).numpy()
@@ -372,19 +431,20 @@ def test_wrong_official_checkpoint_lists_every_problem(official_state, r50_specs
         mapping.convert_official({"model": bad}, r50_specs, "bad_checkpoint.pth")
     message = str(info.value)
     assert message.startswith("bad_checkpoint.pth")
-    for text in ["transformer.label_enc.weight [92, 256]",
-                 "backbone.res4.res4e.branch2b.norm._mean [256]",
-                 "transformer.tgt_embed.weight [900, 256]",
-                 "class_embed.3.weight [80, 256] -> transformer.class_heads.3.weight: model needs "
-                 "[256, 91]",
-                 "transformer.decoder.layers.1.self_attn.in_proj_bias [512]",
-                 "transformer.decoder.bbox_embed.2.layers.0.bias should be the same tensor as "
-                 "bbox_embed.2.layers.0.bias",
-                 "class_id_mode: coco_raw"]:
+    for text in [
+        "transformer.label_enc.weight [92, 256]",
+        "backbone.res4.res4e.branch2b.norm._mean [256]",
+        "transformer.tgt_embed.weight [900, 256]",
+        "class_embed.3.weight [80, 256] -> transformer.class_heads.3.weight: model needs [256, 91]",
+        "transformer.decoder.layers.1.self_attn.in_proj_bias [512]",
+        "transformer.decoder.bbox_embed.2.layers.0.bias should be the same tensor as "
+        "bbox_embed.2.layers.0.bias",
+        "class_id_mode: coco_raw",
+    ]:
         assert text in message, text
     assert "2 missing" in message and "1 unexpected" in message and "2 mis-shaped" in message
     assert "1 inconsistent tied weights" in message
-    assert "self_attn.q_proj.bias" not in message   # reported once, as the mis-shaped source
+    assert "self_attn.q_proj.bias" not in message  # reported once, as the mis-shaped source
 
 
 @pytest.mark.parametrize("content", ["random_bytes", "not_a_checkpoint_dict"])
@@ -410,9 +470,10 @@ def _official_trainable_keys(rows):
     keys = {}
     for key, shape, alias in rows:
         if key.startswith(BODY):
-            part = key[len(BODY):]
-            if part.startswith(("conv1.", "bn1.", "layer1.")) or \
-                    re.search(r"\.(bn\d|downsample\.1)\.", "." + part):
+            part = key[len(BODY) :]
+            if part.startswith(("conv1.", "bn1.", "layer1.")) or re.search(
+                r"\.(bn\d|downsample\.1)\.", "." + part
+            ):
                 continue
         if "num_batches_tracked" in key:
             continue
@@ -440,7 +501,7 @@ def test_gradients_in_the_official_layout_round_trip(official_rows, r50_model):
         dumped = gradient_arrays(r50_model)
     finally:
         r50_model.clear_gradients(set_to_zero=False)
-    grads = {k[len("grad/"):]: v for k, v in dumped.items() if k.startswith("grad/")}
+    grads = {k[len("grad/") :]: v for k, v in dumped.items() if k.startswith("grad/")}
     assert sorted(grads) == sorted(expected)
     for key, (shape, alias) in expected.items():
         assert grads[key].shape == shape, key
@@ -450,8 +511,9 @@ def test_gradients_in_the_official_layout_round_trip(official_rows, r50_model):
     assert float(dumped["grad_total_norm"]) == pytest.approx(norm, rel=1e-12)
 
     specs = {n: (tuple(v.shape), "float32") for n, v in values.items()}
-    back = mapping.convert_state_dict(grads, specs, mapping.official_dac_rules(grads),
-                                      aliases=mapping.OFFICIAL_DAC_ALIASES)
+    back = mapping.convert_state_dict(
+        grads, specs, mapping.official_dac_rules(grads), aliases=mapping.OFFICIAL_DAC_ALIASES
+    )
     assert sorted(back) == sorted(values)
     for name, value in values.items():
         np.testing.assert_array_equal(back[name], value, err_msg=name)
@@ -496,33 +558,46 @@ def test_inverse_names_of_a_resnet101_and_a_swin_backbone():
 
 def test_model_names_without_an_official_key_are_listed():
     inverse = mapping.official_dac_inverse(["transformer.label_enc.weight"])
-    with pytest.raises(ValueError, match=r"1 model name\(s\) have no official checkpoint key: "
-                                         r"transformer\.class_head\.weight"):
-        mapping.to_source_layout({"transformer.label_enc.weight": np.zeros(2),
-                                  "transformer.class_head.weight": np.zeros(2)}, inverse,
-                                 source_name="official checkpoint")
+    with pytest.raises(
+        ValueError,
+        match=r"1 model name\(s\) have no official checkpoint key: "
+        r"transformer\.class_head\.weight",
+    ):
+        mapping.to_source_layout(
+            {
+                "transformer.label_enc.weight": np.zeros(2),
+                "transformer.class_head.weight": np.zeros(2),
+            },
+            inverse,
+            source_name="official checkpoint",
+        )
     # a packed projection needs its three thirds
     names = [f"transformer.decoder.layers.0.self_attn.{p}_proj.bias" for p in "qk"]
-    with pytest.raises(ValueError, match=r"in_proj_bias: packing q/k/v needs all three "
-                                         r"projections, v missing"):
-        mapping.to_source_layout({n: np.zeros(4) for n in names},
-                                 mapping.official_dac_inverse(names))
+    with pytest.raises(
+        ValueError,
+        match=r"in_proj_bias: packing q/k/v needs all three "
+        r"projections, v missing",
+    ):
+        mapping.to_source_layout(
+            {n: np.zeros(4) for n in names}, mapping.official_dac_inverse(names)
+        )
 
 
 # ---------------------------------------------------------------------------------- backbones
-@pytest.mark.filterwarnings("ignore:Skip loading")   # ppdet warns per non-backbone parameter
+@pytest.mark.filterwarnings("ignore:Skip loading")  # ppdet warns per non-backbone parameter
 def test_torchvision_resnet50_converts_into_ppdet_resnet(official_state, tmp_path, r50_model):
     from ppdet.modeling.backbones.resnet import ResNet
     from ppdet.utils.checkpoint import load_pretrain_weight
 
     state = _torchvision_r50_state(official_state)
     src, dst = tmp_path / "resnet50-19c8e357.pth", tmp_path / "resnet50_ppdet.pdparams"
-    writer.save_legacy(state, src)   # torchvision's 2017 file predates the zip format
+    writer.save_legacy(state, src)  # torchvision's 2017 file predates the zip format
     convert_backbone.main(["--src", str(src), "--dst", str(dst)])
     saved = {k: v.numpy() for k, v in paddle.load(str(dst)).items()}
 
-    resnet = ResNet(depth=50, variant="b", norm_type="bn", freeze_norm=True, freeze_at=0,
-                    return_idx=[1, 2, 3])
+    resnet = ResNet(
+        depth=50, variant="b", norm_type="bn", freeze_norm=True, freeze_at=0, return_idx=[1, 2, 3]
+    )
     missing, unexpected = resnet.set_state_dict(saved)
     assert missing == [] and unexpected == [] and set(saved) == set(resnet.state_dict())
     candidates = _source_candidates(state)
@@ -532,8 +607,10 @@ def test_torchvision_resnet50_converts_into_ppdet_resnet(official_state, tmp_pat
         assert keys, f"{name} equals no tensor of the checkpoint"
         used.update(keys)
     assert {k for k in state if not k.startswith("fc.") and "num_batches" not in k} <= used
-    np.testing.assert_array_equal(resnet.state_dict()["res5.res5b.branch2b.norm._variance"].numpy(),
-                                  state["layer4.1.bn2.running_var"])
+    np.testing.assert_array_equal(
+        resnet.state_dict()["res5.res5b.branch2b.norm._variance"].numpy(),
+        state["layer4.1.bn2.running_var"],
+    )
 
     # `pretrain_weights` of a DAC-DETR config: ppdet matches the names under backbone.*
     load_pretrain_weight(r50_model, str(dst))
@@ -544,18 +621,24 @@ def test_torchvision_resnet50_converts_into_ppdet_resnet(official_state, tmp_pat
 
 def _tiny_swin():
     from ppdet.modeling.backbones.swin_transformer import SwinTransformer
-    return SwinTransformer(embed_dim=24, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
-                           window_size=7, out_indices=(1, 2, 3), drop_path_rate=0.0)
+
+    return SwinTransformer(
+        embed_dim=24,
+        depths=[2, 2, 2, 2],
+        num_heads=[1, 2, 4, 8],
+        window_size=7,
+        out_indices=(1, 2, 3),
+        drop_path_rate=0.0,
+    )
 
 
 def _torch_layout_swin_state(swin, rng, with_output_norms):
     """Random weights named as in the PyTorch Swin code, with torch's Linear layout [out, in]."""
     state = collections.OrderedDict()
-    linear = ("attn.qkv.weight", "attn.proj.weight", "fc1.weight", "fc2.weight",
-              "reduction.weight")
+    linear = ("attn.qkv.weight", "attn.proj.weight", "fc1.weight", "fc2.weight", "reduction.weight")
     for name, tensor in swin.state_dict().items():
         if name.startswith("norm") and name[4].isdigit() and not with_output_norms:
-            continue   # ppdet's per-output norms do not exist in ImageNet checkpoints
+            continue  # ppdet's per-output norms do not exist in ImageNet checkpoints
         shape = list(tensor.shape)
         if name.endswith(linear):
             shape = shape[::-1]
@@ -585,14 +668,22 @@ def test_swin_checkpoint_converts_into_ppdet_swin(tmp_path):
     before = {k: v.numpy() for k, v in reference.state_dict().items()}
     missing, unexpected = reference.set_state_dict(saved)
     assert unexpected == []
-    assert sorted(missing) == sorted(k for k in before
-                                     if k.startswith(("norm1.", "norm2.", "norm3.")))
+    assert sorted(missing) == sorted(
+        k for k in before if k.startswith(("norm1.", "norm2.", "norm3."))
+    )
     after = {k: v.numpy() for k, v in reference.state_dict().items()}
-    for name in ("layers.2.blocks.1.attn.qkv.weight", "layers.0.downsample.reduction.weight",
-                 "layers.3.blocks.0.mlp.fc2.weight"):
+    for name in (
+        "layers.2.blocks.1.attn.qkv.weight",
+        "layers.0.downsample.reduction.weight",
+        "layers.3.blocks.0.mlp.fc2.weight",
+    ):
         np.testing.assert_array_equal(after[name], state[name].T, err_msg=name)
-    for name in ("layers.1.blocks.0.attn.relative_position_bias_table", "patch_embed.proj.weight",
-                 "layers.2.blocks.1.norm2.bias", "layers.1.blocks.1.attn.relative_position_index"):
+    for name in (
+        "layers.1.blocks.0.attn.relative_position_bias_table",
+        "patch_embed.proj.weight",
+        "layers.2.blocks.1.norm2.bias",
+        "layers.1.blocks.1.attn.relative_position_index",
+    ):
         np.testing.assert_array_equal(after[name], state[name], err_msg=name)
     np.testing.assert_array_equal(after["norm3.weight"], before["norm3.weight"])
     assert not any(k.startswith(("head.", "norm.")) or "attn_mask" in k for k in saved)
@@ -605,8 +696,10 @@ def test_official_swin_backbone_keys_map_onto_ppdet_swin():
     specs = {"backbone." + k: v for k, v in mapping.state_specs(swin).items()}
     converted = mapping.convert_state_dict(source, specs, mapping.official_dac_rules(source))
     assert set(converted) == set(specs)
-    np.testing.assert_array_equal(converted["backbone.layers.1.blocks.0.attn.qkv.weight"],
-                                  torch_state["layers.1.blocks.0.attn.qkv.weight"].T)
+    np.testing.assert_array_equal(
+        converted["backbone.layers.1.blocks.0.attn.qkv.weight"],
+        torch_state["layers.1.blocks.0.attn.qkv.weight"].T,
+    )
     np.testing.assert_array_equal(converted["backbone.norm2.bias"], torch_state["norm2.bias"])
 
 

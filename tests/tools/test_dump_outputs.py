@@ -1,5 +1,6 @@
 """tools/dump_outputs.py on the demo model with random weights: keys and shapes, forced top-k,
 float64, replayed denoising noise, loss bookkeeping, and the input checks."""
+
 import json
 import os
 import sys
@@ -49,18 +50,31 @@ def files(tmp_path_factory):
     mask[1, 80:, :] = True
     mask[1, :, 112:] = True
     np.save(tmp / "m.npy", mask)
-    targets = [{"boxes": [[0.3, 0.4, 0.2, 0.3], [0.6, 0.6, 0.3, 0.2]], "labels": [0, 2]},
-               {"boxes": [[0.5, 0.5, 0.4, 0.4]], "labels": [1]}]
+    targets = [
+        {"boxes": [[0.3, 0.4, 0.2, 0.3], [0.6, 0.6, 0.3, 0.2]], "labels": [0, 2]},
+        {"boxes": [[0.5, 0.5, 0.4, 0.4]], "labels": [1]},
+    ]
     (tmp / "t.json").write_text(json.dumps(targets))
     for seed in (1, 2):
-        np.savez(tmp / f"n{seed}.npz", **make_dn_noise([2, 1], NUM_DENOISING, NUM_CLASSES,
-                                                       seed=seed))
+        np.savez(
+            tmp / f"n{seed}.npz", **make_dn_noise([2, 1], NUM_DENOISING, NUM_CLASSES, seed=seed)
+        )
     return tmp
 
 
 def _dump(files, *extra, out="o.npz", weights="w"):
-    argv = ["-c", CONFIG, "-o", f"weights={files / weights}", "--input", str(files / "x.npy"),
-            "--mask", str(files / "m.npy"), "--out", str(files / out)] + [str(e) for e in extra]
+    argv = [
+        "-c",
+        CONFIG,
+        "-o",
+        f"weights={files / weights}",
+        "--input",
+        str(files / "x.npy"),
+        "--mask",
+        str(files / "m.npy"),
+        "--out",
+        str(files / out),
+    ] + [str(e) for e in extra]
     dump_outputs.main(argv)
     with np.load(files / out) as npz:
         return {k: npz[k] for k in npz.files}
@@ -73,16 +87,18 @@ def eval32(files):
 
 def test_eval_keys_and_shapes(eval32):
     shapes = {
-        "pred_logits": (B, NUM_QUERIES, NUM_CLASSES), "pred_boxes": (B, NUM_QUERIES, 4),
+        "pred_logits": (B, NUM_QUERIES, NUM_CLASSES),
+        "pred_boxes": (B, NUM_QUERIES, 4),
         "dec_logits": (NUM_LAYERS, B, NUM_QUERIES, NUM_CLASSES),
         "dec_boxes": (NUM_LAYERS, B, NUM_QUERIES, 4),
         "dec_logits_cdecoder": (NUM_LAYERS, B, NUM_QUERIES, NUM_CLASSES),
         "dec_boxes_cdecoder": (NUM_LAYERS, B, NUM_QUERIES, 4),
-        "enc_logits": (B, NUM_TOKENS, NUM_CLASSES), "enc_boxes": (B, NUM_TOKENS, 4),
+        "enc_logits": (B, NUM_TOKENS, NUM_CLASSES),
+        "enc_boxes": (B, NUM_TOKENS, 4),
         "enc_topk_indices": (B, NUM_QUERIES),
     }
     n = eval32["post_scores"].shape[0]
-    shapes.update(post_scores=(n, ), post_labels=(n, ), post_boxes=(n, 4), post_label_space=())
+    shapes.update(post_scores=(n,), post_labels=(n,), post_boxes=(n, 4), post_label_space=())
     assert {k: v.shape for k, v in eval32.items()} == shapes
     assert 0 < n <= 100  # the demo config keeps at most 100 detections
     assert str(eval32["post_label_space"]) == "contiguous_class_id"
@@ -90,8 +106,7 @@ def test_eval_keys_and_shapes(eval32):
     # (docs/algorithm.md#2-two-streams-through-one-decoder)
     np.testing.assert_array_equal(eval32["pred_logits"], eval32["dec_logits"][-1])
     np.testing.assert_array_equal(eval32["pred_boxes"], eval32["dec_boxes"][-1])
-    np.testing.assert_allclose(eval32["dec_logits_cdecoder"][0], eval32["dec_logits"][0],
-                               atol=1e-6)
+    np.testing.assert_allclose(eval32["dec_logits_cdecoder"][0], eval32["dec_logits"][0], atol=1e-6)
     assert not np.allclose(eval32["dec_logits_cdecoder"][-1], eval32["dec_logits"][-1])
     # top-k: the queries start from the best encoder proposals by channel 0
     enc0 = eval32["enc_logits"][..., 0]
@@ -109,9 +124,12 @@ def test_post_process_matches_first_image_scores(eval32):
     assert labels.dtype == np.int64 and labels.min() >= 0 and labels.max() < NUM_CLASSES
     q = np.abs(prob[:, labels[0]] - scores[0]).argmin()
     cx, cy, w, h = eval32["pred_boxes"][0, q].astype(np.float64)
-    np.testing.assert_allclose(eval32["post_boxes"][0],
-                               [(cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W,
-                                (cy + h / 2) * H], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        eval32["post_boxes"][0],
+        [(cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H],
+        rtol=1e-4,
+        atol=1e-3,
+    )
 
 
 def test_forced_topk_indices_are_used(files, eval32):
@@ -132,16 +150,25 @@ def test_forced_topk_indices_are_used(files, eval32):
 def test_float64_agrees_with_float32(files, eval32):
     out = _dump(files, "--dtype", "float64", out="f64.npz")
     np.testing.assert_array_equal(out["enc_topk_indices"], eval32["enc_topk_indices"])
-    for key in ("pred_logits", "pred_boxes", "dec_logits", "dec_boxes", "dec_logits_cdecoder",
-                "dec_boxes_cdecoder", "enc_logits", "enc_boxes"):
+    for key in (
+        "pred_logits",
+        "pred_boxes",
+        "dec_logits",
+        "dec_boxes",
+        "dec_logits_cdecoder",
+        "dec_boxes_cdecoder",
+        "enc_logits",
+        "enc_boxes",
+    ):
         assert out[key].dtype == np.float64, key
         np.testing.assert_allclose(out[key], eval32[key], atol=1e-4, rtol=1e-4, err_msg=key)
     assert np.abs(out["dec_logits"] - eval32["dec_logits"]).max() > 0  # really recomputed
 
 
 def _train(files, noise, out):
-    return _dump(files, "--train", "--targets", files / "t.json", "--dn-noise",
-                 files / noise, out=out)
+    return _dump(
+        files, "--train", "--targets", files / "t.json", "--dn-noise", files / noise, out=out
+    )
 
 
 def _weight(name):
@@ -182,8 +209,11 @@ def test_bad_noise_files_are_named(files):
         _train(files, "bad_key.npz", "x.npz")
     short = dict(good, dn_rand_sign=good["dn_rand_sign"][:-1])
     np.savez(files / "bad_shape.npz", **short)
-    with pytest.raises(ValueError, match=rf"bad_shape\.npz: 'dn_rand_sign' has shape "
-                                         rf"\[{rows - 1}, 4\], expected \[{rows}, 4\]"):
+    with pytest.raises(
+        ValueError,
+        match=rf"bad_shape\.npz: 'dn_rand_sign' has shape "
+        rf"\[{rows - 1}, 4\], expected \[{rows}, 4\]",
+    ):
         _train(files, "bad_shape.npz", "x.npz")
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         _train(files, "missing.npz", "x.npz")
@@ -192,15 +222,36 @@ def test_bad_noise_files_are_named(files):
 def test_bad_inputs_are_named(files):
     np.save(files / "mask_bad.npy", np.zeros((B, H, W + 1), dtype=bool))
     with pytest.raises(ValueError, match=r"mask_bad\.npy: mask must have shape \[2, 96, 128\]"):
-        dump_outputs.main(["-c", CONFIG, "-o", f"weights={files / 'w'}", "--input",
-                           str(files / "x.npy"), "--mask", str(files / "mask_bad.npy"),
-                           "--out", str(files / "x.npz")])
+        dump_outputs.main(
+            [
+                "-c",
+                CONFIG,
+                "-o",
+                f"weights={files / 'w'}",
+                "--input",
+                str(files / "x.npy"),
+                "--mask",
+                str(files / "mask_bad.npy"),
+                "--out",
+                str(files / "x.npz"),
+            ]
+        )
     np.save(files / "topk_bad.npy", np.full((B, NUM_QUERIES), NUM_TOKENS, dtype="int64"))
     with pytest.raises(ValueError, match=rf"topk_indices must lie in \[0, {NUM_TOKENS}\)"):
         _dump(files, "--topk-indices", files / "topk_bad.npy", out="x.npz")
     with pytest.raises(FileNotFoundError, match="nowhere.pdparams"):
-        dump_outputs.main(["-c", CONFIG, "-o", f"weights={files / 'nowhere'}", "--input",
-                           str(files / "x.npy"), "--out", str(files / "x.npz")])
+        dump_outputs.main(
+            [
+                "-c",
+                CONFIG,
+                "-o",
+                f"weights={files / 'nowhere'}",
+                "--input",
+                str(files / "x.npy"),
+                "--out",
+                str(files / "x.npz"),
+            ]
+        )
 
 
 def test_weights_that_do_not_fit_are_refused_with_counts(files):
@@ -215,9 +266,13 @@ def test_weights_that_do_not_fit_are_refused_with_counts(files):
     assert str(info.value) == (
         f"{files / 'w_short.pdparams'}: the weights do not fit the model (another config?): "
         f"{len(state) - 1} of {len(state)} model tensors found with their shape; missing 1 "
-        f"({dropped}); other shape 0; unused in the file 1 (neck.unknown.weight)")
-    with pytest.raises(ValueError, match=r"model_final\.pdopt is an optimizer state \(\.pdopt\), "
-                                         r"not model weights; use .*model_final\.pdparams"):
+        f"({dropped}); other shape 0; unused in the file 1 (neck.unknown.weight)"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"model_final\.pdopt is an optimizer state \(\.pdopt\), "
+        r"not model weights; use .*model_final\.pdparams",
+    ):
         _dump(files, weights="model_final.pdopt", out="x.npz")
 
 
@@ -229,8 +284,14 @@ def test_coco_raw_labels_are_the_model_ids():
     from ppdet_dac.modeling.detector import DACDETR
 
     tiny = build_tiny_detector(num_classes=91)
-    model = DACDETR(tiny.backbone, tiny.transformer, tiny.criterion, tiny.post_process,
-                    num_classes=91, class_id_mode="coco_raw")
+    model = DACDETR(
+        tiny.backbone,
+        tiny.transformer,
+        tiny.criterion,
+        tiny.post_process,
+        num_classes=91,
+        class_id_mode="coco_raw",
+    )
     for layer in model.transformer.class_heads:  # spread the scores over many classes
         layer.bias.set_value(np.random.default_rng(1).standard_normal(91).astype("float32"))
     image = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype("float32")
@@ -241,6 +302,7 @@ def test_coco_raw_labels_are_the_model_ids():
     assert out["post_labels"][0] == order[0] % 91
     # ids that are no COCO category (which the dataset mapping would drop) are kept
     from ppdet_dac.data.coco_ids import COCO_RAW_CATEGORY_IDS
+
     assert set(out["post_labels"].tolist()) - set(COCO_RAW_CATEGORY_IDS)
 
 
@@ -283,8 +345,9 @@ def _train_args(files, topk=None, dtype=None):
 
 @pytest.fixture(scope="module")
 def train64(files, train_topk, grad_weights):
-    return _dump(files, *_train_args(files, train_topk, "float64"), out="train64.npz",
-                 weights=grad_weights)
+    return _dump(
+        files, *_train_args(files, train_topk, "float64"), out="train64.npz", weights=grad_weights
+    )
 
 
 @pytest.fixture(scope="module")
@@ -328,12 +391,20 @@ def _train_inputs(files):
 
     cfg = load_checked_config(CONFIG)
     model = build_model(cfg, str(files / "w_grad"))
-    image, mask, topk = load_input(str(files / "x.npy"), str(files / "m.npy"),
-                                   str(files / "train_topk.npy"), NUM_QUERIES)
+    image, mask, topk = load_input(
+        str(files / "x.npy"), str(files / "m.npy"), str(files / "train_topk.npy"), NUM_QUERIES
+    )
     labels, boxes = load_targets(str(files / "t.json"), B, NUM_CLASSES, dtype="float64")
     noise = load_dn_noise(str(files / "n1.npz"), [2, 1], NUM_DENOISING, NUM_CLASSES)
-    return model, dict(image=image, mask=mask, gt_labels=labels, gt_boxes=boxes, dn_noise=noise,
-                       topk_indices=topk, dtype="float64")
+    return model, dict(
+        image=image,
+        mask=mask,
+        gt_labels=labels,
+        gt_boxes=boxes,
+        dn_noise=noise,
+        topk_indices=topk,
+        dtype="float64",
+    )
 
 
 def _official_to_ours(kind, grad):
@@ -342,17 +413,23 @@ def _official_to_ours(kind, grad):
     if kind == "linear":
         return grad.T
     if kind == "in_proj_k":
-        return grad[HIDDEN:2 * HIDDEN].T
+        return grad[HIDDEN : 2 * HIDDEN].T
     return grad
 
 
 # (our parameter, official key, layout)
 FD_PARAMS = [
     ("transformer.class_heads.1.weight", "class_embed.1.weight", "linear"),
-    ("transformer.decoder.layers.1.self_attn.k_proj.weight",
-     "transformer.decoder.layers.1.self_attn.in_proj_weight", "in_proj_k"),
-    ("transformer.decoder.layers.0.cross_attn.sampling_offsets.bias",
-     "transformer.decoder.layers.0.cross_attn.sampling_offsets.bias", "copy"),
+    (
+        "transformer.decoder.layers.1.self_attn.k_proj.weight",
+        "transformer.decoder.layers.1.self_attn.in_proj_weight",
+        "in_proj_k",
+    ),
+    (
+        "transformer.decoder.layers.0.cross_attn.sampling_offsets.bias",
+        "transformer.decoder.layers.0.cross_attn.sampling_offsets.bias",
+        "copy",
+    ),
     ("backbone.res3.res3a.branch2a.conv.weight", "backbone.0.body.layer2.0.conv1.weight", "copy"),
     ("transformer.label_enc.weight", "label_enc.weight", "copy"),
 ]
@@ -382,15 +459,18 @@ def test_train_gradients_match_finite_differences(files, train64):
                 moved[index] += step
                 params[ours].set_value(moved)
                 frozen.start_replay()
-                losses.append(float(dump_train_losses(model, **inputs,
-                                                      gradients=False)["loss_total"]))
+                losses.append(
+                    float(dump_train_losses(model, **inputs, gradients=False)["loss_total"])
+                )
             params[ours].set_value(value)
             numeric = (losses[0] - losses[1]) / (2 * eps)
             assert abs(grad[index]) > 1e-3, ours
             assert numeric == pytest.approx(grad[index], rel=1e-5), ours
     # the class head is tied: its gradient is written under both official names
-    np.testing.assert_array_equal(train64["grad/class_embed.1.weight"],
-                                  train64["grad/transformer.decoder.class_embed.1.weight"])
+    np.testing.assert_array_equal(
+        train64["grad/class_embed.1.weight"],
+        train64["grad/transformer.decoder.class_embed.1.weight"],
+    )
     assert train64["grad/class_embed.1.weight"].shape == (NUM_CLASSES, HIDDEN)
 
 
@@ -414,15 +494,15 @@ def test_dump_loss_and_grad_norm_equal_the_model_own_training_step(files):
     model = build_model(load_checked_config(CONFIG), str(files / "w"))
     targets = json.loads((files / "t.json").read_text())
     mask = np.load(files / "m.npy")
-    inputs = {"image": paddle.to_tensor(np.load(files / "x.npy")),
-              "pad_mask": paddle.to_tensor((~mask).astype("float32")),
-              "im_shape": paddle.to_tensor(np.full((B, 2), [H, W], dtype="float32")),
-              "scale_factor": paddle.to_tensor(np.ones((B, 2), dtype="float32")),
-              "gt_bbox": [paddle.to_tensor(np.asarray(t["boxes"], "float32")) for t in targets],
-              "gt_class": [paddle.to_tensor(np.asarray(t["labels"], "int32")[:, None])
-                           for t in targets],
-              "dn_noise": load_dn_noise(str(files / "n1.npz"), [2, 1], NUM_DENOISING,
-                                        NUM_CLASSES)}
+    inputs = {
+        "image": paddle.to_tensor(np.load(files / "x.npy")),
+        "pad_mask": paddle.to_tensor((~mask).astype("float32")),
+        "im_shape": paddle.to_tensor(np.full((B, 2), [H, W], dtype="float32")),
+        "scale_factor": paddle.to_tensor(np.ones((B, 2), dtype="float32")),
+        "gt_bbox": [paddle.to_tensor(np.asarray(t["boxes"], "float32")) for t in targets],
+        "gt_class": [paddle.to_tensor(np.asarray(t["labels"], "int32")[:, None]) for t in targets],
+        "dn_noise": load_dn_noise(str(files / "n1.npz"), [2, 1], NUM_DENOISING, NUM_CLASSES),
+    }
     paddle.seed(0)
     model.criterion.rng = np.random.default_rng(0)
     model.train()
@@ -431,11 +511,11 @@ def test_dump_loss_and_grad_norm_equal_the_model_own_training_step(files):
     assert float(losses["loss"]) == float(dumped["loss_total"])
     own = [p.grad.numpy().astype(np.float64) for p in model.parameters() if p.grad is not None]
     assert all(not p.stop_gradient for p in model.parameters() if p.grad is not None)
-    norm = np.sqrt(sum(float(np.sum(g ** 2)) for g in own))
+    norm = np.sqrt(sum(float(np.sum(g**2)) for g in own))
     assert float(dumped["grad_total_norm"]) == pytest.approx(norm, rel=1e-12)
     once = [k for k in dumped if k.startswith("grad/") and not k.startswith(TIED)]
     # one official key per parameter, except the three q/k/v projections packed into one
-    packed = 2 * NUM_LAYERS   # in_proj_weight and in_proj_bias per decoder layer
+    packed = 2 * NUM_LAYERS  # in_proj_weight and in_proj_bias per decoder layer
     assert len(once) == len(own) - 2 * packed
     assert all(dumped[k].dtype == np.float32 for k in once)
 
@@ -445,20 +525,26 @@ def test_float64_train_dump_agrees_with_float32(train32, train64):
     assert terms and train32.keys() == train64.keys()
     for k in terms + ["loss_total"]:
         assert float(train64[k]) == pytest.approx(float(train32[k]), rel=1e-4, abs=1e-6), k
-    assert any(float(train64[k]) != float(train32[k]) for k in terms)   # really recomputed
+    assert any(float(train64[k]) != float(train32[k]) for k in terms)  # really recomputed
     grads = [k for k in train64 if k.startswith("grad/")]
     assert {train64[k].dtype for k in grads} == {np.dtype(np.float64)}
     assert {train32[k].dtype for k in grads} == {np.dtype(np.float32)}
-    assert float(train64["grad_total_norm"]) == pytest.approx(float(train32["grad_total_norm"]),
-                                                             rel=1e-3)
+    assert float(train64["grad_total_norm"]) == pytest.approx(
+        float(train32["grad_total_norm"]), rel=1e-3
+    )
 
 
 def test_train_forced_topk_is_used(files, train32):
     plain = _dump(files, *_train_args(files), out="train_own.npz", weights="w_grad")
     # a different top-k moves the matching (O- and C-decoder) queries; the encoder loss, over
     # every token, does not see it
-    for k in ("loss/loss_ce_one2one", "loss/loss_bbox_one2one", "loss/loss_giou_one2one",
-              "loss/loss_ce", "loss/loss_bbox"):
+    for k in (
+        "loss/loss_ce_one2one",
+        "loss/loss_bbox_one2one",
+        "loss/loss_giou_one2one",
+        "loss/loss_ce",
+        "loss/loss_bbox",
+    ):
         assert abs(float(train32[k]) - float(plain[k])) > 1e-4 * abs(float(plain[k])), k
     for k in ("loss/loss_ce_enc", "loss/loss_bbox_enc", "loss/loss_giou_enc"):
         assert float(train32[k]) == float(plain[k]), k
@@ -470,26 +556,58 @@ def test_train_forced_topk_is_used(files, train32):
     evaluated = _dump(files, out="eval_grad_weights.npz", weights="w_grad")["enc_topk_indices"]
     assert (own != evaluated).any()
     np.save(files / "own_train.npy", own)
-    same = _dump(files, *_train_args(files, files / "own_train.npy"), out="train_same.npz",
-                 weights="w_grad")
+    same = _dump(
+        files, *_train_args(files, files / "own_train.npy"), out="train_same.npz", weights="w_grad"
+    )
     for k in plain:
         np.testing.assert_allclose(same[k], plain[k], rtol=1e-6, atol=1e-7, err_msg=k)
 
 
 def test_train_topk_and_option_errors(files):
     np.save(files / "topk_short.npy", np.zeros((B, NUM_QUERIES - 1), dtype="int64"))
-    with pytest.raises(ValueError, match=rf"topk_short\.npy: top-k indices must have shape "
-                                         rf"\[{B}, {NUM_QUERIES}\]"):
+    with pytest.raises(
+        ValueError,
+        match=rf"topk_short\.npy: top-k indices must have shape "
+        rf"\[{B}, {NUM_QUERIES}\]",
+    ):
         _dump(files, *_train_args(files, files / "topk_short.npy"), out="x.npz")
     np.save(files / "topk_float.npy", np.zeros((B, NUM_QUERIES), dtype="float32"))
     with pytest.raises(ValueError, match=r"topk_float\.npy: top-k indices must be integers"):
         _dump(files, *_train_args(files, files / "topk_float.npy"), out="x.npz")
     with pytest.raises(SystemExit):
-        dump_outputs.parse_args(["-c", CONFIG, "--input", "x.npy", "--out", "o.npz", "--train",
-                                 "--targets", "t.json", "--orig-size", "10", "10"])
-    args = dump_outputs.parse_args(["-c", CONFIG, "--input", "x.npy", "--out", "o.npz",
-                                    "--train", "--targets", "t.json", "--dtype", "float64",
-                                    "--topk-indices", "i.npy"])
+        dump_outputs.parse_args(
+            [
+                "-c",
+                CONFIG,
+                "--input",
+                "x.npy",
+                "--out",
+                "o.npz",
+                "--train",
+                "--targets",
+                "t.json",
+                "--orig-size",
+                "10",
+                "10",
+            ]
+        )
+    args = dump_outputs.parse_args(
+        [
+            "-c",
+            CONFIG,
+            "--input",
+            "x.npy",
+            "--out",
+            "o.npz",
+            "--train",
+            "--targets",
+            "t.json",
+            "--dtype",
+            "float64",
+            "--topk-indices",
+            "i.npy",
+        ]
+    )
     assert (args.dtype, args.topk_indices) == ("float64", "i.npy")
 
 
@@ -498,7 +616,11 @@ def test_float64_train_dump_never_mixes_in_float32(files, train_topk, grad_weigh
     float64 one: Paddle logs each such automatic promotion on stderr (a float32 helper tensor
     would be silently widened after its rounding)."""
     capfd.readouterr()
-    out = _dump(files, *_train_args(files, train_topk, "float64"), out="train64_again.npz",
-                weights=grad_weights)
+    out = _dump(
+        files,
+        *_train_args(files, train_topk, "float64"),
+        out="train64_again.npz",
+        weights=grad_weights,
+    )
     assert "type promotion" not in capfd.readouterr().err
     assert out["loss_total"].dtype == np.float64

@@ -1,6 +1,7 @@
 """The torch-free .pth reader on crafted and damaged files: a zip bomb is refused before anything
 is decompressed (small peak memory), a storage record must hold exactly the bytes its pickle
 declares, zero-stride views cannot blow up, and a truncated file is called truncated."""
+
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import _pth_writer as writer
 
 from ppdet_dac.interop import CheckpointError, read_pth
 
-BOMB_BYTES = (1 << 30) + (1 << 20)   # what the bomb's storage record decompresses to
+BOMB_BYTES = (1 << 30) + (1 << 20)  # what the bomb's storage record decompresses to
 # read_pth in a fresh interpreter; PEAK_MIB is the peak resident memory read_pth adds to what
 # the imports hold (ppdet_dac brings Paddle): writing 5 to /proc/self/clear_refs resets the
 # peak (VmHWM) to the current size (VmRSS) just before the read
@@ -48,7 +49,7 @@ def _zip(path, pickle_bytes, record=None, compress=zipfile.ZIP_STORED):
             with archive.open("archive/data/0", "w", force_zip64=True) as handle:
                 chunk = bytes(16 << 20)
                 for start in range(0, record, len(chunk)):
-                    handle.write(chunk[:record - start])
+                    handle.write(chunk[: record - start])
         elif record is not None:
             archive.writestr("archive/data/0", record)
 
@@ -64,11 +65,12 @@ def bomb(tmp_path_factory):
 
 def test_zip_bomb_is_refused_before_decompression_with_small_peak_memory(bomb):
     assert os.path.getsize(bomb) < 2 << 20
-    with zipfile.ZipFile(bomb) as archive:   # a real bomb: the record's CRC is that of the data
+    with zipfile.ZipFile(bomb) as archive:  # a real bomb: the record's CRC is that of the data
         info = archive.getinfo("archive/data/0")
         assert info.file_size == BOMB_BYTES and info.CRC == zlib.crc32(bytes(BOMB_BYTES))
-    proc = subprocess.run([sys.executable, "-c", PEAK_PROBE, str(bomb)], capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, str(bomb)], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = dict(line.partition(" ")[::2] for line in proc.stdout.splitlines())
     assert "LOADED" not in lines
@@ -76,15 +78,17 @@ def test_zip_bomb_is_refused_before_decompression_with_small_peak_memory(bomb):
     assert f"(archive/data/0: {BOMB_BYTES})" in lines["ERROR"]
     assert "refusing to decompress it" in lines["ERROR"]
     # the bomb's content alone would be 1 GiB; a refusal before decompression costs numpy's import
-    assert float(lines["PEAK_MIB"]) < BOMB_BYTES / 2 ** 20 / 4, lines["PEAK_MIB"]
+    assert float(lines["PEAK_MIB"]) < BOMB_BYTES / 2**20 / 4, lines["PEAK_MIB"]
 
 
 def test_zip_bomb_refusal_reads_no_record(bomb, monkeypatch):
     opened = []
     original = zipfile.ZipFile.open
-    monkeypatch.setattr(zipfile.ZipFile, "open",
-                        lambda self, name, *a, **k: opened.append(name) or original(self, name,
-                                                                                  *a, **k))
+    monkeypatch.setattr(
+        zipfile.ZipFile,
+        "open",
+        lambda self, name, *a, **k: opened.append(name) or original(self, name, *a, **k),
+    )
     with pytest.raises(CheckpointError, match="zip bomb"):
         read_pth(bomb)
     assert opened == []
@@ -98,7 +102,8 @@ def test_storage_record_must_hold_exactly_the_declared_bytes(tmp_path, extra):
         read_pth(path)
     assert str(info.value) == (
         f"{path}: storage '0' holds {64 + extra} bytes, its 16 FloatStorage elements need 64"
-        + (" (truncated)" if extra < 0 else ""))
+        + (" (truncated)" if extra < 0 else "")
+    )
 
 
 def test_a_fitting_crafted_file_still_loads(tmp_path):
@@ -112,10 +117,16 @@ def test_a_fitting_crafted_file_still_loads(tmp_path):
 def test_zero_stride_view_cannot_blow_up(tmp_path):
     """One float32 element viewed as 4096 x 4096 (64 MiB): refused, the storage is 4 bytes."""
     path = tmp_path / "view.pth"
-    _zip(path, writer.declared_tensor_pickle(1, shape=(4096, 4096), stride=(0, 0)),
-         np.ones(1, np.float32).tobytes())
-    with pytest.raises(CheckpointError, match=r"size=\(4096, 4096\) stride=\(0, 0\) of storage "
-                                              r"'0' .* more than 4 times the bytes"):
+    _zip(
+        path,
+        writer.declared_tensor_pickle(1, shape=(4096, 4096), stride=(0, 0)),
+        np.ones(1, np.float32).tobytes(),
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"size=\(4096, 4096\) stride=\(0, 0\) of storage "
+        r"'0' .* more than 4 times the bytes",
+    ):
         read_pth(path)
 
 

@@ -1,6 +1,7 @@
 """The strings a mapping-table regex matches, listed from the pattern text (interop/regex_strings.py):
 complete on the official checkpoint's keys, nothing listed that the regex refuses, and one clear
 error for a construct outside the subset the tables use."""
+
 import os
 import re
 
@@ -11,8 +12,9 @@ import _pth_writer as writer
 from ppdet_dac.interop import tables
 from ppdet_dac.interop.regex_strings import pattern_strings
 
-KEY_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
-                        "official_state_dict_keys.txt")
+KEY_LIST = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "data", "official_state_dict_keys.txt"
+)
 
 
 def _numbers(keys):
@@ -34,8 +36,11 @@ def test_every_official_key_is_listed_by_the_rule_that_matches_it():
         assert set(wanted) <= set(listed), (pattern, sorted(set(wanted) - set(listed))[:5])
         matched += len(wanted)
     # every key but the BN step counters and the decoder's tied twins is some rule's
-    ignored = [k for k in keys if "num_batches_tracked" in k or
-               re.fullmatch(tables.OFFICIAL_DAC_ALIASES[0][0], k)]
+    ignored = [
+        k
+        for k in keys
+        if "num_batches_tracked" in k or re.fullmatch(tables.OFFICIAL_DAC_ALIASES[0][0], k)
+    ]
     assert matched >= len(keys) - len(ignored)
 
 
@@ -48,13 +53,25 @@ def test_texts_and_optional_items_in_pattern_order():
     assert pattern_strings(r"k[0-2\d]", range(0), ())[:4] == ["k0", "k1", "k2", "k0"]
 
 
-@pytest.mark.parametrize("pattern, what", [
-    (r"a*", "the quantifier '*'"), (r"a{2}", "the quantifier '{'"), (r"\w+", r"the escape '\w'"),
-    (r"[^a]", "a negated character set"), (r"(?=a)", "the group extension '(?'"),
-    (r"^a", "the construct '^'"), (r"a.b", "the construct '.'"), (r"(a", "an unterminated group"),
-    (r"a)", "an unmatched ')'"),
-])
+@pytest.mark.parametrize(
+    "pattern, what",
+    [
+        (r"a*", "the quantifier '*'"),
+        (r"a{2}", "the quantifier '{'"),
+        (r"\w+", r"the escape '\w'"),
+        (r"[^a]", "a negated character set"),
+        (r"(?=a)", "the group extension '(?'"),
+        (r"^a", "the construct '^'"),
+        (r"a.b", "the construct '.'"),
+        (r"(a", "an unterminated group"),
+        (r"a)", "an unmatched ')'"),
+    ],
+)
 def test_constructs_outside_the_subset_are_named(pattern, what):
-    with pytest.raises(ValueError, match=re.escape(f"cannot invert a table rule with {what}")
-                       + r" at position \d+ of " + re.escape(repr(pattern))):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"cannot invert a table rule with {what}")
+        + r" at position \d+ of "
+        + re.escape(repr(pattern)),
+    ):
         pattern_strings(pattern, range(2), ())

@@ -10,16 +10,45 @@ command line is deploy/serving/server.py.
 * ``runner``: uvicorn configuration, serving with graceful shutdown, the in-process server;
 * ``paddleserving``: PaddleServing's own config files for the model directory.
 """
+
 from .app import build_app
 from .options import DEFAULT_HOST, DEFAULT_PORT, MAX_DEFAULT_GRACE, ServingOptions
 from .paddleserving import serving_files, write_serving_files
 from .pool import DetectionService
 from .protocol import PREDICT_PATH, SERVICE, RequestError, decode_request, response
-from .runner import (InProcessServer, app_of, build_service, config_of, create_app,
-                     exit_promptly, load_predictor, make_config, serve)
+from .runner import (
+    InProcessServer,
+    app_of,
+    build_service,
+    config_of,
+    create_app,
+    exit_promptly,
+    load_predictor,
+    make_config,
+    serve,
+)
 
-__all__ = ["build_app", "DEFAULT_HOST", "DEFAULT_PORT", "MAX_DEFAULT_GRACE", "ServingOptions",
-           "serving_files", "write_serving_files", "DetectionService", "PREDICT_PATH", "SERVICE",
-           "RequestError", "decode_request", "response", "InProcessServer", "app_of",
-           "build_service", "config_of", "create_app", "exit_promptly", "load_predictor",
-           "make_config", "serve"]
+__all__ = [
+    "build_app",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "MAX_DEFAULT_GRACE",
+    "ServingOptions",
+    "serving_files",
+    "write_serving_files",
+    "DetectionService",
+    "PREDICT_PATH",
+    "SERVICE",
+    "RequestError",
+    "decode_request",
+    "response",
+    "InProcessServer",
+    "app_of",
+    "build_service",
+    "config_of",
+    "create_app",
+    "exit_promptly",
+    "load_predictor",
+    "make_config",
+    "serve",
+]

@@ -19,6 +19,7 @@ Each override and why:
   (503, err_no 1) and closed at once, through ``H11Protocol``'s ``cycle`` / ``conn`` attributes
   (uvicorn has no public way to end one request of a connection).
 """
+
 import asyncio
 import contextlib
 import functools
@@ -36,8 +37,15 @@ class ServingConfig(uvicorn.Config):
     the answer to an over-limit connection drains within, and ``busy_json(message)``: the body
     bytes of the busy answers this layer sends by itself (the service's answer format)."""
 
-    def __init__(self, app, max_connections=256, max_body_bytes=20 << 20, body_timeout=10.0,
-                 busy_json=None, **kwargs):
+    def __init__(
+        self,
+        app,
+        max_connections=256,
+        max_body_bytes=20 << 20,
+        body_timeout=10.0,
+        busy_json=None,
+        **kwargs,
+    ):
         super().__init__(app, **kwargs)
         self.max_connections, self.max_body_bytes = int(max_connections), int(max_body_bytes)
         self.body_timeout = float(body_timeout)
@@ -55,11 +63,22 @@ async def _refuse_connection(config, scope, receive, send):
                 message = await receive()
                 received += len(message.get("body", b""))
                 more = message["type"] == "http.request" and message.get("more_body", False)
-    body = config.busy_json(f"server busy: more than {config.max_connections} open connections "
-                            "(--max_connections); retry later")
-    await send({"type": "http.response.start", "status": 503, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"), (b"retry-after", b"1")]})
+    body = config.busy_json(
+        f"server busy: more than {config.max_connections} open connections "
+        "(--max_connections); retry later"
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                (b"retry-after", b"1"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -116,16 +135,31 @@ class ServingProtocol(H11Protocol):
         ``response_started`` / ``response_complete`` / ``disconnected`` flags, ``self.conn``):
         uvicorn has no public way to end one request of a connection."""
         cycle = self.cycle
-        if (cycle is None or cycle.response_started or cycle.disconnected
-                or self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing()):
+        if (
+            cycle is None
+            or cycle.response_started
+            or cycle.disconnected
+            or self.conn.their_state is not h11.SEND_BODY
+            or self.transport.is_closing()
+        ):
             super().shutdown()
             return
-        body = self.config.busy_json("server shutting down before the request body arrived; "
-                                     "retry later")
-        for event in (h11.Response(status_code=503, reason=b"Service Unavailable", headers=[
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]),
-                h11.Data(data=body), h11.EndOfMessage()):
+        body = self.config.busy_json(
+            "server shutting down before the request body arrived; retry later"
+        )
+        for event in (
+            h11.Response(
+                status_code=503,
+                reason=b"Service Unavailable",
+                headers=[
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            ),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
             self.transport.write(self.conn.send(event))
         # the app, waiting for the body, gets a disconnect and its own answer is dropped
         cycle.scope[CUT_OFF] = "request body incomplete at shutdown; answered busy and closed"

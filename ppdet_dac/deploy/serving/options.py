@@ -1,11 +1,12 @@
 """The service's options in one checked model (picklable: sent to worker processes)."""
+
 import dataclasses
 
 from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, check_max_pixels
 from ppdet_dac.deploy.slicing import SliceConfig
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 18093
-MAX_DEFAULT_GRACE = 20.0   # s; orchestrators send SIGKILL 30 s after SIGTERM
+MAX_DEFAULT_GRACE = 20.0  # s; orchestrators send SIGKILL 30 s after SIGTERM
 # option -> smallest value allowed (integers), and the options that must be > 0 (seconds, MB)
 AT_LEAST = {"workers": 1, "pool_size": 1, "max_queue": 0, "max_connections": 1}
 POSITIVE = ("max_body_mb", "request_timeout", "body_timeout", "timeout_keep_alive")
@@ -16,6 +17,7 @@ class ServingOptions:
     """Everything the service and its workers need; a value out of range is a ValueError
     naming its command-line flag. The predictor options (device ... slicing) are checked by
     the Predictor, max_pixels here (against OpenCV's own limit in this process)."""
+
     model_dir: str
     device: str = "CPU"
     pool_size: int = 2
@@ -35,7 +37,7 @@ class ServingOptions:
     workers: int = 1
     max_connections: int = 256
     timeout_keep_alive: float = 5.0
-    timeout_graceful_shutdown: float = None   # None: request_timeout + 5, at most 20 s
+    timeout_graceful_shutdown: float = None  # None: request_timeout + 5, at most 20 s
     access_log: bool = False
 
     def __post_init__(self):

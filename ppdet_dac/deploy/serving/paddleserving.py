@@ -1,6 +1,7 @@
 """PaddleServing's own files for a model directory: ``serving_server_conf.prototxt`` (feed and
 fetch variables) and a pipeline ``config.yml``, so that the directory can also be served by a
 PaddleServing install (optional; see deploy/serving/README.md)."""
+
 import json
 import logging
 import os
@@ -17,9 +18,17 @@ _FETCH = (("bbox", "true", 1, [6]), ("bbox_num", "false", 2, [1]))
 
 
 def _prototxt_var(kind, name, alias, lod, dtype, dims):
-    return ([f"{kind}_var {{", f'  name: "{name}"', f'  alias_name: "{alias}"',
-             f"  is_lod_tensor: {lod}", f"  {kind}_type: {dtype}"]
-            + [f"  shape: {d}" for d in dims] + ["}"])
+    return (
+        [
+            f"{kind}_var {{",
+            f'  name: "{name}"',
+            f'  alias_name: "{alias}"',
+            f"  is_lod_tensor: {lod}",
+            f"  {kind}_type: {dtype}",
+        ]
+        + [f"  shape: {d}" for d in dims]
+        + ["}"]
+    )
 
 
 def serving_files(model_dir, predictor, port):

@@ -1,5 +1,6 @@
 """The service's predictor pool: ``pool_size`` predictors (clones sharing the weights), at most
 ``pool_size`` predictions running on worker threads and ``max_queue`` waiting, on anyio."""
+
 import contextlib
 import queue
 
@@ -40,7 +41,7 @@ class DetectionService:
         # one token per predictor, held from admission to the end of the prediction's thread
         self._slots = anyio.CapacityLimiter(self.pool_size)
         self._threads = anyio.CapacityLimiter(self.pool_size)
-        self._tasks = None   # the task group of running()
+        self._tasks = None  # the task group of running()
 
     @property
     def in_flight(self):
@@ -72,17 +73,22 @@ class DetectionService:
 
     async def detect(self, image):
         """The detection records of one parsed image, or RequestError (busy)."""
-        if self.in_flight >= self.pool_size + self.max_queue:   # no await since: admission
-            raise RequestError(TIMEOUT, f"server busy: {self.in_flight} requests in progress "
-                                        f"or queued (pool_size {self.pool_size} + max_queue "
-                                        f"{self.max_queue}); retry later", 503, retry_after=1)
+        if self.in_flight >= self.pool_size + self.max_queue:  # no await since: admission
+            raise RequestError(
+                TIMEOUT,
+                f"server busy: {self.in_flight} requests in progress "
+                f"or queued (pool_size {self.pool_size} + max_queue "
+                f"{self.max_queue}); retry later",
+                503,
+                retry_after=1,
+            )
         token, done, outcome = object(), anyio.Event(), []
-        await self._slots.acquire_on_behalf_of(token)    # cancelled here: dropped from the queue
+        await self._slots.acquire_on_behalf_of(token)  # cancelled here: dropped from the queue
         # from here the pool's task owns the slot: it gives it back when the thread ends, also
         # after this caller stopped waiting
         self._tasks.start_soon(self._run, image, token, outcome, done)
         await done.wait()
-        if not outcome:   # the pool stopped first
+        if not outcome:  # the pool stopped first
             raise RequestError(TIMEOUT, "server shutting down; retry later", 503, retry_after=1)
         if isinstance(outcome[0], Exception):
             raise outcome[0]
@@ -90,8 +96,11 @@ class DetectionService:
 
     async def _run(self, image, token, outcome, done):
         try:
-            outcome.append(await anyio.to_thread.run_sync(
-                self._predict, image, abandon_on_cancel=True, limiter=self._threads))
+            outcome.append(
+                await anyio.to_thread.run_sync(
+                    self._predict, image, abandon_on_cancel=True, limiter=self._threads
+                )
+            )
         except Exception as err:  # the caller raises it
             outcome.append(err)
         finally:
@@ -109,4 +118,3 @@ class DetectionService:
         finally:
             self._idle.put(predictor)
         return detection_records(detections, self.label_list)
-

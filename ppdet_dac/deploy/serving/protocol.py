@@ -1,5 +1,6 @@
 """The PaddleServing pipeline protocol of the service: paths, err_no table, the request and
 answer schemas (also the OpenAPI page) and request body -> (image bytes, logid)."""
+
 import base64
 import binascii
 import json
@@ -11,7 +12,7 @@ PREDICT_PATH = f"/{SERVICE}/prediction"
 INPUT_KEY, OUTPUT_KEY = "image", "detections"
 # error numbers of PaddleServing's pipeline (ChannelDataErrcode)
 OK, TIMEOUT, TYPE_ERROR, CLIENT_ERROR, NO_SERVICE, UNKNOWN, INPUT_PARAMS_ERROR = 0, 1, 3, 5, 7, 8, 9
-MAX_LOGID = 2 ** 64 - 1   # PaddleServing's logid is a uint64
+MAX_LOGID = 2**64 - 1  # PaddleServing's logid is a uint64
 
 
 class RequestError(Exception):
@@ -28,14 +29,17 @@ class RequestError(Exception):
 class PredictionRequest(BaseModel, strict=True):
     """PaddleServing pipeline request: one image under the key ``image``. Strict: no
     coercion (a logid "7" or true is refused, as is a number where the image string goes)."""
+
     key: list[str] = Field(description=f'exactly ["{INPUT_KEY}"]', examples=[[INPUT_KEY]])
-    value: list[str] = Field(description="[base64 of a JPEG/PNG/BMP file]",
-                             examples=[["/9j/4AAQSkZJRgABAQ..."]])
+    value: list[str] = Field(
+        description="[base64 of a JPEG/PNG/BMP file]", examples=[["/9j/4AAQSkZJRgABAQ..."]]
+    )
     logid: int = Field(0, ge=0, le=MAX_LOGID, description="echoed in the server log")
 
 
 class Detection(BaseModel):
     """One entry of the JSON list in ``value[0]`` of an answer."""
+
     class_id: int
     label: str
     score: float
@@ -45,8 +49,11 @@ class Detection(BaseModel):
 class PredictionResponse(BaseModel):
     """PaddleServing pipeline answer; ``value[0]`` is a JSON string: a list of Detection,
     highest score first. err_no != 0: refused, err_msg says why."""
-    err_no: int = Field(description="0 ok; 1 busy / timeout; 5 body too large; 7 no such path; "
-                                    "8 internal error; 9 bad request or image")
+
+    err_no: int = Field(
+        description="0 ok; 1 busy / timeout; 5 body too large; 7 no such path; "
+        "8 internal error; 9 bad request or image"
+    )
     err_msg: str
     key: list[str] = Field(examples=[[OUTPUT_KEY]])
     value: list[str]
@@ -64,8 +71,13 @@ class HealthResponse(BaseModel):
 
 def response(err_no=OK, err_msg="", value=None):
     """An answer of the protocol (PredictionResponse's fields) as a dict."""
-    return {"err_no": err_no, "err_msg": err_msg, "key": [OUTPUT_KEY] if value is not None else [],
-            "value": [value] if value is not None else [], "tensors": []}
+    return {
+        "err_no": err_no,
+        "err_msg": err_msg,
+        "key": [OUTPUT_KEY] if value is not None else [],
+        "value": [value] if value is not None else [],
+        "tensors": [],
+    }
 
 
 def _short(value, limit=60):
@@ -76,8 +88,15 @@ def _short(value, limit=60):
 
 def _json_type(value):
     """The JSON name of a decoded value's type."""
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-             float: "number", type(None): "null"}
+    names = {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -89,16 +108,20 @@ def _parse_json(body):
     try:
         return json.loads(body)
     except RecursionError:
-        raise RequestError(INPUT_PARAMS_ERROR, "request body is not acceptable JSON: nested too "
-                                               "deeply") from None
+        raise RequestError(
+            INPUT_PARAMS_ERROR, "request body is not acceptable JSON: nested too deeply"
+        ) from None
     except json.JSONDecodeError as err:
         raise RequestError(INPUT_PARAMS_ERROR, f"request body is not JSON: {err}") from None
     except UnicodeDecodeError as err:
-        raise RequestError(INPUT_PARAMS_ERROR, f"request body is not UTF-8 JSON: {err.reason} "
-                                               f"at byte {err.start}") from None
+        raise RequestError(
+            INPUT_PARAMS_ERROR, f"request body is not UTF-8 JSON: {err.reason} at byte {err.start}"
+        ) from None
     except ValueError as err:  # an integer of more digits than Python converts
-        raise RequestError(INPUT_PARAMS_ERROR, "request body is not acceptable JSON: "
-                                               f"{str(err).split(';')[0][:200]}") from None
+        raise RequestError(
+            INPUT_PARAMS_ERROR,
+            f"request body is not acceptable JSON: {str(err).split(';')[0][:200]}",
+        ) from None
 
 
 def _refusal(request, error):
@@ -108,8 +131,10 @@ def _refusal(request, error):
     if "key" in fields or request["key"] != [INPUT_KEY]:
         return f"expected key [{INPUT_KEY!r}], got {_short(request['key'])}"
     if "value" in fields:
-        return (f"value of {INPUT_KEY!r} must be a base64 string, got JSON "
-                f"{_json_type(request['value'][0])}")
+        return (
+            f"value of {INPUT_KEY!r} must be a base64 string, got JSON "
+            f"{_json_type(request['value'][0])}"
+        )
     return f"'logid' must be an integer from 0 to 2^64 - 1, got {_short(request.get('logid'))}"
 
 
@@ -119,9 +144,12 @@ def decode_request(body):
     Any malformed body is a RequestError, never an exception of its own."""
     request = _parse_json(body)
     if not isinstance(request, dict):
-        raise RequestError(INPUT_PARAMS_ERROR, "request body must be a JSON object with "
-                                               "'key' and 'value' lists, got JSON "
-                                               f"{_json_type(request)}")
+        raise RequestError(
+            INPUT_PARAMS_ERROR,
+            "request body must be a JSON object with "
+            "'key' and 'value' lists, got JSON "
+            f"{_json_type(request)}",
+        )
     keys, values = request.get("key"), request.get("value")
     if not isinstance(keys, list) or not isinstance(values, list) or len(keys) != len(values):
         raise RequestError(INPUT_PARAMS_ERROR, "'key' and 'value' must be lists of equal length")

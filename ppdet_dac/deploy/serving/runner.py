@@ -1,6 +1,7 @@
 """Running the service on uvicorn: its configuration, the main-thread server with graceful
 SIGINT/SIGTERM handling (also with worker processes), and a server on a thread of this process
 (benchmarks, tests)."""
+
 import functools
 import json
 import logging
@@ -24,16 +25,26 @@ from .protocol import TIMEOUT, response
 
 def load_predictor(options):
     """The Predictor of ``options`` (raises naming what is wrong with the model directory)."""
-    return Predictor(options.model_dir, device=options.device, cpu_threads=options.cpu_threads,
-                     enable_mkldnn=options.enable_mkldnn, max_pixels=options.max_pixels,
-                     nms_threshold=options.nms_threshold,
-                     score_threshold=options.score_threshold, slicing=options.slicing)
+    return Predictor(
+        options.model_dir,
+        device=options.device,
+        cpu_threads=options.cpu_threads,
+        enable_mkldnn=options.enable_mkldnn,
+        max_pixels=options.max_pixels,
+        nms_threshold=options.nms_threshold,
+        score_threshold=options.score_threshold,
+        slicing=options.slicing,
+    )
 
 
 def build_service(options, predictor=None):
     """The predictor pool of ``options`` (around ``predictor`` when given)."""
-    return DetectionService(predictor or load_predictor(options), options.pool_size,
-                            options.max_queue, options.max_pixels)
+    return DetectionService(
+        predictor or load_predictor(options),
+        options.pool_size,
+        options.max_queue,
+        options.max_pixels,
+    )
 
 
 def create_app(options):
@@ -54,25 +65,55 @@ def _busy_json(message):
     return json.dumps(response(TIMEOUT, message)).encode()
 
 
-def make_config(app, host=DEFAULT_HOST, port=DEFAULT_PORT, workers=1, max_connections=256,
-                timeout_keep_alive=5.0, timeout_graceful_shutdown=None, access_log=False,
-                max_body_bytes=20 << 20, body_timeout=10.0):
+def make_config(
+    app,
+    host=DEFAULT_HOST,
+    port=DEFAULT_PORT,
+    workers=1,
+    max_connections=256,
+    timeout_keep_alive=5.0,
+    timeout_graceful_shutdown=None,
+    access_log=False,
+    max_body_bytes=20 << 20,
+    body_timeout=10.0,
+):
     """uvicorn configuration of the service (``app``: an ASGI app, or for workers > 1 a
     picklable factory)."""
-    return ServingConfig(app, host=host, port=port, workers=workers, http=ServingProtocol,
-                         ws="none", lifespan="on", log_config=None, access_log=access_log,
-                         timeout_keep_alive=timeout_keep_alive,
-                         timeout_graceful_shutdown=timeout_graceful_shutdown,
-                         factory=workers > 1, max_connections=max_connections,
-                         max_body_bytes=max_body_bytes, body_timeout=body_timeout,
-                         busy_json=_busy_json, proxy_headers=False)
+    return ServingConfig(
+        app,
+        host=host,
+        port=port,
+        workers=workers,
+        http=ServingProtocol,
+        ws="none",
+        lifespan="on",
+        log_config=None,
+        access_log=access_log,
+        timeout_keep_alive=timeout_keep_alive,
+        timeout_graceful_shutdown=timeout_graceful_shutdown,
+        factory=workers > 1,
+        max_connections=max_connections,
+        max_body_bytes=max_body_bytes,
+        body_timeout=body_timeout,
+        busy_json=_busy_json,
+        proxy_headers=False,
+    )
 
 
 def config_of(app, options):
     """make_config with the connection options of ``options`` (a ServingOptions)."""
-    return make_config(app, options.host, options.port, options.workers,
-                       options.max_connections, options.timeout_keep_alive, options.grace,
-                       options.access_log, options.max_body_bytes, options.body_deadline[0])
+    return make_config(
+        app,
+        options.host,
+        options.port,
+        options.workers,
+        options.max_connections,
+        options.timeout_keep_alive,
+        options.grace,
+        options.access_log,
+        options.max_body_bytes,
+        options.body_deadline[0],
+    )
 
 
 class _Server(uvicorn.Server):
@@ -122,8 +163,9 @@ class InProcessServer:
         self.socket = self.config.bind_socket()
         self.port = self.socket.getsockname()[1]
         self.server = _Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
 
     def start(self, timeout=60):
         self.thread.start()
