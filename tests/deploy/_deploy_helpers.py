@@ -3,6 +3,7 @@ modes (built once per session by the ``exported`` fixture), fresh-process runs, 
 reference."""
 
 import contextlib
+import copy
 import os
 import struct
 import subprocess
@@ -119,7 +120,7 @@ class Exported:
         make_demo_data(self.data_dir, num_train=2, num_val=4, num_empty_train=0)
         # the test reader at short side 192, long side <= 256: the sizes the hand-worked numbers
         # of the deployment tests (thin-image limits, slicing windows) are computed for
-        self.cfg = load_checked_config(
+        cfg = load_checked_config(
             DEMO_CONFIG,
             {
                 "TestDataset": {"dataset_dir": self.data_dir},
@@ -127,13 +128,16 @@ class Exported:
                 "eval_max_size": EXPORT_MAX_SIZE,
             },
         )
+        # ppdet's create() reads the one global config, which any later load_config (a test of
+        # another room, in any order) merges into: the demo config is kept to be reinstated
+        self._config = snapshot_global_config()
         paddle.seed(7)
-        model = build_model(self.cfg, None)
+        model = build_model(cfg, None)
         measure_batch_norm(model.backbone, self.data_dir)
         self.weights = os.path.join(root, "random_weights.pdparams")
         paddle.save(model.state_dict(), self.weights)
         self.model_dirs = {
-            mode: export_model(self.cfg, self.weights, os.path.join(root, f"model_{mode}"), mode)
+            mode: export_model(cfg, self.weights, os.path.join(root, f"model_{mode}"), mode)
             for mode in ("op", "reference")
         }
         # two images whose resized sizes differ in both H and W (landscape and portrait)
@@ -147,10 +151,21 @@ class Exported:
             cv2.imwrite(path, cv2.resize(cv2.imread(val[i]), (w, h)))
             self.images.append(path)
 
+    @property
+    def cfg(self):
+        """The session's demo config as loaded (a copy: sections as plain dicts)."""
+        return self._config
+
     def dygraph_model(self):
+        """The exported weights in a dygraph model built from the demo config, whatever config
+        was loaded since (the global config is restored afterwards)."""
+        from ppdet.core import workspace
+
         from ppdet_dac.deploy.export import build_model
 
-        return build_model(self.cfg, self.weights)
+        with global_config_restored():
+            reinstate_global_config(self._config)
+            return build_model(workspace.global_config, self.weights)
 
 
 def dygraph_detections(model, feeds, attention):
@@ -193,18 +208,31 @@ def global_config_restored():
     """ppdet keeps one global config that every load_config merges into: code that loads
     another config (or -o options) inside this block gets it restored afterwards, so the
     session's export and later tests see the demo config again."""
-    import copy
-
-    from ppdet.core import workspace
-
-    def snapshot(value):  # plain sections in depth; registered class schemas one level deep
-        if type(value) in (dict, list):
-            return copy.deepcopy(value)
-        return copy.copy(value)
-
-    saved = {key: snapshot(value) for key, value in workspace.global_config.items()}
+    saved = snapshot_global_config()
     try:
         yield
     finally:
-        workspace.global_config.clear()
-        workspace.global_config.update(saved)
+        reinstate_global_config(saved)
+
+
+def snapshot_global_config():
+    """A copy of ppdet's global config: plain sections in depth, registered class schemas one
+    level deep."""
+    from ppdet.core import workspace
+
+    return {key: _copy_section(value) for key, value in workspace.global_config.items()}
+
+
+def reinstate_global_config(saved):
+    """Make ppdet's global config hold exactly the sections of ``saved`` (copies of them)."""
+    from ppdet.core import workspace
+
+    workspace.global_config.clear()
+    workspace.global_config.update({key: _copy_section(value) for key, value in saved.items()})
+
+
+def _copy_section(value):
+    """Plain sections (dict, list) copied in depth; registered class schemas one level deep."""
+    if type(value) in (dict, list):
+        return copy.deepcopy(value)
+    return copy.copy(value)
