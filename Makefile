@@ -25,13 +25,16 @@ demo:
 	@start=$$(date +%s.%N) && $(MAKE) --no-print-directory setup && \
 		echo "$(PY) tools/demo.py --started_at $$start" && $(PY) tools/demo.py --started_at $$start
 
+# Two pytest-xdist workers (the test machine has 2 cores; most tests keep one core busy), each
+# taking whole files (module fixtures are built once). PYTEST_PARALLEL= runs in one process.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 # Prints the 25 slowest tests, pytest's own total, then this target's total (setup and builds
 # included); the exit status is pytest's.
 test:
 	@start=$$(date +%s) && $(MAKE) --no-print-directory setup onnx cuda-build && \
 	$(MAKE) --no-print-directory lint && \
-	tests=$$(date +%s) && echo "$(PY) -m pytest -q --durations=25 -m 'not long' tests" && \
-	{ $(PY) -m pytest -q --durations=25 -m "not long" tests; rc=$$?; } && end=$$(date +%s) && \
+	tests=$$(date +%s) && echo "$(PY) -m pytest $(PYTEST_PARALLEL) -q --durations=25 -m 'not long' tests" && \
+	{ $(PY) -m pytest $(PYTEST_PARALLEL) -q --durations=25 -m "not long" tests; rc=$$?; } && end=$$(date +%s) && \
 	echo "make test total: $$((end - start)) s (setup and builds $$((tests - start)) s, pytest $$((end - tests)) s)" && \
 	exit $$rc
 
