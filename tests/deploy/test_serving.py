@@ -564,12 +564,17 @@ def test_two_worker_processes(exported, reference):
     both and the parent with exit status 0."""
     srv = Server(exported.model_dirs["op"], "--workers", "2", "--pool_size", "1")
     try:
-        pids, deadline = set(), time.monotonic() + 120
+        # the second worker may still be loading its predictor when the first answers: ask
+        # again, pausing between requests so that it gets the CPU on a busy machine (about 10 s
+        # idle; the 600 s deadline is a hang guard)
+        pids, deadline = set(), time.monotonic() + 600
         while len(pids) < 2 and time.monotonic() < deadline:
             conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
             conn.request("GET", "/health", headers={"Connection": "close"})
             pids.add(json.loads(conn.getresponse().read())["pid"])
             conn.close()
+            if len(pids) < 2:
+                time.sleep(0.5)
         assert len(pids) == 2 and srv.proc.pid not in pids
         path = exported.images[1]
         _assert_same_detections(srv.post_image(_read(path))[1], reference[path])
