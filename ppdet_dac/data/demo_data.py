@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.data.voc import write_voc_xml
+from ppdet_dac.data.voc_files import write_voc_xml
 from ppdet_dac.utils.atomic import atomic_open, write_text
 
 logger = setup_logger(__name__)

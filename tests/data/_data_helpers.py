@@ -121,7 +121,7 @@ def write_voc(root, samples, labels, list_name="train.txt", label_name="label_li
         XML instead}; values are written as str(value) (None leaves the element out). Painted
         images get their boxes whose four values are integers (``paint_voc_image``).
     Returns (list file path, label file path)."""
-    from ppdet_dac.data.voc import write_voc_xml
+    from ppdet_dac.data.voc_files import write_voc_xml
 
     for folder in ("images", "xml"):
         os.makedirs(os.path.join(root, folder), exist_ok=True)

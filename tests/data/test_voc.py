@@ -12,7 +12,8 @@ from ppdet.data.reader import Compose
 from _data_helpers import BOX_COLOUR, write_voc
 from ppdet_dac.data.dataset import DACCOCODataSet, UnreadableDatasetError
 from ppdet_dac.data.demo_data import make_demo_data, write_voc_split
-from ppdet_dac.data.voc import DACVOCDataSet, read_label_list
+from ppdet_dac.data.voc import DACVOCDataSet
+from ppdet_dac.data.voc_files import read_label_list
 
 FIELDS = ["image", "gt_bbox", "gt_class", "is_crowd", "difficult"]
 LABELS = ["tree", "car"]
