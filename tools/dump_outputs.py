@@ -45,11 +45,9 @@ from ppdet_dac.analysis.dump import (
     build_model,
     dump_eval_outputs,
     dump_train_losses,
-    load_dn_noise,
-    load_input,
-    load_targets,
     save_npz,
 )
+from ppdet_dac.analysis.dump_inputs import load_dn_noise, load_input, load_targets
 
 
 def parse_args(argv=None):

@@ -14,7 +14,7 @@ from _common import REPO
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import dump_outputs  # noqa: E402
 
-from ppdet_dac.analysis.dump import make_dn_noise, num_dn_rows  # noqa: E402
+from ppdet_dac.analysis.dump_inputs import make_dn_noise, num_dn_rows  # noqa: E402
 from ppdet_dac.modeling.criterion import DEFAULT_WEIGHTS  # noqa: E402
 
 CONFIG = os.path.join(REPO, "configs", "demo", "dac_demo.yml")
@@ -387,7 +387,8 @@ class _FrozenDetach:
 def _train_inputs(files):
     """The model and inputs the CLI builds for train64."""
     from ppdet_dac.engine import load_checked_config
-    from ppdet_dac.analysis.dump import build_model, load_dn_noise, load_input, load_targets
+    from ppdet_dac.analysis.dump import build_model
+    from ppdet_dac.analysis.dump_inputs import load_dn_noise, load_input, load_targets
 
     cfg = load_checked_config(CONFIG)
     model = build_model(cfg, str(files / "w_grad"))
@@ -488,7 +489,8 @@ def test_dump_loss_and_grad_norm_equal_the_model_own_training_step(files):
     """The plain float32 --train dump against DACDETR's own training forward (the ppdet input
     dict, as the trainer calls it) and Paddle's own parameter gradients."""
     from ppdet_dac.engine import load_checked_config
-    from ppdet_dac.analysis.dump import build_model, load_dn_noise
+    from ppdet_dac.analysis.dump import build_model
+    from ppdet_dac.analysis.dump_inputs import load_dn_noise
 
     dumped = _dump(files, *_train_args(files), out="train_plain.npz")
     model = build_model(load_checked_config(CONFIG), str(files / "w"))
