@@ -27,15 +27,15 @@ metrics, log/VisualDL callbacks); this subclass keeps that and replaces the loop
 Epochs are numbered from 0 everywhere, as ppdet does (``Epoch: [0]``, ``0.pdparams``): the log
 lines, the checkpoint names, the "best" lines, ``history`` and the query analysis CSV.
 
-The evaluation methods live in ``trainer_eval.py`` (``TrainerEvaluation``), the settings read
-from the config (checkpoint folder, ``-r auto``, the schedule check) in ``run_settings.py``.
+The evaluation methods live in ``trainer_eval.py`` (``TrainerEvaluation``), the checkpoint
+writing in ``trainer_checkpoints.py`` (``TrainerCheckpoints``), the settings read from the config
+(checkpoint folder, ``-r auto``, the schedule check) in ``run_settings.py``.
 
 Several ranks: rank 0 writes the checkpoints, holding the random states of every rank (one
 gather at each checkpoint); every rank reads them on resume, so ``save_dir`` must be on a file
 system all machines share.
 """
 
-import glob
 import math
 import os
 import re
@@ -51,8 +51,7 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.interop.weights import load_model_weights
 
-from .checkpoint import ITER_PREFIX, load_checkpoint, remove_checkpoint, rng_state, save_checkpoint
-from .distributed import all_gather_objects, no_interrupt
+from .checkpoint import load_checkpoint
 from .evaluation import EvaluationError, fresh_iterator
 from .optimizer import use_official_clip
 from .run_settings import (
@@ -63,6 +62,7 @@ from .run_settings import (
     schedule_mismatch,
     whole_number,
 )
+from .trainer_checkpoints import TrainerCheckpoints
 from .trainer_eval import TrainerEvaluation, require_annotations
 
 logger = setup_logger(__name__)
@@ -116,7 +116,7 @@ class _LoggedValue(float):
         return float(self)
 
 
-class DACTrainer(TrainerEvaluation, Trainer):
+class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
     """Trainer(cfg, mode) as in ppdet; ``train``, ``resume_weights`` and eval are ours."""
 
     def __init__(self, cfg, mode="train"):
@@ -233,53 +233,6 @@ class DACTrainer(TrainerEvaluation, Trainer):
         if self.start_step >= steps:
             self.start_epoch, self.start_step = self.start_epoch + 1, 0
         self._epoch_losses = list(extra.get("epoch_losses", [])) if self.start_step else []
-
-    def _save(self, names, epochs_done, epoch_step=0):
-        """Rank 0 writes the checkpoints ``names`` with the random states of every rank (every
-        rank calls this: one gather)."""
-        rank_rng = all_gather_objects(rng_state(self.criterion))
-        if self._nranks > 1 and self._local_rank != 0:
-            return
-        extra = {
-            "best_ap": self.best_ap,
-            "nranks": self._nranks,
-            "steps_per_epoch": len(self.loader),
-            "epoch_losses": list(self._epoch_losses) if epoch_step else [],
-        }
-        with no_interrupt():
-            for name in names:
-                save_checkpoint(
-                    os.path.join(self.save_dir, name),
-                    self.model,
-                    self.optimizer,
-                    epochs_done,
-                    self.global_iter,
-                    self.criterion,
-                    self.ema if self.use_ema else None,
-                    extra=extra,
-                    epoch_step=epoch_step,
-                    rank_rng=rank_rng,
-                )
-
-    def _save_iteration(self, epoch_id, steps_done, steps_per_epoch):
-        """The ``snapshot_iter`` checkpoint after ``steps_done`` batches of ``epoch_id``; only the
-        ``max_checkpoints`` newest iteration checkpoints are kept."""
-        position = (epoch_id + 1, 0) if steps_done == steps_per_epoch else (epoch_id, steps_done)
-        self._save([f"{ITER_PREFIX}{self.global_iter}"], *position)
-        if self._nranks > 1 and self._local_rank != 0:
-            return
-        written = sorted(
-            glob.glob(os.path.join(glob.escape(self.save_dir), f"{ITER_PREFIX}*.pdstate")),
-            key=lambda p: os.stat(p).st_mtime_ns,
-        )
-        for path in written[: -self.max_checkpoints]:
-            remove_checkpoint(path[: -len(".pdstate")])
-
-    def _snapshot_epoch(self, epoch_id, end_epoch):
-        return (
-            epoch_id == end_epoch - 1
-            or (epoch_id + 1) % int(self.cfg.get("snapshot_epoch", 1)) == 0
-        )
 
     def _check_finite(self, outputs, epoch_id, step_id):
         """The loss terms averaged over the ranks ({name: float}, as the official ``reduce_dict``

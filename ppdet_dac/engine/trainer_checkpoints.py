@@ -1,0 +1,65 @@
+"""The checkpoint writing of ``DACTrainer``: the checkpoints of an epoch or iteration with the
+full training state and the random states of every rank (``_save``, rank 0 writes), the
+``snapshot_iter`` checkpoints with only the ``max_checkpoints`` newest kept (``_save_iteration``)
+and which epochs are snapshot epochs (``_snapshot_epoch``)."""
+
+import glob
+import os
+
+from .checkpoint import ITER_PREFIX, remove_checkpoint, rng_state, save_checkpoint
+from .distributed import all_gather_objects, no_interrupt
+
+__all__ = ["TrainerCheckpoints"]
+
+
+class TrainerCheckpoints:
+    """The checkpoint-saving methods of ``DACTrainer`` (a ppdet ``Trainer``: ``self.cfg``,
+    ``self.model``, ``self.optimizer``, ... are the Trainer's; ``save_dir``, ``global_iter``,
+    ``best_ap``, ``max_checkpoints`` are DACTrainer's)."""
+
+    def _save(self, names, epochs_done, epoch_step=0):
+        """Rank 0 writes the checkpoints ``names`` with the random states of every rank (every
+        rank calls this: one gather)."""
+        rank_rng = all_gather_objects(rng_state(self.criterion))
+        if self._nranks > 1 and self._local_rank != 0:
+            return
+        extra = {
+            "best_ap": self.best_ap,
+            "nranks": self._nranks,
+            "steps_per_epoch": len(self.loader),
+            "epoch_losses": list(self._epoch_losses) if epoch_step else [],
+        }
+        with no_interrupt():
+            for name in names:
+                save_checkpoint(
+                    os.path.join(self.save_dir, name),
+                    self.model,
+                    self.optimizer,
+                    epochs_done,
+                    self.global_iter,
+                    self.criterion,
+                    self.ema if self.use_ema else None,
+                    extra=extra,
+                    epoch_step=epoch_step,
+                    rank_rng=rank_rng,
+                )
+
+    def _save_iteration(self, epoch_id, steps_done, steps_per_epoch):
+        """The ``snapshot_iter`` checkpoint after ``steps_done`` batches of ``epoch_id``; only the
+        ``max_checkpoints`` newest iteration checkpoints are kept."""
+        position = (epoch_id + 1, 0) if steps_done == steps_per_epoch else (epoch_id, steps_done)
+        self._save([f"{ITER_PREFIX}{self.global_iter}"], *position)
+        if self._nranks > 1 and self._local_rank != 0:
+            return
+        written = sorted(
+            glob.glob(os.path.join(glob.escape(self.save_dir), f"{ITER_PREFIX}*.pdstate")),
+            key=lambda p: os.stat(p).st_mtime_ns,
+        )
+        for path in written[: -self.max_checkpoints]:
+            remove_checkpoint(path[: -len(".pdstate")])
+
+    def _snapshot_epoch(self, epoch_id, end_epoch):
+        return (
+            epoch_id == end_epoch - 1
+            or (epoch_id + 1) % int(self.cfg.get("snapshot_epoch", 1)) == 0
+        )
