@@ -238,24 +238,7 @@ def test_dygraph_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp
         for p in exported.images
     }
     out_dir = tmp_path / "out"
-    proc = run_process(
-        [
-            os.path.join("tools", "infer.py"),
-            "-c",
-            DEMO_CONFIG,
-            "-o",
-            f"weights={exported.weights}",
-            f"TestDataset.dataset_dir={exported.data_dir}",
-            *SIZE_OPTS,
-            "--infer_dir",
-            str(folder),
-            "--output_dir",
-            str(out_dir),
-            "--draw_threshold",
-            "0.0",
-        ],
-        returncode=1,
-    )
+    proc = run_process(_tool_args("dygraph", exported, folder, out_dir), returncode=1)
     assert "3 file(s) skipped" in proc.stdout
     _check_reported(out_dir, folder, bad, proc.stdout, good)
 
