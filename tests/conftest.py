@@ -24,6 +24,7 @@ def dataset_log(caplog):
 
     names = [
         "ppdet_dac.data.dataset",
+        "ppdet_dac.data.decode_errors",
         "ppdet_dac.data.annotations",
         "ppdet_dac.data.transforms",
         "ppdet_dac.data.demo_data",

@@ -17,17 +17,8 @@ Differences from ``ppdet.data.source.COCODataSet`` (2.6.0):
   not a positive number, a bbox that is not 4 finite numbers (NaN, inf, a string, a boolean,
   null) and a box without area inside the image. A training dataset (``gt_bbox`` among the
   ``data_fields``) in which no image is left with a box is a ValueError.
-* **Undecodable images** (present but corrupt) are found only when read. With the reader op
-  ``DACDecode`` they raise ``ImageDecodeError``; with ``on_decode_error: skip`` (default) this
-  dataset logs the file once and serves the next decodable image instead, so a training run
-  keeps going, until ``max_consecutive_decode_errors`` images in a row (default 50; counted
-  per loader process) or every image failed to decode: then ``UnreadableDatasetError`` names
-  the image folder and the first bad files. With ``on_decode_error: raise`` the error
-  propagates. With ``on_decode_error: report`` (evaluation: a substitute image would distort
-  the metric) every image is decoded once when the dataset is loaded; the undecodable ones are
-  left out, each named in the log with one summary, and the COCO metric counts only the images
-  evaluated. Either way the ``ImageDecodeError`` is not logged with a traceback by ppdet's
-  ``Compose``.
+* **Undecodable images** (present but corrupt): skipped, raised or reported as
+  ``on_decode_error`` says (``ppdet_dac.data.decode_errors``).
 * **Duplicated ids** (``ppdet_dac.data.duplicates``): an image id or image file listed twice,
   or an annotation id used twice, is refused with one ValueError naming the file and the ids
   when evaluating, and resolved with one warning when training (the first entry of an image id
@@ -59,37 +50,29 @@ from ppdet.data.source.coco import COCODataSet
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.annotations import (
-    MAX_SKIP_LINES,
-    NAMED_IN_SUMMARY,
     CocoNames,
     annotations_by_image,
     checked_image_size,
     class_ids,
     clean_boxes,
-    first_few,
     new_skip_logs,
     read_coco_json,
 )
+from ppdet_dac.data.decode_errors import (
+    DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS,
+    DecodeErrorHandling,
+)
 from ppdet_dac.data.duplicates import check_no_duplicates, resolution_note, resolve_duplicates
-from ppdet_dac.data.image_io import decode_bgr
-from ppdet_dac.data.transforms import ImageDecodeError, QuietDecodeCompose
+from ppdet_dac.data.transforms import QuietDecodeCompose
 
 logger = setup_logger(__name__)
 
-DECODE_ERROR_MODES = ("skip", "raise", "report")
 DUPLICATE_MODES = ("auto", "refuse", "resolve")
-DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS = 50
-
-
-class UnreadableDatasetError(RuntimeError):
-    """Training cannot go on: too many images in a row, or all of them, cannot be decoded.
-
-    The message names the image folder and the first undecodable files."""
 
 
 @register
 @serializable
-class DACCOCODataSet(COCODataSet):
+class DACCOCODataSet(DecodeErrorHandling, COCODataSet):
     """COCO-format detection dataset for DAC-DETR (see the module docstring for the rules).
 
     Args (as COCODataSet, plus):
@@ -135,24 +118,10 @@ class DACCOCODataSet(COCODataSet):
             empty_ratio=empty_ratio,
             repeat=repeat,
         )
-        if on_decode_error not in DECODE_ERROR_MODES:
-            raise ValueError(
-                f"on_decode_error must be one of {DECODE_ERROR_MODES}, got {on_decode_error!r}"
-            )
+        self._init_decode_errors(on_decode_error, max_consecutive_decode_errors)
         if duplicates not in DUPLICATE_MODES:
             raise ValueError(f"duplicates must be one of {DUPLICATE_MODES}, got {duplicates!r}")
         self.duplicates = duplicates
-        limit = max_consecutive_decode_errors
-        if not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(
-                f"DACCOCODataSet.max_consecutive_decode_errors must be an integer "
-                f">= 1, got {limit!r}"
-            )
-        self.on_decode_error = on_decode_error
-        self.max_consecutive_decode_errors = int(limit)
-        self._undecodable = set()
-        self._undecodable_files = []  # the first few, for the error message
-        self._decode_errors_in_row = 0
 
     # -- locating files --------------------------------------------------------------------
     def _anno_file(self):
@@ -295,30 +264,6 @@ class DACCOCODataSet(COCODataSet):
                 f"{skips['degenerate'].count} degenerate boxes skipped)"
             )
 
-    def _decodable(self, anno_file, records):
-        """``records`` without the images that do not decode (on_decode_error: report), each
-        named in a warning (the first few) and all counted in one summary."""
-        kept, bad = [], []
-        for record in records:
-            with open(record["im_file"], "rb") as handle:
-                if decode_bgr(handle.read()) is None:
-                    bad.append(record["im_file"])
-                    if len(bad) <= MAX_SKIP_LINES:
-                        logger.warning(
-                            f"{record['im_file']} (image id "
-                            f"{int(np.asarray(record['im_id']).reshape(-1)[0])}) "
-                            "cannot be decoded: left out of the evaluation"
-                        )
-                    continue
-            kept.append(record)
-        if bad:
-            logger.warning(
-                f"{anno_file}: {len(bad)} of {len(records)} images cannot be decoded "
-                f"and are left out; they do not count in the metric "
-                f"({first_few([os.path.basename(f) for f in bad])})"
-            )
-        return kept
-
     def _summarise(self, anno_file, num_listed, skips, num_no_boxes, num_empty_kept):
         for kind, skip_log in skips.items():
             skip_log.summary(anno_file, num_listed if kind in ("missing", "size") else None)
@@ -353,58 +298,6 @@ class DACCOCODataSet(COCODataSet):
         """As ppdet's, with ppdet's ``Compose`` kept from logging an ImageDecodeError with a
         traceback (``QuietDecodeCompose``)."""
         super().set_transform(QuietDecodeCompose(transform))
-
-    def __getitem__(self, idx):
-        """ppdet's sample for ``idx``; with on_decode_error='skip' an undecodable image is
-        replaced by the next decodable one (each bad file is logged once per process), until
-        ``max_consecutive_decode_errors`` failures in a row or no decodable image is left:
-        then UnreadableDatasetError."""
-        n = len(self.roidbs)
-        idx %= n
-        self._seed_sample(idx)
-        for offset in range(n):
-            candidate = (idx + offset) % n
-            if candidate in self._undecodable:
-                continue
-            try:
-                sample = super().__getitem__(candidate)
-            except ImageDecodeError as err:
-                if self.on_decode_error == "raise":
-                    raise
-                error = err
-            else:
-                self._decode_errors_in_row = 0
-                return sample
-            self._skip_undecodable(candidate, error)  # outside the except: no chained traceback
-        raise self._unreadable(
-            f"none of the {n} images listed in {self._anno_file()} can be decoded"
-        )
-
-    def _skip_undecodable(self, index, err):
-        """Remember and log an undecodable record; UnreadableDatasetError at the limit."""
-        self._undecodable.add(index)
-        if len(self._undecodable_files) < NAMED_IN_SUMMARY:
-            self._undecodable_files.append(err.im_file or self.roidbs[index]["im_file"])
-        self._decode_errors_in_row += 1
-        logger.warning(
-            f"skipping undecodable image: {err}; training continues with the next "
-            f"image ({len(self._undecodable)} undecodable so far)"
-        )
-        if self._decode_errors_in_row >= self.max_consecutive_decode_errors:
-            raise self._unreadable(
-                f"{self._decode_errors_in_row} images in a row cannot be decoded "
-                f"(max_consecutive_decode_errors: {self.max_consecutive_decode_errors}), so "
-                f"training stops instead of searching the rest for a readable one"
-            )
-
-    def _unreadable(self, what):
-        root = self._image_root()
-        files = [os.path.relpath(f, root) for f in self._undecodable_files]
-        return UnreadableDatasetError(
-            f"{root}: {what}; undecodable files include "
-            f"{first_few(files)} ({len(self._undecodable)} in all); "
-            "check that the images are JPEG/PNG/BMP files that open"
-        )
 
 
 # ppdet's TrainDataset/EvalDataset wrappers resolve `name:` with getattr(ppdet.data.source, name)

@@ -40,7 +40,8 @@ from ppdet.data.source.voc import pascalvoc_label
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.annotations import checked_image_size, clean_boxes, is_number, new_skip_logs
-from ppdet_dac.data.dataset import DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS, DACCOCODataSet
+from ppdet_dac.data.dataset import DACCOCODataSet
+from ppdet_dac.data.decode_errors import DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS
 from ppdet_dac.data.voc_files import (
     number_or_text,
     parse_voc_xml,

@@ -13,7 +13,8 @@ from ppdet.data.source.category import get_categories
 from ppdet.data.source.coco import COCODataSet
 
 from _data_helpers import write_coco
-from ppdet_dac.data.dataset import DACCOCODataSet, UnreadableDatasetError
+from ppdet_dac.data.dataset import DACCOCODataSet
+from ppdet_dac.data.decode_errors import UnreadableDatasetError
 from ppdet_dac.data.transforms import ImageDecodeError
 
 FIELDS = ["image", "gt_bbox", "gt_class", "is_crowd"]
@@ -391,7 +392,7 @@ def test_undecodable_image_is_skipped_in_training(tmp_path, dataset_log):
     warnings = [
         r.getMessage()
         for r in dataset_log.records
-        if r.name == "ppdet_dac.data.dataset" and "skipping undecodable" in r.getMessage()
+        if r.name == "ppdet_dac.data.decode_errors" and "skipping undecodable" in r.getMessage()
     ]
     assert len(warnings) == 1 and "0002.png" in warnings[0]
     assert "training continues" in warnings[0]

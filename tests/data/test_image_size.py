@@ -131,7 +131,7 @@ def test_training_skips_an_oversized_image_naming_it(tmp_path, dataset_log):
     skips = [
         r.getMessage()
         for r in dataset_log.records
-        if r.name == "ppdet_dac.data.dataset" and "0002.png" in r.getMessage()
+        if r.name == "ppdet_dac.data.decode_errors" and "0002.png" in r.getMessage()
     ]
     assert len(skips) == 1 and "20000 x 20000 = 400000000 pixels" in skips[0], skips
     assert os.path.basename(skips[0].split("image file ")[1].split(" ")[0]) == "0002.png"

@@ -10,7 +10,8 @@ import pytest
 from ppdet.data.reader import Compose
 
 from _data_helpers import BOX_COLOUR, write_voc
-from ppdet_dac.data.dataset import DACCOCODataSet, UnreadableDatasetError
+from ppdet_dac.data.dataset import DACCOCODataSet
+from ppdet_dac.data.decode_errors import UnreadableDatasetError
 from ppdet_dac.data.demo_data import make_demo_data, write_voc_split
 from ppdet_dac.data.voc import DACVOCDataSet
 from ppdet_dac.data.voc_files import read_label_list

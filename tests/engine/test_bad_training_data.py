@@ -162,7 +162,7 @@ def _stop_cases(data, anno):
         ),
         "all_images_undecodable": (
             ["TrainDataset.image_dir=train_corrupt"],
-            f"ppdet_dac.data.dataset.UnreadableDatasetError: {corrupt}: none of the 4 images "
+            f"ppdet_dac.data.decode_errors.UnreadableDatasetError: {corrupt}: none of the 4 images "
             f"listed in {train_anno} can be decoded; undecodable files include ...",
         ),
         # 2 loader processes, each stopping at 2 failures in a row
@@ -172,7 +172,7 @@ def _stop_cases(data, anno):
                 "worker_num=2",
                 "TrainDataset.max_consecutive_decode_errors=2",
             ],
-            f"ppdet_dac.data.dataset.UnreadableDatasetError: {corrupt}: 2 images in a row "
+            f"ppdet_dac.data.decode_errors.UnreadableDatasetError: {corrupt}: 2 images in a row "
             "cannot be decoded (max_consecutive_decode_errors: 2), so training stops instead "
             "of searching the rest for a readable one; undecodable files include ...",
         ),
