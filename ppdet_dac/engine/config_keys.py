@@ -28,7 +28,6 @@ and names a ``_BASE_`` cycle (a -> b -> a) before ppdet's load_config would recu
 """
 
 import copy
-import difflib
 import inspect
 
 import paddle
@@ -41,6 +40,7 @@ from ppdet.optimizer import optimizer as ppdet_optimizer
 from ppdet.optimizer.adamw import build_adamwdl
 
 from .config_files import Tagged, owner_file, read_with_bases
+from .config_names import check_names, classes_in, init_args, need_list, raise_unknown, render_keys
 from .config_values import check_config_values
 from .known_keys import (
     NESTED_KEYS,
@@ -119,56 +119,10 @@ def check_config_keys(cfg, source):
         if key in registered:
             _check_section(key, value, registered[key], registered, where)
         elif key not in known:
-            _unknown(where, (), key, known)
+            raise_unknown(where, (), key, known)
         elif key in NESTED_KEYS and isinstance(value, dict):
-            _check_names(value, NESTED_KEYS[key], (key,), where)
+            check_names(value, NESTED_KEYS[key], (key,), where)
         _check_tagged_nodes(value, (key,), where)
-
-
-def _render(keys):
-    text = ""
-    for key in keys:
-        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
-    return text
-
-
-def _unknown(where, keys, key, known, what="key", section=None):
-    place = f"in {section or _render(keys)}" if keys else "(top level)"
-    close = difflib.get_close_matches(str(key), sorted(map(str, known)), n=3, cutoff=0.6)
-    if close:
-        hint = "; did you mean " + " or ".join(repr(name) for name in close) + "?"
-    elif len(known) <= 30:
-        hint = "; known: " + ", ".join(sorted(map(str, known)))
-    else:
-        hint = ""
-    raise ValueError(f"{where(keys + (key,))}: unknown {what} {key!r} {place}{hint}")
-
-
-def _check_names(mapping, known, keys, where, section=None):
-    for key in mapping:
-        if key not in known:
-            _unknown(where, keys, key, known, section=section)
-
-
-def _init_args(cls, drop_kwargs=False):
-    """The named ``__init__`` arguments of ``cls``; None when it takes ``**kwargs`` (unless
-    ``drop_kwargs``: the class ignores them)."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    if not drop_kwargs and any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {
-        p.name
-        for p in params
-        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-
-
-def _classes(module, base):
-    return {
-        name: value
-        for name, value in vars(module).items()
-        if isinstance(value, type) and issubclass(value, base)
-    }
 
 
 def _check_section(name, value, schema, registered, where):
@@ -184,7 +138,7 @@ def _check_section(name, value, schema, registered, where):
         _check_dataset(name, value, where)
         return
     if schema.strict:
-        _check_names(value, schema.schema, keys, where)
+        check_names(value, schema.schema, keys, where)
     for arg in schema.inject:
         target = value.get(arg)
         if isinstance(target, dict):
@@ -193,7 +147,7 @@ def _check_section(name, value, schema, registered, where):
         _check_optimizer_builder(name, value, where)
     elif issubclass(cls, ppdet_optimizer.LearningRate) and "schedulers" in value:
         schedulers = value["schedulers"]
-        _need_list(
+        need_list(
             schedulers,
             keys + ("schedulers",),
             "schedulers (!PiecewiseDecay {...} or {name: PiecewiseDecay, ...})",
@@ -211,41 +165,32 @@ def _check_section(name, value, schema, registered, where):
                 )
 
 
-def _need_list(value, keys, items, where):
-    if not isinstance(value, list):
-        raise ValueError(
-            f"{where(keys)}: {_render(keys)} must be a list of {items} (-o cannot "
-            f"set one item of a list; give the whole list), not "
-            f"{type(value).__name__}"
-        )
-
-
 def _check_injected(keys, target, registered, where):
     """``{name: RegisteredClass, arg: value, ...}`` as a value of an injected argument."""
     name = target.get("name")
     if name is None:
         raise ValueError(
-            f"{where(keys)}: {_render(keys)} is a mapping without 'name', so ppdet "
+            f"{where(keys)}: {render_keys(keys)} is a mapping without 'name', so ppdet "
             f"would build no {keys[-1]} at all; give 'name: <registered class>', "
             f"or set the arguments in that class's own section"
         )
     if name not in registered:
-        _unknown(
+        raise_unknown(
             where,
             keys + ("name",),
             name,
             registered,
             what="registered class",
-            section=_render(keys + ("name",)),
+            section=render_keys(keys + ("name",)),
         )
     schema = registered[name]
     if schema.strict:
-        _check_names(
+        check_names(
             {k: v for k, v in target.items() if k != "name"},
             schema.schema,
             keys,
             where,
-            section=f"{_render(keys)} ({name})",
+            section=f"{render_keys(keys)} ({name})",
         )
 
 
@@ -255,20 +200,20 @@ def _check_named(mapping, module, base, keys, what, where):
     name = mapping.get("name")
     if name is None:
         raise ValueError(
-            f"{where(keys + ('name',))}: {_render(keys)} has no 'name' (its {what} class)"
+            f"{where(keys + ('name',))}: {render_keys(keys)} has no 'name' (its {what} class)"
         )
-    candidates = _classes(module, base)
+    candidates = classes_in(module, base)
     if name not in candidates:
-        _unknown(
+        raise_unknown(
             where,
             keys + ("name",),
             name,
             candidates,
             what=f"{what} class",
-            section=_render(keys + ("name",)),
+            section=render_keys(keys + ("name",)),
         )
-    accepted = _init_args(candidates[name], drop_kwargs=True) | {"name"}
-    _check_names(mapping, accepted, keys, where, section=f"{_render(keys)} ({name})")
+    accepted = init_args(candidates[name], drop_kwargs=True) | {"name"}
+    check_names(mapping, accepted, keys, where, section=f"{render_keys(keys)} ({name})")
 
 
 def _check_dataset(name, value, where):
@@ -278,11 +223,11 @@ def _check_dataset(name, value, where):
 def _check_reader(name, value, cls, where):
     keys = (name,)
     extra = TEST_READER_KEYS if name == "TestReader" else {}
-    known = _init_args(cls, drop_kwargs=True) | _init_args(BaseDataLoader, drop_kwargs=True)
-    _check_names(value, known | READER_KEYS | set(extra), keys, where)
+    known = init_args(cls, drop_kwargs=True) | init_args(BaseDataLoader, drop_kwargs=True)
+    check_names(value, known | READER_KEYS | set(extra), keys, where)
     for key, sub_keys in extra.items():
         if isinstance(value.get(key), dict):
-            _check_names(value[key], sub_keys, keys + (key,), where)
+            check_names(value[key], sub_keys, keys + (key,), where)
     for key in TRANSFORM_LISTS:
         if value.get(key) is not None:
             _check_transforms(value[key], keys + (key,), where)
@@ -303,33 +248,33 @@ def _looks_like_transforms(value):
 
 def _check_transforms(ops, keys, where):
     """A list of ``{Transform: {arg: value}}`` as ppdet's reader Compose builds it."""
-    _need_list(ops, keys, "{Transform: {arguments}}", where)
+    need_list(ops, keys, "{Transform: {arguments}}", where)
     for index, item in enumerate(ops):
         if not isinstance(item, dict):
             raise ValueError(
-                f"{where(keys + (index,))}: {_render(keys + (index,))} must be "
+                f"{where(keys + (index,))}: {render_keys(keys + (index,))} must be "
                 f"{{Transform: {{arguments}}}}, not {item!r}"
             )
         for name, args in item.items():
             op = getattr(transform, str(name), None)
             if not isinstance(op, type):
-                _unknown(
+                raise_unknown(
                     where,
                     keys + (index,),
                     name,
-                    _classes(transform, BaseOperator),
+                    classes_in(transform, BaseOperator),
                     what="transform",
                 )
             if not isinstance(args, dict):
                 raise ValueError(
                     f"{where(keys + (index, name))}: the arguments of {name} in "
-                    f"{_render(keys + (index,))} must be a mapping ({{}} for none), "
+                    f"{render_keys(keys + (index,))} must be a mapping ({{}} for none), "
                     f"not {args!r}"
                 )
-            accepted = _init_args(op)
+            accepted = init_args(op)
             for arg, arg_value in args.items():
                 if accepted is not None and arg not in accepted:
-                    _unknown(where, keys + (index, name), arg, accepted)
+                    raise_unknown(where, keys + (index, name), arg, accepted)
                 if _looks_like_transforms(arg_value):
                     _check_transforms(arg_value, keys + (index, name, arg), where)
 
@@ -342,24 +287,24 @@ def _check_optimizer_builder(name, value, where):
         kind = optimizer.get("type")
         if kind is None:
             raise ValueError(
-                f"{where(opt_keys + ('type',))}: {_render(opt_keys)} has no 'type' "
+                f"{where(opt_keys + ('type',))}: {render_keys(opt_keys)} has no 'type' "
                 "(a paddle.optimizer class, e.g. AdamW)"
             )
         if kind == "AdamWDL":
             accepted = set(inspect.signature(build_adamwdl).parameters) - {"model", "lr"}
         else:
-            candidates = _classes(paddle.optimizer, paddle.optimizer.Optimizer)
+            candidates = classes_in(paddle.optimizer, paddle.optimizer.Optimizer)
             if kind not in candidates:
-                _unknown(
+                raise_unknown(
                     where,
                     opt_keys + ("type",),
                     kind,
                     set(candidates) | {"AdamWDL"},
                     what="optimizer type",
-                    section=_render(opt_keys + ("type",)),
+                    section=render_keys(opt_keys + ("type",)),
                 )
-            accepted = _init_args(candidates[kind])
-        section = f"{_render(opt_keys)} ({kind})"
+            accepted = init_args(candidates[kind])
+        section = f"{render_keys(opt_keys)} ({kind})"
         for key in optimizer:
             if key in SET_BY_OPTIMIZER_BUILDER or (key == "weight_decay" and kind != "AdamW"):
                 reason = SET_BY_OPTIMIZER_BUILDER.get(key, "from regularizer")
@@ -368,12 +313,12 @@ def _check_optimizer_builder(name, value, where):
                     f"by OptimizerBuilder ({reason})"
                 )
         if accepted is not None:
-            _check_names(
+            check_names(
                 optimizer, accepted | {"type", "param_groups"}, opt_keys, where, section=section
             )
     regularizer = value.get("regularizer")
     if isinstance(regularizer, dict):
-        _check_names(regularizer, {"type", "factor"}, keys + ("regularizer",), where)
+        check_names(regularizer, {"type", "factor"}, keys + ("regularizer",), where)
 
 
 def _tagged_class(tag):
@@ -391,10 +336,14 @@ def _check_tagged_nodes(value, keys, where):
     if isinstance(value, Tagged):
         cls = _tagged_class(value.tag)
         if cls is not None and isinstance(value.value, dict):
-            accepted = _init_args(cls)
+            accepted = init_args(cls)
             if accepted is not None:
-                _check_names(
-                    value.value, accepted, keys, where, section=f"{_render(keys)} (!{value.tag})"
+                check_names(
+                    value.value,
+                    accepted,
+                    keys,
+                    where,
+                    section=f"{render_keys(keys)} (!{value.tag})",
                 )
         children = value.value.items() if isinstance(value.value, dict) else []
     elif isinstance(value, dict):
