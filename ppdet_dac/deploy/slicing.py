@@ -3,9 +3,11 @@ through the model at the model's input size, detections mapped back and merged.
 
 A large photo resized whole to the model's input loses small objects (a 2,500 px aerial photo
 read at 800 px shrinks 40 px objects to 13 px). Sliced, each tile of ``slice_size`` pixels is
-resized on its own, so objects keep their scale. Tiles start every ``slice - int(overlap_ratio *
-slice)`` pixels from the top-left, and the last tile of a row or column ends at the image's edge
-(all tiles have one size: the slice size, or the image's side where that is smaller). An object
+resized on its own, so objects keep their scale. The tile grid is
+``ppdet_dac.data.tiling.tile_windows`` (shared with the training tiles of tools/slice_image.py):
+tiles start every ``slice - int(overlap_ratio * slice)`` pixels from the top-left, and the last
+tile of a row or column ends at the image's edge (all tiles have one size: the slice size, or
+the image's side where that is smaller). An object
 cut by a tile edge is usually whole in the neighbouring tile when the overlap is larger than the
 object; merging keeps one detection per object:
 
@@ -24,6 +26,7 @@ import numpy as np
 import paddle
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ppdet_dac.data.tiling import tile_size, tile_windows
 from ppdet_dac.deploy.validation import describe_validation_error
 
 COMBINE_METHODS = ("nms", "concat")
@@ -67,21 +70,11 @@ class SliceConfig(BaseModel):
 
     def tile_size(self, height, width):
         """(rows, cols) of every tile of a height x width image."""
-        return min(self.slice_size[0], height), min(self.slice_size[1], width)
+        return tile_size(height, width, self.slice_size)
 
     def windows(self, height, width):
         """Tiles of a height x width image: int [T, 4] rows (x1, y1, x2, y2), row-major."""
-        rows, cols = self.tile_size(height, width)
-        ys = _starts(height, rows, self.overlap_ratio[0])
-        xs = _starts(width, cols, self.overlap_ratio[1])
-        return np.array([(x, y, x + cols, y + rows) for y in ys for x in xs], dtype=np.int64)
-
-
-def _starts(length, tile, ratio):
-    """Tile starts along one side: every ``tile - int(ratio * tile)`` pixels, the last one at
-    ``length - tile``."""
-    step = max(tile - int(ratio * tile), 1)
-    return list(range(0, length - tile, step)) + [length - tile]
+        return tile_windows(height, width, self.slice_size, self.overlap_ratio)
 
 
 def _greedy_ios(boxes, scores, labels, threshold):
