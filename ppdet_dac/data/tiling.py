@@ -16,9 +16,10 @@ overlap is larger than the object, and sliced inference's merge prefers the whol
 Annotations keep their ``category_id``, ``iscrowd`` and ``difficult``; segmentations are not
 carried over (DETR trains on boxes).
 
-**Tiles without boxes** are left out unless ``keep_empty``: the datasets drop images without
-boxes anyway unless ``allow_empty: true`` (the class default is false), and for dense aerial
-images they are mostly background that the model sees in the other tiles too.
+**Tiles without boxes** are left out unless ``keep_empty``: in large photos with sparse objects
+they can outnumber the others several times over, and they hold background the model also sees
+around the objects of the other tiles. Kept, they are trained on where the dataset has
+``allow_empty: true`` (the COCO recipe's TrainDataset; the class default drops them).
 
 **Output** (``slice_dataset``): ``<output_dir>/images/<file_name without extension>_<x1>_<y1>_
 <x2>_<y2><extension>`` per tile (the source's sub-folders kept; JPEG tiles re-encoded at
@@ -41,16 +42,7 @@ import cv2
 import numpy as np
 from ppdet.utils.logger import setup_logger
 
-from ppdet_dac.data.annotations import (
-    CocoNames,
-    annotations_by_image,
-    checked_image_size,
-    class_ids,
-    clean_boxes,
-    first_few,
-    new_skip_logs,
-    read_coco_json,
-)
+from ppdet_dac.data import annotations as rules
 from ppdet_dac.data.duplicates import check_no_duplicates
 from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, decode_checked
 from ppdet_dac.data.voc import convert_voc
@@ -179,9 +171,9 @@ def tile_name(file_name, window):
 def coco_source(json_path):
     """The checked dict of a COCO annotation file (structure, category ids, no duplicated ids);
     FileNotFoundError / ValueError name the file."""
-    anno = read_coco_json(json_path)
+    anno = rules.read_coco_json(json_path)
     check_no_duplicates(anno, json_path)
-    annotations_by_image(json_path, anno, class_ids(json_path, anno)[0])
+    rules.annotations_by_image(json_path, anno, rules.class_ids(json_path, anno)[0])
     return anno
 
 
@@ -207,7 +199,7 @@ def _check_outputs(plan, image_dir, tile_dir, json_out, inputs):
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} of {len(plan)} image files not found (under --image_dir "
-            f"{image_dir}): {first_few(missing)}"
+            f"{image_dir}): {rules.first_few(missing)}"
         )
     image_folders = {os.path.realpath(os.path.dirname(path)) for _, path, _ in plan}
     for img, path, _ in plan:
@@ -224,15 +216,15 @@ def _check_outputs(plan, image_dir, tile_dir, json_out, inputs):
 def _plan(anno, source, image_dir):
     """[(image entry, image path, [(annotation, [x1, y1, x2, y2])])] of the images whose size
     is usable, boxes read with the readers' rules (skips logged with one summary per kind)."""
-    names = CocoNames(source)
-    skips = new_skip_logs(names)
-    by_image = annotations_by_image(source, anno, class_ids(source, anno)[0])
+    names = rules.CocoNames(source)
+    skips = rules.new_skip_logs(names)
+    by_image = rules.annotations_by_image(source, anno, rules.class_ids(source, anno)[0])
     plan = []
     for img in anno["images"]:
         path = os.path.join(image_dir, img["file_name"])
-        size = checked_image_size(img, names, skips, path)
+        size = rules.checked_image_size(img, names, skips, path)
         if size is not None:
-            kept = clean_boxes(img, *size, by_image.get(img["id"], []), names, skips, True)
+            kept = rules.clean_boxes(img, *size, by_image.get(img["id"], []), names, skips, True)
             plan.append((img, path, kept))
     for kind in ("size", "malformed", "degenerate"):
         skips[kind].summary(source, len(anno["images"]) if kind == "size" else None)

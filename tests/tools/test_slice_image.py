@@ -5,7 +5,6 @@ project's COCO dataset, and one-line errors."""
 import json
 import os
 import re
-import subprocess
 import sys
 
 import cv2
@@ -16,8 +15,10 @@ from _common import REPO
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, os.path.join(REPO, "tests", "data"))
+sys.path.insert(0, os.path.join(REPO, "tests", "deploy"))
 import slice_image  # noqa: E402
 from _data_helpers import write_coco, write_voc  # noqa: E402
+from _deploy_helpers import run_process  # noqa: E402
 
 LABELS = ["tree", "car"]
 CATS = [(1, "tree"), (2, "car")]
@@ -28,7 +29,6 @@ BOX_C = [2, 30, 10, 20]  # (2, 30, 12, 50), tree: exactly half in the top-left t
 # image b: 30 x 20, smaller than a tile
 BOX_D = [4, 6, 10, 8]
 SLICE = ["--slice_size", "40", "--overlap_ratio", "0.25"]
-TIMEOUT_S = 120
 
 # 100 x 60 at 40 px, overlap 0.25: starts every 40 - 10 = 30 px; x 0, 30 and 60 (not 90: the
 # edge tile shifted inward to end at 100), y 0 and 20 (not 30: ends at 60)
@@ -221,17 +221,11 @@ def test_the_coco_dataset_reads_the_tiles(tmp_path):
         assert rec["gt_class"].ravel().tolist() == [LABELS.index(c) for c, _ in boxes]
 
 
-def _error(tmp_path, *args):
-    """The last stderr line of the tool run as a program (exit status 1 expected)."""
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "slice_image.py"), *map(str, args)],
-        cwd=str(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        env=dict(os.environ, PYTHONPATH=REPO),
+def _error(*args):
+    """The last stderr line of the tool run as a program (exit status 1 asserted)."""
+    proc = run_process(
+        [os.path.join(REPO, "tools", "slice_image.py"), *map(str, args)], 120, None, 1
     )
-    assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     return proc.stderr.strip().splitlines()[-1]
 
@@ -241,7 +235,7 @@ def test_bad_input_is_one_line_naming_it(tmp_path):
     images = tmp_path / "src" / "images"
     os.remove(images / "b.png")
     assert _error(
-        tmp_path, "--image_dir", images, "--json_path", json_path, "--output_dir", tmp_path / "o"
+        "--image_dir", images, "--json_path", json_path, "--output_dir", tmp_path / "o"
     ) == (
         f"slice_image.py: error: 1 of 2 image files not found (under --image_dir {images}): "
         f"{images / 'b.png'}"
