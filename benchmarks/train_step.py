@@ -7,6 +7,15 @@ C-stream) and criterion (its 36 one-to-many loss terms) between measurements, so
 run with the same weights, input and targets. Steps alternate DAC / baseline so that a noisy
 machine disturbs both alike; the best of ``--repeat`` is reported with the ratio DAC / baseline.
 Targets: training step <= 1.15x, eval forward <= 1.02x (the C-stream is not computed in eval).
+
+    python benchmarks/train_step.py --profile [-c CONFIG] [--size 512] [--real_data] [--steps 3]
+
+prints where one training step's time goes (exclusive time per part: data, backbone, encoder,
+O- and C-decoder, denoising queries, losses, matching, backward, optimizer, logging; see
+``_profile.py``), the step's FLOP count, the machine's matrix-product rate and the ratio
+"step time / FLOP floor". ``--real_data`` reads batches with the config's TrainReader from its
+TrainDataset (the demo config: run ``tools/make_demo_data.py`` first) instead of one random
+image of ``--size``.
 """
 
 import argparse
@@ -22,6 +31,7 @@ import paddle  # noqa: E402
 import ppdet_dac  # noqa: E402,F401
 from ppdet.core.workspace import create  # noqa: E402
 
+from _profile import StepProfile, attach, forward_flops, matmul_rate  # noqa: E402
 from ppdet_dac.engine import load_checked_config  # noqa: E402
 
 
@@ -63,12 +73,115 @@ def eval_forward(model, batch):
     return time.perf_counter() - start
 
 
+def host_losses(losses):
+    """The loss terms as floats in one transfer, as the trainer logs them."""
+    names = list(losses)
+    stacked = paddle.stack([paddle.cast(losses[n], "float32").reshape([]) for n in names])
+    return dict(zip(names, stacked.numpy().tolist()))
+
+
+def batches(args, cfg):
+    """An endless iterator of training batches: the config's reader or one random image."""
+    if not args.real_data:
+        batch = make_batch(args.size, args.num_gt)
+        while True:
+            yield dict(batch)
+    loader = create("TrainReader")(create("TrainDataset")(), cfg.worker_num)
+    while True:
+        for batch in loader:
+            batch["epoch_id"] = 0
+            yield batch
+
+
+def profile_steps(args, cfg, model, optimizer):
+    """One warm-up step, then ``args.steps`` profiled steps and as many plain ones, alternating."""
+    profile = StepProfile()
+    data = batches(args, cfg)
+
+    def step(profiled):
+        start = time.perf_counter()
+        with profile.part("data") if profiled else _nothing():
+            batch = next(data)
+        with profile.part("detector (targets, inputs, other)") if profiled else _nothing():
+            losses = model(batch)
+        with profile.part("backward") if profiled else _nothing():
+            losses["loss"].backward()
+        with profile.part("clip + optimizer") if profiled else _nothing():
+            optimizer.step()
+            optimizer.clear_grad()
+        with profile.part("loss terms to host (logging)") if profiled else _nothing():
+            host_losses(losses)
+        return time.perf_counter() - start, batch
+
+    model.train()
+    _, batch = step(False)
+    plain = []
+    attach(profile, model)  # from here on the parts are timed (when a profile part is open)
+    for _ in range(args.steps):
+        step(True)
+        with _quiet(profile):
+            plain.append(step(False)[0])
+    return profile, min(plain), batch
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _quiet:
+    """Steps run here are not profiled: the wrapped parts' time goes to a discarded part."""
+
+    def __init__(self, profile):
+        self.profile = profile
+
+    def __enter__(self):
+        self.context = self.profile.part("(unprofiled)")
+        self.context.__enter__()
+
+    def __exit__(self, *exc):
+        self.context.__exit__(*exc)
+        self.profile.seconds.pop("(unprofiled)", None)
+        return False
+
+
+def profile_main(args, cfg, model, optimizer):
+    profile, plain_step, batch = profile_steps(args, cfg, model, optimizer)
+    model.train()
+    fwd, kinds = forward_flops(model, batch)
+    rate = matmul_rate()
+    rows = profile.table(args.steps)
+    total = sum(seconds for _, seconds, _ in rows)
+    shape = list(batch["image"].shape)
+    print(
+        f"config {args.config}, batch {shape} ({'reader' if args.real_data else 'random'}), "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"{args.steps} profiled steps (exclusive time per part)"
+    )
+    for name, seconds, share in rows:
+        print(f"  {name:50s} {seconds * 1000:9.1f} ms  {share * 100:5.1f} %")
+    print(f"  {'step (sum of the parts)':50s} {total * 1000:9.1f} ms")
+    print(f"  {'step without the profiler (best)':50s} {plain_step * 1000:9.1f} ms")
+    train = 3 * fwd
+    floor = train / (rate * 1e9)
+    detail = ", ".join(f"{k} {v / 1e9:.2f}" for k, v in sorted(kinds.items()))
+    print(f"forward {fwd / 1e9:.2f} GFLOP ({detail}); training step ~3x = {train / 1e9:.2f} GFLOP")
+    print(f"matmul rate {rate:.1f} GFLOP/s -> floor {floor * 1000:.1f} ms")
+    print(f"step time / FLOP floor: {plain_step / floor:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", default="configs/dac_cdn_ice_r50.yml")
     parser.add_argument("--size", type=int, default=384, help="square input side (pixels)")
     parser.add_argument("--num_gt", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="where the step's time goes")
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps (with --profile)")
+    parser.add_argument("--real_data", action="store_true", help="the config's reader (--profile)")
     args = parser.parse_args()
     paddle.set_device("cpu")
     paddle.set_flags({"FLAGS_use_mkldnn": False})
@@ -76,6 +189,9 @@ def main():
     cfg = load_checked_config(args.config)
     model = create(cfg.architecture)
     optimizer = create("OptimizerBuilder")(create("LearningRate")(1), model)
+    if args.profile:
+        profile_main(args, cfg, model, optimizer)
+        return
     batch = make_batch(args.size, args.num_gt)
 
     times = {"train": {True: [], False: []}, "eval": {True: [], False: []}}
