@@ -2,6 +2,7 @@
 several machines).
 
     python tools/train.py -c configs/demo/dac_demo.yml [--eval] [-r CKPT|auto] [-o key=value ...]
+        [--history FILE.json]
     python -m paddle.distributed.launch tools/train.py -c configs/dac_cdn_r50.yml   # all GPUs
     python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c ...    # CPU, gloo
     python -m paddle.distributed.launch --master HOST:PORT --nnodes 2 tools/train.py -c ... -r auto
@@ -11,6 +12,9 @@ A rank that fails stops every rank with its error (ppdet_dac.engine.distributed)
 
 import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
+
+import json
+import os
 
 import paddle.distributed as dist
 from ppdet.engine import init_parallel_env, set_random_seed
@@ -26,6 +30,7 @@ from ppdet_dac.engine import (
 )
 from ppdet_dac.engine.distributed import RankFailureGuard
 from ppdet_dac.engine.trainer import AUTO_RESUME, auto_resume_checkpoint
+from ppdet_dac.utils.atomic import write_text
 
 logger = setup_logger("train")
 
@@ -57,6 +62,12 @@ def parse_args(argv=None):
         help="random seed, 42 as in the official recipe (rank r uses seed + r); "
         "the same seed gives the same run, also across a resume",
     )
+    parser.add_argument(
+        "--history",
+        default=None,
+        help="write the run's per-epoch record to this JSON file at the end (rank 0): a list "
+        "of {epoch, loss, ap, stats (the 12 COCO numbers with --eval), seconds, steps}",
+    )
     return parser.parse_args(argv)
 
 
@@ -84,6 +95,9 @@ def main(argv=None):
         elif pretrain:
             load_pretrain_weights(trainer.model, pretrain)
         trainer.train(args.eval)
+        if args.history and rank == 0:
+            os.makedirs(os.path.dirname(os.path.abspath(args.history)), exist_ok=True)
+            write_text(args.history, json.dumps(trainer.history, indent=1))
     return trainer
 
 

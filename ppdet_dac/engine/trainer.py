@@ -124,7 +124,9 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
         self.global_iter = 0
         self.start_step = 0  # batches of start_epoch already trained (mid-epoch resume)
         self.best_ap = -math.inf
-        self.history = []  # per snapshot epoch: {'epoch', 'loss' (mean over the epoch), 'ap'}
+        # per snapshot epoch: {'epoch', 'loss' (mean over the epoch), 'ap', 'stats' (all the
+        # metric's numbers, with validate), 'seconds' and 'steps' (the epoch's training steps)}
+        self.history = []
         self._epoch_losses = []  # the logged loss of each step of the current epoch
         self.save_dir = checkpoint_dir(self.cfg)
         self.snapshot_iter = whole_number(self.cfg, "snapshot_iter", 0, 0)
@@ -305,7 +307,7 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
                 )
             else:
                 self._epoch_losses = []
-            tic = time.time()
+            tic = epoch_start = time.time()
             for step_id, data in enumerate(batches, start=skip):
                 self.status["data_time"].update(time.time() - tic)
                 self.status["step_id"] = step_id
@@ -347,23 +349,28 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
                 ):
                     self._save_iteration(epoch_id, step_id + 1, steps_per_epoch)
                 tic = time.time()
-            self._end_epoch(epoch_id, end_epoch, validate, float(np.mean(self._epoch_losses)))
+            timing = (time.time() - epoch_start, steps_per_epoch - skip)
+            self._end_epoch(
+                epoch_id, end_epoch, validate, float(np.mean(self._epoch_losses)), timing
+            )
         self.start_step = 0
         self._compose_callback.on_train_end(self.status)
 
-    def _end_epoch(self, epoch_id, end_epoch, validate, mean_loss):
+    def _end_epoch(self, epoch_id, end_epoch, validate, mean_loss, timing=(None, None)):
         last = epoch_id == end_epoch - 1
         self._compose_callback.on_epoch_end(self.status)
         if not self._snapshot_epoch(epoch_id, end_epoch):
             return
         is_main = self._nranks < 2 or self._local_rank == 0
-        record = {"epoch": epoch_id, "loss": mean_loss, "ap": None}
+        record = {"epoch": epoch_id, "loss": mean_loss, "ap": None, "stats": None}
+        record["seconds"], record["steps"] = timing
         self.history.append(record)
         names = []
         own_name = "model_final" if last else str(epoch_id)
         if validate:  # every rank evaluates its share; rank 0 gets the AP
             try:
                 ap = record["ap"] = self._validate_weights()
+                record["stats"] = getattr(self, "last_eval_stats", None)
             except Exception as err:
                 # with several ranks only an EvaluationError is raised by all of them together
                 # (any other may leave a rank inside a collective): then the checkpoint, too

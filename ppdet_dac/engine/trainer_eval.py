@@ -86,7 +86,8 @@ class TrainerEvaluation:
 
     def _validate(self):
         """COCO evaluation of the current weights on the eval split, every rank running its
-        share; returns box AP on rank 0, None on the others."""
+        share; returns box AP on rank 0, None on the others. All the metric's numbers (the 12
+        COCO stats) are kept in ``last_eval_stats`` (None on the other ranks)."""
         loader = self._eval_loader()
         if not self._metrics and self._local_rank == 0:  # only rank 0 runs the metric
             self.cfg["classwise"] = True
@@ -94,6 +95,7 @@ class TrainerEvaluation:
         results = evaluate_metrics(self, loader, source=self.cfg.get("filename", "config"))
         self.model.train()
         bbox = (results.get("COCOMetric") or results.get("VOCMetric") or {}).get("bbox")
+        self.last_eval_stats = None if bbox is None else [float(v) for v in bbox]
         return float(bbox[0]) if bbox is not None else None
 
     def _validate_weights(self):
