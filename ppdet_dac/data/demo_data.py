@@ -2,6 +2,10 @@
 
 Each image has a textured, noisy background and 0-6 filled shapes (circle, square, triangle)
 of random colour, size (25-60 % of the image side) and position; shapes may overlap a little.
+The crowded variant (``crowding=Crowding()``, ``tools/make_demo_data.py --crowded``) draws the
+same shapes, many per image (``Crowding``: 10-24 asked, at least 8 placed), smaller (10-36 % of
+the side), stretched to aspect ratios 1:3..3:1 (ellipses, rectangles, long triangles) and
+overlapping more (a new shape may hide up to half of an earlier one).
 Boxes are the tight extent of each shape's drawn pixels. Category ids are deliberately not
 0..K-1 (1, 3, 5) so that every consumer has to go through ``catid2clsid``.
 
@@ -24,6 +28,7 @@ images are present; the annotation file is written last (atomically), so an inte
 detected as incomplete and redone.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -32,6 +37,7 @@ import cv2
 import numpy as np
 from ppdet.utils.logger import setup_logger
 
+from ppdet_dac.data.crowding import crowding_range
 from ppdet_dac.data.voc_files import write_voc_xml
 from ppdet_dac.utils.atomic import atomic_open, write_text
 
@@ -73,15 +79,22 @@ def _background(rng, height, width):
     return image
 
 
-def _shape_mask(rng, category_name, height, width, size):
-    """Filled mask (uint8 [H, W]) of one shape whose extent is about ``size`` pixels."""
+def _shape_mask(rng, category_name, height, width, size, aspect=1.0):
+    """Filled mask (uint8 [H, W]) of one shape whose extent is about ``size`` pixels, stretched
+    to width / height ``aspect`` before its rotation (1: the demo's shapes, drawn as always)."""
     mask = np.zeros((height, width), np.uint8)
-    cx = rng.uniform(size * 0.35, width - size * 0.35)
-    cy = rng.uniform(size * 0.35, height - size * 0.35)
-    if category_name == "circle":
+    stretch = np.array([np.sqrt(aspect), 1 / np.sqrt(aspect)])
+    cx = rng.uniform(size * stretch[0] * 0.35, width - size * stretch[0] * 0.35)
+    cy = rng.uniform(size * stretch[1] * 0.35, height - size * stretch[1] * 0.35)
+    if category_name == "circle" and aspect == 1.0:
         cv2.circle(
             mask, (int(round(cx)), int(round(cy))), int(round(size / 2)), 1, -1, lineType=cv2.LINE_8
         )
+        return mask
+    if category_name == "circle":  # an ellipse
+        axes = tuple(int(round(v)) for v in size / 2 * stretch)
+        centre = (int(round(cx)), int(round(cy)))
+        cv2.ellipse(mask, centre, axes, rng.uniform(0, 180), 0, 360, 1, -1, lineType=cv2.LINE_8)
         return mask
     if category_name == "square":
         half = size / 2 / np.sqrt(2) * rng.uniform(1.2, 1.4)  # side ~ 0.85-1.0 x size
@@ -93,7 +106,7 @@ def _shape_mask(rng, category_name, height, width, size):
         angles = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.15, 0.15, 3)
         corners = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    points = corners @ rot.T + np.array([cx, cy])
+    points = (corners * stretch) @ rot.T + np.array([cx, cy])
     cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 1, lineType=cv2.LINE_8)
     return mask
 
@@ -107,12 +120,12 @@ def _mask_box(mask):
     return [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0]
 
 
-def _overlap_ok(new_mask, placed):
-    """False when the new shape would hide more than MAX_OCCLUSION of an earlier shape."""
+def _overlap_ok(new_mask, placed, max_occlusion=MAX_OCCLUSION):
+    """False when the new shape would hide more than ``max_occlusion`` of an earlier shape."""
     for earlier in placed:
         visible = earlier["visible"]
         hidden = np.count_nonzero(visible & new_mask)
-        if hidden > MAX_OCCLUSION * max(earlier["pixels"], 1):
+        if hidden > max_occlusion * max(earlier["pixels"], 1):
             return False
     return True
 
@@ -127,20 +140,28 @@ def _contrasting_colour(rng, background_mean):
     return 255.0 - background_mean
 
 
-def draw_image(rng, height, width, num_objects):
-    """Draw one image. Returns (RGB uint8 [H, W, 3], list of (category id, [x, y, w, h]))."""
+def draw_image(rng, height, width, num_objects, crowding=None):
+    """Draw one image (``crowding``: a ``Crowding`` layout, None for the demo's).
+    Returns (RGB uint8 [H, W, 3], list of (category id, [x, y, w, h]))."""
     image = _background(rng, height, width)
     side = min(height, width)
-    # crowded images get smaller shapes so that they can still fit with little occlusion
+    # fuller images get smaller shapes so that they can still fit with little occlusion
     max_frac = 0.6 if num_objects <= 2 else (0.5 if num_objects <= 4 else 0.42)
+    max_tries, max_occlusion, aspect = MAX_PLACEMENT_TRIES, MAX_OCCLUSION, 1.0
+    if crowding is not None:
+        max_tries, max_occlusion = crowding.tries, crowding.max_occlusion
     placed = []
     tries = 0
-    while len(placed) < num_objects and tries < MAX_PLACEMENT_TRIES:
+    while len(placed) < num_objects and tries < max_tries:
         tries += 1
         cat_id, name = DEMO_CATEGORIES[rng.integers(len(DEMO_CATEGORIES))]
-        size = rng.uniform(0.25, max_frac) * side
-        mask = _shape_mask(rng, name, height, width, size).astype(bool)
-        if not _overlap_ok(mask, placed):
+        if crowding is None:
+            size = rng.uniform(0.25, max_frac) * side
+        else:
+            size = rng.uniform(crowding.min_size, crowding.max_size) * side
+            aspect = float(crowding.max_aspect ** rng.uniform(-1, 1))
+        mask = _shape_mask(rng, name, height, width, size, aspect).astype(bool)
+        if not _overlap_ok(mask, placed, max_occlusion):
             continue
         for earlier in placed:
             earlier["visible"] &= ~mask
@@ -157,9 +178,9 @@ def draw_image(rng, height, width, num_objects):
     return image, [(c, b) for c, b in objects if b is not None]
 
 
-def _split_settings(seed, num_images, num_empty, min_size, max_size, max_objects):
+def _split_settings(seed, num_images, num_empty, min_size, max_size, max_objects, crowding=None):
     """The generator settings recorded in (and compared against) the annotation file."""
-    return {
+    settings = {
         "seed": int(seed),
         "num_images": int(num_images),
         "num_empty": int(num_empty),
@@ -168,6 +189,9 @@ def _split_settings(seed, num_images, num_empty, min_size, max_size, max_objects
         "max_objects": int(max_objects),
         "version": 1,
     }
+    if crowding is not None:
+        settings["crowding"] = dataclasses.asdict(crowding)
+    return settings
 
 
 def _split_complete(root, split, settings):
@@ -191,11 +215,20 @@ def _split_complete(root, split, settings):
 
 
 def generate_split(
-    root, split, num_images, seed=0, num_empty=0, min_size=224, max_size=288, max_objects=6
+    root,
+    split,
+    num_images,
+    seed=0,
+    num_empty=0,
+    min_size=224,
+    max_size=288,
+    max_objects=6,
+    crowding=None,
 ):
     """Write ``root/<split>/*.jpg`` and ``root/annotations/instances_<split>.json``.
 
-    The first ``num_empty`` images (by index) get no objects; the others get 1..max_objects.
+    The first ``num_empty`` images (by index) get no objects; the others get 1..max_objects
+    (with a ``Crowding`` layout: its ``min_objects..max_objects``, ``max_objects`` unused).
     Image height and width are drawn independently from [min_size, max_size].
     Returns the COCO annotation dict.
     """
@@ -207,7 +240,10 @@ def generate_split(
         raise ValueError(f"need 32 <= min_size <= max_size, got {min_size}, {max_size}")
     if max_objects < 1:
         raise ValueError(f"max_objects must be >= 1, got {max_objects}")
-    settings = _split_settings(seed, num_images, num_empty, min_size, max_size, max_objects)
+    settings = _split_settings(
+        seed, num_images, num_empty, min_size, max_size, max_objects, crowding
+    )
+    low, high = (1, max_objects) if crowding is None else crowding_range(crowding)
     image_dir = os.path.join(root, split)
     anno_dir = os.path.join(root, "annotations")
     os.makedirs(image_dir, exist_ok=True)
@@ -216,8 +252,8 @@ def generate_split(
     for index in range(num_images):
         rng = _rng(seed, split, index)
         height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
-        num_objects = 0 if index < num_empty else int(rng.integers(1, max_objects + 1))
-        image, objects = draw_image(rng, height, width, num_objects)
+        num_objects = 0 if index < num_empty else int(rng.integers(low, high + 1))
+        image, objects = draw_image(rng, height, width, num_objects, crowding)
         image_id = index + 1
         file_name = f"{image_id:06d}.jpg"
         ok, encoded = cv2.imencode(
@@ -240,7 +276,10 @@ def generate_split(
                 }
             )
     anno = {
-        "info": {"description": "ppdet_dac synthetic shapes (demo)", "generator": settings},
+        "info": {
+            "description": f"ppdet_dac synthetic shapes ({'crowded' if crowding else 'demo'})",
+            "generator": settings,
+        },
         "images": images,
         "annotations": annotations,
         "categories": [
@@ -310,16 +349,20 @@ def make_demo_data(
     max_objects=6,
     force=False,
     voc=False,
+    crowding=None,
 ):
     """Create the demo dataset under ``root`` unless it is already present and complete; with
-    ``voc`` also (always anew) its Pascal VOC form (``write_voc_split``).
+    ``voc`` also (always anew) its Pascal VOC form (``write_voc_split``); with ``crowding`` (a
+    ``Crowding``) the crowded variant.
 
     Returns a dict ``{split: 'generated' | 'skipped'}``.
     """
     plan = {"train": (num_train, num_empty_train), "val": (num_val, 0)}
     status = {}
     for split, (num_images, num_empty) in plan.items():
-        settings = _split_settings(seed, num_images, num_empty, min_size, max_size, max_objects)
+        settings = _split_settings(
+            seed, num_images, num_empty, min_size, max_size, max_objects, crowding
+        )
         if not force and _split_complete(root, split, settings):
             status[split] = "skipped"
             logger.info(f"demo data: {root}/{split} is complete ({num_images} images); skipped")
@@ -334,6 +377,7 @@ def make_demo_data(
             min_size=min_size,
             max_size=max_size,
             max_objects=max_objects,
+            crowding=crowding,
         )
         status[split] = "generated"
         logger.info(
