@@ -28,6 +28,7 @@ def dataset_log(caplog):
         "ppdet_dac.data.annotations",
         "ppdet_dac.data.transforms",
         "ppdet_dac.data.demo_data",
+        "ppdet_dac.data.label_map",
     ]
     loggers = [logging.getLogger(n) for n in names]
     for lg in loggers:
