@@ -56,7 +56,7 @@ from ppdet_dac.deploy.postprocess import (
     split_detections,
 )
 from ppdet_dac.deploy.preprocess import Preprocessor
-from ppdet_dac.deploy.slicing import sliced_detections
+from ppdet_dac.deploy.slicing import BigImageHint, sliced_detections
 
 logger = setup_logger("tools.infer")
 
@@ -184,6 +184,10 @@ def main(argv=None):
     slicing = options["slicing"]
     good, failures = check_files(paths, preprocessor, max_pixels, slicing)
     by_path = {}
+    if slicing is None:
+        hint = BigImageHint(preprocessor)
+        for path, (height, width) in good.items():
+            hint.check(height, width, f"image file {path}")
     if good and slicing is None:
         by_path = predict_whole(
             trainer,
