@@ -125,6 +125,16 @@ PRIVATE_USES = (
     PrivateUse(
         "paddledet",
         "2.6.0",
+        "ppdet.data.source.dataset",
+        "ImageFolder",
+        "ppdet_dac/data/image_folder.py (tools/infer.py)",
+        "AcceptedFormatsImageFolder overrides _parse, whose file filter (.jpg/.jpeg/.png/.bmp) "
+        "has no setting, so that tools/infer.py reads TIFF too",
+        attrs=("_parse",),
+    ),
+    PrivateUse(
+        "paddledet",
+        "2.6.0",
         "ppdet.engine.trainer",
         "Trainer",
         "ppdet_dac/engine/trainer_eval.py, evaluation.py",

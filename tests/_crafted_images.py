@@ -97,3 +97,43 @@ def lying_png(width, height):
     ihdr = bytearray(data[16:29])
     struct.pack_into(">II", ihdr, 0, width, height)
     return data[:8] + png_chunk(b"IHDR", bytes(ihdr)) + data[33:]
+
+
+TIFF_SHORT, TIFF_LONG = 3, 4
+
+
+def tiff_file(width, height, order="<", size_type=TIFF_SHORT, pixels=None, tags=(), **header):
+    """bytes of an uncompressed 8-bit RGB TIFF in one strip, written here field by field: the
+    8-byte header (``version`` 42 unless given), the first IFD at offset 8 with ImageWidth and
+    ImageLength as ``size_type`` (SHORT or LONG) values, then the pixels (``pixels``: bytes,
+    default a gradient of width x height RGB). ``tags``: (tag, type, value) entries of one value
+    each, replacing the entry of the same tag; ``duplicates``: entries added without replacing
+    any; ``next_ifd``: the offset of a second IFD (0: none)."""
+    if pixels is None:
+        pixels = bytes(i % 251 for i in range(width * height * 3))
+    entries = [
+        (256, size_type, width),
+        (257, size_type, height),
+        (258, TIFF_SHORT, 8),  # BitsPerSample
+        (259, TIFF_SHORT, 1),  # Compression: none
+        (262, TIFF_SHORT, 2),  # PhotometricInterpretation: RGB
+        (273, TIFF_LONG, None),  # StripOffsets: filled in below
+        (277, TIFF_SHORT, 3),  # SamplesPerPixel
+        (278, TIFF_LONG, height),  # RowsPerStrip
+        (279, TIFF_LONG, len(pixels)),  # StripByteCounts
+    ]
+    replaced = {entry[0] for entry in tags}
+    entries = [e for e in entries if e[0] not in replaced] + [*tags, *header.get("duplicates", ())]
+    entries.sort(key=lambda entry: entry[0])
+    pixel_offset = 8 + 2 + 12 * len(entries) + 4
+    out = bytearray(b"II" if order == "<" else b"MM")
+    out += struct.pack(order + "HI", header.get("version", 42), 8)
+    out += struct.pack(order + "H", len(entries))
+    for tag, kind, value in entries:
+        value = pixel_offset if value is None else value
+        # a SHORT sits in the first two bytes of the 4-byte value field
+        field = struct.pack(order + "HH", value, 0) if kind == TIFF_SHORT else b""
+        field = field or struct.pack(order + "I", value)
+        out += struct.pack(order + "HHI", tag, kind, 1) + field
+    out += struct.pack(order + "I", header.get("next_ifd", 0))
+    return bytes(out + pixels)

@@ -17,18 +17,11 @@ def tiny_detector():
     return build_tiny_detector
 
 
-@pytest.fixture
-def dataset_log(caplog):
-    """Capture records of ppdet_dac's data loggers (ppdet loggers do not propagate to root)."""
+def _capture(caplog, names):
+    """Add caplog's handler to the loggers ``names`` (ppdet loggers do not propagate to root);
+    a generator for a fixture: yields caplog, then removes the handler."""
     import logging
 
-    names = [
-        "ppdet_dac.data.dataset",
-        "ppdet_dac.data.decode_errors",
-        "ppdet_dac.data.annotations",
-        "ppdet_dac.data.transforms",
-        "ppdet_dac.data.demo_data",
-    ]
     loggers = [logging.getLogger(n) for n in names]
     for lg in loggers:
         lg.addHandler(caplog.handler)
@@ -36,6 +29,26 @@ def dataset_log(caplog):
     yield caplog
     for lg in loggers:
         lg.removeHandler(caplog.handler)
+
+
+@pytest.fixture
+def dataset_log(caplog):
+    """Capture records of ppdet_dac's data loggers."""
+    names = [
+        "ppdet_dac.data.dataset",
+        "ppdet_dac.data.decode_errors",
+        "ppdet_dac.data.annotations",
+        "ppdet_dac.data.transforms",
+        "ppdet_dac.data.demo_data",
+        "ppdet_dac.data.label_map",
+    ]
+    yield from _capture(caplog, names)
+
+
+@pytest.fixture
+def slicing_log(caplog):
+    """Capture records of ppdet_dac.deploy.slicing (the big-image hint)."""
+    yield from _capture(caplog, ["ppdet_dac.deploy.slicing"])
 
 
 def pytest_sessionstart(session):

@@ -33,6 +33,7 @@ import paddle
 from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
+from ppdet_dac.data.image_folder import accept_image_formats
 from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS, check_max_pixels, decode_checked
 from ppdet_dac.engine import DACTrainer, config_from_args
 from ppdet_dac.deploy.export import (
@@ -55,7 +56,7 @@ from ppdet_dac.deploy.postprocess import (
     split_detections,
 )
 from ppdet_dac.deploy.preprocess import Preprocessor
-from ppdet_dac.deploy.slicing import sliced_detections
+from ppdet_dac.deploy.slicing import BigImageHint, sliced_detections
 
 logger = setup_logger("tools.infer")
 
@@ -147,6 +148,7 @@ def predict_whole(trainer, paths, sizes, draw_threshold, output_dir, score_thres
     """{path: [N, 6]} by ppdet's Trainer.predict (its TestReader), score-filtered and clipped to
     each image's ``sizes`` (height, width)."""
     by_path = {}
+    accept_image_formats(trainer.dataset)  # ppdet's ImageFolder would drop .tif files
     with paddle.no_grad():
         results = trainer.predict(paths, draw_threshold, output_dir, visualize=False)
     imid2path = trainer.dataset.get_imid2path()
@@ -182,6 +184,10 @@ def main(argv=None):
     slicing = options["slicing"]
     good, failures = check_files(paths, preprocessor, max_pixels, slicing)
     by_path = {}
+    if slicing is None:
+        hint = BigImageHint(preprocessor)
+        for path, (height, width) in good.items():
+            hint.check(height, width, f"image file {path}")
     if good and slicing is None:
         by_path = predict_whole(
             trainer,

@@ -11,7 +11,10 @@ path or id per line (VOC's ImageSets/Main/*.txt; '.xml' is added; the image is t
 ``<filename>``). The output is ``--output_dir``/``--voc_out_name``. Class k of the label list
 (one name per line) gets category id k + 1. Box convention and the rules for bad entries:
 ``ppdet_dac.data.voc`` (VOC's 1-based inclusive xmin..xmax becomes x = xmin - 1,
-w = xmax - xmin + 1). Only ``--dataset_type voc`` is supported. A list that names the same
+w = xmax - xmin + 1). ``--label_map 'Dead=Tree,Alive=Tree'`` (or a .yml/.json file) renames or
+merges the XML files' names into classes of the label list, ``NAME=__ignore__`` leaves those
+objects out (``ppdet_dac.data.label_map``, as a VOC dataset's ``label_map``). Only
+``--dataset_type voc`` is supported. A list that names the same
 image twice is refused (ValueError naming the list and the file), as evaluation would refuse the
 COCO file (``ppdet_dac.data.duplicates``).
 """
@@ -49,6 +52,12 @@ def parse_args(argv=None):
         "--voc_out_name", default="voc.json", help="output COCO file, relative to --output_dir"
     )
     parser.add_argument("--output_dir", default="./", help="folder of the output file")
+    parser.add_argument(
+        "--label_map",
+        default=None,
+        help="XML names to classes: 'Dead=Tree,Alive=Tree' (NAME=__ignore__ leaves those "
+        "objects out) or a .yml/.json file of such a mapping",
+    )
     return parser.parse_args(argv)
 
 
@@ -56,7 +65,7 @@ def main(argv=None):
     """Convert as the arguments say; returns the path written. ValueError /
     FileNotFoundError name the file at fault."""
     args = parse_args(argv)
-    coco = convert_voc(args.voc_anno_dir, args.voc_anno_list, args.voc_label_list)
+    coco = convert_voc(args.voc_anno_dir, args.voc_anno_list, args.voc_label_list, args.label_map)
     check_no_duplicates(coco, args.voc_anno_list)
     out = os.path.join(args.output_dir, args.voc_out_name)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -14,8 +14,8 @@ threshold), <output_dir>/detections.json ({image: [{class_id, label, score, bbox
 y2]}]}, the detections >= --score_threshold) and <output_dir>/summary.json ({images, succeeded,
 failed: [{file, error}], unsupported: [files of --image_dir not read], detections}). Boxes are
 clipped to the image. An --output_dir that holds the input images is refused
-(ppdet_dac/deploy/outputs.py); files of other formats than JPEG/PNG/BMP in --image_dir are not
-read and are named at the end.
+(ppdet_dac/deploy/outputs.py); files of other formats than JPEG/PNG/BMP/TIFF in --image_dir are
+not read and are named at the end.
 
 ``--nms_threshold`` re-runs the class-wise NMS at another IoU threshold (the detections of an
 export at that threshold, without re-exporting); ``--slice_infer`` runs large images in

@@ -12,7 +12,7 @@ on FastAPI + uvicorn.
 
 Service name ``dac_detr``:
 
-* ``POST /dac_detr/prediction`` with ``{"key": ["image"], "value": ["<base64 JPEG/PNG/BMP>"],
+* ``POST /dac_detr/prediction`` with ``{"key": ["image"], "value": ["<base64 JPEG/PNG/BMP/TIFF>"],
   "logid": 1}`` answers ``{"err_no": 0, "err_msg": "", "key": ["detections"],
   "value": ["<JSON list of {class_id, label, score, bbox [x1, y1, x2, y2]}>"], "tensors": []}``,
   boxes clipped to the image, scores >= ``--score_threshold`` (``--threshold``, its older name),

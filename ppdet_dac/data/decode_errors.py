@@ -18,6 +18,7 @@ import numpy as np
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.annotations import MAX_SKIP_LINES, NAMED_IN_SUMMARY, first_few
+from ppdet_dac.data.image_headers import FORMATS_TEXT
 from ppdet_dac.data.image_io import decode_bgr
 from ppdet_dac.data.transforms import ImageDecodeError
 
@@ -129,5 +130,5 @@ class DecodeErrorHandling:
         return UnreadableDatasetError(
             f"{root}: {what}; undecodable files include "
             f"{first_few(files)} ({len(self._undecodable)} in all); "
-            "check that the images are JPEG/PNG/BMP files that open"
+            f"check that the images are {FORMATS_TEXT} files that open"
         )

@@ -11,24 +11,45 @@ from that header, with parsers of our own:
 * PNG (the 8-byte signature): the IHDR chunk, which must be the first chunk (libpng insists),
   so broken later chunks cannot hide the size;
 * BMP (``BM``): the info header's width and |height| (40-byte and larger headers, or the 12-byte
-  OS/2 one), as OpenCV's BMP reader.
+  OS/2 one), as OpenCV's BMP reader;
+* TIFF (``II*\0`` little-endian, ``MM\0*`` big-endian): ImageWidth (256) and ImageLength (257) of
+  the first image file directory (IFD), each one SHORT or LONG value; see ``_tiff_size`` for
+  what else is refused (several pages, BigTIFF, a turning Orientation tag, tiles or strips larger
+  than the image).
 
 The other formats OpenCV decodes are refused by name before decoding (``UnsupportedFormatError``)
 and bytes of no format OpenCV knows are refused as not an image. No size is ever taken from any
 other format's reading of the bytes (a polyglot file can look like several formats at once).
+
+``FORMAT_EXTENSIONS`` is the one list of the accepted formats and their file name extensions:
+folder inference lists files by it (``ppdet_dac.deploy.outputs``), and every decode (training,
+both inference tools, the service) goes through ``read_header``.
 """
 
 import struct
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "FORMATS_TEXT",
+    "FORMAT_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
     "ImageHeaderError",
     "UnsupportedFormatError",
+    "has_image_extension",
     "identify_format",
     "read_header",
 ]
 
-ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP")
+# The accepted formats and their file name extensions (lower case), in one place.
+FORMAT_EXTENSIONS = {
+    "JPEG": (".jpg", ".jpeg"),
+    "PNG": (".png",),
+    "BMP": (".bmp",),
+    "TIFF": (".tif", ".tiff"),
+}
+ACCEPTED_FORMATS = tuple(FORMAT_EXTENSIONS)
+FORMATS_TEXT = "/".join(ACCEPTED_FORMATS)  # "JPEG/PNG/BMP/TIFF", for messages
+IMAGE_EXTENSIONS = tuple(ext for exts in FORMAT_EXTENSIONS.values() for ext in exts)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -146,7 +167,95 @@ def _bmp_size(data, what):
     return width, abs(height)
 
 
-_SIZE_READERS = {"JPEG": _jpeg_size, "PNG": _png_size, "BMP": _bmp_size}
+# TIFF tags read from the first IFD; each must appear at most once, as one SHORT or LONG value
+_TIFF_TAGS = {
+    256: "ImageWidth",
+    257: "ImageLength",
+    274: "Orientation",
+    278: "RowsPerStrip",
+    322: "TileWidth",
+    323: "TileLength",
+}
+_TIFF_VALUE_TYPES = {3: "H", 4: "I"}  # SHORT, LONG
+_TIFF_VERSION, _BIGTIFF_VERSION = 42, 43
+# a tile or strip buffer of this many pixels is always allowed (4 MB as OpenCV's RGBA buffer)
+TIFF_BUFFER_ALLOWANCE = 1 << 20
+
+
+def _tiff_tags(data, what):
+    """({tag: value} of the ``_TIFF_TAGS`` in the first IFD, offset of the next IFD)."""
+    order = "<" if data[:2] == b"II" else ">"
+    if len(data) < 8:
+        raise ImageHeaderError(f"{what}: TIFF header is cut short")
+    version, ifd = struct.unpack_from(order + "HI", data, 2)
+    if version == _BIGTIFF_VERSION:
+        raise ImageHeaderError(f"{what}: TIFF is a BigTIFF (version 43), not accepted")
+    if version != _TIFF_VERSION:
+        raise ImageHeaderError(f"{what}: TIFF header has version {version}, not 42")
+    if ifd < 8 or ifd + 2 > len(data):
+        raise ImageHeaderError(f"{what}: TIFF directory offset {ifd} is outside the file")
+    count = struct.unpack_from(order + "H", data, ifd)[0]
+    end = ifd + 2 + 12 * count
+    if count == 0 or end + 4 > len(data):
+        raise ImageHeaderError(f"{what}: TIFF directory ({count} entries) is cut short")
+    tags = {}
+    for entry in range(ifd + 2, end, 12):
+        tag, kind, number = struct.unpack_from(order + "HHI", data, entry)
+        if tag not in _TIFF_TAGS:
+            continue
+        name = f"TIFF tag {_TIFF_TAGS[tag]} ({tag})"
+        if tag in tags:
+            raise ImageHeaderError(f"{what}: {name} appears twice")
+        if kind not in _TIFF_VALUE_TYPES or number != 1:
+            raise ImageHeaderError(
+                f"{what}: {name} has type {kind} and {number} values (one SHORT or LONG is read)"
+            )
+        tags[tag] = struct.unpack_from(order + _TIFF_VALUE_TYPES[kind], data, entry + 8)[0]
+    return tags, struct.unpack_from(order + "I", data, end)[0]
+
+
+def _tiff_size(data, what):
+    """(ImageWidth, ImageLength) of the first IFD. Refused: BigTIFF; a file of several pages
+    (``cv2.imdecode`` reads the first page only, the others would be dropped silently); an
+    Orientation other than 1 (OpenCV turns TIFF pixels by it even when told to ignore it, so the
+    size and pixels would not be the stored ones); tiles or strips of more pixels than the image
+    and ``TIFF_BUFFER_ALLOWANCE`` (OpenCV allocates a buffer of one tile or strip whatever the
+    image's size)."""
+    tags, next_ifd = _tiff_tags(data, what)
+    if 256 not in tags or 257 not in tags:
+        raise ImageHeaderError(f"{what}: TIFF has no ImageWidth or ImageLength tag")
+    width, height = tags[256], tags[257]
+    if next_ifd:
+        raise ImageHeaderError(
+            f"{what}: TIFF has several pages (a second image file directory at offset "
+            f"{next_ifd}); only single-page TIFF files are accepted: save the page to use "
+            "as a file of its own"
+        )
+    if tags.get(274, 1) != 1:
+        raise ImageHeaderError(
+            f"{what}: TIFF Orientation tag is {tags[274]}; only 1 (rows top to bottom, columns "
+            "left to right) is accepted: save the image without the tag"
+        )
+    if 322 in tags or 323 in tags:
+        buffer = tags.get(322, 0) * tags.get(323, 0)
+    else:
+        rows = tags.get(278, 0)
+        buffer = width * (height if rows in (0, 0xFFFFFFFF) else rows)
+    if buffer > max(width * height, TIFF_BUFFER_ALLOWANCE):
+        raise ImageHeaderError(
+            f"{what}: TIFF tiles or strips of {buffer} pixels are larger than the image "
+            f"({width} x {height})"
+        )
+    return width, height
+
+
+_SIZE_READERS = {"JPEG": _jpeg_size, "PNG": _png_size, "BMP": _bmp_size, "TIFF": _tiff_size}
+
+
+def has_image_extension(path):
+    """True when the file name ``path`` ends in an extension of an accepted format
+    (``IMAGE_EXTENSIONS``, any case)."""
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
 def read_header(data, what="image"):
@@ -154,14 +263,13 @@ def read_header(data, what="image"):
     the format ``cv2.imdecode`` will decode it as; nothing is decoded.
 
     Raises UnsupportedFormatError for a format OpenCV decodes but that is not accepted here
-    (anything but JPEG, PNG, BMP), ImageHeaderError when the bytes are no image format OpenCV
+    (anything but ``ACCEPTED_FORMATS``), ImageHeaderError when the bytes are no image format OpenCV
     knows or the header cannot be read; each message names ``what``.
     """
     fmt = identify_format(data)
     if fmt is None:
         raise ImageHeaderError(
-            f"cannot decode {what} ({len(data)} bytes): not a readable "
-            f"{'/'.join(ACCEPTED_FORMATS)} image"
+            f"cannot decode {what} ({len(data)} bytes): not a readable {FORMATS_TEXT} image"
         )
     if fmt not in _SIZE_READERS:
         raise UnsupportedFormatError(

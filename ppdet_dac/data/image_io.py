@@ -8,7 +8,8 @@ the tag but leave the boxes where they were.
 Decompression bombs: a small file can declare a huge image (a 30000 x 30000 PNG of one colour is
 a few hundred KB and decodes to 2.7 GB). ``check_image_size`` reads the width and height from the
 header of the format ``cv2.imdecode`` will decode the bytes as (identified by their magic bytes,
-``ppdet_dac.data.image_headers``: JPEG, PNG or BMP; OpenCV's other formats are refused by name,
+``ppdet_dac.data.image_headers``: JPEG, PNG, BMP or TIFF; OpenCV's other formats are refused by
+name,
 unknown bytes and unreadable headers are refused too) and refuses an image over ``max_pixels``
 before anything is decoded; training (``DACDecode``), the predictor, the service and both
 inference tools call it. The limit is at most 2^30 pixels, what ``cv2.imdecode`` decodes at all.
@@ -25,7 +26,7 @@ import os
 import cv2
 import numpy as np
 
-from ppdet_dac.data.image_headers import read_header
+from ppdet_dac.data.image_headers import FORMATS_TEXT, read_header
 
 __all__ = [
     "IMREAD_FLAGS",
@@ -98,7 +99,7 @@ def _as_bytes(encoded):
 def header_size(encoded, what="image"):
     """(width, height) of an encoded image read from the header of the format cv2.imdecode
     will decode it as, no pixels decoded; ValueError naming ``what`` when the bytes are empty,
-    no image, of a format not accepted (not JPEG/PNG/BMP) or have an unreadable header."""
+    no image, of a format not accepted (not JPEG/PNG/BMP/TIFF) or have an unreadable header."""
     return _format_and_size(encoded, what)[1:]
 
 
@@ -127,7 +128,7 @@ def check_image_size(encoded, max_pixels=DEFAULT_MAX_PIXELS, what="image"):
 
 def decode_bgr(encoded, max_pixels=None):
     """Encoded image bytes (bytes / bytearray / memoryview / uint8 array) -> BGR uint8 [H, W, 3]
-    in stored orientation, or None when they are not a decodable image: empty, not a JPEG/PNG/BMP
+    in stored orientation, or None when they are not a decodable image: empty, not a JPEG/PNG/BMP/TIFF
     by their magic bytes, an unreadable header, a header declaring more than ``max_pixels``
     pixels (default: OpenCV's own limit in this process, ``decoder_pixel_limit``), or pixels
     that do not decode. Use ``decode_checked`` for an error that says which."""
@@ -162,7 +163,7 @@ def decode_checked(encoded, max_pixels=DEFAULT_MAX_PIXELS, what="image"):
         ) from None
     if im is None:
         raise ValueError(
-            f"cannot decode {what} ({data.size} bytes): not a readable JPEG/PNG/BMP image"
+            f"cannot decode {what} ({data.size} bytes): not a readable {FORMATS_TEXT} image"
         )
     return im
 

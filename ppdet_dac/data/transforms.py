@@ -46,12 +46,12 @@ class DACDecode(BaseOperator):
 
     max_pixels: an image whose header declares more pixels (width x height) is refused before
     it is decoded (decompression bombs); default 40,000,000. The size is read from the header
-    of the format OpenCV will decode (JPEG, PNG or BMP by the file's magic bytes; OpenCV's other
+    of the format OpenCV will decode (JPEG, PNG, BMP or TIFF by the file's magic bytes; OpenCV's other
     formats are refused by name, see ``ppdet_dac.data.image_headers``). A limit above OpenCV's
     own (``OPENCV_IO_MAX_IMAGE_PIXELS``, set by the tools at start) is a ValueError here.
 
-    Raises ImageDecodeError naming the file when it cannot be read, is not a JPEG/PNG/BMP image
-    with a readable header, is over max_pixels or does not decode.
+    Raises ImageDecodeError naming the file when it cannot be read, is not a JPEG/PNG/BMP/TIFF
+    image with a readable header, is over max_pixels or does not decode.
     """
 
     def __init__(self, max_pixels=DEFAULT_MAX_PIXELS):

@@ -20,7 +20,8 @@ image whose file is missing or empty, an image whose ``<size>`` is not two numbe
 ``<bndbox>`` whose four values are not finite numbers (missing, text, nan, inf), a box without
 area inside the image; an image left without boxes is kept only with ``allow_empty``. Errors
 naming the file: a missing list, label or XML file, a list line that is not two paths, invalid
-XML, an object whose ``<name>`` is not in the label list, a ``<difficult>`` other than 0/1, and
+XML, an object whose ``<name>`` is not in the label list (nor in ``label_map``, which renames,
+merges or leaves out names: ``ppdet_dac.data.label_map``), a ``<difficult>`` other than 0/1, and
 a training set without any usable box. ``difficult`` objects are trained on (as ppdet does);
 ppdet's VOC metric leaves them out of its mAP.
 
@@ -33,6 +34,7 @@ import json
 import math
 import os
 import tempfile
+from collections import Counter
 
 import ppdet.data.source as ppdet_source
 from ppdet.core.workspace import register, serializable
@@ -42,6 +44,7 @@ from ppdet.utils.logger import setup_logger
 from ppdet_dac.data.annotations import checked_image_size, clean_boxes, is_number, new_skip_logs
 from ppdet_dac.data.dataset import DACCOCODataSet
 from ppdet_dac.data.decode_errors import DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS
+from ppdet_dac.data.label_map import IGNORE, LabelMap, parse_label_map
 from ppdet_dac.data.voc_files import (
     number_or_text,
     parse_voc_xml,
@@ -88,17 +91,22 @@ class VOCNames:
         return f"bndbox [xmin, ymin, xmax, ymax] = {self.object_of_box[ann['id']][2]}"
 
 
-def voc_to_coco(samples, labels, base_dir, list_file, label_source):
+def voc_to_coco(samples, labels, base_dir, list_file, label_source, label_map=None):
     """The COCO form of the VOC ``samples`` (from ``read_voc_list``; paths relative to
     ``base_dir``) with class names ``labels``: (COCO dict, VOCNames for messages).
 
     Image ``file_name`` is the sample's image path, else the XML's ``<filename>``; values that
-    are not numbers are kept as text, for the caller's checks to skip. Raises
-    FileNotFoundError naming a missing XML file, ValueError naming the XML file and object for
-    an unknown class or a bad ``<difficult>``, and one without a file name."""
+    are not numbers are kept as text, for the caller's checks to skip. ``label_map`` (a
+    ``ppdet_dac.data.label_map.LabelMap``) renames, merges or leaves out objects by their
+    ``<name>`` (those left out counted in one log line). Raises FileNotFoundError naming a
+    missing XML file, ValueError naming the XML file and object for an unknown class or a bad
+    ``<difficult>``, and one without a file name, or naming the label map's entry whose
+    target is not a class."""
+    label_map = label_map or LabelMap()
+    label_map.check_targets(labels, label_source)
     names = VOCNames(list_file)
     class_of = {name: k for k, name in enumerate(labels)}
-    images, annotations = [], []
+    images, annotations, ignored = [], [], Counter()
     for image_id, (line, image_rel, xml_rel) in enumerate(samples):
         xml_path = os.path.join(base_dir, xml_rel)
         if not os.path.isfile(xml_path):
@@ -121,10 +129,15 @@ def voc_to_coco(samples, labels, base_dir, list_file, label_source):
             }
         )
         for number, obj in enumerate(parsed["objects"], 1):
-            if obj["name"] not in class_of:
+            class_name = label_map.class_name(obj["name"])
+            if class_name == IGNORE:
+                ignored[obj["name"]] += 1
+                continue
+            if class_name not in class_of:
                 raise ValueError(
                     f"{xml_path}: object {number} is labelled {obj['name']!r}, "
                     f"which is not in {label_source} (classes: {labels})"
+                    f"{label_map.unknown_hint()}"
                 )
             if obj["difficult"] not in (None, "0", "1"):
                 raise ValueError(
@@ -139,13 +152,14 @@ def voc_to_coco(samples, labels, base_dir, list_file, label_source):
                 {
                     "id": ann_id,
                     "image_id": image_id,
-                    "category_id": class_of[obj["name"]] + 1,
+                    "category_id": class_of[class_name] + 1,
                     "bbox": box,
                     "area": area if math.isfinite(area) else 0.0,
                     "iscrowd": 0,
                     "difficult": int(obj["difficult"] or 0),
                 }
             )
+    label_map.log_ignored(ignored, list_file)
     categories = [
         {"id": k + 1, "name": name, "supercategory": "none"} for k, name in enumerate(labels)
     ]
@@ -157,7 +171,7 @@ def default_labels():
     return [name for name, _ in sorted(pascalvoc_label().items(), key=lambda item: item[1])]
 
 
-def convert_voc(anno_dir, anno_list, label_list):
+def convert_voc(anno_dir, anno_list, label_list, label_map=None):
     """The COCO dict of a VOC set, as ``tools/x2coco.py --dataset_type voc`` writes it.
 
     ``anno_list`` lines are '<image path> <xml path>' or '<xml path or id>' (``read_voc_list``),
@@ -166,11 +180,16 @@ def convert_voc(anno_dir, anno_list, label_list):
     the readers apply (module docstring): images with a bad ``<size>`` and boxes that are not
     4 finite numbers or have no area inside the image are left out, each logged, with one
     summary per kind; boxes are converted (module docstring) but not clamped, as the COCO
-    reader clamps them when it loads them. Image files are not opened.
+    reader clamps them when it loads them. Image files are not opened. ``label_map``: a
+    ``ppdet_dac.data.label_map.parse_label_map`` spec (a file path relative to the current
+    folder), applied as by ``DACVOCDataSet``.
     """
     labels = read_label_list(label_list)
+    label_map = parse_label_map(label_map, source="--label_map")
     samples = read_voc_list(anno_list, need_image=False)
-    anno, names = voc_to_coco(samples, labels, anno_dir, anno_list, f"the label list {label_list}")
+    anno, names = voc_to_coco(
+        samples, labels, anno_dir, anno_list, f"the label list {label_list}", label_map
+    )
     skips = new_skip_logs(names)
     by_image = {}
     for ann in anno["annotations"]:
@@ -204,7 +223,8 @@ class DACVOCDataSet(DACCOCODataSet):
         ``label_list`` = the label file, ``data_fields``, ``sample_num``, ``allow_empty``,
         ``empty_ratio``, ``repeat``) plus DACCOCODataSet's ``on_decode_error`` and
         ``max_consecutive_decode_errors`` and ``duplicates`` (an XML listed twice is an image
-        file listed twice).
+        file listed twice), and ``label_map`` (``ppdet_dac.data.label_map``: e.g. ``{Dead:
+        Tree, Alive: Tree}``, a file relative to ``dataset_dir``; ``null`` leaves a name out).
 
     Records as DACCOCODataSet's, plus 'difficult' int32 [n, 1] when in ``data_fields``.
     ``get_anno()`` is the COCO form of the loaded images and boxes (for ``metric: COCO``);
@@ -225,6 +245,7 @@ class DACVOCDataSet(DACCOCODataSet):
         on_decode_error="skip",
         max_consecutive_decode_errors=DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS,
         duplicates="auto",
+        label_map=None,
     ):
         super().__init__(
             dataset_dir=dataset_dir,
@@ -241,6 +262,7 @@ class DACVOCDataSet(DACCOCODataSet):
             duplicates=duplicates,
         )
         self.label_list = label_list
+        self.label_map = label_map
         self._boxes_of_image = {}
         self._coco_categories = None
         self._coco_file = None
@@ -278,8 +300,11 @@ class DACVOCDataSet(DACCOCODataSet):
             labels, label_source = read_label_list(label_file), f"the label list {label_file}"
         else:
             labels, label_source = default_labels(), "Pascal VOC's 20 classes (no label_list)"
+        label_map = parse_label_map(self.label_map, self.dataset_dir)
         samples = read_voc_list(list_file)
-        anno, names = voc_to_coco(samples, labels, self._image_root(), list_file, label_source)
+        anno, names = voc_to_coco(
+            samples, labels, self._image_root(), list_file, label_source, label_map
+        )
         self._boxes_of_image = {}
         self._coco_categories = anno["categories"]
         self._coco_file = None

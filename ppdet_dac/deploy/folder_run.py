@@ -78,7 +78,7 @@ def predict_files(predictor, paths, batch_size=1):
 
     for path in paths:
         try:
-            item = predictor.preprocessor.one(path)
+            item = predictor.prepare(path)
         except (OSError, ValueError) as err:  # unreadable, not an image, too large, too thin
             logger.error(f"skipping {path}: {err}")
             failures.append({"file": path, "error": str(err)})

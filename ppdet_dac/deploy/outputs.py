@@ -1,9 +1,11 @@
 """Inputs and outputs of the inference tools over files (deploy/python/infer.py, tools/infer.py).
 
-* **Inputs:** ``list_inputs`` lists ``--image_file`` and the ``.jpg/.jpeg/.png/.bmp`` files of
-  ``--image_dir`` (not its subfolders), each file once; the other files of the folder (GIF,
-  WebP, TIFF, ...) are not read, and the run's summary names them (``summary.json``
-  ``"unsupported"`` and the closing lines; they do not change the exit status).
+* **Inputs:** ``list_inputs`` lists ``--image_file`` and the files of ``--image_dir`` (not its
+  subfolders) whose extension is one of an accepted format (``.jpg/.jpeg/.png/.bmp/.tif/.tiff``,
+  ``ppdet_dac.data.image_headers.IMAGE_EXTENSIONS``, the list every decode goes by), each file
+  once; the other files of the folder (GIF, WebP, ...) are not read, and the run's summary names
+  them (``summary.json`` ``"unsupported"`` and the closing lines; they do not change the exit
+  status).
 * **Outputs never overwrite inputs:** ``check_output_dir`` refuses (one ValueError) an output
   folder that is the folder of an input image (``--image_dir`` itself, or the folder of
   ``--image_file``): the drawings would overwrite or mix with the images. A subfolder of it is
@@ -19,9 +21,9 @@ import glob
 import json
 import os
 
+from ppdet_dac.data.image_headers import FORMATS_TEXT, IMAGE_EXTENSIONS, has_image_extension
 from ppdet_dac.utils.atomic import atomic_open
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 DRAWING_SUFFIX = ".png"
 # files named in a message
 NAMED = 5
@@ -46,8 +48,8 @@ def list_inputs(image_file=None, image_dir=None):
         if not os.path.isdir(image_dir):
             raise FileNotFoundError(f"image directory not found: {image_dir}")
         files = sorted(p for p in glob.glob(os.path.join(image_dir, "*")) if os.path.isfile(p))
-        found = [p for p in files if p.lower().endswith(IMAGE_EXTS)]
-        unsupported = [p for p in files if not p.lower().endswith(IMAGE_EXTS)]
+        found = [p for p in files if has_image_extension(p)]
+        unsupported = [p for p in files if not has_image_extension(p)]
         if not found:
             other = (
                 f"; not read (unsupported format): "
@@ -55,7 +57,7 @@ def list_inputs(image_file=None, image_dir=None):
                 if unsupported
                 else ""
             )
-            raise FileNotFoundError(f"no {'/'.join(IMAGE_EXTS)} images in {image_dir}{other}")
+            raise FileNotFoundError(f"no {'/'.join(IMAGE_EXTENSIONS)} images in {image_dir}{other}")
         seen = {os.path.realpath(p) for p in paths}
         paths.extend(p for p in found if os.path.realpath(p) not in seen)
     if not paths:
@@ -136,7 +138,8 @@ def print_run_outcome(
     if unsupported:
         print(
             f"{len(unsupported)} file(s) not read, unsupported format (only "
-            f"{'/'.join(IMAGE_EXTS)} are read; listed in {summary}):"
+            f"{FORMATS_TEXT} files, {'/'.join(IMAGE_EXTENSIONS)}, are read; listed in "
+            f"{summary}):"
         )
         for path in unsupported:
             print(f"  {path}")

@@ -42,7 +42,7 @@ from ppdet_dac.deploy.postprocess import (
     split_detections,
 )
 from ppdet_dac.deploy.preprocess import Preprocessor, decode_image, describe_image
-from ppdet_dac.deploy.slicing import SliceConfig, sliced_detections
+from ppdet_dac.deploy.slicing import BigImageHint, SliceConfig, sliced_detections
 
 DEVICES = ("CPU", "GPU")
 RUN_MODES = ("paddle", "trt_fp32", "trt_fp16")
@@ -165,6 +165,7 @@ class Predictor:
         if slicing is not None and not isinstance(slicing, SliceConfig):
             raise ValueError(f"slicing must be a SliceConfig or None, got {slicing!r}")
         self.slicing, self.batch_size = slicing, max(int(batch_size), 1)
+        self.big_image_hint = BigImageHint(self.preprocessor)  # runs without slicing
         self._lock = threading.Lock()
         if _predictor is None:
             if self.infer_cfg.attention == "op":
@@ -294,10 +295,18 @@ class Predictor:
         )
         return split_detections(bbox, bbox_num)
 
-    def detect(self, image):
+    def prepare(self, image, what=None):
+        """``load``, then the big-image hint (without slicing), then the model's transform:
+        ``Preprocessor.one``'s (CHW float32, info) for ``Preprocessor.stack``."""
+        im = self.load(image)
+        self.big_image_hint.check(*im.shape[:2], what or describe_image(image))
+        return self.preprocessor.transform(im)
+
+    def detect(self, image, what="an image"):
         """One ``load``-ed RGB array -> float32 [N, 6] detections (sliced when configured)."""
         if self.slicing is not None:
             return sliced_detections(image, self.slicing, self.detect_tiles, self.batch_size)
+        self.big_image_hint.check(*image.shape[:2], what)
         return self.detect_tiles([image])[0]
 
     def predict(self, images):
@@ -306,5 +315,5 @@ class Predictor:
             return []
         if self.slicing is not None:
             return [self.detect(self.load(image)) for image in images]
-        bbox, bbox_num = self.run(self.preprocessor.batch(images))
+        bbox, bbox_num = self.run(Preprocessor.stack([self.prepare(image) for image in images]))
         return split_detections(bbox, bbox_num)

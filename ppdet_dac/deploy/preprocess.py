@@ -204,6 +204,21 @@ class Preprocessor:
             h, w = -(-h // stride) * stride, -(-w // stride) * stride
         return h, w
 
+    def resize_scale(self, h, w):
+        """The factor the Resize steps scale an h x w image by (the smaller of the two axes';
+        1.0 without a Resize)."""
+        scale = 1.0
+        for op in self.ops:
+            if isinstance(op, _Resize):
+                scale *= min(op.scales(h, w)[:2])
+                h, w = op.pixel_size(h, w)
+        return scale
+
+    def input_short_side(self):
+        """The short side the last Resize step resizes to (its smaller target), or None."""
+        sides = [min(op.target_size) for op in self.ops if isinstance(op, _Resize)]
+        return sides[-1] if sides else None
+
     def check_size(self, h, w, what="the image"):
         """ImageShapeError naming ``what`` when an h x w image cannot go through the model: a
         side resized to under one pixel, or fewer feature positions (sum over the levels of

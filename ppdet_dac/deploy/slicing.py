@@ -17,20 +17,30 @@ object; merging keeps one detection per object:
   is dropped for the whole one) or ``iou``;
 * ``concat``: every tile's detections, unmerged.
 
-Detections keep the scores their tile gave them.
+Detections keep the scores their tile gave them. An image that fits in one tile is run whole,
+without merging: its detections are exactly those of unsliced inference.
+
+Without slicing, ``BigImageHint`` logs one line per run naming the first image the model's resize
+shrinks to less than half its size (scale < ``HINT_SCALE``), with the ``--slice_infer`` flags
+that read it in tiles at the model's scale.
 """
 
 from typing import Annotated, Literal
 
 import numpy as np
 import paddle
+from ppdet.utils.logger import setup_logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ppdet_dac.data.tiling import tile_size, tile_windows
 from ppdet_dac.deploy.validation import describe_validation_error
 
+logger = setup_logger(__name__)
+
 COMBINE_METHODS = ("nms", "concat")
 MATCH_METRICS = ("ios", "iou")
+# hint at slicing when the model's resize shrinks an image to less than this fraction
+HINT_SCALE = 0.5
 
 _Pixels = Annotated[int, Field(gt=0)]
 _Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -144,10 +154,14 @@ def sliced_detections(image, config, detect, batch_size=1):
 
     detect: list of RGB tile arrays -> list of float32 [N_i, 6] detections in tile pixels (rows
     label, score, x1, y1, x2, y2, clipped to the tile); called with ``batch_size`` tiles at a
-    time. Returns float32 [N, 6] rows in image pixels, merged, highest score first.
+    time. Returns float32 [N, 6] rows in image pixels, merged, highest score first; an image
+    that fits in one tile is run whole and its detections returned as ``detect`` gives them
+    (no merge: unsliced inference's result).
     """
     height, width = image.shape[:2]
     windows = config.windows(height, width)
+    if len(windows) == 1:
+        return np.array(detect([image])[0], dtype=np.float32).reshape(-1, 6)
     step = max(int(batch_size), 1)
     found = [np.zeros((0, 6), np.float32)]
     for start in range(0, len(windows), step):
@@ -158,3 +172,32 @@ def sliced_detections(image, config, detect, batch_size=1):
             dets[:, 2:] += np.array([x1, y1, x1, y1], dtype=np.float32)
             found.append(dets)
     return merge_detections(np.concatenate(found), config)
+
+
+class BigImageHint:
+    """The one-line hint of a run without slicing (``check`` logs it for the first image only):
+    an image the model's resize (``preprocessor``'s Resize steps) shrinks to less than
+    ``HINT_SCALE`` of its size loses its small objects; ``--slice_infer`` with tiles of the
+    model's input short side reads it at the model's own scale."""
+
+    def __init__(self, preprocessor):
+        self.preprocessor = preprocessor
+        self.given = False
+
+    def check(self, height, width, what="an image"):
+        """Log the hint (once) when a height x width image is shrunk below HINT_SCALE; the line
+        logged, or None."""
+        if self.given:
+            return None
+        scale = self.preprocessor.resize_scale(height, width)
+        side = self.preprocessor.input_short_side()
+        if scale >= HINT_SCALE or side is None:
+            return None
+        self.given = True
+        line = (
+            f"{what} is {width} x {height} pixels and the model reads it resized by "
+            f"{scale:.2f}, so its small objects shrink with it: --slice_infer --slice_size "
+            f"{side} {side} runs it in tiles at the model's scale (this hint: once per run)"
+        )
+        logger.warning(line)
+        return line

@@ -437,7 +437,7 @@ def test_all_images_undecodable_is_an_error(tmp_path):
     assert str(info.value) == (
         f"{tmp_path / 'images'}: none of the 2 images listed in {anno} can be decoded; "
         "undecodable files include 0001.png, 0002.png (2 in all); check that the images are "
-        "JPEG/PNG/BMP files that open"
+        "JPEG/PNG/BMP/TIFF files that open"
     )
     with pytest.raises(UnreadableDatasetError, match="none of the 2 images"):
         ds[1]  # known bad: no second search
@@ -454,7 +454,7 @@ def test_too_many_undecodable_images_in_a_row_stop(tmp_path, dataset_log):
         f"{tmp_path / 'images'}: 3 images in a row cannot be decoded "
         "(max_consecutive_decode_errors: 3), so training stops instead of searching the rest "
         "for a readable one; undecodable files include 0002.png, 0003.png, 0004.png (3 in all);"
-        " check that the images are JPEG/PNG/BMP files that open"
+        " check that the images are JPEG/PNG/BMP/TIFF files that open"
     )
     # the same files under a limit of 4 are skipped (one line each), not an error
     ds, _ = _reading_dataset(

@@ -20,6 +20,7 @@ from _crafted_images import (
     polyglot_png,
     several_sof_jpeg,
     small_image,
+    tiff_file,
 )
 from ppdet_dac.data.image_headers import (
     ImageHeaderError,
@@ -87,7 +88,6 @@ def test_radiance_polyglot_is_refused_by_name_whatever_the_limit(side):
     "ext, name",
     [
         (".webp", "WebP"),
-        (".tiff", "TIFF"),
         (".ppm", "PBM/PGM/PPM/PAM/PFM"),
         (".pam", "PBM/PGM/PPM/PAM/PFM"),
         (".pfm", "PBM/PGM/PPM/PAM/PFM"),
@@ -114,7 +114,7 @@ def test_formats_without_an_encoder_here_are_refused_by_name(head, name):
     _refused(head + bytes(200), UnsupportedFormatError, f"format {name} is not accepted")
 
 
-@pytest.mark.parametrize("ext", [".jpg", ".png", ".bmp"])
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".bmp", ".tif"])
 def test_header_size_is_the_size_opencv_decodes(ext):
     """Files whose header declares another size than their pixel data: the check reports what
     OpenCV allocates and decodes, the header's size."""
@@ -129,7 +129,8 @@ def test_header_size_is_the_size_opencv_decodes(ext):
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         assert decoded is not None
         assert check_image_size(data) == decoded.shape[:2]
-        assert read_header(data)[0] == {".jpg": "JPEG", ".png": "PNG", ".bmp": "BMP"}[ext]
+        fmt = {".jpg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF"}[ext]
+        assert read_header(data)[0] == fmt
 
 
 def test_lying_headers_are_refused_with_their_size():
@@ -182,7 +183,7 @@ def test_bmp_with_an_unknown_info_header_is_refused():
 def test_unknown_bytes_are_not_an_image():
     for data in (b"GIF89a" + bytes(100), b"%PDF-1.4" + bytes(100)):
         assert identify_format(data) is None
-        _refused(data, ImageHeaderError, "not a readable JPEG/PNG/BMP image")
+        _refused(data, ImageHeaderError, "not a readable JPEG/PNG/BMP/TIFF image")
 
 
 def test_plain_decode_refuses_what_the_check_refuses(png_polyglot):
@@ -198,13 +199,18 @@ def test_plain_decode_refuses_what_the_check_refuses(png_polyglot):
     assert decode_bgr(jpeg).shape == (16, 24, 3) and decode_bgr(jpeg, max_pixels=383) is None
 
 
-@pytest.mark.parametrize("ext", [".jpg", ".bmp"])
-def test_mutated_headers_never_pass_with_another_size(ext):
-    """Random byte changes in the first 160 bytes of a small JPEG / BMP (the PNG's IHDR sits at
-    a fixed place, and its CRCs stop libpng on any change): whenever the check passes a file
-    and OpenCV decodes it, OpenCV's image has the size the check read (the header's)."""
+@pytest.mark.parametrize("kind", [".jpg", ".bmp", "tiff <", "tiff >"])
+def test_mutated_headers_never_pass_with_another_size(kind):
+    """Random byte changes in the first 160 bytes of a small JPEG / BMP / TIFF of either byte
+    order (its header and whole first directory; the PNG's IHDR sits at a fixed place, and its
+    CRCs stop libpng on any change): whenever the check passes a file and OpenCV decodes it,
+    OpenCV's image has the size the check read (the header's)."""
     rng = np.random.default_rng(0)
-    original = np.frombuffer(small_image(ext, 20, 30), np.uint8)
+    if kind.startswith("tiff"):
+        data = tiff_file(30, 20, kind[-1])
+    else:
+        data = small_image(kind, 20, 30)
+    original = np.frombuffer(data, np.uint8)
     passed = decoded = 0
     for _ in range(300):
         data = original.copy()

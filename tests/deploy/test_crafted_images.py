@@ -3,8 +3,8 @@ the service, both inference CLIs and training's decode (DACDecode), each in a fr
 peak resident memory stays below 1 GB: nothing is decoded (a 30000 x 30000 image alone would
 take 2.7 GB). The files: the zTXt/PCD polyglot PNG (IHDR 30000 x 30000), the Radiance HDR
 polyglot (15000 x 15000 and 9000 x 9000, named .png/.jpg as an uploader may), a JPEG whose SOF
-and a PNG whose IHDR declare 30000 x 30000, and a JPEG with two SOF markers
-(tests/_crafted_images.py)."""
+and a PNG whose IHDR declare 30000 x 30000, a JPEG with two SOF markers and a TIFF whose first
+directory declares 30000 x 30000 (tests/_crafted_images.py)."""
 
 import json
 import os
@@ -14,7 +14,15 @@ import time
 
 import pytest
 
-from _crafted_images import lying_jpeg, lying_png, polyglot_hdr, polyglot_png, several_sof_jpeg
+from _crafted_images import (
+    TIFF_LONG,
+    lying_jpeg,
+    lying_png,
+    polyglot_hdr,
+    polyglot_png,
+    several_sof_jpeg,
+    tiff_file,
+)
 from _deploy_helpers import DEMO_CONFIG, REPO, SIZE_OPTS
 
 PEAK_RSS_BOUND = 2**30
@@ -29,6 +37,7 @@ REASONS = {
     "d_sof_lies.jpg": OVER,
     "e_ihdr_lies.png": OVER,
     "f_two_sofs.jpg": "JPEG has several SOF markers",
+    "g_ifd_lies.tif": OVER,
 }
 
 
@@ -45,6 +54,7 @@ def crafted(tmp_path_factory):
                 lying_jpeg(30000, 30000),
                 lying_png(30000, 30000),
                 several_sof_jpeg(30000, 30000),
+                tiff_file(30000, 30000, size_type=TIFF_LONG, pixels=bytes(64)),
             ],
         )
     )

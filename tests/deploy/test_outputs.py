@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from _deploy_helpers import encoded_image
+from ppdet_dac.data.image_headers import IMAGE_EXTENSIONS
 from ppdet_dac.deploy.outputs import check_output_dir, list_inputs, print_run_outcome
 from ppdet_dac.deploy.folder_run import save_results
 
@@ -16,13 +17,15 @@ BOX = np.array([[0, 0.9, 4, 4, 30, 20]], np.float32)
 
 
 def _folder(root):
-    """x.jpg (dark) and x.png (bright), a GIF, a WebP and a TIFF, and a subfolder."""
+    """x.jpg (dark), x.png (bright) and scan.tiff (mid grey), a GIF and a WebP (not read), and
+    a subfolder."""
     folder = root / "images"
     os.makedirs(folder / "sub")
     (folder / "x.jpg").write_bytes(encoded_image(40, 60, ".jpg", value=30))
     (folder / "x.png").write_bytes(encoded_image(40, 60, ".png", value=220))
     (folder / "sub" / "y.png").write_bytes(encoded_image(40, 60, ".png"))
-    for name in ("anim.gif", "photo.webp", "scan.tiff"):
+    (folder / "scan.tiff").write_bytes(encoded_image(40, 60, ".tiff", value=120))
+    for name in ("anim.gif", "photo.webp"):
         (folder / name).write_bytes(b"not read")
     return folder
 
@@ -30,11 +33,23 @@ def _folder(root):
 def test_folder_listing_names_the_files_it_does_not_read(tmp_path):
     folder = _folder(tmp_path)
     paths, unsupported = list_inputs(image_dir=str(folder))
-    assert [os.path.basename(p) for p in paths] == ["x.jpg", "x.png"]
-    assert [os.path.basename(p) for p in unsupported] == ["anim.gif", "photo.webp", "scan.tiff"]
+    assert [os.path.basename(p) for p in paths] == ["scan.tiff", "x.jpg", "x.png"]
+    assert [os.path.basename(p) for p in unsupported] == ["anim.gif", "photo.webp"]
     # an image given as a file and found in the folder is listed once
     paths, _ = list_inputs(str(folder / "x.png"), str(folder))
-    assert sorted(os.path.basename(p) for p in paths) == ["x.jpg", "x.png"]
+    assert sorted(os.path.basename(p) for p in paths) == ["scan.tiff", "x.jpg", "x.png"]
+
+
+def test_folder_listing_goes_by_the_one_list_of_formats(tmp_path):
+    """Every extension of image_headers.FORMAT_EXTENSIONS, in any case, is listed; a file
+    named like an image of no accepted format is not."""
+    names = [f"a{i}{ext.upper() if i % 2 else ext}" for i, ext in enumerate(IMAGE_EXTENSIONS)]
+    assert {".tif", ".tiff", ".jpg", ".png"} <= set(IMAGE_EXTENSIONS)
+    for name in [*names, "b.gif", "c.tiff.txt", "d.jp2"]:
+        (tmp_path / name).write_bytes(b"x")
+    paths, unsupported = list_inputs(image_dir=str(tmp_path))
+    assert sorted(os.path.basename(p) for p in paths) == sorted(names)
+    assert [os.path.basename(p) for p in unsupported] == ["b.gif", "c.tiff.txt", "d.jp2"]
 
 
 def test_folder_of_only_unsupported_files_names_them(tmp_path):
@@ -43,7 +58,7 @@ def test_folder_of_only_unsupported_files_names_them(tmp_path):
     (folder / "a.gif").write_bytes(b"GIF89a")
     with pytest.raises(
         FileNotFoundError,
-        match=r"no \.jpg/\.jpeg/\.png/\.bmp images in .*gifs; "
+        match=r"no \.jpg/\.jpeg/\.png/\.bmp/\.tif/\.tiff images in .*gifs; "
         r"not read \(unsupported format\): a\.gif",
     ):
         list_inputs(image_dir=str(folder))
@@ -57,7 +72,7 @@ def test_summary_lists_unsupported_files(tmp_path, capsys):
     with open(tmp_path / "out" / "summary.json") as f:
         assert json.load(f)["unsupported"] == unsupported
     printed = capsys.readouterr().out
-    assert "3 file(s) not read, unsupported format" in printed
+    assert "2 file(s) not read, unsupported format (only JPEG/PNG/BMP/TIFF files" in printed
     for path in unsupported:
         assert f"  {path}\n" in printed
 
@@ -91,10 +106,12 @@ def test_x_jpg_and_x_png_get_drawings_of_their_own(tmp_path):
     folder = _folder(tmp_path)
     paths, _ = list_inputs(image_dir=str(folder))
     out = tmp_path / "out"
-    json_path = save_results(paths, [BOX, BOX], str(out), threshold=0.5)
-    drawn = {name: cv2.imread(str(out / name)) for name in ("x.jpg.png", "x.png.png")}
-    # each drawing is of its own image: the dark JPEG and the bright PNG, away from the box
+    json_path = save_results(paths, [BOX, BOX, BOX], str(out), threshold=0.5)
+    names = ("scan.tiff.png", "x.jpg.png", "x.png.png")
+    drawn = {name: cv2.imread(str(out / name)) for name in names}
+    # each drawing is of its own image: the dark JPEG, the bright PNG, the grey TIFF (lossless)
     assert drawn["x.jpg.png"][35, 55].max() < 60 and drawn["x.png.png"][35, 55].min() > 200
+    assert (drawn["scan.tiff.png"][35, 55] == 120).all()
     with open(json_path) as f:
         assert sorted(json.load(f)) == sorted(paths)
-    assert sorted(os.listdir(out)) == ["detections.json", "x.jpg.png", "x.png.png"]
+    assert sorted(os.listdir(out)) == ["detections.json", *names]

@@ -374,3 +374,71 @@ def test_slice_and_threshold_flags(script):
     ):
         with pytest.raises(SystemExit):
             module.parse_args(base + bad)
+
+
+def test_an_image_in_one_tile_gives_exactly_the_unsliced_detections(exported, grid):
+    """The grid (480 x 640) and one of its cells under the default 640 x 640 slice are one tile
+    each: the sliced detections are the unsliced ones, row for row (no merge NMS). The control:
+    the merge would have dropped some of them."""
+    from ppdet_dac.deploy.predictor import Predictor
+    from ppdet_dac.deploy.slicing import SliceConfig, merge_detections
+
+    path, cells = grid
+    whole = Predictor(exported.model_dirs["op"])
+    sliced = Predictor(exported.model_dirs["op"], slicing=SliceConfig())
+    assert len(SliceConfig().windows(GRID_ROWS * TILE_H, GRID_COLS * TILE_W)) == 1
+    for image in (path, cells[0]):
+        expected = whole.predict([image])[0]
+        np.testing.assert_array_equal(sliced.predict([image])[0], expected)
+    assert len(merge_detections(expected, SliceConfig())) < len(expected)
+
+
+def _hinted(caplog):
+    return [r.getMessage() for r in caplog.records if "--slice_infer" in r.getMessage()]
+
+
+def test_big_image_hint_rule_and_once_per_run(slicing_log):
+    """Rule: the model's resize shrinks the image to less than half (scale < 0.5). At the
+    COCO recipe's input (short side 800, long side <= 1333) the issue's 2,472 x 2,299 photo is
+    read at min(800 / 2299, 1333 / 2472) = 0.348; 1600 x 1600 at exactly 0.5 gets no hint."""
+    from ppdet_dac.deploy.preprocess import Preprocessor
+    from ppdet_dac.deploy.slicing import BigImageHint
+
+    steps = [
+        {"type": "Resize", "target_size": [800, 1333], "keep_ratio": True},
+        {"type": "Permute"},
+    ]
+    preprocessor = Preprocessor(steps)
+    assert preprocessor.resize_scale(2299, 2472) == pytest.approx(800 / 2299)
+    hint = BigImageHint(preprocessor)
+    assert hint.check(1600, 1600, "square.png") is None  # 0.5: not less than half
+    assert hint.check(1200, 900, "small.png") is None
+    line = hint.check(2299, 2472, "aerial.tif")
+    assert line == (
+        "aerial.tif is 2472 x 2299 pixels and the model reads it resized by 0.35, so its small "
+        "objects shrink with it: --slice_infer --slice_size 800 800 runs it in tiles at the "
+        "model's scale (this hint: once per run)"
+    )
+    assert hint.check(4000, 4000, "next.tif") is None  # once per run
+    assert _hinted(slicing_log) == [line]
+
+
+def test_predictor_hints_at_slicing_for_a_large_image_only(exported, grid, slicing_log):
+    """The exported model reads 192 (<= 256): a 240 x 320 cell is read at 0.8 (no hint), the
+    cell tiled 3 x 3 (720 x 960) at 0.27: one hint naming it, none when slicing is on."""
+    from ppdet_dac.deploy.predictor import Predictor
+    from ppdet_dac.deploy.slicing import SliceConfig
+
+    _, cells = grid
+    big = np.tile(cells[0], (3, 3, 1))
+    Predictor(exported.model_dirs["op"]).predict([cells[0]])
+    assert _hinted(slicing_log) == []
+    Predictor(exported.model_dirs["op"], slicing=SliceConfig()).predict([big])
+    assert _hinted(slicing_log) == []
+    whole = Predictor(exported.model_dirs["op"])
+    whole.predict([cells[0], big, big])
+    assert _hinted(slicing_log) == [
+        "the image array of shape [720, 960, 3] is 960 x 720 pixels and the model reads it "
+        "resized by 0.27, so its small objects shrink with it: --slice_infer --slice_size 192 "
+        "192 runs it in tiles at the model's scale (this hint: once per run)"
+    ]

@@ -152,7 +152,7 @@ def _folder_with_bad_files(exported, folder):
     for path in exported.images:
         shutil.copy(path, folder / ("d_" + os.path.basename(path)))
     return {
-        "a_junk.jpg": "not a readable JPEG/PNG/BMP image",
+        "a_junk.jpg": "not a readable JPEG/PNG/BMP/TIFF image",
         "b_bomb.png": "9000 x 5000 = 45000000 pixels, over the limit of 40000000",
         "c_strip.png": "4000 x 1 pixels (width x height, aspect ratio 4000:1)",
     }
@@ -244,13 +244,15 @@ def test_dygraph_infer_folder_skips_bad_files_and_fails_at_the_end(exported, tmp
 
 
 def _same_stem_folder(exported, folder):
-    """x.jpg and x.png (the two exported test images, different pictures) and an animated GIF,
-    a WebP and a TIFF the tools do not read. Returns {file name: bytes}."""
+    """x.jpg and x.png (the two exported test images, different pictures), scan.tif (x.png's
+    pixels as a TIFF) and an animated GIF and a WebP the tools do not read. Returns {file name:
+    bytes}."""
     os.makedirs(folder)
     first, second = (cv2.imread(p) for p in exported.images)
     cv2.imwrite(str(folder / "x.jpg"), first)
     cv2.imwrite(str(folder / "x.png"), second)
-    for name in ("anim.gif", "photo.webp", "scan.tiff"):
+    cv2.imwrite(str(folder / "scan.tif"), second)
+    for name in ("anim.gif", "photo.webp"):
         (folder / name).write_bytes(b"GIF89a not read")
     return {p.name: p.read_bytes() for p in folder.iterdir()}
 
@@ -294,7 +296,8 @@ def test_output_folder_holding_the_inputs_is_refused(exported, tmp_path, tool):
     before = _same_stem_folder(exported, folder)
     proc = run_process(_tool_args(tool, exported, folder, folder), returncode=2)
     assert (
-        f"--output_dir {folder} holds the input images (x.jpg, x.png)" in proc.stderr + proc.stdout
+        f"--output_dir {folder} holds the input images (scan.tif, x.jpg, x.png)"
+        in proc.stderr + proc.stdout
     )
     assert "Traceback" not in proc.stderr
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
@@ -304,23 +307,26 @@ def test_output_folder_holding_the_inputs_is_refused(exported, tmp_path, tool):
 def test_same_stem_images_get_their_own_drawings_and_other_formats_are_named(
     exported, tmp_path, tool
 ):
-    """x.jpg and x.png: two drawings (x.jpg.png, x.png.png), each of its own image; the GIF,
-    WebP and TIFF are named in summary.json and the closing lines; exit status 0."""
+    """x.jpg and x.png: two drawings (x.jpg.png, x.png.png), each of its own image; the TIFF
+    is read like the PNG of the same pixels (the same detections); the GIF and WebP are named in
+    summary.json and the closing lines; exit status 0."""
     from _deploy_helpers import run_process
 
     folder, out_dir = tmp_path / "images", tmp_path / "out"
     _same_stem_folder(exported, folder)
     proc = run_process(_tool_args(tool, exported, folder, out_dir), returncode=0)
-    for name in ("x.jpg", "x.png"):
+    for name in ("x.jpg", "x.png", "scan.tif"):
         drawn, original = cv2.imread(str(out_dir / (name + ".png"))), cv2.imread(str(folder / name))
         assert drawn.shape == original.shape  # the two images differ in size
     with open(out_dir / "detections.json") as f:
-        assert sorted(os.path.basename(p) for p in json.load(f)) == ["x.jpg", "x.png"]
+        detections = {os.path.basename(p): dets for p, dets in json.load(f).items()}
+    assert sorted(detections) == ["scan.tif", "x.jpg", "x.png"]
+    assert detections["scan.tif"] == detections["x.png"] and detections["x.png"]
     with open(out_dir / "summary.json") as f:
         summary = json.load(f)
-    names = ["anim.gif", "photo.webp", "scan.tiff"]
+    names = ["anim.gif", "photo.webp"]
     assert [os.path.basename(p) for p in summary["unsupported"]] == names
-    assert summary["images"] == summary["succeeded"] == 2
-    assert "3 file(s) not read, unsupported format" in proc.stdout
+    assert summary["images"] == summary["succeeded"] == 3
+    assert "2 file(s) not read, unsupported format" in proc.stdout
     for name in names:
         assert f"  {folder / name}\n" in proc.stdout

@@ -115,7 +115,7 @@ def test_train_eval_with_an_undecodable_val_image(broken_raise, tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert _last_line(proc).endswith(
         f"ImageDecodeError: cannot decode image file {bad} (7 bytes): "
-        "not a readable JPEG/PNG/BMP image"
+        "not a readable JPEG/PNG/BMP/TIFF image"
     )
     log = proc.stdout + proc.stderr
     # the trained epoch is kept: its checkpoint is complete and resumable
@@ -146,7 +146,7 @@ def test_train_eval_with_an_undecodable_val_image(broken_raise, tmp_path):
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert _last_line(proc).endswith(
-        f"cannot decode image file {bad} (7 bytes): not a readable JPEG/PNG/BMP image"
+        f"cannot decode image file {bad} (7 bytes): not a readable JPEG/PNG/BMP/TIFF image"
     )
     assert os.listdir(cwd) == []
 

@@ -7,6 +7,8 @@ import json
 
 from pydantic import BaseModel, Field, ValidationError
 
+from ppdet_dac.data.image_headers import FORMATS_TEXT
+
 SERVICE = "dac_detr"
 PREDICT_PATH = f"/{SERVICE}/prediction"
 INPUT_KEY, OUTPUT_KEY = "image", "detections"
@@ -32,7 +34,7 @@ class PredictionRequest(BaseModel, strict=True):
 
     key: list[str] = Field(description=f'exactly ["{INPUT_KEY}"]', examples=[[INPUT_KEY]])
     value: list[str] = Field(
-        description="[base64 of a JPEG/PNG/BMP file]", examples=[["/9j/4AAQSkZJRgABAQ..."]]
+        description=f"[base64 of a {FORMATS_TEXT} file]", examples=[["/9j/4AAQSkZJRgABAQ..."]]
     )
     logid: int = Field(0, ge=0, le=MAX_LOGID, description="echoed in the server log")
 
