@@ -10,7 +10,7 @@ r"""Cut the images of a COCO or Pascal-VOC training set into overlapping tiles: 
 
 ppdet's flags (``--image_dir``, ``--json_path``, ``--output_dir``, ``--slice_size``,
 ``--overlap_ratio``) and, for VOC input, x2coco's (``--voc_anno_dir``, ``--voc_anno_list``,
-``--voc_label_list``; the list's image paths are relative to ``--image_dir``, by default
+``--voc_label_list``, ``--label_map``; the list's image paths are relative to ``--image_dir``, by default
 ``--voc_anno_dir``). Writes ``--output_dir``/images/ (the tiles) and ``--output_dir``/
 ``--json_name`` (their COCO annotations); a config reads them with ``dataset_dir:
 <output_dir>``, ``image_dir: images``, ``anno_path: annotations.json``. The tiles are the grid
@@ -30,6 +30,7 @@ import ppdet_dac  # noqa: F401  (before cv2 loads: OpenCV's pixel limit from --m
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.image_io import DEFAULT_MAX_PIXELS
+from ppdet_dac.data.label_map import LABEL_MAP_HELP
 from ppdet_dac.data.tiling import (
     DEFAULT_MIN_AREA_RATIO,
     TILE_FOLDER,
@@ -54,6 +55,7 @@ def parse_args(argv=None):
         "--voc_anno_list", help="VOC input: list file, '<image> <xml>' or '<xml or id>' per line"
     )
     parser.add_argument("--voc_label_list", help="VOC input: class names, one per line")
+    parser.add_argument("--label_map", default=None, help="VOC input: " + LABEL_MAP_HELP)
     parser.add_argument("--output_dir", required=True, help="folder of the tiles and their JSON")
     parser.add_argument(
         "--json_name", default="annotations.json", help="tile annotation file in --output_dir"
@@ -130,7 +132,9 @@ def main(argv=None):
         anno, inputs = coco_source(source), [source]
     else:
         source, image_dir = args.voc_anno_list, args.image_dir or args.voc_anno_dir
-        anno = voc_source(args.voc_anno_dir, args.voc_anno_list, args.voc_label_list)
+        anno = voc_source(
+            args.voc_anno_dir, args.voc_anno_list, args.voc_label_list, args.label_map
+        )
         inputs = [args.voc_anno_list, args.voc_label_list]
     if not os.path.isdir(image_dir):
         raise FileNotFoundError(f"image directory not found: {image_dir}")

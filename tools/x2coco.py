@@ -28,6 +28,7 @@ import ppdet_dac  # noqa: F401  (first: drops known-harmless import notices)
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.duplicates import check_no_duplicates
+from ppdet_dac.data.label_map import LABEL_MAP_HELP
 from ppdet_dac.data.voc import convert_voc
 from ppdet_dac.utils.atomic import atomic_open
 
@@ -52,12 +53,7 @@ def parse_args(argv=None):
         "--voc_out_name", default="voc.json", help="output COCO file, relative to --output_dir"
     )
     parser.add_argument("--output_dir", default="./", help="folder of the output file")
-    parser.add_argument(
-        "--label_map",
-        default=None,
-        help="XML names to classes: 'Dead=Tree,Alive=Tree' (NAME=__ignore__ leaves those "
-        "objects out) or a .yml/.json file of such a mapping",
-    )
+    parser.add_argument("--label_map", default=None, help=LABEL_MAP_HELP)
     return parser.parse_args(argv)
 
 

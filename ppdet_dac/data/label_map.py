@@ -32,6 +32,12 @@ __all__ = ["IGNORE", "LabelMap", "parse_label_map"]
 IGNORE = "__ignore__"
 FILE_SUFFIXES = (".yml", ".yaml", ".json")
 
+# the --label_map flag of the tools that read VOC data (x2coco, slice_image)
+LABEL_MAP_HELP = (
+    "XML names to classes: 'Dead=Tree,Alive=Tree' (NAME=__ignore__ leaves those objects out) "
+    "or a .yml/.json file of such a mapping"
+)
+
 
 class LabelMap:
     """{name in the XML files: class name, or IGNORE}; ``source`` names it in messages."""

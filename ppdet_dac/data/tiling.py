@@ -177,9 +177,10 @@ def coco_source(json_path):
     return anno
 
 
-def voc_source(anno_dir, anno_list, label_list):
-    """The COCO dict of a Pascal-VOC set (``ppdet_dac.data.voc.convert_voc``: x2coco's form)."""
-    anno = convert_voc(anno_dir, anno_list, label_list)
+def voc_source(anno_dir, anno_list, label_list, label_map=None):
+    """The COCO dict of a Pascal-VOC set (``ppdet_dac.data.voc.convert_voc``: x2coco's form,
+    ``label_map`` as x2coco's ``--label_map``)."""
+    anno = convert_voc(anno_dir, anno_list, label_list, label_map)
     check_no_duplicates(anno, anno_list)
     return anno
 

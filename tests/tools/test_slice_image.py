@@ -190,6 +190,28 @@ def test_voc_input_gives_the_coco_tiles(tmp_path):
         np.testing.assert_array_equal(c_tile, v_tile)
 
 
+def test_voc_label_map_merges_and_ignores_classes(tmp_path):
+    """--label_map on VOC input: 'car' merged into 'tree' keeps every box as a tree; 'car'
+    ignored drops exactly the car's boxes; the tile windows stay those of the plain run."""
+    list_file, label_file = _voc_set(tmp_path / "voc")
+    voc_args = ["--voc_anno_dir", tmp_path / "voc", "--voc_anno_list", list_file]
+    voc_args += ["--voc_label_list", label_file]
+    plain, _ = _slice(*voc_args, "--output_dir", tmp_path / "plain", *SLICE)
+    merged, _ = _slice(
+        *voc_args, "--label_map", "car=tree", "--output_dir", tmp_path / "merged", *SLICE
+    )
+    ignored, _ = _slice(
+        *voc_args, "--label_map", "car=__ignore__", "--output_dir", tmp_path / "ign", *SLICE
+    )
+    renamed = [(f, w, [("tree", b) for _, b in boxes]) for f, w, boxes in _tiles(plain)]
+    assert _tiles(merged) == renamed
+    without_cars = [
+        (f, w, [(c, b) for c, b in boxes if c != "car"]) for f, w, boxes in _tiles(plain)
+    ]
+    assert [t for t in _tiles(ignored) if t[2]] == [t for t in without_cars if t[2]]
+    assert sum(1 for _, _, boxes in _tiles(plain) for c, _ in boxes if c == "car") > 0
+
+
 def test_the_coco_dataset_reads_the_tiles(tmp_path):
     from ppdet_dac.data.dataset import DACCOCODataSet
 
