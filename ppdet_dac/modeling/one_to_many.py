@@ -16,6 +16,7 @@ import paddle
 import paddle.nn.functional as F
 
 from .box_ops import box_cxcywh_to_xyxy, box_iou
+from .debug_checks import check_class_ids
 from .matcher import non_finite_error
 
 __all__ = ["OneToManyAssigner"]
@@ -59,13 +60,7 @@ class OneToManyAssigner(object):
 
         pred_boxes: [Q, 4] cxcywh; pred_logits: [Q, C]; gt_boxes: [n, 4] cxcywh; gt_labels: int64 [n].
         """
-        num_classes = pred_logits.shape[-1]
-        labels_np = gt_labels.numpy().reshape([-1])
-        if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= num_classes):
-            raise ValueError(
-                f"gt_labels must lie in [0, {num_classes}), got min {labels_np.min()}, "
-                f"max {labels_np.max()}"
-            )
+        check_class_ids(gt_labels, pred_logits.shape[-1])  # a host copy only with debug checks
         with paddle.no_grad():
             iou = box_iou(
                 box_cxcywh_to_xyxy(pred_boxes),
