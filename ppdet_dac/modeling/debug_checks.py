@@ -58,6 +58,5 @@ def check_class_ids(gt_labels, num_classes):
     labels = host_ints(gt_labels)
     if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
-            f"gt_labels must lie in [0, {num_classes}), got min {labels.min()}, "
-            f"max {labels.max()}"
+            f"gt_labels must lie in [0, {num_classes}), got min {labels.min()}, max {labels.max()}"
         )
