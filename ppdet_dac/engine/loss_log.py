@@ -9,7 +9,6 @@ smoothed values are the same). With several ranks the copied values are averaged
 first (one all-reduce of the same values, in float64), as the official ``reduce_dict`` logs them.
 """
 
-import numpy as np
 import paddle
 import paddle.distributed as dist
 
