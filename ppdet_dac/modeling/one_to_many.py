@@ -17,13 +17,9 @@ import paddle.nn.functional as F
 
 from .box_ops import box_cxcywh_to_xyxy, box_iou
 from .debug_checks import check_class_ids
-from .matcher import non_finite_error
+from .matcher import empty_pair, solve_per_image
 
 __all__ = ["OneToManyAssigner"]
-
-
-def _empty_pair():
-    return np.zeros([0], dtype=np.int64), np.zeros([0], dtype=np.int64)
 
 
 class OneToManyAssigner(object):
@@ -78,7 +74,7 @@ class OneToManyAssigner(object):
         score = np.asarray(score)
         num_q, num_gt = score.shape
         if num_q == 0 or num_gt == 0:
-            return _empty_pair()
+            return empty_pair()
         if not np.isfinite(score).all():
             raise ValueError(
                 f"assignment score has {(~np.isfinite(score)).sum()} non-finite entries"
@@ -118,13 +114,11 @@ class OneToManyAssigner(object):
             )
         if rng is None:
             rng = np.random.default_rng()
-        indices = []
-        for i in range(batch):
-            if int(gt_labels[i].shape[0]) == 0 or pred_boxes.shape[1] == 0:
-                indices.append(_empty_pair())
-                continue
-            score = self.score_matrix(pred_boxes[i], pred_logits[i], gt_boxes[i], gt_labels[i])
-            if not np.isfinite(score).all():
-                raise non_finite_error("one-to-many assignment score", score, i, gt_boxes[i])
-            indices.append(self.assign_scores(score, rng))
-        return indices
+        return solve_per_image(
+            pred_boxes.shape[1],
+            gt_labels,
+            gt_boxes,
+            "one-to-many assignment score",
+            lambda i: self.score_matrix(pred_boxes[i], pred_logits[i], gt_boxes[i], gt_labels[i]),
+            lambda score: self.assign_scores(score, rng),
+        )
