@@ -131,11 +131,10 @@ class DACHungarianMatcher(object):
                 f"batch size {logits.shape[0]} but {len(gt_labels)} gt_labels and "
                 f"{len(gt_boxes)} gt_boxes entries"
             )
+
+        def cost(i):
+            return self.cost_matrix(logits[i], boxes[i], gt_labels[i], gt_boxes[i])
+
         return solve_per_image(
-            logits.shape[1],
-            gt_labels,
-            gt_boxes,
-            "matching cost",
-            lambda i: self.cost_matrix(logits[i], boxes[i], gt_labels[i], gt_boxes[i]),
-            _hungarian,
+            logits.shape[1], gt_labels, gt_boxes, "matching cost", cost, _hungarian
         )

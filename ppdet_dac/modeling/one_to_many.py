@@ -114,11 +114,12 @@ class OneToManyAssigner(object):
             )
         if rng is None:
             rng = np.random.default_rng()
-        return solve_per_image(
-            pred_boxes.shape[1],
-            gt_labels,
-            gt_boxes,
-            "one-to-many assignment score",
-            lambda i: self.score_matrix(pred_boxes[i], pred_logits[i], gt_boxes[i], gt_labels[i]),
-            lambda score: self.assign_scores(score, rng),
-        )
+
+        def score(i):
+            return self.score_matrix(pred_boxes[i], pred_logits[i], gt_boxes[i], gt_labels[i])
+
+        def assign(values):
+            return self.assign_scores(values, rng)
+
+        what = "one-to-many assignment score"
+        return solve_per_image(pred_boxes.shape[1], gt_labels, gt_boxes, what, score, assign)
