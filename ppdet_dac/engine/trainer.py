@@ -13,7 +13,8 @@ metrics, log/VisualDL callbacks); this subclass keeps that and replaces the loop
   good state (all ranks stop together);
 * a log line per ``log_iter`` iterations with epoch, iteration, lr, the last-layer loss terms
   (averaged over the ranks, as the official code logs them), speed and ETA (ppdet's
-  LogPrinter), VisualDL scalars with ``use_vdl``;
+  LogPrinter), VisualDL scalars with ``use_vdl``; the terms reach the host only on those
+  iterations, the other steps copy their total loss alone (``loss_log.py``);
 * the official gradient clip: one norm over all gradients (``optimizer.py``);
 * AMP on GPU (``--amp``; the attention op itself runs in float32), ignored with a warning on CPU;
 * COCO evaluation after snapshot epochs with ``--eval`` (per-class AP table), ``best_model`` kept,
@@ -43,7 +44,6 @@ import time
 
 import numpy as np
 import paddle
-import paddle.distributed as dist
 from ppdet.engine import Trainer
 from ppdet.engine.callbacks import ComposeCallback, LogPrinter, VisualDLWriter
 from ppdet.utils import stats
@@ -53,6 +53,7 @@ from ppdet_dac.interop.weights import load_model_weights
 
 from .checkpoint import load_checkpoint
 from .evaluation import EvaluationError, fresh_iterator
+from .loss_log import LossLog, host_loss_terms
 from .optimizer import use_official_clip
 from .run_settings import (
     AUTO_RESUME,
@@ -100,13 +101,6 @@ def _logged_terms(values):
     """The total and the last-layer terms of {name: float} (aux-layer terms ``*_0[_one2one]`` ..
     ``*_4[_one2one]`` are left out of the log line; all of them are in the loss)."""
     return {k: _LoggedValue(v) for k, v in values.items() if not _AUX_SUFFIX.search(k)}
-
-
-def _host_values(outputs):
-    """{name: float} of the loss terms, copied to the host in one transfer."""
-    names = list(outputs)
-    values = paddle.stack([paddle.cast(outputs[n], "float32").reshape([]) for n in names])
-    return dict(zip(names, values.numpy().tolist()))
 
 
 class _LoggedValue(float):
@@ -237,21 +231,18 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
         self._epoch_losses = list(extra.get("epoch_losses", [])) if self.start_step else []
 
     def _check_finite(self, outputs, epoch_id, step_id):
-        """The loss terms averaged over the ranks ({name: float}, as the official ``reduce_dict``
-        logs them); raises FloatingPointError when any rank's terms are NaN/inf.
+        """This step's loss values averaged over the ranks ({name: float}: every term on a
+        step that logs them, else only 'loss'; ``LossLog``); the steps' terms to log go to
+        ``_log_rows``. Raises FloatingPointError when the total loss is NaN/inf on any rank.
 
-        One all-reduce of the stacked terms serves both: a non-finite term on any rank makes the
-        sum non-finite, so every rank stops together (the others would otherwise wait in the
-        next all-reduce)."""
-        local = _host_values(outputs)
-        values = local
-        if self._nranks > 1:
-            names = list(outputs)
-            stacked = paddle.to_tensor([local[n] for n in names], dtype="float64")
-            dist.all_reduce(stacked)
-            values = dict(zip(names, (stacked / self._nranks).numpy().tolist()))
-        bad = [name for name, value in local.items() if not math.isfinite(value)]
-        if bad or not all(math.isfinite(v) for v in values.values()):
+        One host copy per step (of the total, or on log steps of the terms to log): a NaN/inf
+        term makes the total NaN/inf, and with several ranks the all-reduce of the values makes
+        every rank see it, so that all of them stop together (the others would otherwise wait in
+        the next all-reduce). Only then are this rank's terms copied, to name the bad ones."""
+        values, self._log_rows = self._loss_log.step(outputs, self._loss_log.due(step_id))
+        if not math.isfinite(values["loss"]):
+            local = host_loss_terms(outputs)
+            bad = [name for name, value in local.items() if not math.isfinite(value)]
             where = (
                 f"epoch {epoch_id}, iteration {step_id} of the epoch "
                 f"(global iteration {self.global_iter})"
@@ -290,6 +281,7 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
             }
         )
         end_epoch = int(self.cfg.epoch)
+        self._loss_log = LossLog(self.cfg.log_iter, self.cfg.get("use_vdl", False), self._nranks)
         mismatch = schedule_mismatch(self.cfg)
         if mismatch:
             logger.warning(mismatch)
@@ -337,7 +329,8 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
                 if self.use_ema:
                     self.ema.update()
                 if self._nranks < 2 or self._local_rank == 0:
-                    self.status["training_staus"].update(_logged_terms(logged))
+                    for values in self._log_rows:
+                        self.status["training_staus"].update(_logged_terms(values))
                 self.status["batch_time"].update(time.time() - tic)
                 self._compose_callback.on_step_end(self.status)
                 if (

@@ -33,17 +33,23 @@ DEFAULT_WEIGHTS = {
 
 
 def average_num_boxes(gt_labels):
-    """Σ#GT over the batch, averaged over ranks, floored at 1 (a Python float)."""
-    total = paddle.to_tensor([float(sum(int(l.shape[0]) for l in gt_labels))], dtype="float32")
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(total)
-        total = total / dist.get_world_size()
+    """Σ#GT over the batch, averaged over ranks, floored at 1 (a Python float).
+
+    The count comes from the shapes (host values); only with several ranks is it all-reduced
+    and copied back to the host (one copy per step, as the official code does)."""
+    count = float(sum(int(l.shape[0]) for l in gt_labels))
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return max(count, 1.0)
+    total = paddle.to_tensor([count], dtype="float32")
+    dist.all_reduce(total)
+    total = total / dist.get_world_size()
     return max(float(total.item()), 1.0)
 
 
 def _flatten_indices(indices, gt_labels, gt_boxes):
-    """Per-image (query_idx, gt_idx) -> batch_idx [K], query_idx [K], labels [K], boxes [K, 4],
-    group_ids [K] (one id per (image, GT) pair)."""
+    """Per-image (query_idx, gt_idx) -> batch_idx [K], query_idx [K] (NumPy int64), labels [K],
+    boxes [K, 4] (tensors), group_ids [K] (NumPy int64, one id per (image, GT) pair). The index
+    vectors stay on the host: they come from the host-side matching."""
     batch, query, labels, boxes, groups = [], [], [], [], []
     offset = 0
     for i, (q, g) in enumerate(indices):
@@ -59,11 +65,11 @@ def _flatten_indices(indices, gt_labels, gt_boxes):
     if not batch:
         return None
     return (
-        paddle.to_tensor(np.concatenate(batch)),
-        paddle.to_tensor(np.concatenate(query)),
+        np.concatenate(batch),
+        np.concatenate(query),
         paddle.concat(labels),
         paddle.concat(boxes),
-        paddle.to_tensor(np.concatenate(groups)),
+        np.concatenate(groups),
     )
 
 
@@ -128,7 +134,7 @@ class DACCriterion(nn.Layer):
                 ce = sigmoid_focal_loss(logits, paddle.zeros_like(logits), num_boxes)
             return ce, zero, zero
         batch_idx, query_idx, labels, tgt_boxes, groups = flat
-        pos = paddle.stack([batch_idx, query_idx], axis=1)
+        pos = paddle.to_tensor(np.stack([batch_idx, query_idx], axis=1))
         src_boxes = paddle.gather_nd(boxes, pos)
         weights = None
         if self.loss_class_type == "ia_bce" or ranked:
@@ -245,7 +251,9 @@ class DACCriterion(nn.Layer):
             zero = (boxes * 0.0).sum()
             return sigmoid_focal_loss(logits, targets, num_boxes), zero, zero
         batch_idx, query_idx, labels, tgt_boxes, _ = flat
-        pos = paddle.stack([batch_idx, query_idx, labels], axis=1)
+        pos = paddle.stack(
+            [paddle.to_tensor(batch_idx), paddle.to_tensor(query_idx), labels], axis=1
+        )
         targets = paddle.scatter_nd_add(targets, pos, paddle.ones([pos.shape[0]], logits.dtype))
         src_boxes = paddle.gather_nd(boxes, pos[:, :2])
         return (

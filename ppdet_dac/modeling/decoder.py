@@ -20,40 +20,29 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .box_ops import inverse_sigmoid
-from .deformable_attention import MSDeformableAttention
-from .encoder import FeedForward
+from .encoder import DeformableLayer
 from . import init
 
 
-class DACDecoderLayer(nn.Layer):
-    """The modules of one decoder layer. Post-norm, as in Deformable-DETR."""
+class DACDecoderLayer(DeformableLayer):
+    """The modules of one decoder layer. Post-norm, as in Deformable-DETR: self-attention (made
+    first), then the deformable cross-attention and the FFN (``DeformableLayer``)."""
 
-    def __init__(
-        self,
-        d_model=256,
-        num_heads=8,
-        dim_feedforward=2048,
-        dropout=0.0,
-        num_levels=4,
-        num_points=4,
-        offset_lr_mult=0.1,
-    ):
-        super().__init__()
-        self.self_attn = nn.MultiHeadAttention(d_model, num_heads, dropout=dropout)
-        self.dropout_sa = nn.Dropout(dropout)
-        self.norm_sa = nn.LayerNorm(d_model)
-        self.cross_attn = MSDeformableAttention(
-            d_model, num_levels, num_heads, num_points, offset_lr_mult
-        )
-        self.dropout_ca = nn.Dropout(dropout)
-        self.norm_ca = nn.LayerNorm(d_model)
-        self.ffn = FeedForward(d_model, dim_feedforward, dropout)
+    DEFORMABLE_NAMES = ("cross_attn", "dropout_ca", "norm_ca")
+
+    def __init__(self, d_model=256, num_heads=8, **kwargs):
+        super().__init__(d_model, num_heads, **kwargs)
         # q/k/v as one packed [3C, C] projection would be initialised (xavier) with fan_out 3C.
         for proj in (self.self_attn.q_proj, self.self_attn.k_proj, self.self_attn.v_proj):
             init.xavier_(proj.weight, fan_in=d_model, fan_out=3 * d_model)
             init.constant_(proj.bias, 0.0)
         init.xavier_(self.self_attn.out_proj.weight)
         init.constant_(self.self_attn.out_proj.bias, 0.0)
+
+    def _modules_first(self, d_model, num_heads, dropout):
+        self.self_attn = nn.MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        self.dropout_sa = nn.Dropout(dropout)
+        self.norm_sa = nn.LayerNorm(d_model)
 
     def self_attention(self, tgt, query_pos, attn_allowed=None):
         """tgt, query_pos: [B, Q, C]; attn_allowed: [Q, Q] bool, True = may attend. -> [B, Q, C]."""
@@ -115,11 +104,7 @@ class DACDecoder(nn.Layer):
         tgt,
         init_ref,
         query_pos,
-        memory,
-        spatial_shapes,
-        level_start_index,
-        valid_ratios,
-        memory_padding,
+        levels,
         class_heads,
         box_heads,
         attn_allowed=None,
@@ -131,7 +116,9 @@ class DACDecoder(nn.Layer):
         init_ref: [B, Q, 4] sigmoid-space (cx, cy, w, h) initial reference boxes (no gradient),
           refined layer by layer; or [B, Q, 2] (x, y) reference points, kept by every layer
           (one-stage Deformable-DETR without box refinement).
-        memory: [B, S, C]; memory_padding: [B, S] bool (True = padding); valid_ratios: [B, L, 2].
+        levels: the encoder output as a ``FlatLevels`` (transformer.py): ``tokens`` the memory
+          [B, S, C], ``token_padding`` [B, S] bool (True = padding), ``spatial_shapes``,
+          ``level_start_index`` and ``valid_ratios`` [B, L, 2] of its levels.
         class_heads / box_heads: per-layer heads, shared by both streams.
         attn_allowed: [Q, Q] bool, True = may attend (None = full attention).
         run_c_stream: also run DAC's C-stream (training only).
@@ -141,6 +128,13 @@ class DACDecoder(nn.Layer):
           'logits' [L', B, Q, K], 'boxes' [L', B, Q, 4] for the O-stream (L' = L or 1), and with
           run_c_stream also 'logits_c', 'boxes_c' [L, B, Q, ...] for the C-stream.
         """
+        valid_ratios = levels.valid_ratios
+        cross_args = (
+            levels.tokens,
+            levels.spatial_shapes,
+            levels.level_start_index,
+            levels.token_padding,
+        )
         if init_ref.shape[-1] == 2:
             ratios = valid_ratios.unsqueeze(1)  # [B,1,L,2]
             chain_o, chain_c = _FixedPoints(init_ref), _FixedPoints(init_ref)
@@ -151,7 +145,6 @@ class DACDecoder(nn.Layer):
         logits_o, boxes_o, logits_c, boxes_c = [], [], [], []
         for lid, layer in enumerate(self.layers):
             last = lid == self.num_layers - 1
-            cross_args = (memory, spatial_shapes, level_start_index, memory_padding)
 
             after_self_attn = layer.self_attention(out_o, query_pos, attn_allowed)
             out_o = layer.cross_attention_ffn(

@@ -26,6 +26,7 @@ import paddle
 from ppdet.utils.logger import setup_logger
 
 from .box_ops import inverse_sigmoid
+from .debug_checks import host_ints
 
 logger = setup_logger(__name__)
 
@@ -297,8 +298,8 @@ def build_cdn_queries(
 
     labels = paddle.concat([l for l in labels_list if l.shape[0] > 0])
     boxes = paddle.concat([bx for bx in boxes_list if bx.shape[0] > 0])
-    labels_np = labels.numpy()
-    if labels_np.min() < 0 or labels_np.max() >= num_rows_enc:
+    labels_np = host_ints(labels)  # a host copy only with debug checks (debug_checks.py)
+    if labels_np is not None and (labels_np.min() < 0 or labels_np.max() >= num_rows_enc):
         raise ValueError(
             "gt_labels hold class ids in [{}, {}], outside label_enc's [0, {})".format(
                 labels_np.min(), labels_np.max(), num_rows_enc

@@ -27,13 +27,15 @@ class FeedForward(nn.Layer):
         return self.norm(x + self.dropout(y))
 
 
-class DeformableEncoderLayer(nn.Layer):
-    """src = LN(src + MSDeformAttn(src + pos, ref, src)); src = FFN(src).
+class DeformableLayer(nn.Layer):
+    """What every encoder and decoder layer has: a multi-scale deformable attention with its
+    dropout and post-norm, named by ``DEFORMABLE_NAMES``, and the FFN ``ffn``.
 
-    forward(src [B, S, C], pos [B, S, C], reference_points [B, S, L, 2] (x, y) normalised,
-    spatial_shapes int64 [L, 2] (H_l, W_l), level_start_index int64 [L], token_padding [B, S]
-    bool (True = padding)) -> [B, S, C]; S = Σ H_l·W_l tokens, C = d_model.
+    ``_modules_first`` makes the modules a subclass creates before those (the decoder's
+    self-attention): the creation order, and so the random initialisation, is the layer's own.
     """
+
+    DEFORMABLE_NAMES = ("self_attn", "dropout", "norm")
 
     def __init__(
         self,
@@ -46,12 +48,28 @@ class DeformableEncoderLayer(nn.Layer):
         offset_lr_mult=0.1,
     ):
         super().__init__()
-        self.self_attn = MSDeformableAttention(
-            d_model, num_levels, num_heads, num_points, offset_lr_mult
+        self._modules_first(d_model, num_heads, dropout)
+        attn, drop, norm = self.DEFORMABLE_NAMES
+        setattr(
+            self,
+            attn,
+            MSDeformableAttention(d_model, num_levels, num_heads, num_points, offset_lr_mult),
         )
-        self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(d_model)
+        setattr(self, drop, nn.Dropout(dropout))
+        setattr(self, norm, nn.LayerNorm(d_model))
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
+
+    def _modules_first(self, d_model, num_heads, dropout):
+        """Modules made before the deformable attention (none here)."""
+
+
+class DeformableEncoderLayer(DeformableLayer):
+    """src = LN(src + MSDeformAttn(src + pos, ref, src)); src = FFN(src).
+
+    forward(src [B, S, C], pos [B, S, C], reference_points [B, S, L, 2] (x, y) normalised,
+    spatial_shapes int64 [L, 2] (H_l, W_l), level_start_index int64 [L], token_padding [B, S]
+    bool (True = padding)) -> [B, S, C]; S = Σ H_l·W_l tokens, C = d_model.
+    """
 
     def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, token_padding):
         attn = self.self_attn(

@@ -12,18 +12,38 @@ import paddle
 import paddle.nn.functional as F
 
 from .box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
+from .debug_checks import host_ints
 
 __all__ = ["sigmoid_focal_loss", "ia_bce_loss", "rank_weights", "l1_box_loss", "giou_box_loss"]
 
 
-def _as_numpy(x, dtype):
-    if isinstance(x, paddle.Tensor):
-        x = x.numpy()
-    return np.asarray(x, dtype=dtype).reshape([-1])
-
-
 def _as_tensor(x):
     return x if isinstance(x, paddle.Tensor) else paddle.to_tensor(np.asarray(x))
+
+
+def _index_tensor(name, values, high):
+    """int64 tensor [K] of an index argument (tensor, array or list). Host values are checked to
+    lie in [0, high) here; a tensor's values only with the debug checks on (debug_checks.py)."""
+    host = host_ints(values)
+    if host is not None and len(host) and (host.min() < 0 or host.max() >= high):
+        raise ValueError(f"{name} out of range [0, {high}): min {host.min()}, max {host.max()}")
+    if isinstance(values, paddle.Tensor):
+        return values.reshape([-1]).astype("int64")
+    return paddle.to_tensor(host)
+
+
+def _num_entries(values):
+    """Number of entries of a tensor, array or list (its shape; no host copy)."""
+    shape = values.shape if isinstance(values, paddle.Tensor) else np.shape(values)
+    return int(np.prod(shape))
+
+
+def _last_occurrence(flat):
+    """bool [K]: entry k of the int64 vector ``flat`` is the last one with its value."""
+    order = paddle.argsort(flat, stable=True)  # equal values keep their input order
+    ordered = paddle.gather(flat, order)
+    last = paddle.concat([ordered[1:] != ordered[:-1], paddle.ones([1], dtype="bool")])
+    return paddle.scatter(paddle.zeros_like(flat), order, last.astype("int64")) > 0
 
 
 def sigmoid_focal_loss(logits, targets, num_boxes, alpha=0.25, gamma=2.0):
@@ -65,44 +85,36 @@ def ia_bce_loss(
     if logits.ndim != 3:
         raise ValueError(f"logits must be [B, Q, C], got shape {list(logits.shape)}")
     num_b, num_q, num_c = logits.shape
-    b = _as_numpy(batch_idx, np.int64)
-    q = _as_numpy(query_idx, np.int64)
-    c = _as_numpy(labels, np.int64)
-    ious = _as_tensor(ious)
-    if not (len(b) == len(q) == len(c) == int(np.prod(ious.shape))):
+    lengths = [_num_entries(v) for v in (batch_idx, query_idx, labels, ious)]
+    if len(set(lengths)) != 1:
         raise ValueError(
             f"batch_idx/query_idx/labels/ious lengths differ: "
-            f"{len(b)}, {len(q)}, {len(c)}, {list(ious.shape)}"
+            f"{lengths[0]}, {lengths[1]}, {lengths[2]}, {list(_as_tensor(ious).shape)}"
         )
-    for name, v, hi in (("batch_idx", b, num_b), ("query_idx", q, num_q), ("labels", c, num_c)):
-        if len(v) and (v.min() < 0 or v.max() >= hi):
-            raise ValueError(f"{name} out of range [0, {hi}): min {v.min()}, max {v.max()}")
+    b = _index_tensor("batch_idx", batch_idx, num_b)
+    q = _index_tensor("query_idx", query_idx, num_q)
+    c = _index_tensor("labels", labels, num_c)
+    ious = _as_tensor(ious)
 
     flat_logits = logits.reshape([-1])
     prob = F.sigmoid(flat_logits)
     neg_w = prob**gamma
-    if len(b) == 0:
+    if lengths[0] == 0:
         loss = -(neg_w * F.log_sigmoid(-flat_logits))
         return loss.sum() / num_boxes
 
-    flat = (b * num_q + q) * num_c + c
-    flat_t = paddle.to_tensor(flat)
+    flat_t = (b * num_q + q) * num_c + c
     with paddle.no_grad():
         p_pos = paddle.gather(prob.detach(), flat_t)
         t = p_pos**alpha * ious.detach().astype(p_pos.dtype).reshape([-1]) ** (1 - alpha)
         t = t.clip(min=0.01)
         if rank_weights is not None:
             t = t * _as_tensor(rank_weights).detach().astype(t.dtype).reshape([-1])
-        # keep the last occurrence of each duplicated entry
-        _, last_rev = np.unique(flat[::-1], return_index=True)
-        keep = len(flat) - 1 - last_rev
-        keep_t = paddle.to_tensor(keep)
-        uniq = paddle.to_tensor(flat[keep])
+        # keep the last occurrence of each duplicated entry: the others add exact zeros
+        t = paddle.where(_last_occurrence(flat_t), t, paddle.zeros_like(t))
         zeros = paddle.zeros_like(flat_logits)
-        pos_w = paddle.scatter(zeros, uniq, paddle.gather(t, keep_t), overwrite=True)
-        matched = (
-            paddle.scatter(zeros, uniq, paddle.ones([len(keep)], zeros.dtype), overwrite=True) > 0
-        )
+        pos_w = paddle.scatter(zeros, flat_t, t, overwrite=False)
+        matched = paddle.scatter(zeros, flat_t, paddle.ones_like(t), overwrite=False) > 0
     neg_w = paddle.where(matched, 1 - pos_w, neg_w)
     loss = -pos_w * F.log_sigmoid(flat_logits) - neg_w * F.log_sigmoid(-flat_logits)
     return loss.sum() / num_boxes
@@ -116,23 +128,35 @@ def rank_weights(quality, group_ids, tau=1.5):
     descending, as the official ``get_local_rank_o2m``. Ties (e.g. several t clamped to 0.01) keep
     their input order: the earlier entry gets the lower rank (the official unstable sort leaves
     this unspecified).
+
+    Computed on the device (no host copy): rank_k = #{j in k's group: q_j > q_k, or q_j = q_k
+    and j < k}, and the weight looked up in the table exp(-r / tau), r = 0..K-1, made on the host.
     """
-    dtype = quality.dtype if isinstance(quality, paddle.Tensor) else paddle.float32
-    qual = _as_numpy(quality, np.float64)
-    groups = _as_numpy(group_ids, np.int64)
-    if len(qual) != len(groups):
-        raise ValueError(f"quality has {len(qual)} entries but group_ids has {len(groups)}")
-    num = len(qual)
+    if isinstance(quality, paddle.Tensor):
+        dtype, qual = quality.dtype, quality.reshape([-1])
+    else:
+        dtype = paddle.float32
+        qual = paddle.to_tensor(np.asarray(quality, dtype=np.float64).reshape([-1]))
+    groups = _as_tensor(group_ids).reshape([-1]).astype("int64")
+    num, num_groups = _num_entries(qual), _num_entries(groups)
+    if num != num_groups:
+        raise ValueError(f"quality has {num} entries but group_ids has {num_groups}")
     if num == 0:
         return paddle.zeros([0], dtype=dtype)
-    order = np.lexsort((np.arange(num), -qual, groups))
-    sorted_groups = groups[order]
-    run_start = np.ones(num, dtype=bool)
-    run_start[1:] = sorted_groups[1:] != sorted_groups[:-1]
-    start_pos = np.maximum.accumulate(np.where(run_start, np.arange(num), 0))
-    rank = np.empty(num, dtype=np.int64)
-    rank[order] = np.arange(num) - start_pos
-    return paddle.to_tensor(np.exp(-rank / tau)).astype(dtype)
+    with paddle.no_grad():
+        qual = qual.detach()
+        idx = paddle.arange(num, dtype="int64")
+        # ahead[k, j]: entry j comes before entry k in its group's order
+        ahead = paddle.logical_or(
+            qual.unsqueeze(0) > qual.unsqueeze(1),
+            paddle.logical_and(
+                qual.unsqueeze(0) == qual.unsqueeze(1), idx.unsqueeze(0) < idx.unsqueeze(1)
+            ),
+        )
+        ahead = paddle.logical_and(ahead, groups.unsqueeze(0) == groups.unsqueeze(1))
+        rank = ahead.astype("int64").sum(axis=1)
+        table = paddle.to_tensor(np.exp(-np.arange(num, dtype=np.int64) / tau)).astype(dtype)
+        return paddle.gather(table, rank)
 
 
 def _weighted_sum(per_box, weights):

@@ -13,6 +13,7 @@ from ppdet.core.workspace import register, serializable
 from scipy.optimize import linear_sum_assignment
 
 from .box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from .debug_checks import check_class_ids
 
 __all__ = ["DACHungarianMatcher", "NonFiniteCostError"]
 
@@ -44,8 +45,31 @@ def non_finite_error(what, values, image, gt_boxes):
     )
 
 
-def _empty_pair():
+def empty_pair():
+    """(query_idx, gt_idx) of an image without matches: two empty int64 arrays."""
     return np.zeros([0], dtype=np.int64), np.zeros([0], dtype=np.int64)
+
+
+def solve_per_image(num_queries, gt_labels, gt_boxes, what, matrix, solve):
+    """[solve(matrix(i)) for every batch image i]: ``matrix(i)`` the image's [Q, n] NumPy
+    matrix (its one host copy), ``solve`` -> (query_idx, gt_idx). An image without GT (or
+    ``num_queries`` 0) gives ``empty_pair()``; a matrix with NaN/inf entries raises
+    NonFiniteCostError naming the image and ``what``."""
+    indices = []
+    for i in range(len(gt_labels)):
+        if int(gt_labels[i].shape[0]) == 0 or num_queries == 0:
+            indices.append(empty_pair())
+            continue
+        values = matrix(i)
+        if not np.isfinite(values).all():
+            raise non_finite_error(what, values, i, gt_boxes[i])
+        indices.append(solve(values))
+    return indices
+
+
+def _hungarian(cost):
+    rows, cols = linear_sum_assignment(cost)
+    return rows.astype(np.int64), cols.astype(np.int64)
 
 
 @register
@@ -70,13 +94,7 @@ class DACHungarianMatcher(object):
 
         logits: [Q, C]; boxes: [Q, 4] cxcywh; gt_labels: int64 [n] in [0, C); gt_boxes: [n, 4] cxcywh.
         """
-        num_classes = logits.shape[-1]
-        labels_np = gt_labels.numpy().reshape([-1])
-        if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= num_classes):
-            raise ValueError(
-                f"gt_labels must lie in [0, {num_classes}), got min {labels_np.min()}, "
-                f"max {labels_np.max()}"
-            )
+        check_class_ids(gt_labels, logits.shape[-1])  # a host copy only with debug checks
         with paddle.no_grad():
             prob = paddle.index_select(F.sigmoid(logits), gt_labels.reshape([-1]), axis=1)
             eps, alpha, gamma = 1e-8, self.alpha, self.gamma
@@ -113,14 +131,10 @@ class DACHungarianMatcher(object):
                 f"batch size {logits.shape[0]} but {len(gt_labels)} gt_labels and "
                 f"{len(gt_boxes)} gt_boxes entries"
             )
-        indices = []
-        for i in range(logits.shape[0]):
-            if int(gt_labels[i].shape[0]) == 0 or logits.shape[1] == 0:
-                indices.append(_empty_pair())
-                continue
-            cost = self.cost_matrix(logits[i], boxes[i], gt_labels[i], gt_boxes[i])
-            if not np.isfinite(cost).all():
-                raise non_finite_error("matching cost", cost, i, gt_boxes[i])
-            rows, cols = linear_sum_assignment(cost)
-            indices.append((rows.astype(np.int64), cols.astype(np.int64)))
-        return indices
+
+        def cost(i):
+            return self.cost_matrix(logits[i], boxes[i], gt_labels[i], gt_boxes[i])
+
+        return solve_per_image(
+            logits.shape[1], gt_labels, gt_boxes, "matching cost", cost, _hungarian
+        )

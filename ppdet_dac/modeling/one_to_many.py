@@ -16,13 +16,10 @@ import paddle
 import paddle.nn.functional as F
 
 from .box_ops import box_cxcywh_to_xyxy, box_iou
-from .matcher import non_finite_error
+from .debug_checks import check_class_ids
+from .matcher import empty_pair, solve_per_image
 
 __all__ = ["OneToManyAssigner"]
-
-
-def _empty_pair():
-    return np.zeros([0], dtype=np.int64), np.zeros([0], dtype=np.int64)
 
 
 class OneToManyAssigner(object):
@@ -59,13 +56,7 @@ class OneToManyAssigner(object):
 
         pred_boxes: [Q, 4] cxcywh; pred_logits: [Q, C]; gt_boxes: [n, 4] cxcywh; gt_labels: int64 [n].
         """
-        num_classes = pred_logits.shape[-1]
-        labels_np = gt_labels.numpy().reshape([-1])
-        if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= num_classes):
-            raise ValueError(
-                f"gt_labels must lie in [0, {num_classes}), got min {labels_np.min()}, "
-                f"max {labels_np.max()}"
-            )
+        check_class_ids(gt_labels, pred_logits.shape[-1])  # a host copy only with debug checks
         with paddle.no_grad():
             iou = box_iou(
                 box_cxcywh_to_xyxy(pred_boxes),
@@ -83,7 +74,7 @@ class OneToManyAssigner(object):
         score = np.asarray(score)
         num_q, num_gt = score.shape
         if num_q == 0 or num_gt == 0:
-            return _empty_pair()
+            return empty_pair()
         if not np.isfinite(score).all():
             raise ValueError(
                 f"assignment score has {(~np.isfinite(score)).sum()} non-finite entries"
@@ -123,13 +114,12 @@ class OneToManyAssigner(object):
             )
         if rng is None:
             rng = np.random.default_rng()
-        indices = []
-        for i in range(batch):
-            if int(gt_labels[i].shape[0]) == 0 or pred_boxes.shape[1] == 0:
-                indices.append(_empty_pair())
-                continue
-            score = self.score_matrix(pred_boxes[i], pred_logits[i], gt_boxes[i], gt_labels[i])
-            if not np.isfinite(score).all():
-                raise non_finite_error("one-to-many assignment score", score, i, gt_boxes[i])
-            indices.append(self.assign_scores(score, rng))
-        return indices
+
+        def score(i):
+            return self.score_matrix(pred_boxes[i], pred_logits[i], gt_boxes[i], gt_labels[i])
+
+        def assign(values):
+            return self.assign_scores(values, rng)
+
+        what = "one-to-many assignment score"
+        return solve_per_image(pred_boxes.shape[1], gt_labels, gt_boxes, what, score, assign)

@@ -234,9 +234,8 @@ class DACTransformer(nn.Layer):
         topk_indices: optional [B, Q] int64 to replace the proposal top-k (exact comparisons).
         run_c_stream: override (default: training and use_dac).
         """
-        (src, token_padding, pos, spatial_shapes, shapes, level_start_index, valid_ratios) = (
-            self._flatten_levels(feats, padding)
-        )
+        levels = self._flatten_levels(feats, padding)
+        (src, token_padding, pos, spatial_shapes, shapes, level_start_index, valid_ratios) = levels
         memory = self.encoder(
             src, pos, spatial_shapes, shapes, level_start_index, valid_ratios, token_padding
         )
@@ -253,11 +252,7 @@ class DACTransformer(nn.Layer):
             tgt,
             init_ref,
             query_pos,
-            memory,
-            spatial_shapes,
-            level_start_index,
-            valid_ratios,
-            token_padding,
+            levels._replace(tokens=memory),
             self.class_heads,
             self.box_heads,
             attn_allowed=attn_allowed,

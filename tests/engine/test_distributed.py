@@ -74,6 +74,7 @@ def test_two_ranks_with_own_denoising_groups_and_an_empty_batch(tmp_path):
         "TrainReader.batch_size=1",
         "TrainReader.shuffle=false",
         f"save_dir={tmp_path / 'out'}",
+        "log_iter=2",  # steps 0 and 2 all-reduce the loss terms, step 1 the total alone
     ]
     proc = subprocess.run(
         cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=600
@@ -94,7 +95,8 @@ def test_two_ranks_with_own_denoising_groups_and_an_empty_batch(tmp_path):
     assert [[d["pad_size"] for d in rec["dn"]] for rec in records] == [[20, 18, 20], [20, 20, 0]]
     # #GT normaliser: (own + other's GT) / 2 on both ranks: (1+2)/2, (3+1)/2, (2+0)/2
     assert records[0]["num_boxes"] == records[1]["num_boxes"] == [1.5, 2.0, 1.0]
-    # the logged loss is the mean of the two ranks' own losses, the same on both ranks
+    # the logged loss is the mean of the two ranks' own losses, the same on both ranks, on log
+    # iterations and between them
     for step in range(3):
         own = [rec["loss"][step]["local"] for rec in records]
         assert own[0] != pytest.approx(own[1])

@@ -4,6 +4,7 @@ import numpy as np
 import paddle
 import pytest
 
+from ppdet_dac.modeling.debug_checks import debug_checks
 from ppdet_dac.modeling.losses import (
     giou_box_loss,
     ia_bce_loss,
@@ -172,10 +173,17 @@ def test_ia_bce_finite_for_extreme_logits(dtype, with_matches):
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
-def test_ia_bce_rejects_out_of_range_index():
+@pytest.mark.parametrize("source", ["host", "tensor"])
+def test_ia_bce_rejects_out_of_range_index(source):
+    """Host index vectors are always checked; tensors with the debug checks on (their values
+    need a host copy, debug_checks.py)."""
     x = np.zeros((1, 2, 3))
-    with pytest.raises(ValueError, match="labels out of range.*max 3"):
-        ia_bce_loss(_t(x), _i([0]), _i([1]), _i([3]), _t([0.5]), 1.0)
+    labels = np.array([3]) if source == "host" else _i([3])
+    with (
+        debug_checks(source == "tensor"),
+        pytest.raises(ValueError, match="labels out of range.*max 3"),
+    ):
+        ia_bce_loss(_t(x), _i([0]), _i([1]), labels, _t([0.5]), 1.0)
 
 
 # ---- rank weights -----------------------------------------------------------------------------

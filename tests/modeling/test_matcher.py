@@ -6,6 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
+from ppdet_dac.modeling.debug_checks import debug_checks
 from ppdet_dac.modeling.matcher import DACHungarianMatcher, NonFiniteCostError
 
 
@@ -141,7 +142,7 @@ def test_empty_gt_gives_empty_int64_arrays():
 def test_bad_inputs_raise_naming_the_value():
     rng = np.random.default_rng(9)
     logits, boxes, labels, gt_boxes = _random_case(rng, 4, [2], num_classes=3)
-    with pytest.raises(ValueError, match="gt_labels.*max 3"):
+    with debug_checks(), pytest.raises(ValueError, match="gt_labels.*max 3"):
         _run(DACHungarianMatcher(), logits, boxes, [np.array([0, 3])], gt_boxes)
     logits[0, 1, 0] = np.nan
     with pytest.raises(ValueError, match="image 0.*non-finite"):

@@ -4,6 +4,7 @@ import numpy as np
 import paddle
 import pytest
 
+from ppdet_dac.modeling.debug_checks import debug_checks
 from ppdet_dac.modeling.matcher import NonFiniteCostError
 from ppdet_dac.modeling.one_to_many import OneToManyAssigner
 
@@ -180,7 +181,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="non-finite"):
         _assign([[0.5], [np.nan]])
     b_boxes, b_logits, gt_boxes, _ = _boxes_case(2.0)
-    with pytest.raises(ValueError, match="gt_labels.*max 6"):
+    with debug_checks(), pytest.raises(ValueError, match="gt_labels.*max 6"):
         OneToManyAssigner()(
             b_boxes, b_logits, gt_boxes, [paddle.to_tensor(np.array([6]))], np.random.default_rng(0)
         )
