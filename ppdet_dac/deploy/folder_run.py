@@ -45,6 +45,17 @@ def save_results(
     return write_json(os.path.join(output_dir, "detections.json"), results)
 
 
+def _read_or_skip(read, path, failures):
+    """``read(path)``, or None after logging the file and adding it to ``failures`` when it is
+    unreadable, not an image, over max_pixels or too thin for the model."""
+    try:
+        return read(path)
+    except (OSError, ValueError) as err:
+        logger.error(f"skipping {path}: {err}")
+        failures.append({"file": path, "error": str(err)})
+        return None
+
+
 def predict_files(predictor, paths, batch_size=1):
     """Run ``predictor`` over image files, going on past the ones it cannot take.
 
@@ -58,11 +69,8 @@ def predict_files(predictor, paths, batch_size=1):
     results, failures, pending = {}, [], []
     if predictor.slicing is not None:
         for path in paths:
-            try:
-                image = predictor.load(path)
-            except (OSError, ValueError) as err:  # unreadable, not an image, too large, too thin
-                logger.error(f"skipping {path}: {err}")
-                failures.append({"file": path, "error": str(err)})
+            image = _read_or_skip(predictor.load, path, failures)
+            if image is None:
                 continue
             results[path] = sliced_detections(
                 image, predictor.slicing, predictor.detect_tiles, batch_size
@@ -77,11 +85,8 @@ def predict_files(predictor, paths, batch_size=1):
             pending.clear()
 
     for path in paths:
-        try:
-            item = predictor.prepare(path)
-        except (OSError, ValueError) as err:  # unreadable, not an image, too large, too thin
-            logger.error(f"skipping {path}: {err}")
-            failures.append({"file": path, "error": str(err)})
+        item = _read_or_skip(predictor.prepare, path, failures)
+        if item is None:
             continue
         pending.append((path, item))
         if len(pending) == batch_size:
