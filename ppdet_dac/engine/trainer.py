@@ -382,6 +382,7 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
                 names.append("best_model")
                 logger.info(f"best box AP so far: {ap:.4f} (epoch {epoch_id})")
         self._save(names + [own_name], epoch_id + 1)
+        self._retain_epoch_checkpoints(final=last)
         if is_main:
             ap_text = "" if record["ap"] is None else f", box AP {record['ap']:.4f}"
             logger.info(f"epoch {epoch_id}: mean loss {mean_loss:.4f}{ap_text}")
