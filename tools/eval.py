@@ -18,6 +18,7 @@ from ppdet.utils.cli import ArgsParser
 
 from ppdet_dac.engine import DACTrainer, config_from_args
 from ppdet_dac.engine.distributed import RankFailureGuard
+from ppdet_dac.utils.cli import run_cli
 
 
 def parse_args(argv=None):
@@ -58,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -25,7 +25,6 @@ import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
 import os
-import sys
 
 import cv2
 import numpy as np
@@ -57,6 +56,7 @@ from ppdet_dac.deploy.postprocess import (
 )
 from ppdet_dac.deploy.preprocess import Preprocessor
 from ppdet_dac.deploy.slicing import BigImageHint, sliced_detections
+from ppdet_dac.utils.cli import run_cli
 
 logger = setup_logger("tools.infer")
 
@@ -221,8 +221,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (OSError, ValueError) as err:  # no images there, an output folder refused, ...
-        logger.error(str(err))
-        sys.exit(2)
+    run_cli(main)

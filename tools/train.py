@@ -31,6 +31,7 @@ from ppdet_dac.engine import (
 from ppdet_dac.engine.distributed import RankFailureGuard
 from ppdet_dac.engine.trainer import AUTO_RESUME, auto_resume_checkpoint
 from ppdet_dac.utils.atomic import write_text
+from ppdet_dac.utils.cli import run_cli
 
 logger = setup_logger("train")
 
@@ -102,4 +103,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -33,7 +33,6 @@ A model exported with ``--attention op`` needs the ms_deform_attn op library bui
 import ppdet_dac  # noqa: F401  (first, before anything loads cv2: sets OpenCV's pixel limit)
 
 import argparse
-import sys
 import time
 
 import numpy as np
@@ -48,6 +47,7 @@ from ppdet_dac.deploy.cli_options import (
 from ppdet_dac.deploy.folder_run import predict_files, save_results
 from ppdet_dac.deploy.outputs import check_output_dir, list_inputs, print_run_outcome
 from ppdet_dac.deploy.predictor import DEVICES, RUN_MODES, Predictor
+from ppdet_dac.utils.cli import run_cli
 
 logger = setup_logger("dac_detr_infer")
 
@@ -127,13 +127,8 @@ def run(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (OSError, ValueError) as err:  # no model / images there, bad infer_cfg.yml, ...
-        logger.error(str(err))
-        return 2
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

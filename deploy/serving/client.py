@@ -92,8 +92,12 @@ def main(argv=None):
         )
     except ValueError as err:
         parser.error(str(err))
-    with open(args.image_file, "rb") as f:
-        image = f.read()
+    try:
+        with open(args.image_file, "rb") as f:
+            image = f.read()
+    except OSError as err:  # one line, as the tools end on a user error (exit status 2)
+        print(f"client.py: error: cannot read {args.image_file}: {err.strerror}", file=sys.stderr)
+        return 2
     try:
         result = predict(url, image, timeout=args.timeout)
     except (urllib.error.URLError, OSError) as err:
