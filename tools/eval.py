@@ -13,11 +13,10 @@ import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; r
 
 import argparse
 
-from ppdet.engine import init_parallel_env
 from ppdet.utils.cli import ArgsParser
 
 from ppdet_dac.engine import DACTrainer, config_from_args
-from ppdet_dac.engine.distributed import RankFailureGuard
+from ppdet_dac.engine.distributed import RankFailureGuard, init_parallel_env
 from ppdet_dac.utils.cli import run_cli
 
 

@@ -43,6 +43,7 @@ from ppdet_dac.deploy.export import (
 )
 from ppdet_dac.deploy.cli_options import (
     add_detection_options,
+    add_drawing_options,
     detection_options_from_args,
     max_pixels_value,
 )
@@ -77,6 +78,7 @@ def parse_args(argv=None):
         f"TestReader's DACDecode max_pixels, else {DEFAULT_MAX_PIXELS})",
     )
     add_detection_options(parser)
+    add_drawing_options(parser)
     args = parser.parse_args(argv)
     args.detection = detection_options_from_args(args, parser)
     return args
@@ -214,6 +216,7 @@ def main(argv=None):
         names,
         args.draw_threshold,
         args.infer_dir,
+        args.draw_labels,
     )
     return print_run_outcome(
         len(ordered), len(paths), failures, json_path, args.output_dir, unsupported=unsupported

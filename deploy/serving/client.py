@@ -113,7 +113,10 @@ def main(argv=None):
         f"{args.threshold}"
     )
     for d in shown:
-        print(f"  {d['label']:<12s} {d['score']:.3f}  {d['bbox']}")
+        # the tools' console format (ppdet_dac.deploy.postprocess.format_box: 2 decimals); this
+        # client imports nothing of ppdet_dac, so that it runs with Python alone
+        box = ", ".join(f"{v:.2f}" for v in d["bbox"])
+        print(f"  {d['label']:<12s} {d['score']:.3f}  [{box}]")
     return 0
 
 

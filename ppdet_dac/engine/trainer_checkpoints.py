@@ -38,6 +38,7 @@ class TrainerCheckpoints:
             return
         extra = {
             "best_ap": self.best_ap,
+            "best_epoch": self.best_epoch,
             "nranks": self._nranks,
             "steps_per_epoch": len(self.loader),
             "epoch_losses": list(self._epoch_losses) if epoch_step else [],
@@ -104,6 +105,22 @@ class TrainerCheckpoints:
         if weights_only:
             for base in epochs[len(dropped) :] if final else epochs[len(dropped) : -1]:
                 keep_weights_only(base)
+
+    def _log_summary(self, seconds, validate):
+        """Rank 0, at the end of ``train``: one line with the time this run took, the best
+        epoch and its box AP (with ``validate``) and where the final and best weights are."""
+        if self._nranks > 1 and self._local_rank != 0:
+            return
+        minutes, secs = divmod(round(seconds), 60)
+        took = f"{minutes} min {secs} s" if minutes else f"{seconds:.1f} s"
+        final = os.path.join(self.save_dir, "model_final")
+        text = f"training done in {took}: final weights {final}"
+        if validate and self.best_epoch is not None:
+            best = os.path.join(self.save_dir, "best_model")
+            text += f"; best box AP {self.best_ap:.4f} at epoch {self.best_epoch}: {best}"
+        elif validate:
+            text += "; no epoch was evaluated with a box AP"
+        logger.info(text)
 
     def _snapshot_epoch(self, epoch_id, end_epoch):
         return (

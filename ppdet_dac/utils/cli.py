@@ -9,6 +9,11 @@ with status 1, and for the inference tools' "some files were skipped"); ``--debu
 ``--verbose`` also print the traceback. Ctrl-C ends with one line and status 130. Any other
 exception is a bug and keeps its full traceback.
 
+SIGTERM (what ``paddle.distributed.launch`` sends the other ranks when one fails or on Ctrl-C)
+gets its default action back: the process ends at once, as with Paddle's own handler, without
+that handler's ``FatalError: `Termination signal` is detected`` report and empty C++ stack. The
+handlers of a crash (SIGSEGV, SIGABRT, ...) stay Paddle's.
+
 User errors are ``UserError`` (base class of the project's own error classes that are about the
 input, e.g. ``PretrainWeightsError``), ``ValueError`` (every config check, weights that do not
 fit, refused files), ``OSError`` (a missing file or folder, a permission refused, a server that
@@ -17,6 +22,7 @@ and iteration).
 """
 
 import os
+import signal
 import sys
 import traceback
 
@@ -42,6 +48,7 @@ def _tool_name():
 def run_cli(main, exit=sys.exit):
     """``exit(main())``, ending a user error or Ctrl-C with one line (module docstring);
     ``exit`` is the function that ends the process with a status."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     debug = any(arg in _TRACEBACK_FLAGS for arg in sys.argv[1:])
     sys.argv[1:] = [arg for arg in sys.argv[1:] if arg != DEBUG_FLAG]
     try:

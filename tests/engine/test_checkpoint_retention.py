@@ -1,15 +1,14 @@
 """Retention of the epoch checkpoints: ``max_epoch_checkpoints`` keeps the newest N numbered
 epoch checkpoints, ``epoch_checkpoint_weights_only`` leaves the older ones (all of them once
 ``model_final`` is written) with their ``.pdparams`` alone; ``best_model`` and ``model_final``
-stay whole; bad values are one config error."""
+stay whole; bad values are one config error. A training run with these keys:
+test_training_end.py."""
 
 import os
 import types
 
 import pytest
 
-from _engine_helpers import make_tiny_setup, run_train
-from ppdet_dac.engine.checkpoint import latest_checkpoint
 from ppdet_dac.engine.config_keys import check_config_file
 from ppdet_dac.engine.trainer_checkpoints import TrainerCheckpoints
 
@@ -88,22 +87,3 @@ def test_bad_number_of_epoch_checkpoints_is_one_config_error(value):
 def test_weights_only_flag_must_be_a_boolean():
     with pytest.raises(ValueError, match="epoch_checkpoint_weights_only must be true or false"):
         check_config_file(DEMO, {"epoch_checkpoint_weights_only": "yes please"})
-
-
-@pytest.mark.slow
-def test_four_epochs_keep_two_weights_only_epochs_and_whole_best_and_final(tmp_path):
-    config = make_tiny_setup(str(tmp_path), epoch=4, num_train=4, num_val=1)
-    run_train(
-        config,
-        "--eval",
-        "-o",
-        "max_epoch_checkpoints=2",
-        "epoch_checkpoint_weights_only=true",
-    )
-    folder = os.path.join(str(tmp_path), "out", "tiny")
-    names = _files(folder)
-    numbered = [n for n in names if n[0].isdigit()]
-    assert numbered == ["1.pdparams", "2.pdparams"]  # epochs 0..2 numbered, 3 is model_final
-    for name in ("model_final", "best_model"):
-        assert [n for n in names if n.startswith(name)] == sorted(name + s for s in SUFFIXES)
-    assert latest_checkpoint(folder) == os.path.join(folder, "model_final")
