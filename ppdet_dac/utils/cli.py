@@ -22,6 +22,7 @@ and iteration).
 """
 
 import os
+import re
 import signal
 import sys
 import traceback
@@ -45,6 +46,17 @@ def _tool_name():
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "ppdet_dac"
 
 
+def _one_line(err):
+    """The message of ``err`` on one line. Paddle's DataLoader re-raises a worker's error with
+    that worker's traceback in the message: its last line, the worker's own error, is taken
+    (without the exception's name)."""
+    text = str(err)
+    if "Traceback (most recent call last):" in text:
+        text = [line for line in text.splitlines() if line.strip()][-1]
+        text = re.sub(r"^[\w.]+: ", "", text.strip(), count=1)
+    return " ".join(text.split()) or type(err).__name__
+
+
 def run_cli(main, exit=sys.exit):
     """``exit(main())``, ending a user error or Ctrl-C with one line (module docstring);
     ``exit`` is the function that ends the process with a status."""
@@ -61,7 +73,7 @@ def run_cli(main, exit=sys.exit):
     except USER_ERRORS as err:
         if debug:
             traceback.print_exc()
-        message = " ".join(str(err).split()) or type(err).__name__
+        message = _one_line(err)
         print(f"{_tool_name()}: error: {message}", file=sys.stderr, flush=True)
         code = EXIT_USER_ERROR
     exit(code if isinstance(code, int) else 0)

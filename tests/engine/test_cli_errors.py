@@ -111,3 +111,17 @@ def test_eval_missing_weights_is_one_line_and_leaves_no_output_folder(tmp_path):
     assert "Traceback" not in proc.stderr
     assert not output.exists()
     assert not (tmp_path / "out").exists()  # nor the default one (save_dir/<config name>)
+
+
+def test_a_loader_workers_error_is_its_own_last_line(monkeypatch, capsys):
+    """Paddle's DataLoader re-raises a worker's error with the worker's traceback inside."""
+
+    def main():
+        raise ValueError(
+            "DataLoader worker(0) caught UnreadableDatasetError with message:\n"
+            "Traceback (most recent call last):\n  File \"worker.py\", line 380\n"
+            "ppdet_dac.data.dataset.UnreadableDatasetError: data/train: 2 images in a row\n"
+        )
+
+    assert _run(main, [], monkeypatch) == 2
+    assert capsys.readouterr().err == "tool.py: error: data/train: 2 images in a row\n"

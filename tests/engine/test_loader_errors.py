@@ -113,8 +113,8 @@ def test_train_eval_with_an_undecodable_val_image(broken_raise, tmp_path):
         cwd,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert _last_line(proc).endswith(
-        f"ImageDecodeError: cannot decode image file {bad} (7 bytes): "
+    assert _last_line(proc) == (
+        f"train.py: error: cannot decode image file {bad} (7 bytes): "
         "not a readable JPEG/PNG/BMP/TIFF image"
     )
     log = proc.stdout + proc.stderr
