@@ -58,7 +58,8 @@ def _one_line(err):
 
 
 def run_cli(main, exit=sys.exit):
-    """``exit(main())``, ending a user error or Ctrl-C with one line (module docstring);
+    """``exit(main())`` (a status when main returns an int, else 0), ending a user error or
+    Ctrl-C with one line (module docstring);
     ``exit`` is the function that ends the process with a status."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     debug = any(arg in _TRACEBACK_FLAGS for arg in sys.argv[1:])
@@ -76,4 +77,4 @@ def run_cli(main, exit=sys.exit):
         message = _one_line(err)
         print(f"{_tool_name()}: error: {message}", file=sys.stderr, flush=True)
         code = EXIT_USER_ERROR
-    exit(code if isinstance(code, int) else 0)
+    exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
