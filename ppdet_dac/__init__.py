@@ -13,12 +13,13 @@ set_decode_limit(sys.argv[1:], warn_if_late=False)
 
 import zlib  # noqa: F401,E402  (before paddle: paddle 2.6.x clashes with a late-loaded zlib)
 
-from ._notices import known_notices_dropped  # noqa: E402
+from ._notices import drop_known_warnings, known_notices_dropped  # noqa: E402
 
 with known_notices_dropped():  # Paddle's and ppdet's known-harmless import notices
     from . import ops  # noqa: F401,E402
     from . import modeling  # noqa: F401,E402
     from . import data  # noqa: F401,E402
     from . import engine  # noqa: F401,E402
+drop_known_warnings()  # for the rest of the process (after the block, which restores the filters)
 
 __version__ = "0.1.0"

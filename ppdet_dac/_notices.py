@@ -9,6 +9,21 @@
 * ``Warning: Unable to use numba in PP-Tracking ...``: ppdet's multi-object-tracking code (not
   used here) prints it when numba is absent.
 
+For the whole process (``drop_known_warnings``, at import; Python warnings filtered by message):
+
+* ``No ccache found``: also when the attention op library is loaded later, at the first forward.
+* ``When training, we now always track global mean and variance.``: Paddle's BatchNorm says it at
+  every training forward (shown again after each evaluation, whose warning filters reset
+  Python's once-per-place record); it describes Paddle's usual BatchNorm, whose running
+  statistics are what the backbones from scratch need (docs/training.md).
+* ``Currently not a parallel execution environment, `paddle.distributed.init_parallel_env` will
+  not do anything.``: a one-process run calls it like a launched one; nothing is missing.
+
+``parallel_init_quiet`` (around ``init_parallel_env``): Paddle's ``Modified FLAGS detected``
+banner lists the flags that differ from their defaults; ``FLAGS_enable_pir_in_executor`` is set
+by Paddle itself at import (3.3), so a banner of that flag alone is dropped. A flag the user set
+keeps the whole banner.
+
 At export (``export_notices_dropped``), Paddle 3.3's PIR tracing says three things that do not
 concern the exported graph: its C++ log line "Paddle static graph(PIR) not support input out
 tensor for now!!!!!", the Python warning "Tensor do not have 'place' interface for pir graph
@@ -18,6 +33,7 @@ infer_cfg.yml in that order). pycocotools' prints while the class names are read
 """
 
 import contextlib
+import io
 import os
 import re
 import sys
@@ -59,6 +75,51 @@ class _LineFilter:
 
     def __getattr__(self, name):  # fileno, isatty, encoding, ...
         return getattr(self.stream, name)
+
+
+_WARNINGS = (
+    r"No ccache found",
+    r"When training, we now always track global mean and variance",
+    r"Currently not a parallel execution environment",
+)
+PADDLE_OWN_FLAGS = ("FLAGS_enable_pir_in_executor",)
+_BANNER_HEAD = "======================= Modified FLAGS detected ======================="
+_FLAG_LINE = re.compile(r"^FLAGS\(name='(\w+)'")
+
+
+def drop_known_warnings():
+    """Filter the Python warnings of ``_WARNINGS`` for the rest of the process."""
+    for message in _WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
+def drop_paddle_flags_banner(text):
+    """``text`` without Paddle's ``Modified FLAGS detected`` banner when it lists only
+    ``PADDLE_OWN_FLAGS``; any other text (a banner with another flag too) is kept."""
+    lines = text.split("\n")
+    if _BANNER_HEAD not in lines:
+        return text
+    head = lines.index(_BANNER_HEAD)
+    tail = next((i for i in range(head + 1, len(lines)) if set(lines[i]) == {"="}), None)
+    if tail is None:
+        return text
+    flags = [_FLAG_LINE.match(line) for line in lines[head + 1 : tail]]
+    if not flags or not all(f and f.group(1) in PADDLE_OWN_FLAGS for f in flags):
+        return text
+    return "\n".join(lines[:head] + lines[tail + 1 :])
+
+
+@contextlib.contextmanager
+def parallel_init_quiet():
+    """Within the block, Paddle's own-flags banner is dropped from ``sys.stderr`` (module
+    docstring); the rest is written when the block ends."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        sys.stderr.write(drop_paddle_flags_banner(captured.getvalue()))
+        sys.stderr.flush()
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from ppdet_dac.analysis.queries import (
     write_csv,
 )
 from ppdet_dac.analysis.dump import build_model, load_model_weights
+from ppdet_dac.utils.cli import run_cli
 
 logger = setup_logger("analyze_queries")
 
@@ -133,4 +134,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -29,6 +29,7 @@ from ppdet_dac.interop.mapping import (
     state_specs,
     torchvision_block_counts,
 )
+from ppdet_dac.utils.cli import run_cli
 
 RESNET_DEPTHS = {
     (2, 2, 2, 2, False): 18,
@@ -129,4 +130,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -20,6 +20,7 @@ from ppdet.utils.cli import ArgsParser
 from ppdet_dac.engine import load_checked_config
 from ppdet_dac.interop import read_pth
 from ppdet_dac.interop.mapping import convert_official, find_state_dict, load_and_save, state_specs
+from ppdet_dac.utils.cli import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,4 +47,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -35,6 +35,7 @@ from ppdet_dac.engine import (
     load_pretrain_weights,
 )
 from ppdet_dac.engine.evaluation import evaluate_metrics
+from ppdet_dac.utils.cli import run_cli
 
 logger = setup_logger("demo")
 
@@ -143,4 +144,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

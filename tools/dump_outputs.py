@@ -48,6 +48,7 @@ from ppdet_dac.analysis.dump import (
     save_npz,
 )
 from ppdet_dac.analysis.dump_inputs import load_dn_noise, load_input, load_targets
+from ppdet_dac.utils.cli import run_cli
 
 
 def parse_args(argv=None):
@@ -139,4 +140,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -13,11 +13,11 @@ import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; r
 
 import argparse
 
-from ppdet.engine import init_parallel_env
 from ppdet.utils.cli import ArgsParser
 
 from ppdet_dac.engine import DACTrainer, config_from_args
-from ppdet_dac.engine.distributed import RankFailureGuard
+from ppdet_dac.engine.distributed import RankFailureGuard, init_parallel_env
+from ppdet_dac.utils.cli import run_cli
 
 
 def parse_args(argv=None):
@@ -58,4 +58,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

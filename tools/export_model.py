@@ -27,6 +27,7 @@ from ppdet.utils.cli import ArgsParser
 
 from ppdet_dac.engine import config_from_args
 from ppdet_dac.deploy.export import ATTENTION_MODES, export_model
+from ppdet_dac.utils.cli import run_cli
 
 
 def parse_args(argv=None):
@@ -56,4 +57,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

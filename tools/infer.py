@@ -25,7 +25,6 @@ import _threads  # noqa: F401  (before paddle: CPU thread count)
 import ppdet_dac  # noqa: F401  (first to load cv2: sets OpenCV's pixel limit; registers classes)
 
 import os
-import sys
 
 import cv2
 import numpy as np
@@ -44,6 +43,7 @@ from ppdet_dac.deploy.export import (
 )
 from ppdet_dac.deploy.cli_options import (
     add_detection_options,
+    add_drawing_options,
     detection_options_from_args,
     max_pixels_value,
 )
@@ -57,6 +57,7 @@ from ppdet_dac.deploy.postprocess import (
 )
 from ppdet_dac.deploy.preprocess import Preprocessor
 from ppdet_dac.deploy.slicing import BigImageHint, sliced_detections
+from ppdet_dac.utils.cli import run_cli
 
 logger = setup_logger("tools.infer")
 
@@ -77,6 +78,7 @@ def parse_args(argv=None):
         f"TestReader's DACDecode max_pixels, else {DEFAULT_MAX_PIXELS})",
     )
     add_detection_options(parser)
+    add_drawing_options(parser)
     args = parser.parse_args(argv)
     args.detection = detection_options_from_args(args, parser)
     return args
@@ -214,6 +216,7 @@ def main(argv=None):
         names,
         args.draw_threshold,
         args.infer_dir,
+        args.draw_labels,
     )
     return print_run_outcome(
         len(ordered), len(paths), failures, json_path, args.output_dir, unsupported=unsupported
@@ -221,8 +224,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (OSError, ValueError) as err:  # no images there, an output folder refused, ...
-        logger.error(str(err))
-        sys.exit(2)
+    run_cli(main)

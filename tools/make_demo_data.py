@@ -19,6 +19,7 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.crowding import Crowding
 from ppdet_dac.data.demo_data import make_demo_data
+from ppdet_dac.utils.cli import run_cli
 
 logger = setup_logger("make_demo_data")
 
@@ -77,4 +78,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -23,7 +23,6 @@ with one line naming the file, exit status 1.
 
 import argparse
 import os
-import sys
 
 import ppdet_dac  # noqa: F401  (before cv2 loads: OpenCV's pixel limit from --max_pixels)
 
@@ -40,6 +39,7 @@ from ppdet_dac.data.tiling import (
     voc_source,
 )
 from ppdet_dac.deploy.cli_options import fraction, max_pixels_value, positive_int
+from ppdet_dac.utils.cli import run_cli
 
 logger = setup_logger("slice_image")
 
@@ -152,7 +152,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError) as err:
-        sys.exit(f"slice_image.py: error: {err}")
+    run_cli(main)

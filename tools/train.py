@@ -17,7 +17,7 @@ import json
 import os
 
 import paddle.distributed as dist
-from ppdet.engine import init_parallel_env, set_random_seed
+from ppdet.engine import set_random_seed
 from ppdet.utils.cli import ArgsParser
 from ppdet.utils.logger import setup_logger
 
@@ -28,9 +28,10 @@ from ppdet_dac.engine import (
     fetch_pretrain_weights,
     load_pretrain_weights,
 )
-from ppdet_dac.engine.distributed import RankFailureGuard
+from ppdet_dac.engine.distributed import RankFailureGuard, init_parallel_env
 from ppdet_dac.engine.trainer import AUTO_RESUME, auto_resume_checkpoint
 from ppdet_dac.utils.atomic import write_text
+from ppdet_dac.utils.cli import run_cli
 
 logger = setup_logger("train")
 
@@ -102,4 +103,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -22,7 +22,6 @@ COCO file (``ppdet_dac.data.duplicates``).
 import argparse
 import json
 import os
-import sys
 
 import ppdet_dac  # noqa: F401  (first: drops known-harmless import notices)
 from ppdet.utils.logger import setup_logger
@@ -31,6 +30,7 @@ from ppdet_dac.data.duplicates import check_no_duplicates
 from ppdet_dac.data.label_map import LABEL_MAP_HELP
 from ppdet_dac.data.voc import convert_voc
 from ppdet_dac.utils.atomic import atomic_open
+from ppdet_dac.utils.cli import run_cli
 
 logger = setup_logger("x2coco")
 
@@ -76,7 +76,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"x2coco.py: error: {err}")
+    run_cli(main)

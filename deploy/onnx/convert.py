@@ -28,6 +28,7 @@ The steps are ppdet_dac.deploy.onnx_export's; this file is their command line.
 import argparse
 
 from ppdet_dac.deploy.onnx_export import OPSET, check, convert
+from ppdet_dac.utils.cli import run_cli
 
 
 def main(argv=None):
@@ -54,4 +55,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

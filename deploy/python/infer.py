@@ -33,7 +33,6 @@ A model exported with ``--attention op`` needs the ms_deform_attn op library bui
 import ppdet_dac  # noqa: F401  (first, before anything loads cv2: sets OpenCV's pixel limit)
 
 import argparse
-import sys
 import time
 
 import numpy as np
@@ -42,12 +41,15 @@ from ppdet.utils.logger import setup_logger
 from ppdet_dac.deploy.cli_options import (
     add_cpu_options,
     add_detection_options,
+    add_drawing_options,
     detection_options_from_args,
     mkldnn_from_args,
 )
 from ppdet_dac.deploy.folder_run import predict_files, save_results
 from ppdet_dac.deploy.outputs import check_output_dir, list_inputs, print_run_outcome
+from ppdet_dac.deploy.postprocess import format_box
 from ppdet_dac.deploy.predictor import DEVICES, RUN_MODES, Predictor
+from ppdet_dac.utils.cli import run_cli
 
 logger = setup_logger("dac_detr_infer")
 
@@ -70,6 +72,7 @@ def parse_args(argv=None):
         help="draw detections with score >= this (default: infer_cfg.yml's draw_threshold)",
     )
     add_detection_options(parser)
+    add_drawing_options(parser)
     parser.add_argument(
         "--batch_size",
         type=int,
@@ -109,31 +112,27 @@ def run(args):
         predictor.label_list,
         threshold,
         args.image_dir,
+        args.draw_labels,
     )
     for path in good:
         dets = results[path]
         shown = dets[dets[:, 1] >= threshold]
         print(f"{path}: {len(shown)} detections with score >= {threshold}")
-        for label, score, x1, y1, x2, y2 in shown[np.argsort(-shown[:, 1])]:
+        for label, score, *box in shown[np.argsort(-shown[:, 1])]:
             name = (
                 predictor.label_list[int(label)]
                 if int(label) < len(predictor.label_list)
                 else str(int(label))
             )
-            print(f"  {name:<12s} {score:.3f}  [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
+            print(f"  {name:<12s} {score:.3f}  {format_box(box)}")
     return print_run_outcome(
         len(good), len(paths), failures, json_path, args.output_dir, elapsed, unsupported
     )
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (OSError, ValueError) as err:  # no model / images there, bad infer_cfg.yml, ...
-        logger.error(str(err))
-        return 2
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -92,8 +92,12 @@ def main(argv=None):
         )
     except ValueError as err:
         parser.error(str(err))
-    with open(args.image_file, "rb") as f:
-        image = f.read()
+    try:
+        with open(args.image_file, "rb") as f:
+            image = f.read()
+    except OSError as err:  # one line, as the tools end on a user error (exit status 2)
+        print(f"client.py: error: cannot read {args.image_file}: {err.strerror}", file=sys.stderr)
+        return 2
     try:
         result = predict(url, image, timeout=args.timeout)
     except (urllib.error.URLError, OSError) as err:
@@ -109,7 +113,10 @@ def main(argv=None):
         f"{args.threshold}"
     )
     for d in shown:
-        print(f"  {d['label']:<12s} {d['score']:.3f}  {d['bbox']}")
+        # the tools' console format (ppdet_dac.deploy.postprocess.format_box: 2 decimals); this
+        # client imports nothing of ppdet_dac, so that it runs with Python alone
+        box = ", ".join(f"{v:.2f}" for v in d["bbox"])
+        print(f"  {d['label']:<12s} {d['score']:.3f}  [{box}]")
     return 0
 
 

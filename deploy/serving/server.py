@@ -73,6 +73,7 @@ from ppdet_dac.deploy.serving import (
     write_serving_files,
 )
 from ppdet_dac.deploy.serving.app import logger
+from ppdet_dac.utils.cli import run_cli
 
 
 # ---------------------------------------------------------------- command line
@@ -212,4 +213,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    exit_promptly(main())
+    run_cli(main, exit=exit_promptly)

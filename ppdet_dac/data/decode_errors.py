@@ -21,6 +21,7 @@ from ppdet_dac.data.annotations import MAX_SKIP_LINES, NAMED_IN_SUMMARY, first_f
 from ppdet_dac.data.image_headers import FORMATS_TEXT
 from ppdet_dac.data.image_io import decode_bgr
 from ppdet_dac.data.transforms import ImageDecodeError
+from ppdet_dac.utils.cli import UserError
 
 logger = setup_logger(__name__)
 
@@ -28,7 +29,7 @@ DECODE_ERROR_MODES = ("skip", "raise", "report")
 DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS = 50
 
 
-class UnreadableDatasetError(RuntimeError):
+class UnreadableDatasetError(UserError, RuntimeError):
     """Training cannot go on: too many images in a row, or all of them, cannot be decoded.
 
     The message names the image folder and the first undecodable files."""

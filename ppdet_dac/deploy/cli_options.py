@@ -63,6 +63,18 @@ def positive_int(text):
     return number
 
 
+def add_drawing_options(parser):
+    """``--draw_labels``: draw each box's label and score (default true; false draws the boxes
+    alone, for dense scenes)."""
+    parser.add_argument(
+        "--draw_labels",
+        type=_bool_value,
+        default=True,
+        help="draw each box's label and score (default true; false: boxes alone, for dense "
+        "scenes whose labels would cover the boxes)",
+    )
+
+
 def add_cpu_options(parser):
     """oneDNN and pixel-limit options: ``--disable_mkldnn``, ppdet's ``--enable_mkldnn`` (bare,
     or ``=True/False``; kept for compatibility, oneDNN being the default), ``--max_pixels``."""

@@ -19,10 +19,16 @@ logger = setup_logger(__name__)
 
 
 def save_results(
-    image_paths, detections, output_dir, label_list=None, threshold=0.5, image_dir=None
+    image_paths,
+    detections,
+    output_dir,
+    label_list=None,
+    threshold=0.5,
+    image_dir=None,
+    draw_labels=True,
 ):
     """Write <output_dir>/<image file name>.png (``outputs.drawing_name``: x.jpg -> x.jpg.png)
-    with the detections >= threshold drawn, and <output_dir>/detections.json {image path: all
+    with the detections >= threshold drawn (their labels too unless ``draw_labels`` is false), and <output_dir>/detections.json {image path: all
     detection records}. Returns the JSON path. ValueError (``outputs.check_output_dir``) when
     ``output_dir`` holds the input images (or is ``image_dir``) or two drawings would share a
     name."""
@@ -33,7 +39,7 @@ def save_results(
         image = read_bgr(path)  # the pixels the model saw (EXIF orientation ignored)
         if image is None:
             raise ValueError(f"cannot read image file {path}")
-        canvas, _ = draw_detections(image, dets, label_list, threshold)
+        canvas, _ = draw_detections(image, dets, label_list, threshold, draw_labels)
         out = os.path.join(output_dir, drawing_name(path))
         if not cv2.imwrite(out, canvas):
             raise OSError(f"cannot write {out}")

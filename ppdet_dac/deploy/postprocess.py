@@ -77,6 +77,15 @@ def split_detections(bbox, bbox_num):
     return [bbox[s:e] for s, e in zip(np.concatenate([[0], ends[:-1]]), ends)]
 
 
+COORDINATE_DECIMALS = 2  # pixel coordinates on the console: 2 decimals
+
+
+def format_box(box):
+    """'[x1, y1, x2, y2]' with ``COORDINATE_DECIMALS`` decimals: the coordinates of every console
+    line of the tools (the JSON files keep full precision)."""
+    return "[" + ", ".join(f"{float(v):.{COORDINATE_DECIMALS}f}" for v in box) + "]"
+
+
 def detection_records(detections, label_list=None, threshold=0.0):
     """[N, 6] rows -> JSON-ready dicts {class_id, label, score, bbox [x1, y1, x2, y2]} with
     score >= threshold, highest score first."""

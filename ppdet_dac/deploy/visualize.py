@@ -122,9 +122,10 @@ def label_boxes(image_shape, detections, label_names=None, threshold=0.5):
     ]
 
 
-def draw_detections(image_bgr, detections, label_names=None, threshold=0.5):
+def draw_detections(image_bgr, detections, label_names=None, threshold=0.5, draw_labels=True):
     """Draw rows (label, score, x1, y1, x2, y2) with score >= threshold onto a copy of the image:
-    boxes clipped to it, labels placed by ``label_boxes``.
+    boxes clipped to it, labels placed by ``label_boxes`` (none with ``draw_labels`` false: for
+    dense scenes, where the labels would cover the boxes).
 
     image_bgr: [H, W, 3] uint8. detections: [N, 6] array. Returns (image, number drawn).
     """
@@ -133,7 +134,7 @@ def draw_detections(image_bgr, detections, label_names=None, threshold=0.5):
     drawn = label_boxes(canvas.shape, detections, label_names, threshold)
     for label, _, (x1, y1, x2, y2), _ in reversed(drawn):  # the best box on top
         cv2.rectangle(canvas, (x1, y1), (x2, y2), _color(label), line)
-    for label, text, _, (rx1, ry1, rx2, ry2) in reversed(drawn):  # the best label on top
+    for label, text, _, (rx1, ry1, rx2, ry2) in reversed(drawn if draw_labels else []):
         cv2.rectangle(canvas, (rx1, ry1), (rx2 - 1, ry2 - 1), _color(label), -1)
         _, base = cv2.getTextSize(text, FONT, font_scale, text_thickness)
         cv2.putText(

@@ -53,6 +53,7 @@ __all__ = [
     "read_checkpoint",
     "latest_checkpoint",
     "remove_checkpoint",
+    "keep_weights_only",
     "remove_stale_temporaries",
     "NOT_RESUMABLE",
     "ITER_PREFIX",
@@ -257,6 +258,14 @@ def remove_checkpoint(base):
     """Delete the checkpoint ``base``, its ``.pdstate`` first (so it is never half there and
     complete-looking)."""
     for suffix in (".pdstate", ".pdopt", ".pdparams"):
+        if os.path.exists(base + suffix):
+            os.remove(base + suffix)
+
+
+def keep_weights_only(base):
+    """Delete the ``.pdstate`` (first) and ``.pdopt`` of the checkpoint ``base``: its
+    ``.pdparams`` stays for evaluation, export and analysis; it can no longer be resumed."""
+    for suffix in (".pdstate", ".pdopt"):
         if os.path.exists(base + suffix):
             os.remove(base + suffix)
 

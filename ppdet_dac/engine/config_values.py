@@ -127,6 +127,7 @@ TOP_LEVEL = {
     "snapshot_epoch": count(1),  # checkpoint / evaluation period in epochs (a divisor)
     "snapshot_iter": count(0),  # iteration checkpoint period (0: none)
     "max_checkpoints": count(1),  # iteration checkpoints kept
+    "max_epoch_checkpoints": count(0),  # numbered epoch checkpoints kept (0: all)
     "log_iter": count(1),  # log period in iterations (a divisor)
     "worker_num": count(0),  # data loader workers (0: in the training process)
     "num_classes": count(1),
@@ -148,6 +149,7 @@ TOP_LEVEL = {
             "print_params",
             "find_unused_parameters",
             "save_prediction_only",
+            "epoch_checkpoint_weights_only",
         )
     },
 }

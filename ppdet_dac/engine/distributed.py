@@ -18,7 +18,10 @@ import threading
 import time
 
 import paddle.distributed as dist
+from ppdet.engine import init_parallel_env as ppdet_init_parallel_env
 from ppdet.utils.logger import setup_logger
+
+from ppdet_dac._notices import parallel_init_quiet
 
 logger = setup_logger(__name__)
 
@@ -26,12 +29,20 @@ __all__ = [
     "RankFailureGuard",
     "all_gather_objects",
     "broadcast_from_rank0",
+    "init_parallel_env",
     "no_interrupt",
     "world",
 ]
 
 _PREFIX = "ppdet_dac/"
 _ACTIVE = None  # the RankFailureGuard of this process while it is entered
+
+
+def init_parallel_env():
+    """ppdet's ``init_parallel_env`` (seeds of a launched rank, Paddle's parallel set-up) without
+    Paddle's banner of its own flags (``ppdet_dac._notices.parallel_init_quiet``)."""
+    with parallel_init_quiet():
+        ppdet_init_parallel_env()
 
 
 def world():

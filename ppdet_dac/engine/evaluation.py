@@ -312,8 +312,10 @@ class DACCOCOMetric(COCOMetric):
         if anno_file and os.path.isfile(anno_file):  # duplicated ids: refused before inference
             with open(anno_file) as handle:
                 check_no_duplicates(json.load(handle), anno_file)
-        os.makedirs(output_eval, exist_ok=True)
-        super().__init__(anno_file, output_eval=output_eval, **kwargs)
+        # ppdet's COCOMetric would create output_eval here; it is created by accumulate, so
+        # that a run that fails before evaluating leaves no empty folder behind
+        super().__init__(anno_file, output_eval=None, **kwargs)
+        self.output_eval = output_eval
         self.verbose = verbose
         self.img_ids = set()
 
@@ -334,6 +336,7 @@ class DACCOCOMetric(COCOMetric):
             logger.warning("no detections on the evaluation images: no box AP")
             return
         path = os.path.join(self.output_eval, "bbox.json")
+        os.makedirs(self.output_eval, exist_ok=True)
         with atomic_open(path, "w") as handle:
             json.dump(detections, handle)
         logger.info(f"detections of the evaluation images: {path}")

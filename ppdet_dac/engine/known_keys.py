@@ -26,6 +26,8 @@ TOP_LEVEL_KEYS = {
     "snapshot_epoch": "DACTrainer: checkpoint / evaluation period",
     "snapshot_iter": "DACTrainer: iteration checkpoint period (0: none)",
     "max_checkpoints": "DACTrainer: iteration checkpoints kept",
+    "max_epoch_checkpoints": "DACTrainer: numbered epoch checkpoints kept (0: all)",
+    "epoch_checkpoint_weights_only": "DACTrainer: older epoch checkpoints keep only .pdparams",
     "log_iter": "DACTrainer, ppdet LogPrinter",
     "save_dir": "DACTrainer: checkpoint folder",
     "worker_num": "ppdet Trainer: data loader workers",

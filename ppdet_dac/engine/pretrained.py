@@ -30,6 +30,7 @@ import os
 from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.utils.atomic import atomic_open
+from ppdet_dac.utils.cli import UserError
 
 logger = setup_logger(__name__)
 
@@ -56,7 +57,7 @@ READ_TIMEOUT_S = 120  # a stalled transfer
 _CHUNK = 1 << 20
 
 
-class PretrainWeightsError(RuntimeError):
+class PretrainWeightsError(UserError, RuntimeError):
     """A ``pretrain_weights`` URL that could not be fetched; the message names the URL, the cache
     file ppdet looks for and the local-file alternative."""
 

@@ -117,7 +117,7 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
         super().__init__(cfg, mode)
         self.global_iter = 0
         self.start_step = 0  # batches of start_epoch already trained (mid-epoch resume)
-        self.best_ap = -math.inf
+        self.best_ap, self.best_epoch = -math.inf, None
         # per snapshot epoch: {'epoch', 'loss' (mean over the epoch), 'ap', 'stats' (all the
         # metric's numbers, with validate), 'seconds' and 'steps' (the epoch's training steps)}
         self.history = []
@@ -216,7 +216,10 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
         self.start_epoch = int(state["epochs_done"])
         self.start_step = int(state.get("epoch_step", 0))
         self.global_iter = int(state["global_iter"])
-        self.best_ap = float(extra.get("best_ap", -math.inf))
+        self.best_ap, self.best_epoch = (
+            float(extra.get("best_ap", -math.inf)),
+            extra.get("best_epoch"),
+        )
         steps = len(self.loader)
         saved = (extra.get("nranks", self._nranks), extra.get("steps_per_epoch", steps))
         if self.start_step and saved != (self._nranks, steps):
@@ -280,7 +283,7 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
                 "training_staus": stats.TrainingStats(self.cfg.log_iter),
             }
         )
-        end_epoch = int(self.cfg.epoch)
+        end_epoch, started = int(self.cfg.epoch), time.time()
         self._loss_log = LossLog(self.cfg.log_iter, self.cfg.get("use_vdl", False), self._nranks)
         mismatch = schedule_mismatch(self.cfg)
         if mismatch:
@@ -348,6 +351,7 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
             )
         self.start_step = 0
         self._compose_callback.on_train_end(self.status)
+        self._log_summary(time.time() - started, validate)
 
     def _end_epoch(self, epoch_id, end_epoch, validate, mean_loss, timing=(None, None)):
         last = epoch_id == end_epoch - 1
@@ -378,10 +382,11 @@ class DACTrainer(TrainerCheckpoints, TrainerEvaluation, Trainer):
                 )
                 raise
             if is_main and ap is not None and ap >= self.best_ap:
-                self.best_ap = ap
+                self.best_ap, self.best_epoch = ap, epoch_id
                 names.append("best_model")
                 logger.info(f"best box AP so far: {ap:.4f} (epoch {epoch_id})")
         self._save(names + [own_name], epoch_id + 1)
+        self._retain_epoch_checkpoints(final=last)
         if is_main:
             ap_text = "" if record["ap"] is None else f", box AP {record['ap']:.4f}"
             logger.info(f"epoch {epoch_id}: mean loss {mean_loss:.4f}{ap_text}")

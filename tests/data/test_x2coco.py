@@ -234,7 +234,7 @@ def test_unknown_label_stops_with_one_line_naming_the_file(tmp_path):
         timeout=TIMEOUT_S,
         env=dict(os.environ, PYTHONPATH=REPO),
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         f"x2coco.py: error: {tmp_path / 'xml' / 'a.xml'}: object 1 is labelled 'dog', which is "
         f"not in the label list {label_file} (classes: ['tree', 'car'])"

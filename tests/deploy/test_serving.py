@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -497,8 +498,17 @@ def test_client_takes_the_printed_url_the_base_url_or_host_and_port(server, expo
     outputs = [_client("--image_file", image, "--threshold", "0", *form).stdout for form in forms]
     assert f"{image}: " in outputs[0] and " detections with score >= 0" in outputs[0]
     assert len(outputs[0].splitlines()) > 1 and all(out == outputs[0] for out in outputs)
+    # coordinates in the tools' console format: 2 decimals (format_box)
+    boxes = [line.rsplit("  ", 1)[1] for line in outputs[0].splitlines()[1:]]
+    assert boxes and all(re.fullmatch(r"\[-?\d+\.\d\d(, -?\d+\.\d\d){3}\]", b) for b in boxes)
     refused = _client("--image_file", image, "--url", server.url, "--port", "1", returncode=2)
     assert "give --url or --host/--port, not both" in refused.stderr
+
+
+def test_client_missing_image_is_one_line(tmp_path):
+    missing = tmp_path / "absent.jpg"
+    proc = _client("--image_file", str(missing), "--port", "1", returncode=2)
+    assert proc.stderr == f"client.py: error: cannot read {missing}: No such file or directory\n"
 
 
 def test_client_prediction_url_forms():

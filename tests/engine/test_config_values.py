@@ -387,7 +387,7 @@ def test_train_refuses_learning_rate_minus_one_before_training(tmp_path):
     )
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"ValueError: {config} with -o LearningRate.base_lr=-1: LearningRate.base_lr must be a "
+        f"train.py: error: {config} with -o LearningRate.base_lr=-1: LearningRate.base_lr must be a "
         "number > 0, got -1"
     )
     assert not save_dir.exists() or not any(save_dir.rglob("*.pdparams"))

@@ -112,9 +112,9 @@ def test_train_eval_with_an_undecodable_val_image(broken_raise, tmp_path):
         [os.path.join(REPO, "tools", "train.py"), "-c", config, "--eval", "-o", f"save_dir={out}"],
         cwd,
     )
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    assert _last_line(proc).endswith(
-        f"ImageDecodeError: cannot decode image file {bad} (7 bytes): "
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert _last_line(proc) == (
+        f"train.py: error: cannot decode image file {bad} (7 bytes): "
         "not a readable JPEG/PNG/BMP/TIFF image"
     )
     log = proc.stdout + proc.stderr
@@ -144,7 +144,7 @@ def test_train_eval_with_an_undecodable_val_image(broken_raise, tmp_path):
         ],
         cwd,
     )
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]
     assert _last_line(proc).endswith(
         f"cannot decode image file {bad} (7 bytes): not a readable JPEG/PNG/BMP/TIFF image"
     )
@@ -170,9 +170,9 @@ def test_train_file_without_annotations(broken, tmp_path):
         ],
         tmp_path,
     )
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]
     assert _last_line(proc) == (
-        f"ValueError: {images_only}: no 'annotations' in this file, which the TrainDataset "
+        f"train.py: error: {images_only}: no 'annotations' in this file, which the TrainDataset "
         "reads; training and evaluation need the box annotations (a file of images alone is "
         "for TestDataset)"
     )

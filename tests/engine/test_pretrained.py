@@ -160,7 +160,7 @@ def test_train_stops_before_reading_the_dataset_when_the_value_is_empty():
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(
-        "ValueError: configs/dac_cdn_r50.yml: `pretrain_weights` is missing or empty"
+        "train.py: error: configs/dac_cdn_r50.yml: `pretrain_weights` is missing or empty"
     ), last
     assert R50_URL in last
 
@@ -323,7 +323,7 @@ def test_two_ranks_both_stop_when_the_download_fails(tmp_path):
         lines = lines[: signal_block[0]] if signal_block else lines
         last = [line for line in lines if line.strip() and not set(line.strip()) <= {"-"}][-1]
         assert last.startswith(
-            "ppdet_dac.engine.pretrained.PretrainWeightsError: "
+            "train.py: error: "
             f"configs/demo/dac_demo.yml: cannot download pretrain_weights "
             f"{REFUSED}: "
         ), last

@@ -173,7 +173,7 @@ def test_eval_tool_refuses_weights_of_another_config(tmp_path):
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(
-        f"ValueError: {weights}: the weights do not fit the model (another config?): "
+        f"eval.py: error: {weights}: the weights do not fit the model (another config?): "
     ), last
     assert re.search(
         r"; other shape \d+ \(transformer\.class_heads\.0\.bias: file \[5\] vs "

@@ -95,3 +95,17 @@ def test_export_prints_only_its_own_log(tmp_path):
     foreign = [l for l in lines if not l.startswith("[") and not l.startswith("exported to ")]
     assert foreign == []
     assert any("exported DACDETR" in l for l in lines)
+
+
+def test_flags_banner_of_paddles_own_flag_alone_is_dropped():
+    from ppdet_dac._notices import drop_paddle_flags_banner
+
+    head = "======================= Modified FLAGS detected ======================="
+    foot = "=" * 71
+    own = "FLAGS(name='FLAGS_enable_pir_in_executor', current_value=True, default_value=False)"
+    user = "FLAGS(name='FLAGS_use_mkldnn', current_value=False, default_value=True)"
+    text = f"before\n{head}\n{own}\n{foot}\nafter\n"
+    assert drop_paddle_flags_banner(text) == "before\nafter\n"
+    kept = f"{head}\n{own}\n{user}\n{foot}\n"  # a flag the user set: the whole banner stays
+    assert drop_paddle_flags_banner(kept) == kept
+    assert drop_paddle_flags_banner("no banner\n") == "no banner\n"

@@ -244,9 +244,9 @@ def test_the_coco_dataset_reads_the_tiles(tmp_path):
 
 
 def _error(*args):
-    """The last stderr line of the tool run as a program (exit status 1 asserted)."""
+    """The last stderr line of the tool run as a program (exit status 2 asserted)."""
     proc = run_process(
-        [os.path.join(REPO, "tools", "slice_image.py"), *map(str, args)], 120, None, 1
+        [os.path.join(REPO, "tools", "slice_image.py"), *map(str, args)], 120, None, 2
     )
     assert "Traceback" not in proc.stderr
     return proc.stderr.strip().splitlines()[-1]
