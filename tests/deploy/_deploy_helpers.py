@@ -29,13 +29,14 @@ def run_python(args, timeout=300, env=None, returncode=0):
     return run_process(args, timeout, env, returncode).stdout
 
 
-def run_process(args, timeout=300, env=None, returncode=0):
-    """As run_python, the CompletedProcess (stdout and stderr as text)."""
+def run_process(args, timeout=300, env=None, returncode=0, cwd=REPO):
+    """As run_python (in ``cwd``, the repo root unless given), the CompletedProcess (stdout and
+    stderr as text)."""
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = os.pathsep.join([REPO, full_env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [PYTHON] + list(args),
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
