@@ -115,7 +115,7 @@ def _numbers(text):
     return [float(v) for v in re.findall(r"[-+]?\d+\.\d+", text)]
 
 
-@pytest.mark.slow
+@pytest.mark.long  # ~60 s idle; the statistics and report tests above cover its code in make test
 def test_smoke_run_table_matches_its_csv(tmp_path, capsys):
     out = tmp_path / "bench"
     done = subprocess.run(
