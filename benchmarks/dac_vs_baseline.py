@@ -34,14 +34,13 @@ whose outputs exist with the same settings is reused (``--force`` reruns it); on
   lowest to the highest seed;
 * ``runs/<arm>/seed<S>/``: each run's log, history, checkpoint and query CSV.
 
-Wall time on 2 idle cores (estimate, docs/benchmarks.md: the DAC step of ``make demo``, 1.32 s,
-times the parts' shares measured in a short run on a busy 2-core machine):
+Wall time on 2 cores (measured 2026-12-06, docs/benchmarks.md; the VM's step time varies
+from day to day, 1.3-1.8 s for the demo's DAC step):
 
 * default (3 arms x 3 seeds, the demo schedule: 4 epochs of 60 steps of 4 images at 128-160 px,
-  COCO evaluation of the 60 val images after each epoch): about 55 min. A ``dac`` run about
-  6.5 min (8 s start, 240 steps x 1.32 s, 4 x 12 s evaluation, 15 s query analysis), a
-  ``dac_nodac`` or ``dino`` run about 6 min (steps about 0.9x as long: no C-stream); each extra
-  seed adds about 19 min, each extra DAC arm (``dac_no_iabce``, ``dac_flat_o2m``) about 20 min;
+  COCO evaluation of the 60 val images after each epoch): about 69 min (each run alone
+  7.3-8.4 min: 240 steps at 1.6-1.8 s, 4 evaluations, the query analysis); each extra seed adds
+  about 23 min, each extra DAC arm (``dac_no_iabce``, ``dac_flat_o2m``) about 24 min;
 * ``--data crowded``: the same image count and sizes, a few per cent more per step (more
   objects to match; not measured);
 * smoke (2 arms x 2 seeds x 1 epoch on 8 train / 4 val images at 64 px: ``--arms dac dino
