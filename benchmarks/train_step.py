@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import nullcontext
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,6 +34,7 @@ from ppdet.core.workspace import create  # noqa: E402
 
 from _profile import StepProfile, attach, forward_flops, matmul_rate  # noqa: E402
 from ppdet_dac.engine import load_checked_config  # noqa: E402
+from ppdet_dac.engine.loss_log import LossLog  # noqa: E402
 
 
 def make_batch(size, num_gt, seed=0):
@@ -73,13 +75,6 @@ def eval_forward(model, batch):
     return time.perf_counter() - start
 
 
-def host_losses(losses):
-    """The loss terms as floats in one transfer, as the trainer logs them."""
-    names = list(losses)
-    stacked = paddle.stack([paddle.cast(losses[n], "float32").reshape([]) for n in names])
-    return dict(zip(names, stacked.numpy().tolist()))
-
-
 def batches(args, cfg):
     """An endless iterator of training batches: the config's reader or one random image."""
     if not args.real_data:
@@ -97,20 +92,23 @@ def profile_steps(args, cfg, model, optimizer):
     """One warm-up step, then ``args.steps`` profiled steps and as many plain ones, alternating."""
     profile = StepProfile()
     data = batches(args, cfg)
+    loss_log = LossLog(cfg.log_iter)  # the trainer's host copies: all terms on log iterations
+    count = {"steps": 0}
 
     def step(profiled):
         start = time.perf_counter()
-        with profile.part("data") if profiled else _nothing():
+        with profile.part("data") if profiled else nullcontext():
             batch = next(data)
-        with profile.part("detector (targets, inputs, other)") if profiled else _nothing():
+        with profile.part("detector (targets, inputs, other)") if profiled else nullcontext():
             losses = model(batch)
-        with profile.part("backward") if profiled else _nothing():
+        with profile.part("backward") if profiled else nullcontext():
             losses["loss"].backward()
-        with profile.part("clip + optimizer") if profiled else _nothing():
+        with profile.part("clip + optimizer") if profiled else nullcontext():
             optimizer.step()
             optimizer.clear_grad()
-        with profile.part("loss terms to host (logging)") if profiled else _nothing():
-            host_losses(losses)
+        with profile.part("loss terms to host (logging)") if profiled else nullcontext():
+            loss_log.step(losses, loss_log.due(count["steps"]))
+        count["steps"] += 1
         return time.perf_counter() - start, batch
 
     model.train()
@@ -122,14 +120,6 @@ def profile_steps(args, cfg, model, optimizer):
         with _quiet(profile):
             plain.append(step(False)[0])
     return profile, sum(plain) / len(plain), batch
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _quiet:
