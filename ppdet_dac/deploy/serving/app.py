@@ -1,10 +1,9 @@
 """The service's FastAPI app: ``POST /dac_detr/prediction``, ``GET /health`` and the OpenAPI
 pages, with the body limit, the body and request timeouts and the busy answers of its options.
 
-The body limit is read here rather than by Starlette's ``RequestBodyLimitMiddleware``: that
-middleware answers a plain-text 413 of its own and replaces any answer started while the
-declared Content-Length is over the limit, where the protocol needs its JSON answer (err_no 5)
-after draining what the client still sends (so that the client reads it).
+The body limit is Starlette's ``RequestBodyLimitMiddleware``, wrapped by ProtocolBodyLimit
+so that its refusal is the protocol's JSON answer (err_no 5) and reaches a client still
+sending; the timeouts are anyio's ``fail_after``.
 """
 
 import contextlib
@@ -17,7 +16,9 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ppdet.utils.logger import setup_logger
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import ClientDisconnect
 
 from .connection_limits import CUT_OFF
@@ -52,48 +53,58 @@ def _client_name(request):
     return "%s:%s" % tuple(request.client) if request.client else "a client"
 
 
-async def _drain(request, received, limit):
-    """Read and drop the rest of an oversized body (up to 10x the limit) so that the client,
-    still sending, reads the answer; beyond that the connection is closed after the answer."""
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > 10 * limit:
-            break
+class ProtocolBodyLimit:
+    """Starlette's ``RequestBodyLimitMiddleware`` (which counts the body and refuses it) with
+    the protocol's answer: its plain-text 413 becomes err_no 5 naming ``--max_body_mb``, sent
+    with ``Connection: close`` after reading and dropping what the client still sends (up to
+    10x the limit, for at most ``seconds``), so that a client still sending reads it."""
+
+    def __init__(self, app, max_body_size, seconds):
+        self.limited = RequestBodyLimitMiddleware(app, max_body_size=max_body_size)
+        self.limit, self.seconds = max_body_size, seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.limited(scope, receive, send)
+        body = {"received": 0, "ended": False, "refused": False}
+
+        async def counting_receive():
+            message = await receive()
+            body["received"] += len(message.get("body", b""))
+            body["ended"] = message["type"] != "http.request" or not message.get("more_body")
+            return message
+
+        async def protocol_send(message):
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                body["refused"] = True
+                await self._refuse(scope, counting_receive, send, body)
+            elif not body["refused"]:  # (the plain-text body of a replaced answer is dropped)
+                await send(message)
+
+        await self.limited(scope, counting_receive, protocol_send)
+
+    async def _refuse(self, scope, receive, send, body):
+        length = Headers(scope=scope).get("content-length")
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is None or declared <= 10 * self.limit:
+            with anyio.move_on_after(self.seconds):
+                while not body["ended"] and body["received"] <= 10 * self.limit:
+                    await receive()
+        message = (
+            f"request body of {declared if declared is not None else 'more than %d' % self.limit}"
+            f" bytes exceeds the limit of {self.limit} bytes (--max_body_mb)"
+        )
+        await _json(response(CLIENT_ERROR, message), 413, close=True)(scope, receive, send)
 
 
-async def _read_body(request, limit, timeout, flag="--body_timeout"):
-    """The request body, at most ``limit`` bytes, within ``timeout`` s of its header (``flag``
-    names the limit that set it); RequestError else: 408, and the connection is closed, so a
-    client that stalls its upload frees its connection and request slot at the cut-off."""
-    length = request.headers.get("content-length")
-    if length is not None and not length.isdigit():
-        raise RequestError(CLIENT_ERROR, f"bad Content-Length header {length!r}", 400, close=True)
-    too_big = RequestError(
-        CLIENT_ERROR,
-        f"request body of {length or 'more than %d' % limit} "
-        f"bytes exceeds the limit of {limit} bytes "
-        "(--max_body_mb)",
-        413,
-        close=True,
-    )
-
-    async def read():
-        if length is not None and int(length) > limit:
-            if int(length) <= 10 * limit:
-                await _drain(request, 0, limit)
-            raise too_big
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                await _drain(request, size, limit)
-                raise too_big
-            chunks.append(chunk)
-        return b"".join(chunks)
-
+async def _read_body(request, timeout, flag):
+    """The request body within ``timeout`` s of its header (``flag`` names the limit that set
+    it); RequestError else: 408, and the connection is closed, so a client that stalls its
+    upload frees its connection and request slot at the cut-off. (Over the size limit, the
+    body's reader raises the HTTPException(413) that ProtocolBodyLimit answers.)"""
     try:
         with anyio.fail_after(timeout):
-            return await read()
+            return await request.body()
     except TimeoutError:
         raise RequestError(
             TIMEOUT, f"request body not received within {timeout:g} s ({flag})", 408, close=True
@@ -156,6 +167,9 @@ def build_app(service, options):
         lifespan=lifespan,
         redirect_slashes=False,
     )  # a trailing slash is a 404, no Location from Host
+    app.add_middleware(
+        ProtocolBodyLimit, max_body_size=options.max_body_bytes, seconds=options.body_deadline[0]
+    )
     request_schema = {
         "requestBody": {
             "required": True,
@@ -178,7 +192,7 @@ def build_app(service, options):
         start = time.monotonic()
         logid = 0
         try:
-            body = await _read_body(request, options.max_body_bytes, *options.body_deadline)
+            body = await _read_body(request, *options.body_deadline)
             image, logid = await anyio.to_thread.run_sync(service.parse, body)
             records = await _answer(
                 request, service, image, options.request_timeout - (time.monotonic() - start)
@@ -188,6 +202,8 @@ def build_app(service, options):
             return _json(
                 response(err.err_no, str(err)), err.http_status, err.close, err.retry_after
             )
+        except StarletteHTTPException:  # the body limit's 413, answered by ProtocolBodyLimit
+            raise
         except (ClientGone, ClientDisconnect):
             if CUT_OFF in request.scope:  # the connection was closed by ServingProtocol
                 logger.info(f"{_client_name(request)}: {request.scope[CUT_OFF]}")
