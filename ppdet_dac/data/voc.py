@@ -43,7 +43,6 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_dac.data.annotations import checked_image_size, clean_boxes, is_number, new_skip_logs
 from ppdet_dac.data.dataset import DACCOCODataSet
-from ppdet_dac.data.decode_errors import DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS
 from ppdet_dac.data.label_map import IGNORE, LabelMap, parse_label_map
 from ppdet_dac.data.voc_files import (
     number_or_text,
@@ -219,48 +218,27 @@ class DACVOCDataSet(DACCOCODataSet):
     """Pascal-VOC detection dataset for DAC-DETR: ppdet's ``VOCDataSet`` layout and keys, the
     rules of ``DACCOCODataSet`` (see the module docstring).
 
-    Args: as VOCDataSet (``dataset_dir``, ``image_dir``, ``anno_path`` = the list file,
-        ``label_list`` = the label file, ``data_fields``, ``sample_num``, ``allow_empty``,
-        ``empty_ratio``, ``repeat``) plus DACCOCODataSet's ``on_decode_error`` and
+    Args: ``label_list`` = the label file, and ``label_map`` (``ppdet_dac.data.label_map``:
+        e.g. ``{Dead: Tree, Alive: Tree}``, a file relative to ``dataset_dir``; ``null`` leaves
+        a name out);
+        the rest (keywords) as DACCOCODataSet's, except ``load_crowd``: ``dataset_dir``,
+        ``image_dir``, ``anno_path`` = the list file, ``data_fields``, ``sample_num``,
+        ``allow_empty``, ``empty_ratio``, ``repeat``, ``on_decode_error``,
         ``max_consecutive_decode_errors`` and ``duplicates`` (an XML listed twice is an image
-        file listed twice), and ``label_map`` (``ppdet_dac.data.label_map``: e.g. ``{Dead:
-        Tree, Alive: Tree}``, a file relative to ``dataset_dir``; ``null`` leaves a name out).
+        file listed twice).
 
     Records as DACCOCODataSet's, plus 'difficult' int32 [n, 1] when in ``data_fields``.
     ``get_anno()`` is the COCO form of the loaded images and boxes (for ``metric: COCO``);
     ``get_label_list()`` the label file (for ppdet's ``metric: VOC``).
     """
 
-    def __init__(
-        self,
-        dataset_dir=None,
-        image_dir=None,
-        anno_path=None,
-        data_fields=("image",),
-        sample_num=-1,
-        label_list=None,
-        allow_empty=False,
-        empty_ratio=1.0,
-        repeat=1,
-        on_decode_error="skip",
-        max_consecutive_decode_errors=DEFAULT_MAX_CONSECUTIVE_DECODE_ERRORS,
-        duplicates="auto",
-        label_map=None,
-    ):
-        super().__init__(
-            dataset_dir=dataset_dir,
-            image_dir=image_dir,
-            anno_path=anno_path,
-            data_fields=data_fields,
-            sample_num=sample_num,
-            load_crowd=False,
-            allow_empty=allow_empty,
-            empty_ratio=empty_ratio,
-            repeat=repeat,
-            on_decode_error=on_decode_error,
-            max_consecutive_decode_errors=max_consecutive_decode_errors,
-            duplicates=duplicates,
-        )
+    # the config-key check (engine/config_names.init_args) follows **coco_options to the base
+    forwards_kwargs_to_base = True
+
+    def __init__(self, label_list=None, label_map=None, **coco_options):
+        if "load_crowd" in coco_options:
+            raise TypeError("DACVOCDataSet has no load_crowd: VOC files mark no crowd boxes")
+        super().__init__(load_crowd=False, **coco_options)
         self.label_list = label_list
         self.label_map = label_map
         self._boxes_of_image = {}

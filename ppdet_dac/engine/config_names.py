@@ -39,15 +39,21 @@ def check_names(mapping, known, keys, where, section=None):
 
 def init_args(cls, drop_kwargs=False):
     """The named ``__init__`` arguments of ``cls``; None when it takes ``**kwargs`` (unless
-    ``drop_kwargs``: the class ignores them)."""
+    ``drop_kwargs``: the class ignores them), except for a class that declares
+    ``forwards_kwargs_to_base = True``: its own arguments and those of its first base."""
     params = inspect.signature(cls.__init__).parameters.values()
-    if not drop_kwargs and any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {
+    named = {
         p.name
         for p in params
         if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        if "forwards_kwargs_to_base" in vars(cls) and cls.forwards_kwargs_to_base:
+            base = init_args(cls.__bases__[0], drop_kwargs)
+            return None if base is None else named | base
+        if not drop_kwargs:
+            return None
+    return named
 
 
 def classes_in(module, base):

@@ -222,6 +222,18 @@ def test_yaml_typo_names_the_file_and_the_right_key(tmp_path, text, message):
     assert _error(str(user)).startswith(f"{user}: {message}")
 
 
+@pytest.mark.parametrize("key, right", [("label_lst", "label_list"), ("sample_nm", "sample_num")])
+def test_voc_dataset_typo_names_the_right_key(tmp_path, key, right):
+    """DACVOCDataSet takes its own keys and passes the rest to DACCOCODataSet: a typo in
+    either kind is named."""
+    voc = os.path.join(REPO, "configs", "demo", "demo_data_voc.yml")
+    user = tmp_path / "user.yml"
+    user.write_text(f"_BASE_: ['{R50}', '{voc}']\nTrainDataset:\n  {key}: 1\n")
+    assert _error(str(user)).startswith(
+        f"{user}: unknown key '{key}' in TrainDataset (DACVOCDataSet); did you mean '{right}'"
+    )
+
+
 def test_typo_in_a_base_file_names_that_file(tmp_path):
     base = tmp_path / "base.yml"
     base.write_text(YAML_BASE + "snapshot_epohc: 2\n")
