@@ -126,7 +126,8 @@ class Predictor:
     gives the graph's raw outputs. One Predictor serves one thread at a time; ``clone()`` gives
     another that shares the weights.
 
-    enable_mkldnn: oneDNN on CPU (default True; False runs Paddle's plain CPU kernels).
+    engine (keywords): ``device``, ``cpu_threads``, ``enable_mkldnn``, ``gpu_id``, ``run_mode``
+        as make_inference_config takes them (its defaults: CPU, 1 thread, oneDNN on).
     max_pixels: images whose header declares more pixels are refused before decoding.
     nms_threshold: re-run the class-wise NMS at this IoU threshold (None: the exported one).
     score_threshold: drop detections scoring below it. slicing: a SliceConfig for sliced
@@ -136,11 +137,6 @@ class Predictor:
     def __init__(
         self,
         model_dir,
-        device="CPU",
-        cpu_threads=1,
-        enable_mkldnn=True,
-        gpu_id=0,
-        run_mode="paddle",
         max_pixels=DEFAULT_MAX_PIXELS,
         nms_threshold=None,
         score_threshold=0.0,
@@ -148,6 +144,7 @@ class Predictor:
         batch_size=1,
         _predictor=None,
         _infer_cfg=None,
+        **engine,
     ):
         self.model_dir = model_dir
         self.infer_cfg = _infer_cfg or InferConfig(model_dir)
@@ -173,17 +170,11 @@ class Predictor:
             from paddle import inference
 
             config = make_inference_config(
-                model_dir,
-                device,
-                cpu_threads,
-                enable_mkldnn,
-                gpu_id,
-                run_mode,
-                self.infer_cfg.min_subgraph_size,
+                model_dir, min_subgraph_size=self.infer_cfg.min_subgraph_size, **engine
             )
-            enable_mkldnn = bool(config.mkldnn_enabled())
+            engine["enable_mkldnn"] = bool(config.mkldnn_enabled())
             _predictor = inference.create_predictor(config)
-        self.enable_mkldnn = enable_mkldnn  # oneDNN as the inference config has it
+        self.enable_mkldnn = engine.get("enable_mkldnn", True)  # as the inference config has it
         self._predictor = _predictor
         self.input_names = list(self._predictor.get_input_names())
         self.output_names = list(self._predictor.get_output_names())
