@@ -1,5 +1,6 @@
-"""Inference latency side by side: dygraph eval, Paddle Inference (default: oneDNN; and with
-oneDNN off, --disable_mkldnn), onnxruntime (when installed), and the HTTP server's requests/s.
+"""Inference latency side by side: dygraph eval, the evaluation through the model exported in
+memory (tools/eval.py --engine inference), Paddle Inference (default: oneDNN; and with oneDNN
+off, --disable_mkldnn), onnxruntime (when installed), and the HTTP server's requests/s.
 
     python benchmarks/inference.py [-c configs/demo/dac_demo.yml] [--weights W]
         [--image IMG | --size 800x1066] [--attention op,reference] [--threads 1]
@@ -122,6 +123,7 @@ def main(argv=None):
     from ppdet_dac.data.demo_data import make_demo_data
     from ppdet_dac.engine import load_checked_config
     from ppdet_dac.deploy.export import build_model, export_model
+    from ppdet_dac.deploy.exported_eval import ExportedModel
     from ppdet_dac.deploy.predictor import Predictor
 
     paddle.set_device("cpu")
@@ -162,7 +164,12 @@ def main(argv=None):
         ops.force_reference(previous)
         rows.append((f"dygraph eval, {mode} attention", t))
     dygraph_wall, dygraph_cpu = rows[0][1]
-    del model, tensors
+    exported = ExportedModel(cfg, model, args.threads)  # tools/eval.py --engine inference
+    t = timed(lambda x=tensors, e=exported: e(dict(x)), args.repeats, args.warmup)
+    rows.append(("eval, `--engine inference` (exported in memory, oneDNN)", t))
+    print(f"--engine inference: export and predictor set-up {exported.export_seconds:.1f} s")
+    exported.close()
+    del model, tensors, exported
 
     for mode in args.attention:
         for onednn in (True, False):

@@ -2,10 +2,13 @@
 processes of paddle.distributed.launch (each evaluates its share of the batches, rank 0 runs
 pycocotools once on all detections: the same AP as one process). bbox.json and the per-class
 precision/recall curves go to --output_eval (default: save_dir/<config name>, the run's
-checkpoint folder); -v shows pycocotools' own prints.
+checkpoint folder); -v shows pycocotools' own prints. On CPU, ``--engine inference`` exports the
+weights in memory once and evaluates with Paddle Inference and oneDNN (about 3x faster for R-50;
+the same detections up to the kernels' rounding).
 
     python tools/eval.py -c configs/demo/dac_demo.yml -o weights=output/dac_demo/model_final
     python -m paddle.distributed.launch tools/eval.py -c configs/dac_cdn_r50.yml -o weights=...
+    python tools/eval.py -c configs/dac_cdn_r50.yml -o weights=... --engine inference
 """
 
 import _threads  # noqa: F401  (before paddle: CPU thread count)
@@ -15,6 +18,7 @@ import argparse
 
 from ppdet.utils.cli import ArgsParser
 
+from ppdet_dac.deploy.exported_eval import ENGINES, ExportedModel, check_engine, cpu_threads
 from ppdet_dac.engine import DACTrainer, config_from_args
 from ppdet_dac.engine.distributed import RankFailureGuard, init_parallel_env
 from ppdet_dac.utils.cli import run_cli
@@ -35,6 +39,13 @@ def parse_args(argv=None):
         "output_eval, else save_dir/<config name>)",
     )
     parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="dygraph",
+        help="dygraph: the model itself (default); inference: the model exported in memory "
+        "and run by Paddle Inference with oneDNN (CPU; faster)",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -45,16 +56,23 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    output_eval = args.output_eval
-    del args.output_eval  # merge_args would replace the config's output_eval by None
+    output_eval, engine = args.output_eval, args.engine
+    del args.output_eval, args.engine  # merge_args would set them as config keys
     cfg = config_from_args(args)
     if output_eval:
         cfg["output_eval"] = output_eval
+    check_engine(engine, cfg)
     init_parallel_env()
     with RankFailureGuard():
         trainer = DACTrainer(cfg, mode="eval")
         trainer.load_weights(cfg.weights)
-        return trainer.evaluate()
+        if engine == "dygraph":
+            return trainer.evaluate()
+        exported = ExportedModel(cfg, trainer.model, cpu_threads())
+        try:
+            return trainer.evaluate(exported)
+        finally:
+            exported.close()
 
 
 if __name__ == "__main__":

@@ -323,8 +323,13 @@ def export_model(cfg, weights, output_dir, attention="op"):
         raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
     if attention == "op":
         ops.register_op_library()  # raises naming why the op is unavailable
+    return save_exported(cfg, build_model(cfg, weights), output_dir, attention)
+
+
+def save_exported(cfg, model, output_dir, attention):
+    """Trace ``model`` (an eval-mode instance of ``cfg.architecture`` that the export takes
+    over) and write the inference model and its infer_cfg.yml into ``output_dir``."""
     image_shape = _image_shape(cfg)
-    model = build_model(cfg, weights)
     content = infer_config(cfg, attention, image_shape, model)  # class names checked first
     os.makedirs(output_dir, exist_ok=True)
     _mark_not_to_static()

@@ -110,7 +110,7 @@ def _host(outputs):
     return {k: _to_host(v) for k, v in outputs.items()}
 
 
-def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
+def evaluate_metrics(trainer, loader=None, source="config", use_amp=False, model=None):
     """Evaluate ``trainer.model`` with ``trainer._metrics`` on ``loader`` (a ppdet reader;
     default ``trainer.loader``), sharded over the ranks as the module docstring says.
 
@@ -119,6 +119,8 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
     ranks. A plain iterable of
     batches is evaluated as it comes (one process only). ``source`` names the config in errors;
     ``use_amp``: the forward under ``auto_cast`` on GPU/NPU/MLU, as ppdet's ``evaluate``.
+    ``model``: what maps a batch to the outputs instead of ``trainer.model`` (an
+    ``inference_eval.ExportedModel``).
     """
     reader = trainer.loader if loader is None else loader
     nranks, rank = world()
@@ -146,7 +148,7 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False):
     else:
         batches, batch_ids, num_batches = reader, None, None
     tic = time.time()
-    model = trainer.model
+    model = trainer.model if model is None else model
     model.eval()
     records = []
     cfg = trainer.cfg

@@ -111,10 +111,12 @@ class TrainerEvaluation:
             self.model.set_dict(raw)
             self.model.train()
 
-    def evaluate(self):
+    def evaluate(self, model=None):
         """Eval mode: COCO evaluation of the loaded weights on EvalDataset, sharded over the
         ranks of a launched run; returns the results on rank 0 ({} on the others). AMP
-        (``amp``) and ``print_flops`` as in ppdet's ``evaluate``."""
+        (``amp``) and ``print_flops`` as in ppdet's ``evaluate``. ``model``: what runs the batches
+        instead of ``self.model`` (tools/eval.py --engine inference passes the model exported
+        in memory, ppdet_dac/deploy/exported_eval.py)."""
         if self.cfg.get("print_flops", False) and self._local_rank == 0:
             from ppdet.core.workspace import create
 
@@ -122,5 +124,9 @@ class TrainerEvaluation:
                 create("EvalReader")(self.dataset, self.cfg.worker_num, self._eval_batch_sampler)
             )
         return evaluate_metrics(
-            self, self.loader, source=self.cfg.get("filename", "config"), use_amp=self.use_amp
+            self,
+            self.loader,
+            source=self.cfg.get("filename", "config"),
+            use_amp=self.use_amp,
+            model=model,
         )
