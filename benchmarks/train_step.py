@@ -16,6 +16,15 @@ O- and C-decoder, denoising queries, losses, matching, backward, optimizer, logg
 "step time / FLOP floor". ``--real_data`` reads batches with the config's TrainReader from its
 TrainDataset (the demo config: run ``tools/make_demo_data.py`` first) instead of one random
 image of ``--size``.
+
+    python benchmarks/train_step.py --host_copies [-c CONFIG] [--size 512] [--real_data]
+        [--steps 3]
+
+times the training step with the host copies the model made before they were cut (issue 25:
+the input value checks in the forward, ``PPDET_DAC_DEBUG_CHECKS``, and every loss term copied
+to the host each step) against the default (checks off, the total each step and every term on
+log iterations), each batch once with each (in turns first), and prints the mean of each and
+the ratio.
 """
 
 import argparse
@@ -35,6 +44,7 @@ from ppdet.core.workspace import create  # noqa: E402
 from _profile import StepProfile, attach, forward_flops, matmul_rate  # noqa: E402
 from ppdet_dac.engine import load_checked_config  # noqa: E402
 from ppdet_dac.engine.loss_log import LossLog  # noqa: E402
+from ppdet_dac.modeling.debug_checks import debug_checks  # noqa: E402
 
 
 def make_batch(size, num_gt, seed=0):
@@ -122,6 +132,37 @@ def profile_steps(args, cfg, model, optimizer):
     return profile, sum(plain) / len(plain), batch
 
 
+def host_copies_main(args, cfg, model, optimizer):
+    """Mean step time with the host copies of before the cut and without, alternating."""
+    data = batches(args, cfg)
+    settings = {"before (checks on, every term each step)": (True, LossLog(1))}
+    settings["after (default)"] = (False, LossLog(cfg.log_iter))
+    times = {name: [] for name in settings}
+    model.train()
+    for k in range(args.steps + 1):  # the first round warms up
+        batch = next(data)  # both settings run on each batch, in turns first
+        for name, (checks, loss_log) in sorted(settings.items(), reverse=k % 2 == 1):
+            start = time.perf_counter()
+            with debug_checks(checks):
+                losses = model(dict(batch))
+            losses["loss"].backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            loss_log.step(losses, loss_log.due(k))
+            if k:
+                times[name].append(time.perf_counter() - start)
+    print(
+        f"config {args.config}, {'reader' if args.real_data else 'random'} batches, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"mean of {args.steps} steps each, alternating"
+    )
+    means = {name: sum(t) / len(t) for name, t in times.items()}
+    for name, mean in means.items():
+        print(f"  {name:45s} {mean * 1000:9.1f} ms")
+    before, after = means.values()
+    print(f"  after / before: {after / before:.3f}")
+
+
 class _quiet:
     """Steps run here are not profiled: the parts' totals are restored when they end."""
 
@@ -171,6 +212,9 @@ def main():
     parser.add_argument("--profile", action="store_true", help="where the step's time goes")
     parser.add_argument("--steps", type=int, default=3, help="profiled steps (with --profile)")
     parser.add_argument("--real_data", action="store_true", help="the config's reader (--profile)")
+    parser.add_argument(
+        "--host_copies", action="store_true", help="step time before/after the host-copy cut"
+    )
     args = parser.parse_args()
     paddle.set_device("cpu")
     paddle.set_flags({"FLAGS_use_mkldnn": False})
@@ -178,8 +222,8 @@ def main():
     cfg = load_checked_config(args.config)
     model = create(cfg.architecture)
     optimizer = create("OptimizerBuilder")(create("LearningRate")(1), model)
-    if args.profile:
-        profile_main(args, cfg, model, optimizer)
+    if args.profile or args.host_copies:
+        (profile_main if args.profile else host_copies_main)(args, cfg, model, optimizer)
         return
     batch = make_batch(args.size, args.num_gt)
 
