@@ -132,6 +132,25 @@ def test_request_timeout_answers_and_drops_queued_work(make_server):
     assert status == 200 and answer["err_no"] == 0
 
 
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_body_over_the_limit_is_answered_while_the_client_sends(make_server, declared):
+    """A body of 5x --max_body_mb, its length declared or chunked: the service reads and drops
+    what the client still sends, so the client reads the protocol's 413 (err_no 5, naming the
+    limit) with Connection: close; the next request is served."""
+    srv, predictor, _ = make_server(max_body_mb=1.0)
+    predictor.gate.set()
+    big = b'{"key": ["image"], "value": ["' + b"A" * (5 * 2**20) + b'"]}'
+    body = big if declared else iter([big[i : i + 65536] for i in range(0, len(big), 65536)])
+    status, answer, headers = post(srv.port, body=body)
+    size = len(big) if declared else f"more than {2**20}"
+    assert status == 413 and answer["err_no"] == 5, answer
+    assert answer["err_msg"] == (
+        f"request body of {size} bytes exceeds the limit of {2**20} bytes (--max_body_mb)"
+    )
+    assert headers["connection"] == "close"
+    assert post(srv.port)[1]["err_no"] == 0
+
+
 def test_slow_upload_times_out_with_an_answer(make_server):
     """--body_timeout, far below --request_timeout, ends a stalled upload with an answer."""
     srv, _, _ = make_server(request_timeout=30.0, body_timeout=1.0)
