@@ -9,7 +9,6 @@ exported graph: the same ``bbox`` / ``bbox_num`` as the dygraph model's evaluati
 to the kernels' rounding (tests/deploy/test_exported_eval.py).
 """
 
-import copy
 import os
 import tempfile
 import time
@@ -40,8 +39,8 @@ class ExportedModel:
 
     def __init__(self, cfg, model, cpu_threads=1, enable_mkldnn=True):
         tic = time.perf_counter()
-        own = create(cfg.architecture)  # the export takes over its model: a copy of the weights
-        own.set_state_dict(copy.deepcopy(model.state_dict()))
+        own = create(cfg.architecture)  # the export takes over its model: its own instance
+        own.set_state_dict(model.state_dict())  # (copies the values)
         own.eval()
         attention = "op" if op_available() else "reference"
         self._folder = tempfile.TemporaryDirectory(prefix="ppdet_dac_eval_")
