@@ -120,7 +120,7 @@ def evaluate_metrics(trainer, loader=None, source="config", use_amp=False, model
     batches is evaluated as it comes (one process only). ``source`` names the config in errors;
     ``use_amp``: the forward under ``auto_cast`` on GPU/NPU/MLU, as ppdet's ``evaluate``.
     ``model``: what maps a batch to the outputs instead of ``trainer.model`` (an
-    ``inference_eval.ExportedModel``).
+    ``ppdet_dac.deploy.exported_eval.ExportedModel``).
     """
     reader = trainer.loader if loader is None else loader
     nranks, rank = world()
