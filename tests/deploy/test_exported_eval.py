@@ -45,8 +45,7 @@ def demo_setup(exported):
 
     with global_config_restored():
         reinstate_global_config(exported.cfg)
-        model = exported.dygraph_model()
-        reinstate_global_config(exported.cfg)
+        model = exported.dygraph_model()  # (restores the global config it found)
         feeds = Preprocessor(InferConfig(exported.model_dirs["op"]).preprocess).batch(
             exported.images
         )
