@@ -167,34 +167,35 @@ def _read_label_list(value):
     raise ValueError(f"label_list must be a list of class names or a .txt file path, got {value!r}")
 
 
-def class_names(cfg, num_labels):
+def class_names(cfg, num_labels, dataset="TestDataset"):
     """Class names ordered by the model's output label, ``num_labels`` of them.
 
-    From the config's ``label_list`` when given, else from TestDataset's annotation file. A
+    From the config's ``label_list`` when given, else from the annotation file of the config's
+    ``dataset`` section (TestDataset; the evaluation's own export reads EvalDataset's). A
     missing annotation file is accepted only for a model with COCO's 80 labels (COCO's names,
     with a warning naming the file); any other missing file, and any count that differs from
     ``num_labels``, is a ValueError naming the source and how to set the names.
     """
     hint = (
         "set the names with -o label_list=[name0,name1,...] (or label_list: a .txt file "
-        "with one name per line) or point TestDataset.dataset_dir / anno_path at the "
+        f"with one name per line) or point {dataset}.dataset_dir / anno_path at the "
         "training annotation file"
     )
     if cfg.get("label_list") is not None:
         names, source = _read_label_list(cfg["label_list"])
     else:
-        anno_file = create("TestDataset")().get_anno()
+        anno_file = create(dataset)().get_anno()
         if anno_file and os.path.isfile(anno_file):
-            source = f"TestDataset annotation file {anno_file}"
+            source = f"{dataset} annotation file {anno_file}"
         elif str(cfg["metric"]).upper() == "COCO" and num_labels == len(COCO_RAW_CATEGORY_IDS):
             source = "COCO's category names"
             logger.warning(
-                f"TestDataset annotation file {anno_file!r} not found; the model has "
+                f"{dataset} annotation file {anno_file!r} not found; the model has "
                 f"COCO's {num_labels} classes, so COCO's names are used ({hint})"
             )
         else:
             raise ValueError(
-                f"the class names come from TestDataset's annotation file "
+                f"the class names come from {dataset}'s annotation file "
                 f"{anno_file!r}, which is not there, and the model has {num_labels} "
                 f"classes (not COCO's {len(COCO_RAW_CATEGORY_IDS)}): {hint}"
             )
@@ -264,8 +265,9 @@ class DeployGraph(paddle.nn.Layer):
         return out
 
 
-def infer_config(cfg, attention, image_shape, model):
-    """The infer_cfg.yml content: ppdet's keys in ppdet's order, then ours."""
+def infer_config(cfg, attention, image_shape, model, names_from="TestDataset"):
+    """The infer_cfg.yml content: ppdet's keys in ppdet's order, then ours (the class names
+    from ``names_from``'s annotation file unless the config sets label_list)."""
     return OrderedDict(
         [
             ("mode", "paddle"),
@@ -275,7 +277,7 @@ def infer_config(cfg, attention, image_shape, model):
             ("arch", DEPLOY_ARCH),
             ("min_subgraph_size", MIN_SUBGRAPH_SIZE),
             ("Preprocess", preprocess_list(cfg, image_shape)),
-            ("label_list", class_names(cfg, num_output_labels(model, cfg))),
+            ("label_list", class_names(cfg, num_output_labels(model, cfg), names_from)),
             ("architecture", cfg["architecture"]),
             ("attention", attention),
             ("input_names", list(INPUT_NAMES)),
@@ -326,11 +328,13 @@ def export_model(cfg, weights, output_dir, attention="op"):
     return save_exported(cfg, build_model(cfg, weights), output_dir, attention)
 
 
-def save_exported(cfg, model, output_dir, attention):
+def save_exported(cfg, model, output_dir, attention, names_from="TestDataset"):
     """Trace ``model`` (an eval-mode instance of ``cfg.architecture`` that the export takes
-    over) and write the inference model and its infer_cfg.yml into ``output_dir``."""
+    over) and write the inference model and its infer_cfg.yml into ``output_dir`` (class names:
+    see class_names; ``names_from`` the dataset section whose annotation file gives them)."""
     image_shape = _image_shape(cfg)
-    content = infer_config(cfg, attention, image_shape, model)  # class names checked first
+    # the class names are checked first: a wrong count fails before any tracing
+    content = infer_config(cfg, attention, image_shape, model, names_from)
     os.makedirs(output_dir, exist_ok=True)
     _mark_not_to_static()
     previous = ops.force_reference(attention == "reference")

@@ -44,7 +44,8 @@ class ExportedModel:
         own.eval()
         attention = "op" if op_available() else "reference"
         self._folder = tempfile.TemporaryDirectory(prefix="ppdet_dac_eval_")
-        save_exported(cfg, own, self._folder.name, attention)
+        # the names of the classes evaluated: EvalDataset's (TestDataset's may not be there)
+        save_exported(cfg, own, self._folder.name, attention, names_from="EvalDataset")
         self.predictor = Predictor(
             self._folder.name, device="CPU", cpu_threads=cpu_threads, enable_mkldnn=enable_mkldnn
         )
