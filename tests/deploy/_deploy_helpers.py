@@ -125,6 +125,7 @@ class Exported:
             DEMO_CONFIG,
             {
                 "TestDataset": {"dataset_dir": self.data_dir},
+                "EvalDataset": {"dataset_dir": self.data_dir},
                 "eval_size": EXPORT_SIZE,
                 "eval_max_size": EXPORT_MAX_SIZE,
             },
