@@ -77,7 +77,7 @@ def _cxcywh_to_pixels(box, hw):
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_demo_train_reader_on_handmade_sample(tmp_path, handmade, flip):
-    # the demo's 4 images a step would drop both records (drop_last): 2 here
+    # 2 images a step, as the demo's reader (at a larger batch, drop_last would drop both)
     config = _config(tmp_path, ["configs/demo/demo_data.yml"], handmade, "  batch_size: 2\n")
     result, _ = _probe(tmp_path, config, "--flip-prob", "1" if flip else "0")
     assert result["dataset"] == "DACCOCODataSet" and result["records"] == 2

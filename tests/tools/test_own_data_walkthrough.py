@@ -50,7 +50,7 @@ SERVER_START_S = 180
 CLIENT_THRESHOLD = 0.2
 
 # The doc's configs/aerial_tiles.yml with the demo model as base: 2 classes, the tiles read at
-# their own size, one epoch (the train tiles make a dozen steps of the demo's 4 images).
+# their own size, one epoch (the train tiles make two dozen steps of the demo's 2 images).
 CONFIG = """_BASE_: ['{base}']
 num_classes: 2
 epoch: 1
