@@ -37,9 +37,10 @@ whose outputs exist with the same settings is reused (``--force`` reruns it); on
 Wall time on 2 cores (measured 2026-12-06, docs/benchmarks.md; the VM's step time varies
 from day to day, 1.3-1.8 s for the demo's DAC step):
 
-* default (3 arms x 3 seeds, the demo schedule: 4 epochs of 60 steps of 4 images at 128-160 px,
-  COCO evaluation of the 60 val images after each epoch): about 69 min (each run alone
-  7.3-8.4 min: 240 steps at 1.6-1.8 s, 4 evaluations, the query analysis); each extra seed adds
+* default (3 arms x 3 seeds, the demo schedule: 4 epochs of 120 steps of 2 images at 128-160
+  px, COCO evaluation of the 60 val images after each epoch): about 69 min (each run alone
+  7.3-8.4 min, measured when the demo read 4 images a step: 240 steps at 1.6-1.8 s, 4
+  evaluations, the query analysis; 2 images a step take half as long); each extra seed adds
   about 23 min, each extra DAC arm (``dac_no_iabce``, ``dac_flat_o2m``) about 24 min;
 * ``--data crowded``: the same image count and sizes, a few per cent more per step (more
   objects to match; not measured);
