@@ -167,35 +167,35 @@ def _read_label_list(value):
     raise ValueError(f"label_list must be a list of class names or a .txt file path, got {value!r}")
 
 
-def class_names(cfg, num_labels, dataset="TestDataset"):
+def class_names(cfg, num_labels, names_from="TestDataset"):
     """Class names ordered by the model's output label, ``num_labels`` of them.
 
     From the config's ``label_list`` when given, else from the annotation file of the config's
-    ``dataset`` section (TestDataset; the evaluation's own export reads EvalDataset's). A
+    ``names_from`` section (TestDataset; the evaluation's own export reads EvalDataset's). A
     missing annotation file is accepted only for a model with COCO's 80 labels (COCO's names,
     with a warning naming the file); any other missing file, and any count that differs from
     ``num_labels``, is a ValueError naming the source and how to set the names.
     """
     hint = (
         "set the names with -o label_list=[name0,name1,...] (or label_list: a .txt file "
-        f"with one name per line) or point {dataset}.dataset_dir / anno_path at the "
+        f"with one name per line) or point {names_from}.dataset_dir / anno_path at the "
         "training annotation file"
     )
     if cfg.get("label_list") is not None:
         names, source = _read_label_list(cfg["label_list"])
     else:
-        anno_file = create(dataset)().get_anno()
+        anno_file = create(names_from)().get_anno()
         if anno_file and os.path.isfile(anno_file):
-            source = f"{dataset} annotation file {anno_file}"
+            source = f"{names_from} annotation file {anno_file}"
         elif str(cfg["metric"]).upper() == "COCO" and num_labels == len(COCO_RAW_CATEGORY_IDS):
             source = "COCO's category names"
             logger.warning(
-                f"{dataset} annotation file {anno_file!r} not found; the model has "
+                f"{names_from} annotation file {anno_file!r} not found; the model has "
                 f"COCO's {num_labels} classes, so COCO's names are used ({hint})"
             )
         else:
             raise ValueError(
-                f"the class names come from {dataset}'s annotation file "
+                f"the class names come from {names_from}'s annotation file "
                 f"{anno_file!r}, which is not there, and the model has {num_labels} "
                 f"classes (not COCO's {len(COCO_RAW_CATEGORY_IDS)}): {hint}"
             )
